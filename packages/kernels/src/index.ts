@@ -1,0 +1,10 @@
+export { createGpu, Gpu, GpuError, f32ToF16Bits, f16BitsToF32, toF16Array } from "./runtime/device.js";
+export type { GpuOptions, AdapterSummary } from "./runtime/device.js";
+export { BufferPool, sizeClass } from "./runtime/pool.js";
+export type { GpuBuffer, PoolStats } from "./runtime/pool.js";
+export { PipelineCache } from "./runtime/pipelines.js";
+export type { Kernel } from "./runtime/pipelines.js";
+export { GpuProfiler } from "./runtime/profiler.js";
+export type { ProfileEntry } from "./runtime/profiler.js";
+export { matmul, matmulReference, matmulWgsl, chooseMatmulTile } from "./matmul.js";
+export type { MatmulArgs, MatmulDtype } from "./matmul.js";

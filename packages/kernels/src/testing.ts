@@ -1,0 +1,102 @@
+// Test helpers shared by every GPU package: a seeded RNG (seed printed so failures reproduce), NaN poisoning,
+// and tolerance checks against float64 references that report the worst element.
+
+/** mulberry32: small, fast, seedable. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A fresh seed per run (NR_SEED pins it); print it so a failure can be replayed. */
+export function freshSeed(): number {
+  const pinned = process.env.NR_SEED;
+  return pinned ? Number(pinned) : (Math.random() * 2 ** 31) >>> 0;
+}
+
+export function randn(n: number, rand: () => number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(rand(), 1e-12);
+    const v = rand();
+    out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+  return out;
+}
+
+export function randInt(lo: number, hi: number, rand: () => number): number {
+  return lo + Math.floor(rand() * (hi - lo + 1));
+}
+
+/** Bit pattern of a quiet NaN in f32 and (twice) in f16, for poisoning outputs before a kernel runs. */
+export const NAN_F32_BITS = 0x7fc00000;
+export const NAN_F16X2_BITS = 0x7e007e00;
+
+export interface CloseReport {
+  ok: boolean;
+  worst: number;
+  worstIndex: number;
+  got: number;
+  want: number;
+  bound: number;
+  nonFinite: number;
+}
+
+/**
+ * Check |got[i] − want[i]| ≤ bound[i] elementwise (bound may be a number). Non-finite values in `got` where
+ * `want` is finite always fail (catches unwritten, NaN-poisoned outputs).
+ */
+export function compare(got: ArrayLike<number>, want: ArrayLike<number>, bound: number | ArrayLike<number>): CloseReport {
+  if (got.length < want.length) throw new Error(`compare: got ${got.length} values, want ${want.length}`);
+  let worst = 0;
+  let worstIndex = -1;
+  let nonFinite = 0;
+  let ok = true;
+  for (let i = 0; i < want.length; i++) {
+    const b = typeof bound === "number" ? bound : bound[i];
+    const g = got[i];
+    const w = want[i];
+    if (!Number.isFinite(g) && Number.isFinite(w)) {
+      nonFinite++;
+      ok = false;
+      if (worstIndex < 0 || worst !== Infinity) {
+        worst = Infinity;
+        worstIndex = i;
+      }
+      continue;
+    }
+    const err = Math.abs(g - w);
+    const ratio = err / (b || Number.MIN_VALUE);
+    if (err > b) ok = false;
+    if (worst !== Infinity && ratio > worst) {
+      worst = ratio;
+      worstIndex = i;
+    }
+  }
+  const i = Math.max(worstIndex, 0);
+  return {
+    ok,
+    worst,
+    worstIndex,
+    got: got[i],
+    want: want[i],
+    bound: typeof bound === "number" ? bound : bound[i],
+    nonFinite,
+  };
+}
+
+export function describeReport(r: CloseReport): string {
+  return `worst error/bound ${r.worst.toPrecision(3)} at [${r.worstIndex}]: got ${r.got}, want ${r.want}, bound ${r.bound.toExponential(2)}; non-finite ${r.nonFinite}`;
+}
+
+/** Round values to f16 precision (what an f16 upload stores), returned as f32. */
+export function roundToF16(values: Float32Array, toBits: (x: number) => number, fromBits: (h: number) => number): Float32Array {
+  const out = new Float32Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = fromBits(toBits(values[i]));
+  return out;
+}
