@@ -31,6 +31,7 @@ interface Case {
   outDtype?: MatmulDtype;
   alpha?: number;
   accumulate?: boolean;
+  path?: "tiled" | "direct";
 }
 
 async function check(c: Case) {
@@ -56,7 +57,7 @@ async function check(c: Case) {
   else gpu.fill32(cBuf, outDtype === "f16" ? NAN_F16X2_BITS : NAN_F32_BITS);
 
   const strideB = c.broadcastB ? 0 : K * N;
-  matmul(gpu, { a: aBuf, b: bBuf, c: cBuf, M, N, K, transA: c.transA, transB: c.transB, batch, strideB, dtype, outDtype, alpha: c.alpha, accumulate: c.accumulate });
+  matmul(gpu, { a: aBuf, b: bBuf, c: cBuf, M, N, K, transA: c.transA, transB: c.transB, batch, strideB, dtype, outDtype, alpha: c.alpha, accumulate: c.accumulate, path: c.path });
   const got = outDtype === "f16" ? await gpu.readF16(cBuf, batch * M * N) : await gpu.readF32(cBuf, batch * M * N);
 
   const want = matmulReference(a, b, { M, N, K, transA: c.transA, transB: c.transB, batch, strideB, alpha: c.alpha });
@@ -96,6 +97,12 @@ describe("matmul vs float64 reference", () => {
     { M: 33, N: 65, K: 47, dtype: "f16" },
     { M: 70, N: 40, K: 150, dtype: "f16", transB: true, outDtype: "f16" },
     { M: 9, N: 130, K: 64, dtype: "f16", transA: true },
+    // Both kernels of the x·Wᵀ path, forced (the default picks by adapter and M).
+    { M: 24, N: 192, K: 192, transB: true, path: "tiled" },
+    { M: 40, N: 97, K: 132, transB: true, path: "direct" },
+    { M: 3, N: 261, K: 68, transB: true, path: "direct" }, // GEMV-shaped (M ≤ 8)
+    { M: 13, N: 31, K: 36, transB: true, path: "direct", batch: 2, accumulate: true, alpha: 2 },
+    { M: 20, N: 45, K: 64, transB: true, path: "direct", dtype: "f16", outDtype: "f16" },
   ];
   for (const c of fixed) it(`fixed ${JSON.stringify(c)}`, () => check(c));
 
@@ -110,7 +117,9 @@ describe("matmul vs float64 reference", () => {
         batch: randInt(1, 3, rand),
         dtype: rand() < 0.3 ? "f16" : "f32",
         accumulate: rand() < 0.2,
+        path: rand() < 0.5 ? "tiled" : "direct",
       };
+      if (c.transB && rand() < 0.5) c.K = Math.max(4, c.K - (c.K % 4)); // reach the direct kernel
       await check(c);
     }
   });
