@@ -1,0 +1,259 @@
+import { readdir, readFile, stat } from "node:fs/promises";
+import { basename, extname, join, relative, sep } from "node:path";
+import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from "hyparquet";
+import type { Compressors } from "hyparquet";
+import { LAYOUTS, detectLayout, mapRow } from "./fields.js";
+import type { FieldMap, Layout } from "./fields.js";
+import { DatasetError } from "./types.js";
+import type { BadRowReport, MathRecord } from "./types.js";
+import { snippet } from "./util.js";
+
+/** Options of {@link loadDataset}. */
+export interface LoadOptions {
+  /** Row layout; `"auto"` (default) detects it per file from the field names. */
+  layout?: Layout | "auto";
+  /**
+   * Explicit field map. Merged over the chosen layout when `layout` is given, otherwise used as is
+   * (then `problem` is required).
+   */
+  fields?: Partial<FieldMap>;
+  /** For a dataset folder: which split to load (`train`, `test`, …). Required when the folder holds several. */
+  split?: string;
+  /** `source` of the records. Default: the folder name for a folder, the file stem for a file. */
+  source?: string;
+  /** What to do with a bad row: `"skip"` (default; it is reported in `badRows`) or `"error"` (throw {@link DatasetError}). */
+  onBadRow?: "skip" | "error";
+  /** Stop after this many good records. */
+  limit?: number;
+  /** Extra Parquet decompressors (hyparquet reads uncompressed and Snappy itself; pass e.g. hyparquet-compressors for ZSTD/GZIP/Brotli). */
+  compressors?: Compressors;
+}
+
+/** What {@link loadDataset} returns. */
+export interface LoadedDataset {
+  records: MathRecord[];
+  /** Every row that was skipped, with file, line and reason. */
+  badRows: BadRowReport[];
+  /** The files read, in order. */
+  files: string[];
+  /** The layout used for each file (`"custom"` for an explicit field map). */
+  layouts: Record<string, Layout | "custom">;
+}
+
+const DATA_EXTS = [".jsonl", ".json", ".parquet"];
+const SPLIT_WORDS = new Set(["train", "test", "validation", "valid", "val", "dev", "eval", "evaluation"]);
+
+/**
+ * The split a data file belongs to, from its name: `train-00000-of-00001.parquet` → `train`,
+ * `gsm8k_test.jsonl` → `test`, `test.jsonl` → `test`, `data/validation/x.parquet` → `validation`.
+ */
+export function splitOfFile(relPath: string): string {
+  const stem = basename(relPath, extname(relPath)).replace(/-\d{5}-of-\d{5}$/, "");
+  const parts = stem.split(/[-_.]/);
+  for (let i = parts.length - 1; i >= 0; i--) if (SPLIT_WORDS.has(parts[i].toLowerCase())) return parts[i];
+  const dirs = relPath.split(/[\\/]/).slice(0, -1);
+  for (let i = dirs.length - 1; i >= 0; i--) if (SPLIT_WORDS.has(dirs[i].toLowerCase())) return dirs[i];
+  return parts[0] || stem;
+}
+
+async function listDataFiles(dir: string, depth = 0): Promise<string[]> {
+  if (depth > 3) return [];
+  const out: string[] = [];
+  const entries = await readdir(dir, { withFileTypes: true });
+  entries.sort((a, b) => a.name.localeCompare(b.name));
+  for (const e of entries) {
+    if (e.name.startsWith(".")) continue;
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await listDataFiles(p, depth + 1)));
+    else if (DATA_EXTS.includes(extname(e.name).toLowerCase()) && !/^(dataset_infos?|dataset_dict|state|config)\.json$/i.test(e.name)) out.push(p);
+  }
+  return out;
+}
+
+/** The splits found in a dataset folder, with their files (relative paths). */
+export async function listSplits(dir: string): Promise<Record<string, string[]>> {
+  const files = await listDataFiles(dir);
+  const splits: Record<string, string[]> = {};
+  for (const f of files) {
+    const rel = relative(dir, f);
+    (splits[splitOfFile(rel)] ??= []).push(rel);
+  }
+  return splits;
+}
+
+/** Resolves a path (file or dataset folder) and split to the data files to read. */
+export async function resolveDataFiles(path: string, split?: string): Promise<string[]> {
+  const st = await stat(path);
+  if (!st.isDirectory()) return [path];
+  const splits = await listSplits(path);
+  const names = Object.keys(splits);
+  if (names.length === 0) throw new Error(`${path}: no .jsonl, .json or .parquet files`);
+  if (split === undefined) {
+    if (names.length > 1) throw new Error(`${path}: several splits (${names.join(", ")}); pass the split option`);
+    return splits[names[0]].map((f) => join(path, f));
+  }
+  const files = splits[split];
+  if (!files) throw new Error(`${path}: no split "${split}" (found: ${names.join(", ")})`);
+  return files.map((f) => join(path, f));
+}
+
+function resolveFieldMap(options: LoadOptions, fields: string[], sample: Record<string, unknown> | undefined, file: string): { map: FieldMap; layout: Layout | "custom" } {
+  const layout = options.layout && options.layout !== "auto" ? options.layout : null;
+  if (layout) return { map: { ...LAYOUTS[layout], ...options.fields } as FieldMap, layout };
+  if (options.fields?.problem) return { map: options.fields as FieldMap, layout: "custom" };
+  const detected = detectLayout(fields, sample);
+  if (!detected) throw new Error(`${file}: cannot detect the layout from fields [${fields.join(", ")}]; pass layout or fields`);
+  return { map: { ...LAYOUTS[detected], ...options.fields } as FieldMap, layout: detected };
+}
+
+interface RawRow {
+  line: number;
+  row?: unknown;
+  error?: string;
+  text?: string;
+}
+
+async function* jsonRows(file: string): AsyncGenerator<RawRow> {
+  let text = await readFile(file, "utf8");
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  if (extname(file).toLowerCase() === ".json") {
+    const trimmed = text.trimStart();
+    if (trimmed.startsWith("[")) {
+      let arr: unknown;
+      try {
+        arr = JSON.parse(text);
+      } catch (e) {
+        yield { line: 1, error: `malformed JSON: ${(e as Error).message}`, text };
+        return;
+      }
+      const rows = arr as unknown[];
+      for (let i = 0; i < rows.length; i++) yield { line: i + 1, row: rows[i] };
+      return;
+    }
+  }
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].replace(/\r$/, "");
+    if (line.trim() === "") continue;
+    try {
+      yield { line: i + 1, row: JSON.parse(line) };
+    } catch (e) {
+      yield { line: i + 1, error: `malformed JSON: ${(e as Error).message}`, text: line };
+    }
+  }
+}
+
+const PARQUET_CHUNK = 8192;
+
+/**
+ * Reads rows of a Parquet file in chunks. Only the columns needed are read: the mapped fields,
+ * the `meta`/`extraMeta` fields, and (when `meta` is not given) every top-level scalar column.
+ */
+async function parquetInfo(file: string, compressors?: Compressors) {
+  const buf = await asyncBufferFromFile(file);
+  const metadata = await parquetMetadataAsync(buf);
+  const schema = parquetSchema(metadata);
+  const columns = schema.children.map((c) => c.element.name);
+  const scalar = schema.children.filter((c) => c.children.length === 0 && c.element.repetition_type !== "REPEATED").map((c) => c.element.name);
+  const numRows = Number(metadata.num_rows);
+  // Layout detection only needs the first answer (GSM8K `####` test); read just that column.
+  const probe = columns.includes("answer") ? ["answer"] : columns.slice(0, 1);
+  const first = numRows > 0 && probe.length > 0 ? (await parquetReadObjects({ file: buf, metadata, columns: probe, rowStart: 0, rowEnd: 1, compressors }))[0] : undefined;
+  return { buf, metadata, columns, scalar, numRows, first };
+}
+
+/**
+ * Loads a dataset: a `.jsonl`, `.json` (array or lines) or `.parquet` file, or a Hugging Face–style
+ * dataset folder (`data/train-00000-of-00001.parquet`, `train.jsonl`, `gsm8k_test.jsonl`, …; pick
+ * the split with `split`). Rows are mapped with the built-in layouts (GSM8K, MATH/MATH-500,
+ * OpenR1-Math, `{prompt, answer}`, `{question, answer}`) or an explicit field map.
+ *
+ * Bad rows (malformed JSON, a missing field, an empty answer, …) are never dropped silently:
+ * with `onBadRow: "skip"` (default) they are returned in `badRows` with file and line;
+ * with `onBadRow: "error"` the first one throws a {@link DatasetError}.
+ */
+export async function loadDataset(path: string, options: LoadOptions = {}): Promise<LoadedDataset> {
+  const files = await resolveDataFiles(path, options.split);
+  const isDir = (await stat(path)).isDirectory();
+  const source = options.source ?? (isDir ? basename(path.replace(/[\\/]+$/, "")) : basename(path, extname(path)));
+  const result: LoadedDataset = { records: [], badRows: [], files, layouts: {} };
+  const limit = options.limit ?? Infinity;
+  const bad = (report: BadRowReport) => {
+    if (options.onBadRow === "error") throw new DatasetError(report);
+    result.badRows.push(report);
+  };
+  const stems = new Map<string, number>();
+  for (const file of files) {
+    if (result.records.length >= limit) break;
+    // Ids are `${stem}:${line}`; shards with equal stems in different folders get the folder prepended.
+    let idPrefix = basename(file, extname(file));
+    if (stems.has(idPrefix)) idPrefix = relative(path, file).split(sep).join("/").replace(/\.[^.]+$/, "");
+    stems.set(idPrefix, 1);
+    if (extname(file).toLowerCase() === ".parquet") {
+      const info = await parquetInfo(file, options.compressors);
+      const { map, layout } = resolveFieldMap(options, info.columns, info.first, file);
+      result.layouts[file] = layout;
+      const top = (p: string) => p.split(".")[0];
+      const wanted = new Set<string>([map.problem, map.answer, map.solution, map.id, ...(map.extraMeta ?? [])].filter((x): x is string => !!x).map(top));
+      if (map.meta) map.meta.forEach((m) => wanted.add(top(m)));
+      else info.scalar.forEach((c) => wanted.add(c));
+      const columns = info.columns.filter((c) => wanted.has(c));
+      for (let start = 0; start < info.numRows && result.records.length < limit; start += PARQUET_CHUNK) {
+        const rows = await parquetReadObjects({
+          file: info.buf,
+          metadata: info.metadata,
+          columns,
+          rowStart: start,
+          rowEnd: Math.min(info.numRows, start + PARQUET_CHUNK),
+          compressors: options.compressors,
+        });
+        for (let i = 0; i < rows.length && result.records.length < limit; i++) {
+          const line = start + i + 1;
+          const rec = mapRow(rows[i], map, { source, idPrefix, line });
+          if ("error" in rec) bad({ file, line, reason: rec.error, snippet: snippet(safeJson(rows[i])) });
+          else result.records.push(rec);
+        }
+      }
+      continue;
+    }
+    let map: FieldMap | null = null;
+    for await (const raw of jsonRows(file)) {
+      if (result.records.length >= limit) break;
+      if (raw.error !== undefined) {
+        bad({ file, line: raw.line, reason: raw.error, snippet: snippet(raw.text ?? "") });
+        continue;
+      }
+      if (!map) {
+        if (!raw.row || typeof raw.row !== "object" || Array.isArray(raw.row)) {
+          bad({ file, line: raw.line, reason: "row is not a JSON object", snippet: snippet(safeJson(raw.row)) });
+          continue;
+        }
+        const sample = raw.row as Record<string, unknown>;
+        const resolved = resolveFieldMap(options, Object.keys(sample), sample, file);
+        map = resolved.map;
+        result.layouts[file] = resolved.layout;
+      }
+      const rec = mapRow(raw.row, map, { source, idPrefix, line: raw.line });
+      if ("error" in rec) bad({ file, line: raw.line, reason: rec.error, snippet: snippet(safeJson(raw.row)) });
+      else result.records.push(rec);
+    }
+  }
+  return result;
+}
+
+function safeJson(v: unknown): string {
+  try {
+    return JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? x.toString() : x)) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+/** One line per bad row (`file:line: reason`), plus a count header; empty string when there are none. */
+export function formatBadRows(reports: readonly BadRowReport[], max = 20): string {
+  if (reports.length === 0) return "";
+  const lines = [`${reports.length} bad row${reports.length === 1 ? "" : "s"} skipped:`];
+  for (const r of reports.slice(0, max)) lines.push(`  ${r.file}:${r.line}: ${r.reason}`);
+  if (reports.length > max) lines.push(`  … and ${reports.length - max} more`);
+  return lines.join("\n");
+}
