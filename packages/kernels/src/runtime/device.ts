@@ -92,6 +92,11 @@ function noAdapterMessage(opts: GpuOptions): string {
   return lines.join("\n");
 }
 
+/** The backend Dawn picks when none is named. */
+function defaultBackend(): string {
+  return process.platform === "darwin" ? "metal" : process.platform === "win32" ? "d3d12" : "vulkan";
+}
+
 export async function createGpu(options: GpuOptions = {}): Promise<Gpu> {
   const opts: GpuOptions = {
     backend: options.backend ?? process.env.NR_BACKEND ?? undefined,
@@ -137,7 +142,7 @@ export async function createGpu(options: GpuOptions = {}): Promise<Gpu> {
     architecture: info.architecture ?? "",
     description: info.description ?? "",
     device: info.device ?? "",
-    backend: info.backendType ?? opts.backend ?? "default",
+    backend: info.backendType ?? opts.backend ?? defaultBackend(),
     isFallbackAdapter: Boolean((info as { isFallbackAdapter?: boolean }).isFallbackAdapter),
   };
   return new Gpu(device, summary, info.subgroupMatrixConfigs ?? [], instance!);
