@@ -1,0 +1,684 @@
+// Element-wise and gather/scatter kernels of the decoder layer, forward and backward side by side:
+//
+//   add            y = a + b  (or in place a += b): the residual connection. Backward is the identity (no kernel).
+//   swiglu         h = silu(gate)·up, gate/up [M, I] as two buffers or one fused [M, 2I] buffer (row m holds
+//                  gate in columns [0, I) and up in [I, 2I)). Backward: dgate = dh·up·σ(g)(1 + g(1 − σ(g))),
+//                  dup = dh·silu(g).
+//   biasAdd        y[m, n] += bias[n] (in place, or into a separate output). Backward: biasGrad = column sums of dy.
+//   columnSum      out[n] (+)= Σ_m x[m, n], deterministic and without float atomics: a column-parallel pass over
+//                  row chunks writes partial sums [chunks, N], and a second pass of the same kernel sums the
+//                  partials in chunk order. The summation order depends only on (M, N), never on scheduling.
+//   embedding      out[m, :] = table[ids[m], :] (table f32 or f16 → f32 out). An id ≥ V is SKIPPED: its output
+//                  row is written as zeros and nothing is read out of bounds.
+//   embeddingBackward  dTable[v, :] (+)= Σ_{m : ids[m] = v} dOut[m, :]. Sort-free and deterministic: one workgroup
+//                  per token m; it first checks whether an earlier token has the same id (a parallel scan of
+//                  ids[0..m)) and, if so, does nothing. Otherwise it owns row v: it walks ids[m..M) (staged through
+//                  workgroup memory), adds the dOut rows of every matching token in token order, and writes row v
+//                  once. No two workgroups write the same row, no float atomics, the sum order is token order.
+//                  Cost: O(M²) id comparisons in total (cheap next to the M·H row traffic for M up to ~16k).
+//                  Ids ≥ V are skipped (no write). Rows no token touches are not written at all.
+//
+// Dtypes: activations f32, or f16 where the adapter has shader-f16 (storage only: every kernel computes in f32).
+// Everything bounds-checks (we run with Dawn's disable_robustness); grids larger than 65535 workgroups are folded
+// into the y dimension.
+import type { Gpu } from "./runtime/device.js";
+import type { GpuBuffer } from "./runtime/pool.js";
+
+export type Dtype = "f32" | "f16";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Shared launcher helpers (also used by norm.ts and rope.ts)
+
+export const dtypeBytes = (d: Dtype) => (d === "f16" ? 2 : 4);
+
+/** Throw a clear error when an f16 variant is asked for on an adapter without shader-f16. */
+export function requireF16(gpu: Gpu, who: string, ...dtypes: Array<Dtype | undefined>) {
+  if (dtypes.includes("f16") && !gpu.hasF16) {
+    throw new Error(`${who}: f16 tensors need the shader-f16 feature, which this adapter (${gpu.adapterName}) lacks; use f32`);
+  }
+}
+
+export function requireCount(who: string, name: string, n: number) {
+  if (!(Number.isInteger(n) && n > 0)) throw new Error(`${who}: ${name} must be a positive integer (got ${n})`);
+}
+
+/** Check that `buf` holds `count` elements of `dtype` and fits in one storage binding. */
+export function requireBuffer(gpu: Gpu, who: string, name: string, buf: GpuBuffer, count: number, dtype: Dtype | "u32", shape: string) {
+  if (!buf || typeof buf.bytes !== "number") throw new Error(`${who}: ${name} is not a GPU buffer`);
+  const need = count * (dtype === "f16" ? 2 : 4);
+  if (buf.bytes < need) {
+    throw new Error(`${who}: ${name} holds ${buf.bytes} bytes, needs ${need} (${count} × ${dtype} for ${shape})`);
+  }
+  const maxBinding = gpu.limits.maxStorageBufferBindingSize;
+  if (maxBinding && need > maxBinding) {
+    throw new Error(`${who}: ${name} needs ${need} bytes in one binding, over this adapter's maxStorageBufferBindingSize (${maxBinding})`);
+  }
+}
+
+/** Fold `workgroups` into [x, y] with x ≤ the per-dimension limit; shaders index wg.y·num_workgroups.x + wg.x. */
+export function foldGrid(gpu: Gpu, workgroups: number): [number, number] {
+  const maxX = Math.min(65535, gpu.limits.maxComputeWorkgroupsPerDimension ?? 65535);
+  if (workgroups <= maxX) return [workgroups, 1];
+  const y = Math.ceil(workgroups / maxX);
+  return [Math.ceil(workgroups / y), y];
+}
+
+/** WGSL: the flat workgroup index of a folded grid (needs `wid` = workgroup_id and `nwg` = num_workgroups). */
+export const FLAT_WG = "(wid.y * nwg.x + wid.x)";
+
+/**
+ * Work split for kernels that give one workgroup a whole row of length H: WG threads, each owning CPT columns
+ * j = lid + c·WG (c < CPT) held in registers. CPT is a compile-time constant, so each distinct (WG, CPT) is one
+ * pipeline; a model uses only a couple of H values (hidden size, head dim).
+ */
+export function rowLayout(H: number, who: string): { WG: number; CPT: number } {
+  const WG = H <= 512 ? 64 : 256;
+  const CPT = Math.ceil(H / WG);
+  if (CPT > 64) throw new Error(`${who}: rows of ${H} elements are longer than this kernel supports (max ${64 * 256})`);
+  return { WG, CPT };
+}
+
+const f16Header = (...dtypes: Dtype[]) => (dtypes.includes("f16") ? "enable f16;\n" : "");
+
+const WG1D = 256;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Residual add
+
+export interface AddArgs {
+  a: GpuBuffer;
+  b: GpuBuffer;
+  /** Output; when omitted the sum is written into `a` (a += b). */
+  out?: GpuBuffer;
+  n: number;
+  /** dtype of a and out (default f32: the residual stream). */
+  dtype?: Dtype;
+  /** dtype of b (default: dtype), e.g. an f16 attention/MLP output added into the f32 residual stream. */
+  bDtype?: Dtype;
+}
+
+export function addWgsl(o: { dtype: Dtype; bDtype: Dtype; inPlace: boolean }): string {
+  const { dtype, bDtype, inPlace } = o;
+  return /* wgsl */ `
+${f16Header(dtype, bDtype)}
+struct Params { n: u32, p0: u32, p1: u32, p2: u32 }
+${inPlace
+    ? `@group(0) @binding(0) var<storage, read_write> A: array<${dtype}>;
+@group(0) @binding(1) var<storage, read> B: array<${bDtype}>;
+@group(0) @binding(2) var<uniform> u: Params;`
+    : `@group(0) @binding(0) var<storage, read> A: array<${dtype}>;
+@group(0) @binding(1) var<storage, read> B: array<${bDtype}>;
+@group(0) @binding(2) var<storage, read_write> Y: array<${dtype}>;
+@group(0) @binding(3) var<uniform> u: Params;`}
+
+@compute @workgroup_size(${WG1D})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = ${FLAT_WG} * ${WG1D}u + lid;
+  if (i >= u.n) { return; }
+  let v = f32(A[i]) + f32(B[i]);
+  ${inPlace ? "A" : "Y"}[i] = ${dtype}(v);
+}
+`;
+}
+
+/** Record y = a + b (or a += b when `out` is omitted). */
+export function add(gpu: Gpu, args: AddArgs): void {
+  const who = "add";
+  const dtype = args.dtype ?? "f32";
+  const bDtype = args.bDtype ?? dtype;
+  const { n } = args;
+  requireCount(who, "n", n);
+  requireF16(gpu, who, dtype, bDtype);
+  requireBuffer(gpu, who, "a", args.a, n, dtype, `n=${n}`);
+  requireBuffer(gpu, who, "b", args.b, n, bDtype, `n=${n}`);
+  const inPlace = !args.out;
+  if (args.out) requireBuffer(gpu, who, "out", args.out, n, dtype, `n=${n}`);
+  if (args.out && (args.out.buffer === args.a.buffer || args.out.buffer === args.b.buffer)) {
+    throw new Error(`${who}: out aliases an input; omit out for the in-place a += b`);
+  }
+  if (args.a.buffer === args.b.buffer) throw new Error(`${who}: a and b are the same buffer (WebGPU forbids a writable alias)`);
+  const label = `add_${dtype}_${bDtype}${inPlace ? "_inplace" : ""}`;
+  const kernel = gpu.kernel(label, addWgsl({ dtype, bDtype, inPlace }));
+  const bufs = inPlace ? [args.a, args.b] : [args.a, args.b, args.out!];
+  gpu.dispatch(kernel, bufs, foldGrid(gpu, Math.ceil(n / WG1D)), new Uint32Array([n, 0, 0, 0]));
+}
+
+export function addReference(a: ArrayLike<number>, b: ArrayLike<number>): Float64Array {
+  const y = new Float64Array(a.length);
+  for (let i = 0; i < a.length; i++) y[i] = a[i] + b[i];
+  return y;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SwiGLU
+
+export interface SwigluArgs {
+  /** gate [M, I]; or, with `fused`, the [M, 2I] buffer holding gate|up per row. */
+  gate: GpuBuffer;
+  /** up [M, I]; omit when `gate` is the fused [M, 2I] buffer. */
+  up?: GpuBuffer;
+  /** Output h [M, I]. */
+  h: GpuBuffer;
+  M: number;
+  I: number;
+  /** dtype of gate/up (default f32). */
+  dtype?: Dtype;
+  /** dtype of h (default: dtype). */
+  outDtype?: Dtype;
+}
+
+export interface SwigluBackwardArgs {
+  dh: GpuBuffer;
+  /** gate [M, I] or fused gate|up [M, 2I] (when `up` is omitted), as in the forward. */
+  gate: GpuBuffer;
+  up?: GpuBuffer;
+  /** dgate [M, I] — or, in the fused layout, the [M, 2I] gradient dgate|dup. */
+  dgate: GpuBuffer;
+  /** dup [M, I]; omit in the fused layout. */
+  dup?: GpuBuffer;
+  M: number;
+  I: number;
+  /** dtype of gate/up (default f32). */
+  dtype?: Dtype;
+  /** dtype of dh, dgate and dup (default: dtype). */
+  gradDtype?: Dtype;
+}
+
+const SIGMOID_WGSL = `fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }`; // exp(-x) = inf for x ≪ 0 → 0, no NaN
+
+export function swigluWgsl(o: { dtype: Dtype; outDtype: Dtype; fused: boolean }): string {
+  const { dtype, outDtype, fused } = o;
+  const inputs = fused
+    ? `@group(0) @binding(0) var<storage, read> GU: array<${dtype}>;
+@group(0) @binding(1) var<storage, read_write> Hs: array<${outDtype}>;
+@group(0) @binding(2) var<uniform> u: Params;`
+    : `@group(0) @binding(0) var<storage, read> G: array<${dtype}>;
+@group(0) @binding(1) var<storage, read> U: array<${dtype}>;
+@group(0) @binding(2) var<storage, read_write> Hs: array<${outDtype}>;
+@group(0) @binding(3) var<uniform> u: Params;`;
+  const load = fused
+    ? `let m = i / u.I; let gi = i + m * u.I; let g = f32(GU[gi]); let up = f32(GU[gi + u.I]);`
+    : `let g = f32(G[i]); let up = f32(U[i]);`;
+  return /* wgsl */ `
+${f16Header(dtype, outDtype)}
+struct Params { M: u32, I: u32, n: u32, p0: u32 }
+${inputs}
+${SIGMOID_WGSL}
+
+@compute @workgroup_size(${WG1D})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = ${FLAT_WG} * ${WG1D}u + lid;
+  if (i >= u.n) { return; }
+  ${load}
+  Hs[i] = ${outDtype}(g * sigmoid(g) * up);
+}
+`;
+}
+
+export function swigluBackwardWgsl(o: { dtype: Dtype; gradDtype: Dtype; fused: boolean }): string {
+  const { dtype, gradDtype, fused } = o;
+  const T = dtype;
+  const D = gradDtype;
+  const bindings = fused
+    ? `@group(0) @binding(0) var<storage, read> dH: array<${D}>;
+@group(0) @binding(1) var<storage, read> GU: array<${T}>;
+@group(0) @binding(2) var<storage, read_write> dGU: array<${D}>;
+@group(0) @binding(3) var<uniform> u: Params;`
+    : `@group(0) @binding(0) var<storage, read> dH: array<${D}>;
+@group(0) @binding(1) var<storage, read> G: array<${T}>;
+@group(0) @binding(2) var<storage, read> U: array<${T}>;
+@group(0) @binding(3) var<storage, read_write> dG: array<${D}>;
+@group(0) @binding(4) var<storage, read_write> dU: array<${D}>;
+@group(0) @binding(5) var<uniform> u: Params;`;
+  const load = fused
+    ? `let m = i / u.I; let gi = i + m * u.I; let g = f32(GU[gi]); let up = f32(GU[gi + u.I]);`
+    : `let g = f32(G[i]); let up = f32(U[i]);`;
+  const store = fused
+    ? `dGU[gi] = ${D}(dh * up * dsilu); dGU[gi + u.I] = ${D}(dh * g * s);`
+    : `dG[i] = ${D}(dh * up * dsilu); dU[i] = ${D}(dh * g * s);`;
+  return /* wgsl */ `
+${f16Header(dtype, gradDtype)}
+struct Params { M: u32, I: u32, n: u32, p0: u32 }
+${bindings}
+${SIGMOID_WGSL}
+
+@compute @workgroup_size(${WG1D})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = ${FLAT_WG} * ${WG1D}u + lid;
+  if (i >= u.n) { return; }
+  ${load}
+  let dh = f32(dH[i]);
+  let s = sigmoid(g);
+  let dsilu = s * (1.0 + g * (1.0 - s));
+  ${store}
+}
+`;
+}
+
+function swigluChecks(gpu: Gpu, who: string, M: number, I: number) {
+  requireCount(who, "M", M);
+  requireCount(who, "I", I);
+  if (M * I * 2 > 2 ** 32 - 1) throw new Error(`${who}: M·2I = ${M * I * 2} overflows 32-bit indexing; split the rows`);
+}
+
+/** Record h = silu(gate)·up. */
+export function swiglu(gpu: Gpu, args: SwigluArgs): void {
+  const who = "swiglu";
+  const { M, I } = args;
+  const dtype = args.dtype ?? "f32";
+  const outDtype = args.outDtype ?? dtype;
+  const fused = !args.up;
+  swigluChecks(gpu, who, M, I);
+  requireF16(gpu, who, dtype, outDtype);
+  const shape = `M=${M} I=${I}`;
+  if (fused) requireBuffer(gpu, who, "gate (fused gate|up)", args.gate, 2 * M * I, dtype, shape);
+  else {
+    requireBuffer(gpu, who, "gate", args.gate, M * I, dtype, shape);
+    requireBuffer(gpu, who, "up", args.up!, M * I, dtype, shape);
+  }
+  requireBuffer(gpu, who, "h", args.h, M * I, outDtype, shape);
+  const label = `swiglu_${dtype}_${outDtype}${fused ? "_fused" : ""}`;
+  const kernel = gpu.kernel(label, swigluWgsl({ dtype, outDtype, fused }));
+  const n = M * I;
+  const bufs = fused ? [args.gate, args.h] : [args.gate, args.up!, args.h];
+  gpu.dispatch(kernel, bufs, foldGrid(gpu, Math.ceil(n / WG1D)), new Uint32Array([M, I, n, 0]));
+}
+
+/** Record dgate, dup from dh (both outputs are overwritten). */
+export function swigluBackward(gpu: Gpu, args: SwigluBackwardArgs): void {
+  const who = "swigluBackward";
+  const { M, I } = args;
+  const dtype = args.dtype ?? "f32";
+  const gradDtype = args.gradDtype ?? dtype;
+  const fused = !args.up;
+  swigluChecks(gpu, who, M, I);
+  requireF16(gpu, who, dtype, gradDtype);
+  if (fused !== !args.dup) throw new Error(`${who}: give both up and dup (separate layout) or neither (fused [M, 2I] layout)`);
+  const shape = `M=${M} I=${I}`;
+  requireBuffer(gpu, who, "dh", args.dh, M * I, gradDtype, shape);
+  if (fused) {
+    requireBuffer(gpu, who, "gate (fused gate|up)", args.gate, 2 * M * I, dtype, shape);
+    requireBuffer(gpu, who, "dgate (fused dgate|dup)", args.dgate, 2 * M * I, gradDtype, shape);
+  } else {
+    requireBuffer(gpu, who, "gate", args.gate, M * I, dtype, shape);
+    requireBuffer(gpu, who, "up", args.up!, M * I, dtype, shape);
+    requireBuffer(gpu, who, "dgate", args.dgate, M * I, gradDtype, shape);
+    requireBuffer(gpu, who, "dup", args.dup!, M * I, gradDtype, shape);
+  }
+  const label = `swiglu_bwd_${dtype}_${gradDtype}${fused ? "_fused" : ""}`;
+  const kernel = gpu.kernel(label, swigluBackwardWgsl({ dtype, gradDtype, fused }));
+  const n = M * I;
+  const bufs = fused ? [args.dh, args.gate, args.dgate] : [args.dh, args.gate, args.up!, args.dgate, args.dup!];
+  gpu.dispatch(kernel, bufs, foldGrid(gpu, Math.ceil(n / WG1D)), new Uint32Array([M, I, n, 0]));
+}
+
+const sigmoid64 = (x: number) => 1 / (1 + Math.exp(-x));
+
+export function swigluReference(gate: ArrayLike<number>, up: ArrayLike<number>): Float64Array {
+  const h = new Float64Array(gate.length);
+  for (let i = 0; i < gate.length; i++) h[i] = gate[i] * sigmoid64(gate[i]) * up[i];
+  return h;
+}
+
+export function swigluBackwardReference(dh: ArrayLike<number>, gate: ArrayLike<number>, up: ArrayLike<number>): { dgate: Float64Array; dup: Float64Array } {
+  const n = gate.length;
+  const dgate = new Float64Array(n);
+  const dup = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    const s = sigmoid64(g);
+    dgate[i] = dh[i] * up[i] * s * (1 + g * (1 - s));
+    dup[i] = dh[i] * g * s;
+  }
+  return { dgate, dup };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Bias add and its gradient (column sums)
+
+export interface BiasAddArgs {
+  /** y [M, N]; updated in place unless `out` is given. */
+  y: GpuBuffer;
+  bias: GpuBuffer;
+  out?: GpuBuffer;
+  M: number;
+  N: number;
+  /** dtype of y/out (default f32). */
+  dtype?: Dtype;
+  /** dtype of bias (default: dtype). */
+  biasDtype?: Dtype;
+}
+
+export function biasAddWgsl(o: { dtype: Dtype; biasDtype: Dtype; inPlace: boolean }): string {
+  const { dtype, biasDtype, inPlace } = o;
+  return /* wgsl */ `
+${f16Header(dtype, biasDtype)}
+struct Params { M: u32, N: u32, n: u32, p0: u32 }
+${inPlace
+    ? `@group(0) @binding(0) var<storage, read_write> Y: array<${dtype}>;
+@group(0) @binding(1) var<storage, read> Bias: array<${biasDtype}>;
+@group(0) @binding(2) var<uniform> u: Params;`
+    : `@group(0) @binding(0) var<storage, read> Y: array<${dtype}>;
+@group(0) @binding(1) var<storage, read> Bias: array<${biasDtype}>;
+@group(0) @binding(2) var<storage, read_write> Out: array<${dtype}>;
+@group(0) @binding(3) var<uniform> u: Params;`}
+
+@compute @workgroup_size(${WG1D})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = ${FLAT_WG} * ${WG1D}u + lid;
+  if (i >= u.n) { return; }
+  let col = i % u.N;
+  ${inPlace ? "Y" : "Out"}[i] = ${dtype}(f32(Y[i]) + f32(Bias[col]));
+}
+`;
+}
+
+/** Record y[m, n] += bias[n] (or out = y + bias). */
+export function biasAdd(gpu: Gpu, args: BiasAddArgs): void {
+  const who = "biasAdd";
+  const { M, N } = args;
+  const dtype = args.dtype ?? "f32";
+  const biasDtype = args.biasDtype ?? dtype;
+  requireCount(who, "M", M);
+  requireCount(who, "N", N);
+  requireF16(gpu, who, dtype, biasDtype);
+  const shape = `M=${M} N=${N}`;
+  requireBuffer(gpu, who, "y", args.y, M * N, dtype, shape);
+  requireBuffer(gpu, who, "bias", args.bias, N, biasDtype, shape);
+  if (args.out) requireBuffer(gpu, who, "out", args.out, M * N, dtype, shape);
+  const inPlace = !args.out;
+  const label = `bias_add_${dtype}_${biasDtype}${inPlace ? "_inplace" : ""}`;
+  const kernel = gpu.kernel(label, biasAddWgsl({ dtype, biasDtype, inPlace }));
+  const n = M * N;
+  gpu.dispatch(kernel, inPlace ? [args.y, args.bias] : [args.y, args.bias, args.out!], foldGrid(gpu, Math.ceil(n / WG1D)), new Uint32Array([M, N, n, 0]));
+}
+
+export function biasAddReference(y: ArrayLike<number>, bias: ArrayLike<number>, M: number, N: number): Float64Array {
+  const out = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) out[m * N + n] = y[m * N + n] + bias[n];
+  return out;
+}
+
+export interface ColumnSumArgs {
+  /** x [M, N]. */
+  x: GpuBuffer;
+  /** out [N] f32. */
+  out: GpuBuffer;
+  M: number;
+  N: number;
+  dtype?: Dtype;
+  /** out += Σ instead of out = Σ (gradient accumulation). */
+  accumulate?: boolean;
+  /** Optional scratch for the partial sums (≥ columnSumScratchBytes(M, N) bytes); otherwise one is pooled. */
+  scratch?: GpuBuffer;
+}
+
+const CS_COLS = 64; // columns per workgroup (one per x-lane)
+const CS_LANES = 4; // row lanes per column inside a workgroup
+/** Above this many rows, the sum goes through partials over row chunks (two passes). */
+const CS_DIRECT_MAX_ROWS = 128;
+
+/** How columnSum splits M rows: `chunks` partial rows of `chunkRows` rows each (chunks = 1: a single pass). */
+export function columnSumPlan(M: number, N: number): { chunks: number; chunkRows: number } {
+  if (M <= CS_DIRECT_MAX_ROWS) return { chunks: 1, chunkRows: M };
+  const colBlocks = Math.ceil(N / CS_COLS);
+  // Enough workgroups to fill a big GPU (~512), chunks of at least 32 rows, at most 128 partial rows.
+  const want = Math.max(2, Math.min(128, Math.ceil(512 / colBlocks), Math.ceil(M / 32)));
+  const chunkRows = Math.ceil(M / want);
+  return { chunks: Math.ceil(M / chunkRows), chunkRows };
+}
+
+export function columnSumScratchBytes(M: number, N: number): number {
+  const { chunks } = columnSumPlan(M, N);
+  return chunks > 1 ? chunks * N * 4 : 0;
+}
+
+export function columnSumWgsl(o: { dtype: Dtype; final: boolean; accumulate: boolean }): string {
+  const { dtype, final, accumulate } = o;
+  const store = final
+    ? `var v = t;${accumulate ? " v += Out[col];" : ""} Out[col] = v;`
+    : `Out[wid.y * u.N + col] = t;`;
+  return /* wgsl */ `
+${f16Header(dtype)}
+struct Params { M: u32, N: u32, chunkRows: u32, p0: u32 }
+@group(0) @binding(0) var<storage, read> X: array<${dtype}>;
+@group(0) @binding(1) var<storage, read_write> Out: array<f32>;
+@group(0) @binding(2) var<uniform> u: Params;
+var<workgroup> red: array<f32, ${CS_COLS * CS_LANES}>;
+
+// One workgroup: ${CS_COLS} columns × ${CS_LANES} row lanes over one chunk of rows (wid.y). Fixed order ⇒ deterministic.
+@compute @workgroup_size(${CS_COLS}, ${CS_LANES})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let col = wid.x * ${CS_COLS}u + lid.x;
+  let r0 = wid.y * u.chunkRows;
+  let r1 = min(r0 + u.chunkRows, u.M);
+  var s = 0.0;
+  if (col < u.N) {
+    for (var r = r0 + lid.y; r < r1; r += ${CS_LANES}u) { s += f32(X[r * u.N + col]); }
+  }
+  red[lid.y * ${CS_COLS}u + lid.x] = s;
+  workgroupBarrier();
+  if (lid.y == 0u && col < u.N) {
+    let t = (red[lid.x] + red[${CS_COLS}u + lid.x]) + (red[${2 * CS_COLS}u + lid.x] + red[${3 * CS_COLS}u + lid.x]);
+    ${store}
+  }
+}
+`;
+}
+
+/** Record out[n] (+)= Σ_m x[m, n] (deterministic, no float atomics). */
+export function columnSum(gpu: Gpu, args: ColumnSumArgs): void {
+  const who = "columnSum";
+  const { M, N } = args;
+  const dtype = args.dtype ?? "f32";
+  const accumulate = args.accumulate ?? false;
+  requireCount(who, "M", M);
+  requireCount(who, "N", N);
+  requireF16(gpu, who, dtype);
+  const shape = `M=${M} N=${N}`;
+  requireBuffer(gpu, who, "x", args.x, M * N, dtype, shape);
+  requireBuffer(gpu, who, "out", args.out, N, "f32", shape);
+  if (args.x.buffer === args.out.buffer) throw new Error(`${who}: out aliases x`);
+  const colBlocks = Math.ceil(N / CS_COLS);
+  if (colBlocks > 65535) throw new Error(`${who}: N=${N} is too wide (max ${65535 * CS_COLS} columns)`);
+  const plan = columnSumPlan(M, N);
+  const finalKernel = (dt: Dtype) =>
+    gpu.kernel(`column_sum_${dt}${accumulate ? "_acc" : ""}`, columnSumWgsl({ dtype: dt, final: true, accumulate }));
+  if (plan.chunks === 1) {
+    gpu.dispatch(finalKernel(dtype), [args.x, args.out], [colBlocks, 1], new Uint32Array([M, N, M, 0]));
+    return;
+  }
+  const scratchBytes = plan.chunks * N * 4;
+  if (args.scratch) requireBuffer(gpu, who, "scratch", args.scratch, plan.chunks * N, "f32", shape);
+  const scratch = args.scratch ?? gpu.alloc(scratchBytes, "column_sum_partials");
+  const partialKernel = gpu.kernel(`column_sum_partial_${dtype}`, columnSumWgsl({ dtype, final: false, accumulate: false }));
+  gpu.dispatch(partialKernel, [args.x, scratch], [colBlocks, plan.chunks], new Uint32Array([M, N, plan.chunkRows, 0]));
+  gpu.dispatch(finalKernel("f32"), [scratch, args.out], [colBlocks, 1], new Uint32Array([plan.chunks, N, plan.chunks, 0]));
+  // Safe to hand back now: any later user of this buffer is recorded (or, for gpu.write, submitted) after us.
+  if (!args.scratch) gpu.release(scratch);
+}
+
+/** Backward of biasAdd: dbias[n] (+)= Σ_m dy[m, n]. */
+export function biasGrad(gpu: Gpu, args: { dy: GpuBuffer; dbias: GpuBuffer; M: number; N: number; dtype?: Dtype; accumulate?: boolean }): void {
+  columnSum(gpu, { x: args.dy, out: args.dbias, M: args.M, N: args.N, dtype: args.dtype, accumulate: args.accumulate });
+}
+
+export function columnSumReference(x: ArrayLike<number>, M: number, N: number): Float64Array {
+  const out = new Float64Array(N);
+  for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) out[n] += x[m * N + n];
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Embedding gather and its scatter-add backward
+
+export interface EmbeddingArgs {
+  /** u32 token ids [M]. */
+  ids: GpuBuffer;
+  /** table [V, H]. */
+  table: GpuBuffer;
+  /** out [M, H] f32. */
+  out: GpuBuffer;
+  M: number;
+  V: number;
+  H: number;
+  /** dtype of the table (default f32). */
+  dtype?: Dtype;
+}
+
+export interface EmbeddingBackwardArgs {
+  ids: GpuBuffer;
+  /** dOut [M, H] f32. */
+  dOut: GpuBuffer;
+  /** dTable [V, H] f32. Only rows some in-range id touches are written. */
+  dTable: GpuBuffer;
+  M: number;
+  V: number;
+  H: number;
+  /** dTable rows += sums (default) or = sums. Untouched rows are never written either way. */
+  accumulate?: boolean;
+}
+
+export function embeddingWgsl(o: { dtype: Dtype }): string {
+  return /* wgsl */ `
+${f16Header(o.dtype)}
+struct Params { M: u32, H: u32, V: u32, n: u32 }
+@group(0) @binding(0) var<storage, read> Ids: array<u32>;
+@group(0) @binding(1) var<storage, read> Table: array<${o.dtype}>;
+@group(0) @binding(2) var<storage, read_write> Out: array<f32>;
+@group(0) @binding(3) var<uniform> u: Params;
+
+@compute @workgroup_size(${WG1D})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = ${FLAT_WG} * ${WG1D}u + lid;
+  if (i >= u.n) { return; }
+  let m = i / u.H;
+  let j = i - m * u.H;
+  let id = Ids[m];
+  var v = 0.0;
+  if (id < u.V) { v = f32(Table[id * u.H + j]); } // out-of-range id: zeros, no read
+  Out[i] = v;
+}
+`;
+}
+
+export function embeddingBackwardWgsl(o: { WG: number; CPT: number; accumulate: boolean }): string {
+  const { WG, CPT, accumulate } = o;
+  return /* wgsl */ `
+struct Params { M: u32, H: u32, V: u32, p0: u32 }
+@group(0) @binding(0) var<storage, read> Ids: array<u32>;
+@group(0) @binding(1) var<storage, read> dOut: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dTable: array<f32>;
+@group(0) @binding(3) var<uniform> u: Params;
+var<workgroup> seen: atomic<u32>;
+var<workgroup> seenFlag: u32;
+var<workgroup> tile: array<u32, ${WG}>;
+
+// Workgroup m owns row ids[m] iff no earlier token has the same id; the owner sums every matching token's dOut
+// row in token order and writes the row once (see the file header).
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let m = ${FLAT_WG};
+  if (m >= u.M) { return; }
+  let id = Ids[m];
+  if (id >= u.V) { return; } // out-of-range id: skipped
+  if (lid == 0u) { atomicStore(&seen, 0u); }
+  workgroupBarrier();
+  for (var k = lid; k < m; k += ${WG}u) {
+    if (Ids[k] == id) { atomicStore(&seen, 1u); break; }
+  }
+  workgroupBarrier();
+  if (lid == 0u) { seenFlag = atomicLoad(&seen); }
+  if (workgroupUniformLoad(&seenFlag) != 0u) { return; }
+
+  var acc: array<f32, ${CPT}>;
+  for (var c = 0u; c < ${CPT}u; c++) { acc[c] = 0.0; }
+  for (var k0 = m; k0 < u.M; k0 += ${WG}u) {
+    var t = 0xffffffffu;
+    if (k0 + lid < u.M) { t = Ids[k0 + lid]; }
+    tile[lid] = t;
+    workgroupBarrier();
+    let cnt = min(${WG}u, u.M - k0);
+    for (var s = 0u; s < cnt; s++) {
+      if (tile[s] == id) {
+        let rb = (k0 + s) * u.H;
+        for (var c = 0u; c < ${CPT}u; c++) {
+          let j = lid + c * ${WG}u;
+          if (j < u.H) { acc[c] += dOut[rb + j]; }
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  let ob = id * u.H;
+  for (var c = 0u; c < ${CPT}u; c++) {
+    let j = lid + c * ${WG}u;
+    if (j < u.H) {
+      ${accumulate ? "dTable[ob + j] = dTable[ob + j] + acc[c];" : "dTable[ob + j] = acc[c];"}
+    }
+  }
+}
+`;
+}
+
+function embeddingChecks(gpu: Gpu, who: string, M: number, V: number, H: number) {
+  requireCount(who, "M", M);
+  requireCount(who, "V", V);
+  requireCount(who, "H", H);
+  if (V * H > 2 ** 32 - 1 || M * H > 2 ** 32 - 1) throw new Error(`${who}: V·H or M·H overflows 32-bit indexing (V=${V} M=${M} H=${H})`);
+}
+
+/** Record out[m, :] = table[ids[m], :] (zeros for ids ≥ V). */
+export function embedding(gpu: Gpu, args: EmbeddingArgs): void {
+  const who = "embedding";
+  const { M, V, H } = args;
+  const dtype = args.dtype ?? "f32";
+  embeddingChecks(gpu, who, M, V, H);
+  requireF16(gpu, who, dtype);
+  const shape = `M=${M} V=${V} H=${H}`;
+  requireBuffer(gpu, who, "ids", args.ids, M, "u32", shape);
+  requireBuffer(gpu, who, "table", args.table, V * H, dtype, shape);
+  requireBuffer(gpu, who, "out", args.out, M * H, "f32", shape);
+  const kernel = gpu.kernel(`embedding_${dtype}`, embeddingWgsl({ dtype }));
+  const n = M * H;
+  gpu.dispatch(kernel, [args.ids, args.table, args.out], foldGrid(gpu, Math.ceil(n / WG1D)), new Uint32Array([M, H, V, n]));
+}
+
+/** Record dTable[v, :] (+)= Σ_{m: ids[m]=v} dOut[m, :] (deterministic, no float atomics; ids ≥ V skipped). */
+export function embeddingBackward(gpu: Gpu, args: EmbeddingBackwardArgs): void {
+  const who = "embeddingBackward";
+  const { M, V, H } = args;
+  const accumulate = args.accumulate ?? true;
+  embeddingChecks(gpu, who, M, V, H);
+  const shape = `M=${M} V=${V} H=${H}`;
+  requireBuffer(gpu, who, "ids", args.ids, M, "u32", shape);
+  requireBuffer(gpu, who, "dOut", args.dOut, M * H, "f32", shape);
+  requireBuffer(gpu, who, "dTable", args.dTable, V * H, "f32", shape);
+  const { WG, CPT } = rowLayout(H, who);
+  const kernel = gpu.kernel(`embedding_bwd_wg${WG}_c${CPT}${accumulate ? "_acc" : ""}`, embeddingBackwardWgsl({ WG, CPT, accumulate }));
+  gpu.dispatch(kernel, [args.ids, args.dOut, args.dTable], foldGrid(gpu, M), new Uint32Array([M, H, V, 0]));
+}
+
+export function embeddingReference(ids: ArrayLike<number>, table: ArrayLike<number>, V: number, H: number): Float64Array {
+  const M = ids.length;
+  const out = new Float64Array(M * H);
+  for (let m = 0; m < M; m++) {
+    const id = ids[m];
+    if (id >= V) continue;
+    for (let j = 0; j < H; j++) out[m * H + j] = table[id * H + j];
+  }
+  return out;
+}
+
+/** float64 dTable (all V rows; untouched rows 0) and the set of touched rows. */
+export function embeddingBackwardReference(ids: ArrayLike<number>, dOut: ArrayLike<number>, V: number, H: number): { dTable: Float64Array; touched: Set<number> } {
+  const dTable = new Float64Array(V * H);
+  const touched = new Set<number>();
+  for (let m = 0; m < ids.length; m++) {
+    const id = ids[m];
+    if (id >= V) continue;
+    touched.add(id);
+    for (let j = 0; j < H; j++) dTable[id * H + j] += dOut[m * H + j];
+  }
+  return { dTable, touched };
+}
