@@ -1,0 +1,150 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { haveShared, SHARED_DATA } from "./fixtures/shared-data.js";
+import {
+  COT_SYSTEM_PROMPT,
+  ChatTemplate,
+  TIR_SYSTEM_PROMPT,
+  buildMessages,
+  buildPrompt,
+  buildSftExample,
+  parseSftTarget,
+  selectFewShot,
+  sftTarget,
+  shotResponse,
+} from "./prompts.js";
+import type { MathRecord } from "./types.js";
+
+const rec = (id: string, problem: string, answer: string, solution?: string): MathRecord => ({ id, problem, answer, source: "t", ...(solution ? { solution } : {}) });
+
+describe("system prompts", () => {
+  it("are the exact Qwen2.5-Math CoT and TIR prompts", () => {
+    expect(COT_SYSTEM_PROMPT).toBe("Please reason step by step, and put your final answer within \\boxed{}.");
+    expect(TIR_SYSTEM_PROMPT).toBe(
+      "Please integrate natural language reasoning with programs to solve the problem above, and put your final answer within \\boxed{}.",
+    );
+  });
+});
+
+describe.skipIf(!haveShared("qwen2.5_tokenizer/chat_template.jinja"))("the real Qwen2.5 chat template", () => {
+  const load = () => ChatTemplate.fromTokenizerDir(SHARED_DATA + "qwen2.5_tokenizer");
+
+  it("loads from the checkpoint folder with its special tokens", async () => {
+    const t = await load();
+    expect(t.eosToken).toBe("<|im_end|>");
+    expect(t.tokens.pad_token).toBe("<|endoftext|>");
+  });
+
+  it("renders a CoT prompt as ChatML with the generation prompt", async () => {
+    const t = await load();
+    expect(buildPrompt(t, "What is 2+3?")).toBe(
+      "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n" +
+        "<|im_start|>user\nWhat is 2+3?<|im_end|>\n" +
+        "<|im_start|>assistant\n",
+    );
+  });
+
+  it("renders TIR and falls back to the template's default system prompt when there is none", async () => {
+    const t = await load();
+    expect(buildPrompt(t, "x?", { style: "tir" })).toBe(`<|im_start|>system\n${TIR_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nx?<|im_end|>\n<|im_start|>assistant\n`);
+    expect(buildPrompt(t, "x?", { style: "none" })).toBe(
+      "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nx?<|im_end|>\n<|im_start|>assistant\n",
+    );
+  });
+
+  it("renders few-shot turns and SFT examples", async () => {
+    const t = await load();
+    const shot = rec("s1", "What is 1+1?", "2", "1 + 1 = 2.");
+    const prompt = buildPrompt(t, "What is 2+2?", { shots: [shot] });
+    expect(prompt).toBe(
+      `<|im_start|>system\n${COT_SYSTEM_PROMPT}<|im_end|>\n` +
+        "<|im_start|>user\nWhat is 1+1?<|im_end|>\n" +
+        "<|im_start|>assistant\n1 + 1 = 2.\nThe answer is $\\boxed{2}$.<|im_end|>\n" +
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n" +
+        "<|im_start|>assistant\n",
+    );
+    const ex = buildSftExample(t, rec("p", "What is 2+2?", "4", "2 + 2 = 4."));
+    expect(ex.prompt).toBe(buildPrompt(t, "What is 2+2?"));
+    expect(ex.target).toBe("<think>\n2 + 2 = 4.\n</think>\n\\boxed{4}");
+    expect(ex.completion).toBe("<think>\n2 + 2 = 4.\n</think>\n\\boxed{4}<|im_end|>\n");
+    expect(ex.text).toBe(ex.prompt + ex.completion);
+  });
+});
+
+describe("templates", () => {
+  it("built-in ChatML matches the ChatML layout without a default system prompt", () => {
+    const t = ChatTemplate.chatml();
+    expect(buildPrompt(t, "q", { style: "none" })).toBe("<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n");
+  });
+
+  it("plain template for tiny models", () => {
+    const t = ChatTemplate.plain("\u0003");
+    expect(buildPrompt(t, "1+1?", { style: "none" })).toBe("Question: 1+1?\nAnswer: ");
+    const ex = buildSftExample(t, rec("a", "1+1?", "2", "1 + 1 = 2"), { style: "none" });
+    expect(ex.text).toBe("Question: 1+1?\nAnswer: <think>\n1 + 1 = 2\n</think>\n\\boxed{2}\u0003\n\n");
+  });
+
+  it("reads chat_template from tokenizer_config.json, including named template lists", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nr-data-tpl-"));
+    writeFileSync(
+      join(dir, "tokenizer_config.json"),
+      JSON.stringify({
+        eos_token: { content: "</s>", lstrip: false },
+        bos_token: "<s>",
+        chat_template: [
+          { name: "default", template: "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}" },
+          { name: "tool_use", template: "unused" },
+        ],
+      }),
+    );
+    const t = await ChatTemplate.fromTokenizerDir(dir);
+    expect(t.eosToken).toBe("</s>");
+    expect(t.render([{ role: "user", content: "hi" }], { addGenerationPrompt: true })).toBe("<s>[user]hi[assistant]");
+    await expect(ChatTemplate.fromTokenizerDir(dir, "missing")).rejects.toThrow(/no chat template named "missing"/);
+    await expect(ChatTemplate.fromTokenizerDir(mkdtempSync(join(tmpdir(), "nr-data-tpl-")))).rejects.toThrow(/no chat_template/);
+  });
+
+  it("falls back to target + eos when the template rewrites assistant turns", () => {
+    // A template that drops the reasoning of assistant turns, like some reasoning-model templates.
+    const t = new ChatTemplate(
+      "{% for m in messages %}{% if m.role == 'assistant' %}<a>{{ m.content.split('</think>')[-1] }}{{ eos_token }}{% else %}<u>{{ m.content }}{% endif %}{% endfor %}{% if add_generation_prompt %}<a>{% endif %}",
+      { eos_token: "<eos>" },
+    );
+    const ex = buildSftExample(t, rec("a", "q", "1", "r"), { style: "none" });
+    expect(ex.prompt).toBe("<u>q<a>");
+    expect(ex.completion).toBe("<think>\nr\n</think>\n\\boxed{1}<eos>");
+  });
+});
+
+describe("messages, shots and SFT targets", () => {
+  const pool = [rec("a", "P1", "1", "s1"), rec("b", "P2", "2", "s2 \\boxed{2}"), rec("c", "P3", "3"), rec("d", "P4", "4", "s4"), rec("e", "P5", "5", "s5")];
+
+  it("inline shots go into one user message", () => {
+    const m = buildMessages("Q", { shots: pool.slice(0, 2), shotFormat: "inline", system: null });
+    expect(m).toEqual([{ role: "user", content: "Question: P1\nAnswer: s1\nThe answer is $\\boxed{1}$.\n\nQuestion: P2\nAnswer: s2 \\boxed{2}\n\nQuestion: Q\nAnswer:" }]);
+  });
+
+  it("shot responses keep an existing box and add one otherwise", () => {
+    expect(shotResponse(pool[1])).toBe("s2 \\boxed{2}");
+    expect(shotResponse(pool[2])).toBe("The answer is $\\boxed{3}$.");
+  });
+
+  it("selects few-shot examples deterministically, excluding ids and records without solutions", () => {
+    const a = selectFewShot(pool, 3, { seed: 7, exclude: ["a"] });
+    const b = selectFewShot(pool, 3, { seed: 7, exclude: ["a"] });
+    expect(a.map((r) => r.id)).toEqual(b.map((r) => r.id));
+    expect(a.map((r) => r.id)).not.toContain("a");
+    expect(a.map((r) => r.id)).not.toContain("c");
+    expect(() => selectFewShot(pool, 4, { exclude: ["a"] })).toThrow(/only 3 eligible/);
+  });
+
+  it("SFT targets round-trip", () => {
+    const t = sftTarget("  step 1\nstep 2 ", "\\frac{1}{2}");
+    expect(t).toBe("<think>\nstep 1\nstep 2\n</think>\n\\boxed{\\frac{1}{2}}");
+    expect(parseSftTarget(t)).toEqual({ reasoning: "step 1\nstep 2", answer: "\\frac{1}{2}" });
+    expect(parseSftTarget("no think")).toBeNull();
+    expect(() => buildSftExample(ChatTemplate.chatml(), rec("x", "q", "1"))).toThrow(/no solution/);
+  });
+});
