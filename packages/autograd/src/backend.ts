@@ -1,0 +1,71 @@
+// The primitive set every backend implements. Ops (ops.ts) are written once against this interface, so the same
+// forward/backward code runs on the GPU (kernels from @nr/kernels) and on the float64 CPU reference backend used by
+// the gradchecks. Primitives write into caller-provided storage; `accumulate` variants add into it.
+import type { DType } from "./tensor.js";
+
+/** Backend storage: a GPU buffer, or a Float64Array on the CPU backend. */
+export type Storage = unknown;
+
+export interface AttentionDims {
+  B: number;
+  T: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  scale: number;
+}
+
+export interface Backend {
+  readonly name: string;
+  alloc(n: number, dtype: DType): Storage;
+  upload(values: ArrayLike<number>, dtype: DType): Storage;
+  read(s: Storage, n: number, dtype: DType): Promise<Float64Array>;
+  free(s: Storage): void;
+  fill(s: Storage, value: number, n: number): void;
+  /** y += alpha·x over n elements. */
+  axpy(alpha: number, x: Storage, y: Storage, n: number): void;
+  /** out = a + b. */
+  add(a: Storage, b: Storage, out: Storage, n: number): void;
+  /** C (+)= alpha·op(A)·op(B); shapes as in @nr/kernels matmul. */
+  matmul(a: Storage, b: Storage, c: Storage, o: { M: number; N: number; K: number; transA?: boolean; transB?: boolean; alpha?: number; accumulate?: boolean }): void;
+  /** y[m, n] += bias[n]. */
+  biasAdd(y: Storage, bias: Storage, M: number, N: number): void;
+  /** dbias[n] += Σ_m dy[m, n]. */
+  biasGrad(dy: Storage, dbias: Storage, M: number, N: number): void;
+  rmsnorm(x: Storage, w: Storage, y: Storage, rstd: Storage, rows: number, H: number, eps: number): void;
+  /** dx = ∂/∂x (written), dw += ∂/∂w (accumulated). */
+  rmsnormBackward(dy: Storage, x: Storage, w: Storage, rstd: Storage, dx: Storage, dw: Storage, rows: number, H: number): void;
+  /** Rotate-half RoPE on x [tokens, heads, D] by pos[tokens]; inverse rotates by −angle (the backward). */
+  rope(x: Storage, pos: Storage, out: Storage, tokens: number, heads: number, D: number, theta: number, inverse: boolean): void;
+  swiglu(gate: Storage, up: Storage, h: Storage, n: number): void;
+  swigluBackward(dh: Storage, gate: Storage, up: Storage, dgate: Storage, dup: Storage, n: number): void;
+  /** Causal GQA attention; keyValid [B, T] (1 = real token). o [B,T,Hq,D], lse [B,Hq,T]. */
+  attention(q: Storage, k: Storage, v: Storage, keyValid: Storage, o: Storage, lse: Storage, d: AttentionDims): void;
+  attentionBackward(dO: Storage, q: Storage, k: Storage, v: Storage, keyValid: Storage, o: Storage, lse: Storage, dq: Storage, dk: Storage, dv: Storage, d: AttentionDims): void;
+  /** out[m, :] = table[ids[m], :]. */
+  embedding(ids: Storage, table: Storage, out: Storage, M: number, H: number): void;
+  /** dtable[ids[m], :] += dy[m, :]. */
+  embeddingBackward(ids: Storage, dy: Storage, dtable: Storage, M: number, H: number, V: number): void;
+  /**
+   * Per row m: z = h[m]·Wᵀ / T; logp[m] = z[target] − lse(z); entropy[m] = lse − Σ softmax(z)·z; lse stored.
+   * Never materialises all [M, V] logits at once on the GPU.
+   */
+  lmHead(h: Storage, W: Storage, targets: Storage, logp: Storage, entropy: Storage, lse: Storage, M: number, H: number, V: number, temperature: number): void;
+  /** dh = Σ_v (gLogp·(onehot − p) − gEnt·p·(z − Σp·z))_v · W[v] / T. */
+  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number): void;
+  /** Σ x² over n elements (host number; a sync point on the GPU). */
+  sumSquares(x: Storage, n: number): Promise<number>;
+  scale(x: Storage, alpha: number, n: number): void;
+  /** One AdamW step over n f32 elements (PyTorch semantics, decoupled weight decay, bias correction). */
+  adamw(p: Storage, g: Storage, m: Storage, v: Storage, n: number, h: AdamWStep): void;
+}
+
+export interface AdamWStep {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** 1-based step count, for bias correction. */
+  step: number;
+}

@@ -1,0 +1,206 @@
+// Differentiable ops. Each op runs its forward through the backend and, right next to it, records the backward
+// closure that accumulates into its inputs' gradients (only for inputs that require them).
+import type { Tensor } from "./tensor.js";
+
+function same(a: Tensor, b: Tensor, op: string) {
+  if (a.size !== b.size) throw new Error(`${op}: shapes [${a.shape}] and [${b.shape}] differ`);
+}
+
+/** y = x·Wᵀ (+ bias): x [M, K], W [N, K] (nn.Linear layout), bias [N]. */
+export function linear(x: Tensor, W: Tensor, bias?: Tensor | null): Tensor {
+  const e = x.engine, B = e.backend;
+  const K = x.shape[x.shape.length - 1];
+  const M = x.size / K;
+  const [N, K2] = W.shape;
+  if (K !== K2) throw new Error(`linear: x has ${K} features but W is [${W.shape}] (expects [N, ${K}])`);
+  if (bias && bias.size !== N) throw new Error(`linear: bias has ${bias.size} elements, W has ${N} rows`);
+  const y = e.empty([...x.shape.slice(0, -1), N], "f32", "linear");
+  B.matmul(x.storage, W.storage, y.storage, { M, N, K, transB: true });
+  if (bias) B.biasAdd(y.storage, bias.storage, M, N);
+  if (e.needsGrad(x, W, bias)) {
+    y.requiresGrad = true;
+    e.record("linear", () => {
+      if (!y.grad) return;
+      const dy = y.grad.storage;
+      if (x.requiresGrad) B.matmul(dy, W.storage, e.gradOf(x).storage, { M, N: K, K: N, accumulate: true }); // dx += dy·W
+      if (W.requiresGrad) B.matmul(dy, x.storage, e.gradOf(W).storage, { M: N, N: K, K: M, transA: true, accumulate: true }); // dW += dyᵀ·x
+      if (bias?.requiresGrad) B.biasGrad(dy, e.gradOf(bias).storage, M, N);
+    });
+  }
+  return y;
+}
+
+/** a + b (same shape). */
+export function add(a: Tensor, b: Tensor): Tensor {
+  same(a, b, "add");
+  const e = a.engine;
+  const y = e.empty(a.shape, "f32", "add");
+  e.backend.add(a.storage, b.storage, y.storage, a.size);
+  if (e.needsGrad(a, b)) {
+    y.requiresGrad = true;
+    e.record("add", () => {
+      if (!y.grad) return;
+      if (a.requiresGrad) e.backend.axpy(1, y.grad.storage, e.gradOf(a).storage, a.size);
+      if (b.requiresGrad) e.backend.axpy(1, y.grad.storage, e.gradOf(b).storage, b.size);
+    });
+  }
+  return y;
+}
+
+/** alpha·x. */
+export function scale(x: Tensor, alpha: number): Tensor {
+  const e = x.engine;
+  const y = e.zeros(x.shape, "scale");
+  e.backend.axpy(alpha, x.storage, y.storage, x.size);
+  if (e.needsGrad(x)) {
+    y.requiresGrad = true;
+    e.record("scale", () => {
+      if (y.grad) e.backend.axpy(alpha, y.grad.storage, e.gradOf(x).storage, x.size);
+    });
+  }
+  return y;
+}
+
+/** RMSNorm over the last dimension with weight w [H]. */
+export function rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
+  const e = x.engine, B = e.backend;
+  const H = x.shape[x.shape.length - 1];
+  if (w.size !== H) throw new Error(`rmsnorm: weight has ${w.size} elements, rows have ${H}`);
+  const rows = x.size / H;
+  const y = e.empty(x.shape, "f32", "rmsnorm");
+  const rstd = e.empty([rows], "f32", "rmsnorm.rstd");
+  B.rmsnorm(x.storage, w.storage, y.storage, rstd.storage, rows, H, eps);
+  if (e.needsGrad(x, w)) {
+    y.requiresGrad = true;
+    e.record("rmsnorm", () => {
+      if (!y.grad) return;
+      const dx = e.empty(x.shape, "f32");
+      const dw = w.requiresGrad ? e.gradOf(w) : e.zeros([H]);
+      B.rmsnormBackward(y.grad.storage, x.storage, w.storage, rstd.storage, dx.storage, dw.storage, rows, H);
+      if (x.requiresGrad) B.axpy(1, dx.storage, e.gradOf(x).storage, x.size);
+      dx.dispose();
+      if (!w.requiresGrad) dw.dispose();
+    });
+  }
+  return y;
+}
+
+/** Rotate-half RoPE on x [..., heads, D] with one position per token (pos: u32 tensor of tokens). */
+export function rope(x: Tensor, pos: Tensor, theta: number): Tensor {
+  const e = x.engine, B = e.backend;
+  const D = x.shape[x.shape.length - 1];
+  const heads = x.shape[x.shape.length - 2];
+  const tokens = x.size / (heads * D);
+  if (pos.size !== tokens) throw new Error(`rope: ${pos.size} positions for ${tokens} tokens`);
+  const y = e.empty(x.shape, "f32", "rope");
+  B.rope(x.storage, pos.storage, y.storage, tokens, heads, D, theta, false);
+  if (e.needsGrad(x)) {
+    y.requiresGrad = true;
+    e.record("rope", () => {
+      if (!y.grad) return;
+      const dx = e.empty(x.shape, "f32"); // the rotation is orthogonal: its adjoint rotates by −angle
+      B.rope(y.grad.storage, pos.storage, dx.storage, tokens, heads, D, theta, true);
+      B.axpy(1, dx.storage, e.gradOf(x).storage, x.size);
+      dx.dispose();
+    });
+  }
+  return y;
+}
+
+/** silu(gate)·up. */
+export function swiglu(gate: Tensor, up: Tensor): Tensor {
+  same(gate, up, "swiglu");
+  const e = gate.engine, B = e.backend;
+  const h = e.empty(gate.shape, "f32", "swiglu");
+  B.swiglu(gate.storage, up.storage, h.storage, gate.size);
+  if (e.needsGrad(gate, up)) {
+    h.requiresGrad = true;
+    e.record("swiglu", () => {
+      if (!h.grad) return;
+      const dg = e.empty(gate.shape, "f32");
+      const du = e.empty(up.shape, "f32");
+      B.swigluBackward(h.grad.storage, gate.storage, up.storage, dg.storage, du.storage, gate.size);
+      if (gate.requiresGrad) B.axpy(1, dg.storage, e.gradOf(gate).storage, gate.size);
+      if (up.requiresGrad) B.axpy(1, du.storage, e.gradOf(up).storage, up.size);
+      dg.dispose();
+      du.dispose();
+    });
+  }
+  return h;
+}
+
+/** Causal GQA attention. q [B,T,Hq,D], k/v [B,T,Hkv,D], keyValid u32 [B,T]. Returns [B,T,Hq,D]. */
+export function attention(q: Tensor, k: Tensor, v: Tensor, keyValid: Tensor, scale?: number): Tensor {
+  const e = q.engine, Bk = e.backend;
+  const [B, T, Hq, D] = q.shape;
+  const Hkv = k.shape[2];
+  if (Hq % Hkv !== 0) throw new Error(`attention: ${Hq} query heads are not a multiple of ${Hkv} key/value heads`);
+  if (keyValid.size !== B * T) throw new Error(`attention: keyValid has ${keyValid.size} entries, expected B·T = ${B * T}`);
+  const dims = { B, T, Hq, Hkv, D, scale: scale ?? 1 / Math.sqrt(D) };
+  const o = e.empty(q.shape, "f32", "attention");
+  const lse = e.empty([B, Hq, T], "f32", "attention.lse");
+  Bk.attention(q.storage, k.storage, v.storage, keyValid.storage, o.storage, lse.storage, dims);
+  if (e.needsGrad(q, k, v)) {
+    o.requiresGrad = true;
+    e.record("attention", () => {
+      if (!o.grad) return;
+      const dq = e.empty(q.shape), dk = e.empty(k.shape), dv = e.empty(v.shape);
+      Bk.attentionBackward(o.grad.storage, q.storage, k.storage, v.storage, keyValid.storage, o.storage, lse.storage, dq.storage, dk.storage, dv.storage, dims);
+      if (q.requiresGrad) Bk.axpy(1, dq.storage, e.gradOf(q).storage, q.size);
+      if (k.requiresGrad) Bk.axpy(1, dk.storage, e.gradOf(k).storage, k.size);
+      if (v.requiresGrad) Bk.axpy(1, dv.storage, e.gradOf(v).storage, v.size);
+      dq.dispose(); dk.dispose(); dv.dispose();
+    });
+  }
+  return o;
+}
+
+/** Rows of table [V, H] picked by ids (u32 [M]) → [M, H]. */
+export function embedding(ids: Tensor, table: Tensor): Tensor {
+  const e = table.engine, B = e.backend;
+  const [V, H] = table.shape;
+  const M = ids.size;
+  const y = e.empty([...ids.shape, H], "f32", "embedding");
+  B.embedding(ids.storage, table.storage, y.storage, M, H);
+  if (e.needsGrad(table)) {
+    y.requiresGrad = true;
+    e.record("embedding", () => {
+      if (y.grad) B.embeddingBackward(ids.storage, y.grad.storage, e.gradOf(table).storage, M, H, V);
+    });
+  }
+  return y;
+}
+
+/**
+ * Fused LM head: per-token log-prob of `targets` and entropy under softmax(h·Wᵀ / temperature), never holding the
+ * [tokens × vocab] logits. Returns { logp [M], entropy [M] }; backward takes upstream grads for both.
+ */
+export function lmHeadLogprob(h: Tensor, W: Tensor, targets: Tensor, temperature = 1): { logp: Tensor; entropy: Tensor } {
+  const e = h.engine, B = e.backend;
+  const H = h.shape[h.shape.length - 1];
+  const M = h.size / H;
+  const [V, H2] = W.shape;
+  if (H !== H2) throw new Error(`lmHeadLogprob: hidden size ${H} but W is [${W.shape}]`);
+  if (targets.size !== M) throw new Error(`lmHeadLogprob: ${targets.size} targets for ${M} rows`);
+  if (W.requiresGrad) throw new Error("lmHeadLogprob: a trainable LM-head weight is not supported (the base head stays frozen; train it through LoRA or a separate head)");
+  const logp = e.empty([M], "f32", "logp");
+  const entropy = e.empty([M], "f32", "entropy");
+  const lse = e.empty([M], "f32", "lse");
+  B.lmHead(h.storage, W.storage, targets.storage, logp.storage, entropy.storage, lse.storage, M, H, V, temperature);
+  if (e.needsGrad(h)) {
+    logp.requiresGrad = true;
+    entropy.requiresGrad = true;
+    e.record("lmHeadLogprob", () => {
+      if (!logp.grad && !entropy.grad) return;
+      const gl = logp.grad ?? e.zeros([M]);
+      const ge = entropy.grad ?? e.zeros([M]);
+      const dh = e.empty(h.shape, "f32");
+      B.lmHeadBackward(h.storage, W.storage, targets.storage, lse.storage, gl.storage, ge.storage, dh.storage, M, H, V, temperature);
+      B.axpy(1, dh.storage, e.gradOf(h).storage, h.size);
+      dh.dispose();
+      if (!logp.grad) gl.dispose();
+      if (!entropy.grad) ge.dispose();
+    });
+  }
+  return { logp, entropy };
+}
