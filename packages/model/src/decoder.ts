@@ -1,0 +1,203 @@
+// The decoder (Qwen2 / Qwen3 / Llama), written once over @nr/autograd ops so it runs on the GPU backend and on the
+// float64 CPU backend (gradchecks, small references). Reading order follows HF's modeling_qwen2.py:
+//   embed → N × (RMSNorm → attention with RoPE, GQA, qkv bias (Qwen2) or per-head q/k RMSNorm (Qwen3) → residual
+//             → RMSNorm → SwiGLU MLP → residual) → final RMSNorm → LM head (tied or untied)
+// The LM head is fused with log-softmax, target gather and entropy: per-token outputs only, never [tokens × vocab].
+import { add, attention, embedding, linear, lmHeadLogprob, rmsnorm, rope, swiglu, type Engine, type Tensor } from "@nr/autograd";
+
+export interface DecoderConfig {
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  /** Qwen2: bias on q/k/v. */
+  qkvBias: boolean;
+  /** Qwen3: RMSNorm over each head of q and k before RoPE. */
+  qkNorm: boolean;
+  tieWordEmbeddings: boolean;
+}
+
+/** A projection y = f(x); dense here, NF4 base + LoRA adapters in @nr/lora. */
+export interface Projection {
+  forward(x: Tensor): Tensor;
+  readonly outFeatures: number;
+  readonly inFeatures: number;
+}
+
+export class DenseProjection implements Projection {
+  constructor(readonly weight: Tensor, readonly bias: Tensor | null = null) {}
+  get outFeatures() {
+    return this.weight.shape[0];
+  }
+  get inFeatures() {
+    return this.weight.shape[1];
+  }
+  forward(x: Tensor): Tensor {
+    return linear(x, this.weight, this.bias);
+  }
+}
+
+export interface DecoderLayer {
+  inputNorm: Tensor;
+  q: Projection;
+  k: Projection;
+  v: Projection;
+  o: Projection;
+  qNorm?: Tensor;
+  kNorm?: Tensor;
+  postAttentionNorm: Tensor;
+  gate: Projection;
+  up: Projection;
+  down: Projection;
+}
+
+export interface DecoderWeights {
+  embed: Tensor;
+  layers: DecoderLayer[];
+  finalNorm: Tensor;
+  /** [V, H]; the embedding itself when tied. */
+  lmHead: Tensor;
+}
+
+export interface DecoderBatch {
+  /** u32 [B·T] token ids. */
+  ids: Tensor;
+  /** u32 [B·T] position ids (left padding: positions count from each sequence's first real token). */
+  positions: Tensor;
+  /** u32 [B, T]: 1 for real tokens, 0 for padding (padding keys get no attention). */
+  keyValid: Tensor;
+  /** u32 [B·T]: the token whose log-prob is wanted at each position (usually ids shifted left). */
+  targets: Tensor;
+  B: number;
+  T: number;
+}
+
+export interface ForwardOptions {
+  /** Logits are divided by this before the softmax (RL scores at the sampling temperature). */
+  temperature?: number;
+  /** Recompute each layer in backward instead of keeping its activations. */
+  checkpoint?: boolean;
+  /** Also return the final hidden states [B·T, H] (value heads). */
+  returnHidden?: boolean;
+}
+
+export interface ForwardResult {
+  logp: Tensor;
+  entropy: Tensor;
+  hidden?: Tensor;
+}
+
+export class Decoder {
+  constructor(
+    readonly engine: Engine,
+    readonly config: DecoderConfig,
+    readonly weights: DecoderWeights,
+  ) {
+    const c = config;
+    if (c.numHeads % c.numKvHeads !== 0) throw new Error(`decoder: num_attention_heads ${c.numHeads} is not a multiple of num_key_value_heads ${c.numKvHeads}`);
+    if (weights.layers.length !== c.numLayers) throw new Error(`decoder: ${weights.layers.length} layers of weights, config says ${c.numLayers}`);
+  }
+
+  private layer(L: DecoderLayer, x: Tensor, b: DecoderBatch): Tensor {
+    const e = this.engine, c = this.config;
+    const { B, T } = b;
+    const h = rmsnorm(x, L.inputNorm, c.rmsNormEps);
+    let q = e.view(L.q.forward(h), [B, T, c.numHeads, c.headDim]);
+    let k = e.view(L.k.forward(h), [B, T, c.numKvHeads, c.headDim]);
+    const v = e.view(L.v.forward(h), [B, T, c.numKvHeads, c.headDim]);
+    if (c.qkNorm) {
+      q = rmsnorm(q, L.qNorm!, c.rmsNormEps);
+      k = rmsnorm(k, L.kNorm!, c.rmsNormEps);
+    }
+    q = rope(q, b.positions, c.ropeTheta);
+    k = rope(k, b.positions, c.ropeTheta);
+    const a = e.view(attention(q, k, v, b.keyValid), [B * T, c.numHeads * c.headDim]);
+    const x1 = add(x, L.o.forward(a));
+    const h2 = rmsnorm(x1, L.postAttentionNorm, c.rmsNormEps);
+    return add(x1, L.down.forward(swiglu(L.gate.forward(h2), L.up.forward(h2))));
+  }
+
+  /** Hidden states after the final norm, [B·T, H]. */
+  hidden(b: DecoderBatch, opts: ForwardOptions = {}): Tensor {
+    const e = this.engine;
+    const W = this.weights;
+    if (b.ids.size !== b.B * b.T) throw new Error(`decoder: ${b.ids.size} ids for B=${b.B} T=${b.T}`);
+    let x = embedding(b.ids, W.embed);
+    for (const L of W.layers) {
+      const xin = x;
+      x = opts.checkpoint
+        ? e.checkpoint(() => [this.layer(L, xin, b)], [xin, ...layerTensors(L)], "decoder-layer")[0]
+        : this.layer(L, xin, b);
+    }
+    return rmsnorm(x, W.finalNorm, this.config.rmsNormEps);
+  }
+
+  /** Per-token log-probs of `targets` and entropies (and optionally the hidden states). */
+  forward(b: DecoderBatch, opts: ForwardOptions = {}): ForwardResult {
+    const hidden = this.hidden(b, opts);
+    const { logp, entropy } = lmHeadLogprob(hidden, this.weights.lmHead, b.targets, opts.temperature ?? 1);
+    return opts.returnHidden ? { logp, entropy, hidden } : { logp, entropy };
+  }
+
+  /** Back-propagate per-token upstream gradients (from @nr/algos' dLogp / dEntropy) into the trainable tensors. */
+  backward(result: ForwardResult, dLogp: ArrayLike<number> | Tensor, dEntropy?: ArrayLike<number> | Tensor, dHidden?: Tensor) {
+    const seeds: Array<[Tensor, ArrayLike<number> | Tensor]> = [[result.logp, dLogp]];
+    if (dEntropy) seeds.push([result.entropy, dEntropy]);
+    if (dHidden && result.hidden) seeds.push([result.hidden, dHidden]);
+    this.engine.backward(seeds);
+  }
+}
+
+function layerTensors(L: DecoderLayer): Tensor[] {
+  const out: Tensor[] = [L.inputNorm, L.postAttentionNorm];
+  if (L.qNorm) out.push(L.qNorm);
+  if (L.kNorm) out.push(L.kNorm);
+  for (const p of [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]) {
+    const d = p as Partial<DenseProjection> & { parameters?: () => Tensor[] };
+    if (d.parameters) out.push(...d.parameters());
+    else if (d.weight) {
+      out.push(d.weight);
+      if (d.bias) out.push(d.bias);
+    }
+  }
+  return out;
+}
+
+/** Build a batch from token-id rows (right- or left-padded with `pad`), next-token targets and position ids. */
+export function makeBatch(e: Engine, rows: number[][], opts: { pad?: number; leftPad?: boolean } = {}): DecoderBatch & { lossMask: Float64Array } {
+  const B = rows.length;
+  const T = Math.max(...rows.map((r) => r.length));
+  const pad = opts.pad ?? 0;
+  const ids = new Array<number>(B * T).fill(pad);
+  const pos = new Array<number>(B * T).fill(0);
+  const valid = new Array<number>(B * T).fill(0);
+  const targets = new Array<number>(B * T).fill(pad);
+  const lossMask = new Float64Array(B * T);
+  rows.forEach((r, b) => {
+    const off = opts.leftPad ? T - r.length : 0;
+    r.forEach((tok, i) => {
+      const t = off + i;
+      ids[b * T + t] = tok;
+      pos[b * T + t] = i;
+      valid[b * T + t] = 1;
+      if (i + 1 < r.length) {
+        targets[b * T + t] = r[i + 1];
+        lossMask[b * T + t] = 1;
+      }
+    });
+  });
+  return {
+    ids: e.tensor(ids, [B * T], { dtype: "u32", name: "ids" }),
+    positions: e.tensor(pos, [B * T], { dtype: "u32", name: "positions" }),
+    keyValid: e.tensor(valid, [B, T], { dtype: "u32", name: "keyValid" }),
+    targets: e.tensor(targets, [B * T], { dtype: "u32", name: "targets" }),
+    B,
+    T,
+    lossMask,
+  };
+}
