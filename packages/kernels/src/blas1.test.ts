@@ -13,7 +13,7 @@ describe(`axpy (seed ${seed})`, () => {
   for (const n of [1, 255, 257, 70_001]) {
     it(`n = ${n}`, async () => {
       const x = randn(n, rand), y = randn(n + 3, rand); // y longer: elements past n must stay untouched
-      const alpha = rand() * 4 - 2;
+      const alpha = Math.fround(rand() * 4 - 2); // the kernel receives alpha as f32
       const xb = gpu.upload(x), yb = gpu.upload(y);
       axpy(gpu, { x: xb, y: yb, n, alpha });
       const got = await gpu.readF32(yb, n + 3);
