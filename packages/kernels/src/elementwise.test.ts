@@ -90,6 +90,11 @@ describe("add (residual)", () => {
     { n: 1537, inPlace: true },
     { n: 777, bDtype: "f16", inPlace: true }, // f16 block output into the f32 residual stream
     { n: 257, dtype: "f16" },
+    // vec4 variants (n a multiple of 4)
+    { n: 1536, inPlace: true },
+    { n: 4100, bDtype: "f16", inPlace: true },
+    { n: 256, dtype: "f16" },
+    { n: 12 },
   ];
   for (const c of cases) {
     it(JSON.stringify(c), async () => {
@@ -124,6 +129,11 @@ describe("swiglu", () => {
     { M: 5, I: 97, fused: true },
     { M: 3, I: 1120, fused: true, dtype: "f16" }, // Qwen2.5-1.5B MLP width / 8
     { M: 9, I: 61, dtype: "f16", outDtype: "f16" },
+    // vec4 variants (I a multiple of 4)
+    { M: 6, I: 1120 },
+    { M: 4, I: 64, fused: true },
+    { M: 5, I: 96, dtype: "f16", outDtype: "f16" },
+    { M: 1, I: 4, fused: true, dtype: "f16", outDtype: "f16" },
   ];
   for (const c of cases) {
     it(`forward and backward ${JSON.stringify(c)}`, async () => {
@@ -213,6 +223,10 @@ describe("bias add and bias gradient (column sums)", () => {
     { M: 1, N: 1 },
     { M: 13, N: 257, inPlace: true }, // Qwen k/v proj width 256 + 1
     { M: 6, N: 70, dtype: "f16", biasDtype: "f16", inPlace: true },
+    // vec4 variants (N a multiple of 4)
+    { M: 9, N: 256, inPlace: true }, // Qwen2.5-1.5B k/v proj width
+    { M: 3, N: 72, dtype: "f16", biasDtype: "f32" },
+    { M: 2, N: 8 },
   ];
   for (const c of cases) {
     it(`biasAdd ${JSON.stringify(c)}`, async () => {
@@ -239,6 +253,10 @@ describe("bias add and bias gradient (column sums)", () => {
     { M: 129, N: 3 }, // just past the single-pass limit: two passes
     { M: 1000, N: 257, accumulate: true }, // many chunks
     { M: 300, N: 131, dtype: "f16" },
+    // vec4 variants (N a multiple of 4)
+    { M: 40, N: 64, dtype: "f16" },
+    { M: 500, N: 260, accumulate: true },
+    { M: 3000, N: 1536 }, // Qwen2.5-1.5B q/o bias, many chunks
   ];
   for (const c of sums) {
     it(`columnSum / biasGrad ${JSON.stringify(c)}`, async () => {
@@ -289,11 +307,15 @@ describe("bias add and bias gradient (column sums)", () => {
 });
 
 describe("embedding gather and scatter-add backward", () => {
-  const cases: Array<{ M: number; V: number; H: number; dtype?: Dtype; dup?: boolean }> = [
+  // wg: the backward's workgroup size (lavapipe picks 32 by default; GPUs 64–256): each is exercised here.
+  const cases: Array<{ M: number; V: number; H: number; dtype?: Dtype; dup?: boolean; wg?: number }> = [
     { M: 1, V: 1, H: 1 },
-    { M: 29, V: 11, H: 67, dup: true }, // many duplicate ids
-    { M: 300, V: 1000, H: 192, dup: true }, // > one id tile (64) of tokens
-    { M: 17, V: 50, H: 600, dtype: "f16" }, // WG 256 layout
+    { M: 29, V: 11, H: 67, dup: true }, // many duplicate ids, scalar
+    { M: 300, V: 1000, H: 192, dup: true }, // > several id tiles of tokens, vec4
+    { M: 130, V: 40, H: 36, dup: true, wg: 128 },
+    { M: 70, V: 20, H: 13, dup: true, wg: 64 },
+    { M: 17, V: 50, H: 600, dtype: "f16", wg: 256 },
+    { M: 5, V: 7, H: 8, dtype: "f16", dup: true },
   ];
   for (const c of cases) {
     it(JSON.stringify(c), async () => {
@@ -319,7 +341,7 @@ describe("embedding gather and scatter-add backward", () => {
       const dOut = randn(M * H, rand);
       const dOutBuf = gpu.upload(dOut);
       const dtBuf = poisoned(V * H, "f32", "dTable");
-      embeddingBackward(gpu, { ids: idsBuf, dOut: dOutBuf, dTable: dtBuf, M, V, H, accumulate: false });
+      embeddingBackward(gpu, { ids: idsBuf, dOut: dOutBuf, dTable: dtBuf, M, V, H, accumulate: false, workgroupSize: c.wg });
       const dt = await gpu.readF32(dtBuf, V * H);
       const ref = embeddingBackwardReference(ids, dOut, V, H);
       const absRef = embeddingBackwardReference(ids, Float32Array.from(dOut, Math.abs), V, H).dTable;
@@ -338,12 +360,12 @@ describe("embedding gather and scatter-add backward", () => {
       // Accumulate into a prior dTable; then repeat and compare bitwise (deterministic).
       const prior = randn(V * H, rand);
       gpu.write(dtBuf, prior);
-      embeddingBackward(gpu, { ids: idsBuf, dOut: dOutBuf, dTable: dtBuf, M, V, H });
+      embeddingBackward(gpu, { ids: idsBuf, dOut: dOutBuf, dTable: dtBuf, M, V, H, workgroupSize: c.wg });
       const acc1 = await gpu.readF32(dtBuf, V * H);
       const wantAcc = Float64Array.from(prior, (p, i) => p + ref.dTable[i]);
       expectClose(`embeddingBackward accumulate ${JSON.stringify(c)}`, acc1, wantAcc, Float64Array.from(absRef, (a, i) => 2 * EPS * (Math.abs(prior[i]) + a) + (M + 1) * EPS * a));
       gpu.write(dtBuf, prior);
-      embeddingBackward(gpu, { ids: idsBuf, dOut: dOutBuf, dTable: dtBuf, M, V, H });
+      embeddingBackward(gpu, { ids: idsBuf, dOut: dOutBuf, dTable: dtBuf, M, V, H, workgroupSize: c.wg });
       const acc2 = await gpu.readF32(dtBuf, V * H);
       expect(Buffer.from(acc2.buffer).equals(Buffer.from(acc1.buffer)), "embeddingBackward is not deterministic").toBe(true);
       gpu.release(idsBuf, tBuf, outBuf, dOutBuf, dtBuf);

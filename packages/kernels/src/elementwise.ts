@@ -12,13 +12,17 @@
 //                  row is written as zeros and nothing is read out of bounds.
 //   embeddingBackward  dTable[v, :] (+)= Σ_{m : ids[m] = v} dOut[m, :]. Sort-free and deterministic: one workgroup
 //                  per token m; it first checks whether an earlier token has the same id (a parallel scan of
-//                  ids[0..m)) and, if so, does nothing. Otherwise it owns row v: it walks ids[m..M) (staged through
-//                  workgroup memory), adds the dOut rows of every matching token in token order, and writes row v
-//                  once. No two workgroups write the same row, no float atomics, the sum order is token order.
+//                  ids[0..m)) and, if so, does nothing. Otherwise it owns row v: it writes (or adds) its own dOut row,
+//                  then walks ids[m+1..M) (staged through workgroup memory) and adds the dOut row of every matching
+//                  token, in token order, each thread always touching the same columns of row v. No two workgroups
+//                  touch the same row, no float atomics, the sum order is token order.
 //                  Cost: O(M²) id comparisons in total (cheap next to the M·H row traffic for M up to ~16k).
 //                  Ids ≥ V are skipped (no write). Rows no token touches are not written at all.
 //
 // Dtypes: activations f32, or f16 where the adapter has shader-f16 (storage only: every kernel computes in f32).
+// Vector width: each kernel has a vec4 variant (16-byte f32 / 8-byte f16 loads, a quarter of the invocations),
+// used when the contiguous extent allows it (n, I, N or H a multiple of 4), and a scalar one otherwise. On lavapipe
+// the vec4 variants are 3–4× faster; on GPUs they issue wide loads.
 // Everything bounds-checks (we run with Dawn's disable_robustness); grids larger than 65535 workgroups are folded
 // into the y dimension.
 import type { Gpu } from "./runtime/device.js";
@@ -67,18 +71,41 @@ export function foldGrid(gpu: Gpu, workgroups: number): [number, number] {
 export const FLAT_WG = "(wid.y * nwg.x + wid.x)";
 
 /**
- * Work split for kernels that give one workgroup a whole row of length H: WG threads, each owning CPT columns
- * j = lid + c·WG (c < CPT) held in registers. CPT is a compile-time constant, so each distinct (WG, CPT) is one
- * pipeline; a model uses only a couple of H values (hidden size, head dim).
+ * Threads per workgroup for kernels that give one workgroup a whole row of `rowVecs` vectors (RMSNorm, the
+ * embedding backward). CPU adapters run a workgroup's barriers as coroutine switches, so they get 32 threads;
+ * GPUs get enough threads for ~2–4 vectors each. `override` (tests, tuning) must be a power of two in [1, 256].
  */
-export function rowLayout(H: number, who: string): { WG: number; CPT: number } {
-  const WG = H <= 512 ? 64 : 256;
-  const CPT = Math.ceil(H / WG);
-  if (CPT > 64) throw new Error(`${who}: rows of ${H} elements are longer than this kernel supports (max ${64 * 256})`);
-  return { WG, CPT };
+export function rowWorkgroup(gpu: Gpu, rowVecs: number, override?: number): number {
+  if (override !== undefined) {
+    if (!(Number.isInteger(override) && override >= 1 && override <= 256 && (override & (override - 1)) === 0)) {
+      throw new Error(`workgroupSize must be a power of two in [1, 256] (got ${override})`);
+    }
+    return override;
+  }
+  if (isCpuAdapter(gpu)) return 32;
+  return rowVecs <= 64 ? 64 : rowVecs <= 512 ? 128 : 256;
+}
+
+/** WGSL: a tree reduction of red[0..WG) into red[0], barriers included (every thread may read red[0] after). */
+export function treeReduceWgsl(WG: number, indent = "  "): string {
+  const lines = [`${indent}workgroupBarrier();`];
+  for (let s = WG / 2; s >= 1; s /= 2) {
+    lines.push(`${indent}if (lid < ${s}u) { red[lid] = red[lid] + red[lid + ${s}u]; }`, `${indent}workgroupBarrier();`);
+  }
+  return lines.join("\n");
 }
 
 const f16Header = (...dtypes: Dtype[]) => (dtypes.includes("f16") ? "enable f16;\n" : "");
+
+/** WGSL type of one element of width V (1 or 4) of a dtype. */
+export const vecType = (dt: string, V: number) => (V === 4 ? `vec4<${dt}>` : dt);
+/** Vector width for a contiguous extent: 4 when it divides, else 1. */
+export const vecWidth = (extent: number) => (extent % 4 === 0 ? 4 : 1);
+
+/** True for CPU implementations of WebGPU (lavapipe/llvmpipe, SwiftShader): they favour small workgroups. */
+export function isCpuAdapter(gpu: Gpu): boolean {
+  return gpu.adapter.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|software/i.test(gpu.adapterName);
+}
 
 const WG1D = 256;
 
@@ -97,26 +124,29 @@ export interface AddArgs {
   bDtype?: Dtype;
 }
 
-export function addWgsl(o: { dtype: Dtype; bDtype: Dtype; inPlace: boolean }): string {
-  const { dtype, bDtype, inPlace } = o;
+export function addWgsl(o: { dtype: Dtype; bDtype: Dtype; inPlace: boolean; V: number }): string {
+  const { dtype, bDtype, inPlace, V } = o;
+  const T = vecType(dtype, V);
+  const F = vecType("f32", V);
   return /* wgsl */ `
 ${f16Header(dtype, bDtype)}
 struct Params { n: u32, p0: u32, p1: u32, p2: u32 }
 ${inPlace
-    ? `@group(0) @binding(0) var<storage, read_write> A: array<${dtype}>;
-@group(0) @binding(1) var<storage, read> B: array<${bDtype}>;
+    ? `@group(0) @binding(0) var<storage, read_write> A: array<${T}>;
+@group(0) @binding(1) var<storage, read> B: array<${vecType(bDtype, V)}>;
 @group(0) @binding(2) var<uniform> u: Params;`
-    : `@group(0) @binding(0) var<storage, read> A: array<${dtype}>;
-@group(0) @binding(1) var<storage, read> B: array<${bDtype}>;
-@group(0) @binding(2) var<storage, read_write> Y: array<${dtype}>;
+    : `@group(0) @binding(0) var<storage, read> A: array<${T}>;
+@group(0) @binding(1) var<storage, read> B: array<${vecType(bDtype, V)}>;
+@group(0) @binding(2) var<storage, read_write> Y: array<${T}>;
 @group(0) @binding(3) var<uniform> u: Params;`}
 
+// One invocation per ${V === 4 ? "vec4" : "element"}; u.n counts them.
 @compute @workgroup_size(${WG1D})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let i = ${FLAT_WG} * ${WG1D}u + lid;
   if (i >= u.n) { return; }
-  let v = f32(A[i]) + f32(B[i]);
-  ${inPlace ? "A" : "Y"}[i] = ${dtype}(v);
+  let v = ${F}(A[i]) + ${F}(B[i]);
+  ${inPlace ? "A" : "Y"}[i] = ${T}(v);
 }
 `;
 }
@@ -137,10 +167,12 @@ export function add(gpu: Gpu, args: AddArgs): void {
     throw new Error(`${who}: out aliases an input; omit out for the in-place a += b`);
   }
   if (args.a.buffer === args.b.buffer) throw new Error(`${who}: a and b are the same buffer (WebGPU forbids a writable alias)`);
-  const label = `add_${dtype}_${bDtype}${inPlace ? "_inplace" : ""}`;
-  const kernel = gpu.kernel(label, addWgsl({ dtype, bDtype, inPlace }));
+  const V = vecWidth(n);
+  const label = `add_${dtype}_${bDtype}_v${V}${inPlace ? "_inplace" : ""}`;
+  const kernel = gpu.kernel(label, addWgsl({ dtype, bDtype, inPlace, V }));
   const bufs = inPlace ? [args.a, args.b] : [args.a, args.b, args.out!];
-  gpu.dispatch(kernel, bufs, foldGrid(gpu, Math.ceil(n / WG1D)), new Uint32Array([n, 0, 0, 0]));
+  const nv = n / V;
+  gpu.dispatch(kernel, bufs, foldGrid(gpu, Math.ceil(nv / WG1D)), new Uint32Array([nv, 0, 0, 0]));
 }
 
 export function addReference(a: ArrayLike<number>, b: ArrayLike<number>): Float64Array {
@@ -153,7 +185,7 @@ export function addReference(a: ArrayLike<number>, b: ArrayLike<number>): Float6
 // SwiGLU
 
 export interface SwigluArgs {
-  /** gate [M, I]; or, with `fused`, the [M, 2I] buffer holding gate|up per row. */
+  /** gate [M, I]; or, without `up`, the fused [M, 2I] buffer holding gate|up per row. */
   gate: GpuBuffer;
   /** up [M, I]; omit when `gate` is the fused [M, 2I] buffer. */
   up?: GpuBuffer;
@@ -184,41 +216,49 @@ export interface SwigluBackwardArgs {
   gradDtype?: Dtype;
 }
 
-const SIGMOID_WGSL = `fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }`; // exp(-x) = inf for x ≪ 0 → 0, no NaN
+// exp(-x) = inf for x ≪ 0 gives σ = 0 (no NaN); x ≫ 0 gives σ = 1.
+const sigmoidWgsl = (V: number) => `fn sigmoid(x: ${vecType("f32", V)}) -> ${vecType("f32", V)} { return 1.0 / (1.0 + exp(-x)); }`;
 
-export function swigluWgsl(o: { dtype: Dtype; outDtype: Dtype; fused: boolean }): string {
-  const { dtype, outDtype, fused } = o;
+function swigluLoad(fused: boolean, F: string) {
+  return fused
+    ? `let m = i / u.Iv; let gi = i + m * u.Iv; let g = ${F}(GU[gi]); let up = ${F}(GU[gi + u.Iv]);`
+    : `let g = ${F}(G[i]); let up = ${F}(U[i]);`;
+}
+
+export function swigluWgsl(o: { dtype: Dtype; outDtype: Dtype; fused: boolean; V: number }): string {
+  const { dtype, outDtype, fused, V } = o;
+  const T = vecType(dtype, V);
+  const O = vecType(outDtype, V);
   const inputs = fused
-    ? `@group(0) @binding(0) var<storage, read> GU: array<${dtype}>;
-@group(0) @binding(1) var<storage, read_write> Hs: array<${outDtype}>;
+    ? `@group(0) @binding(0) var<storage, read> GU: array<${T}>;
+@group(0) @binding(1) var<storage, read_write> Hs: array<${O}>;
 @group(0) @binding(2) var<uniform> u: Params;`
-    : `@group(0) @binding(0) var<storage, read> G: array<${dtype}>;
-@group(0) @binding(1) var<storage, read> U: array<${dtype}>;
-@group(0) @binding(2) var<storage, read_write> Hs: array<${outDtype}>;
+    : `@group(0) @binding(0) var<storage, read> G: array<${T}>;
+@group(0) @binding(1) var<storage, read> U: array<${T}>;
+@group(0) @binding(2) var<storage, read_write> Hs: array<${O}>;
 @group(0) @binding(3) var<uniform> u: Params;`;
-  const load = fused
-    ? `let m = i / u.I; let gi = i + m * u.I; let g = f32(GU[gi]); let up = f32(GU[gi + u.I]);`
-    : `let g = f32(G[i]); let up = f32(U[i]);`;
   return /* wgsl */ `
 ${f16Header(dtype, outDtype)}
-struct Params { M: u32, I: u32, n: u32, p0: u32 }
+struct Params { M: u32, Iv: u32, n: u32, p0: u32 }
 ${inputs}
-${SIGMOID_WGSL}
+${sigmoidWgsl(V)}
 
+// One invocation per ${V === 4 ? "vec4" : "element"} of h; Iv = I / ${V}.
 @compute @workgroup_size(${WG1D})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let i = ${FLAT_WG} * ${WG1D}u + lid;
   if (i >= u.n) { return; }
-  ${load}
-  Hs[i] = ${outDtype}(g * sigmoid(g) * up);
+  ${swigluLoad(fused, vecType("f32", V))}
+  Hs[i] = ${O}(g * sigmoid(g) * up);
 }
 `;
 }
 
-export function swigluBackwardWgsl(o: { dtype: Dtype; gradDtype: Dtype; fused: boolean }): string {
-  const { dtype, gradDtype, fused } = o;
-  const T = dtype;
-  const D = gradDtype;
+export function swigluBackwardWgsl(o: { dtype: Dtype; gradDtype: Dtype; fused: boolean; V: number }): string {
+  const { dtype, gradDtype, fused, V } = o;
+  const T = vecType(dtype, V);
+  const D = vecType(gradDtype, V);
+  const F = vecType("f32", V);
   const bindings = fused
     ? `@group(0) @binding(0) var<storage, read> dH: array<${D}>;
 @group(0) @binding(1) var<storage, read> GU: array<${T}>;
@@ -230,24 +270,21 @@ export function swigluBackwardWgsl(o: { dtype: Dtype; gradDtype: Dtype; fused: b
 @group(0) @binding(3) var<storage, read_write> dG: array<${D}>;
 @group(0) @binding(4) var<storage, read_write> dU: array<${D}>;
 @group(0) @binding(5) var<uniform> u: Params;`;
-  const load = fused
-    ? `let m = i / u.I; let gi = i + m * u.I; let g = f32(GU[gi]); let up = f32(GU[gi + u.I]);`
-    : `let g = f32(G[i]); let up = f32(U[i]);`;
   const store = fused
-    ? `dGU[gi] = ${D}(dh * up * dsilu); dGU[gi + u.I] = ${D}(dh * g * s);`
+    ? `dGU[gi] = ${D}(dh * up * dsilu); dGU[gi + u.Iv] = ${D}(dh * g * s);`
     : `dG[i] = ${D}(dh * up * dsilu); dU[i] = ${D}(dh * g * s);`;
   return /* wgsl */ `
 ${f16Header(dtype, gradDtype)}
-struct Params { M: u32, I: u32, n: u32, p0: u32 }
+struct Params { M: u32, Iv: u32, n: u32, p0: u32 }
 ${bindings}
-${SIGMOID_WGSL}
+${sigmoidWgsl(V)}
 
 @compute @workgroup_size(${WG1D})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let i = ${FLAT_WG} * ${WG1D}u + lid;
   if (i >= u.n) { return; }
-  ${load}
-  let dh = f32(dH[i]);
+  ${swigluLoad(fused, F)}
+  let dh = ${F}(dH[i]);
   let s = sigmoid(g);
   let dsilu = s * (1.0 + g * (1.0 - s));
   ${store}
@@ -255,7 +292,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 `;
 }
 
-function swigluChecks(gpu: Gpu, who: string, M: number, I: number) {
+function swigluChecks(who: string, M: number, I: number) {
   requireCount(who, "M", M);
   requireCount(who, "I", I);
   if (M * I * 2 > 2 ** 32 - 1) throw new Error(`${who}: M·2I = ${M * I * 2} overflows 32-bit indexing; split the rows`);
@@ -268,7 +305,7 @@ export function swiglu(gpu: Gpu, args: SwigluArgs): void {
   const dtype = args.dtype ?? "f32";
   const outDtype = args.outDtype ?? dtype;
   const fused = !args.up;
-  swigluChecks(gpu, who, M, I);
+  swigluChecks(who, M, I);
   requireF16(gpu, who, dtype, outDtype);
   const shape = `M=${M} I=${I}`;
   if (fused) requireBuffer(gpu, who, "gate (fused gate|up)", args.gate, 2 * M * I, dtype, shape);
@@ -277,11 +314,12 @@ export function swiglu(gpu: Gpu, args: SwigluArgs): void {
     requireBuffer(gpu, who, "up", args.up!, M * I, dtype, shape);
   }
   requireBuffer(gpu, who, "h", args.h, M * I, outDtype, shape);
-  const label = `swiglu_${dtype}_${outDtype}${fused ? "_fused" : ""}`;
-  const kernel = gpu.kernel(label, swigluWgsl({ dtype, outDtype, fused }));
-  const n = M * I;
+  const V = vecWidth(I);
+  const label = `swiglu_${dtype}_${outDtype}_v${V}${fused ? "_fused" : ""}`;
+  const kernel = gpu.kernel(label, swigluWgsl({ dtype, outDtype, fused, V }));
+  const nv = (M * I) / V;
   const bufs = fused ? [args.gate, args.h] : [args.gate, args.up!, args.h];
-  gpu.dispatch(kernel, bufs, foldGrid(gpu, Math.ceil(n / WG1D)), new Uint32Array([M, I, n, 0]));
+  gpu.dispatch(kernel, bufs, foldGrid(gpu, Math.ceil(nv / WG1D)), new Uint32Array([M, I / V, nv, 0]));
 }
 
 /** Record dgate, dup from dh (both outputs are overwritten). */
@@ -291,7 +329,7 @@ export function swigluBackward(gpu: Gpu, args: SwigluBackwardArgs): void {
   const dtype = args.dtype ?? "f32";
   const gradDtype = args.gradDtype ?? dtype;
   const fused = !args.up;
-  swigluChecks(gpu, who, M, I);
+  swigluChecks(who, M, I);
   requireF16(gpu, who, dtype, gradDtype);
   if (fused !== !args.dup) throw new Error(`${who}: give both up and dup (separate layout) or neither (fused [M, 2I] layout)`);
   const shape = `M=${M} I=${I}`;
@@ -305,11 +343,12 @@ export function swigluBackward(gpu: Gpu, args: SwigluBackwardArgs): void {
     requireBuffer(gpu, who, "dgate", args.dgate, M * I, gradDtype, shape);
     requireBuffer(gpu, who, "dup", args.dup!, M * I, gradDtype, shape);
   }
-  const label = `swiglu_bwd_${dtype}_${gradDtype}${fused ? "_fused" : ""}`;
-  const kernel = gpu.kernel(label, swigluBackwardWgsl({ dtype, gradDtype, fused }));
-  const n = M * I;
+  const V = vecWidth(I);
+  const label = `swiglu_bwd_${dtype}_${gradDtype}_v${V}${fused ? "_fused" : ""}`;
+  const kernel = gpu.kernel(label, swigluBackwardWgsl({ dtype, gradDtype, fused, V }));
+  const nv = (M * I) / V;
   const bufs = fused ? [args.dh, args.gate, args.dgate] : [args.dh, args.gate, args.up!, args.dgate, args.dup!];
-  gpu.dispatch(kernel, bufs, foldGrid(gpu, Math.ceil(n / WG1D)), new Uint32Array([M, I, n, 0]));
+  gpu.dispatch(kernel, bufs, foldGrid(gpu, Math.ceil(nv / WG1D)), new Uint32Array([M, I / V, nv, 0]));
 }
 
 const sigmoid64 = (x: number) => 1 / (1 + Math.exp(-x));
@@ -349,26 +388,28 @@ export interface BiasAddArgs {
   biasDtype?: Dtype;
 }
 
-export function biasAddWgsl(o: { dtype: Dtype; biasDtype: Dtype; inPlace: boolean }): string {
-  const { dtype, biasDtype, inPlace } = o;
+export function biasAddWgsl(o: { dtype: Dtype; biasDtype: Dtype; inPlace: boolean; V: number }): string {
+  const { dtype, biasDtype, inPlace, V } = o;
+  const T = vecType(dtype, V);
+  const F = vecType("f32", V);
   return /* wgsl */ `
 ${f16Header(dtype, biasDtype)}
-struct Params { M: u32, N: u32, n: u32, p0: u32 }
+struct Params { M: u32, Nv: u32, n: u32, p0: u32 }
 ${inPlace
-    ? `@group(0) @binding(0) var<storage, read_write> Y: array<${dtype}>;
-@group(0) @binding(1) var<storage, read> Bias: array<${biasDtype}>;
+    ? `@group(0) @binding(0) var<storage, read_write> Y: array<${T}>;
+@group(0) @binding(1) var<storage, read> Bias: array<${vecType(biasDtype, V)}>;
 @group(0) @binding(2) var<uniform> u: Params;`
-    : `@group(0) @binding(0) var<storage, read> Y: array<${dtype}>;
-@group(0) @binding(1) var<storage, read> Bias: array<${biasDtype}>;
-@group(0) @binding(2) var<storage, read_write> Out: array<${dtype}>;
+    : `@group(0) @binding(0) var<storage, read> Y: array<${T}>;
+@group(0) @binding(1) var<storage, read> Bias: array<${vecType(biasDtype, V)}>;
+@group(0) @binding(2) var<storage, read_write> Out: array<${T}>;
 @group(0) @binding(3) var<uniform> u: Params;`}
 
 @compute @workgroup_size(${WG1D})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let i = ${FLAT_WG} * ${WG1D}u + lid;
   if (i >= u.n) { return; }
-  let col = i % u.N;
-  ${inPlace ? "Y" : "Out"}[i] = ${dtype}(f32(Y[i]) + f32(Bias[col]));
+  let col = i % u.Nv;
+  ${inPlace ? "Y" : "Out"}[i] = ${T}(${F}(Y[i]) + ${F}(Bias[col]));
 }
 `;
 }
@@ -386,11 +427,16 @@ export function biasAdd(gpu: Gpu, args: BiasAddArgs): void {
   requireBuffer(gpu, who, "y", args.y, M * N, dtype, shape);
   requireBuffer(gpu, who, "bias", args.bias, N, biasDtype, shape);
   if (args.out) requireBuffer(gpu, who, "out", args.out, M * N, dtype, shape);
+  if (args.out && (args.out.buffer === args.y.buffer || args.out.buffer === args.bias.buffer)) {
+    throw new Error(`${who}: out aliases an input; omit out to add in place`);
+  }
+  if (args.y.buffer === args.bias.buffer) throw new Error(`${who}: y and bias are the same buffer`);
   const inPlace = !args.out;
-  const label = `bias_add_${dtype}_${biasDtype}${inPlace ? "_inplace" : ""}`;
-  const kernel = gpu.kernel(label, biasAddWgsl({ dtype, biasDtype, inPlace }));
-  const n = M * N;
-  gpu.dispatch(kernel, inPlace ? [args.y, args.bias] : [args.y, args.bias, args.out!], foldGrid(gpu, Math.ceil(n / WG1D)), new Uint32Array([M, N, n, 0]));
+  const V = vecWidth(N);
+  const label = `bias_add_${dtype}_${biasDtype}_v${V}${inPlace ? "_inplace" : ""}`;
+  const kernel = gpu.kernel(label, biasAddWgsl({ dtype, biasDtype, inPlace, V }));
+  const nv = (M * N) / V;
+  gpu.dispatch(kernel, inPlace ? [args.y, args.bias] : [args.y, args.bias, args.out!], foldGrid(gpu, Math.ceil(nv / WG1D)), new Uint32Array([M, N / V, nv, 0]));
 }
 
 export function biasAddReference(y: ArrayLike<number>, bias: ArrayLike<number>, M: number, N: number): Float64Array {
@@ -413,15 +459,15 @@ export interface ColumnSumArgs {
   scratch?: GpuBuffer;
 }
 
-const CS_COLS = 64; // columns per workgroup (one per x-lane)
+const CS_COLS = 64; // column vectors per workgroup (one per x-lane)
 const CS_LANES = 4; // row lanes per column inside a workgroup
-/** Above this many rows, the sum goes through partials over row chunks (two passes). */
+/** Up to this many rows, the sum is a single pass; above, partials over row chunks then a second pass. */
 const CS_DIRECT_MAX_ROWS = 128;
 
 /** How columnSum splits M rows: `chunks` partial rows of `chunkRows` rows each (chunks = 1: a single pass). */
 export function columnSumPlan(M: number, N: number): { chunks: number; chunkRows: number } {
   if (M <= CS_DIRECT_MAX_ROWS) return { chunks: 1, chunkRows: M };
-  const colBlocks = Math.ceil(N / CS_COLS);
+  const colBlocks = Math.ceil(N / vecWidth(N) / CS_COLS);
   // Enough workgroups to fill a big GPU (~512), chunks of at least 32 rows, at most 128 partial rows.
   const want = Math.max(2, Math.min(128, Math.ceil(512 / colBlocks), Math.ceil(M / 32)));
   const chunkRows = Math.ceil(M / want);
@@ -433,32 +479,34 @@ export function columnSumScratchBytes(M: number, N: number): number {
   return chunks > 1 ? chunks * N * 4 : 0;
 }
 
-export function columnSumWgsl(o: { dtype: Dtype; final: boolean; accumulate: boolean }): string {
-  const { dtype, final, accumulate } = o;
+export function columnSumWgsl(o: { dtype: Dtype; final: boolean; accumulate: boolean; V: number }): string {
+  const { dtype, final, accumulate, V } = o;
+  const F = vecType("f32", V);
   const store = final
     ? `var v = t;${accumulate ? " v += Out[col];" : ""} Out[col] = v;`
-    : `Out[wid.y * u.N + col] = t;`;
+    : `Out[wid.y * u.Nv + col] = t;`;
   return /* wgsl */ `
 ${f16Header(dtype)}
-struct Params { M: u32, N: u32, chunkRows: u32, p0: u32 }
-@group(0) @binding(0) var<storage, read> X: array<${dtype}>;
-@group(0) @binding(1) var<storage, read_write> Out: array<f32>;
+struct Params { M: u32, Nv: u32, chunkRows: u32, p0: u32 }
+@group(0) @binding(0) var<storage, read> X: array<${vecType(dtype, V)}>;
+@group(0) @binding(1) var<storage, read_write> Out: array<${F}>;
 @group(0) @binding(2) var<uniform> u: Params;
-var<workgroup> red: array<f32, ${CS_COLS * CS_LANES}>;
+var<workgroup> red: array<${F}, ${CS_COLS * CS_LANES}>;
 
-// One workgroup: ${CS_COLS} columns × ${CS_LANES} row lanes over one chunk of rows (wid.y). Fixed order ⇒ deterministic.
+// One workgroup: ${CS_COLS} column ${V === 4 ? "vec4s" : "s"} × ${CS_LANES} row lanes over one chunk of rows (wid.y).
+// Fixed order ⇒ deterministic.
 @compute @workgroup_size(${CS_COLS}, ${CS_LANES})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let col = wid.x * ${CS_COLS}u + lid.x;
   let r0 = wid.y * u.chunkRows;
   let r1 = min(r0 + u.chunkRows, u.M);
-  var s = 0.0;
-  if (col < u.N) {
-    for (var r = r0 + lid.y; r < r1; r += ${CS_LANES}u) { s += f32(X[r * u.N + col]); }
+  var s = ${F}(0.0);
+  if (col < u.Nv) {
+    for (var r = r0 + lid.y; r < r1; r += ${CS_LANES}u) { s += ${F}(X[r * u.Nv + col]); }
   }
   red[lid.y * ${CS_COLS}u + lid.x] = s;
   workgroupBarrier();
-  if (lid.y == 0u && col < u.N) {
+  if (lid.y == 0u && col < u.Nv) {
     let t = (red[lid.x] + red[${CS_COLS}u + lid.x]) + (red[${2 * CS_COLS}u + lid.x] + red[${3 * CS_COLS}u + lid.x]);
     ${store}
   }
@@ -479,21 +527,22 @@ export function columnSum(gpu: Gpu, args: ColumnSumArgs): void {
   requireBuffer(gpu, who, "x", args.x, M * N, dtype, shape);
   requireBuffer(gpu, who, "out", args.out, N, "f32", shape);
   if (args.x.buffer === args.out.buffer) throw new Error(`${who}: out aliases x`);
-  const colBlocks = Math.ceil(N / CS_COLS);
-  if (colBlocks > 65535) throw new Error(`${who}: N=${N} is too wide (max ${65535 * CS_COLS} columns)`);
+  const V = vecWidth(N);
+  const Nv = N / V;
+  const colBlocks = Math.ceil(Nv / CS_COLS);
+  if (colBlocks > 65535) throw new Error(`${who}: N=${N} is too wide (max ${65535 * CS_COLS * V} columns)`);
   const plan = columnSumPlan(M, N);
   const finalKernel = (dt: Dtype) =>
-    gpu.kernel(`column_sum_${dt}${accumulate ? "_acc" : ""}`, columnSumWgsl({ dtype: dt, final: true, accumulate }));
+    gpu.kernel(`column_sum_${dt}_v${V}${accumulate ? "_acc" : ""}`, columnSumWgsl({ dtype: dt, final: true, accumulate, V }));
   if (plan.chunks === 1) {
-    gpu.dispatch(finalKernel(dtype), [args.x, args.out], [colBlocks, 1], new Uint32Array([M, N, M, 0]));
+    gpu.dispatch(finalKernel(dtype), [args.x, args.out], [colBlocks, 1], new Uint32Array([M, Nv, M, 0]));
     return;
   }
-  const scratchBytes = plan.chunks * N * 4;
   if (args.scratch) requireBuffer(gpu, who, "scratch", args.scratch, plan.chunks * N, "f32", shape);
-  const scratch = args.scratch ?? gpu.alloc(scratchBytes, "column_sum_partials");
-  const partialKernel = gpu.kernel(`column_sum_partial_${dtype}`, columnSumWgsl({ dtype, final: false, accumulate: false }));
-  gpu.dispatch(partialKernel, [args.x, scratch], [colBlocks, plan.chunks], new Uint32Array([M, N, plan.chunkRows, 0]));
-  gpu.dispatch(finalKernel("f32"), [scratch, args.out], [colBlocks, 1], new Uint32Array([plan.chunks, N, plan.chunks, 0]));
+  const scratch = args.scratch ?? gpu.alloc(plan.chunks * N * 4, "column_sum_partials");
+  const partialKernel = gpu.kernel(`column_sum_partial_${dtype}_v${V}`, columnSumWgsl({ dtype, final: false, accumulate: false, V }));
+  gpu.dispatch(partialKernel, [args.x, scratch], [colBlocks, plan.chunks], new Uint32Array([M, Nv, plan.chunkRows, 0]));
+  gpu.dispatch(finalKernel("f32"), [scratch, args.out], [colBlocks, 1], new Uint32Array([plan.chunks, Nv, plan.chunks, 0]));
   // Safe to hand back now: any later user of this buffer is recorded (or, for gpu.write, submitted) after us.
   if (!args.scratch) gpu.release(scratch);
 }
@@ -537,45 +586,49 @@ export interface EmbeddingBackwardArgs {
   H: number;
   /** dTable rows += sums (default) or = sums. Untouched rows are never written either way. */
   accumulate?: boolean;
+  /** Threads per workgroup (power of two ≤ 256; default from `rowWorkgroup`). For tests and tuning. */
+  workgroupSize?: number;
 }
 
-export function embeddingWgsl(o: { dtype: Dtype }): string {
+export function embeddingWgsl(o: { dtype: Dtype; VW: number }): string {
+  const { dtype, VW } = o;
   return /* wgsl */ `
-${f16Header(o.dtype)}
-struct Params { M: u32, H: u32, V: u32, n: u32 }
+${f16Header(dtype)}
+struct Params { M: u32, Hv: u32, V: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> Ids: array<u32>;
-@group(0) @binding(1) var<storage, read> Table: array<${o.dtype}>;
-@group(0) @binding(2) var<storage, read_write> Out: array<f32>;
+@group(0) @binding(1) var<storage, read> Table: array<${vecType(dtype, VW)}>;
+@group(0) @binding(2) var<storage, read_write> Out: array<${vecType("f32", VW)}>;
 @group(0) @binding(3) var<uniform> u: Params;
 
 @compute @workgroup_size(${WG1D})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let i = ${FLAT_WG} * ${WG1D}u + lid;
   if (i >= u.n) { return; }
-  let m = i / u.H;
-  let j = i - m * u.H;
+  let m = i / u.Hv;
+  let j = i - m * u.Hv;
   let id = Ids[m];
-  var v = 0.0;
-  if (id < u.V) { v = f32(Table[id * u.H + j]); } // out-of-range id: zeros, no read
+  var v = ${vecType("f32", VW)}(0.0);
+  if (id < u.V) { v = ${vecType("f32", VW)}(Table[id * u.Hv + j]); } // out-of-range id: zeros, no read
   Out[i] = v;
 }
 `;
 }
 
-export function embeddingBackwardWgsl(o: { WG: number; CPT: number; accumulate: boolean }): string {
-  const { WG, CPT, accumulate } = o;
+export function embeddingBackwardWgsl(o: { WG: number; VW: number; accumulate: boolean }): string {
+  const { WG, VW, accumulate } = o;
+  const F = vecType("f32", VW);
   return /* wgsl */ `
-struct Params { M: u32, H: u32, V: u32, p0: u32 }
+struct Params { M: u32, Hv: u32, V: u32, p0: u32 }
 @group(0) @binding(0) var<storage, read> Ids: array<u32>;
-@group(0) @binding(1) var<storage, read> dOut: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dTable: array<f32>;
+@group(0) @binding(1) var<storage, read> dOut: array<${F}>;
+@group(0) @binding(2) var<storage, read_write> dTable: array<${F}>;
 @group(0) @binding(3) var<uniform> u: Params;
 var<workgroup> seen: atomic<u32>;
 var<workgroup> seenFlag: u32;
 var<workgroup> tile: array<u32, ${WG}>;
 
-// Workgroup m owns row ids[m] iff no earlier token has the same id; the owner sums every matching token's dOut
-// row in token order and writes the row once (see the file header).
+// Workgroup m owns row ids[m] iff no earlier token has the same id; the owner adds every matching token's dOut row
+// into row ids[m] in token order (see the file header). Thread lid always handles columns lid, lid + WG, …
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let m = ${FLAT_WG};
@@ -591,9 +644,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (lid == 0u) { seenFlag = atomicLoad(&seen); }
   if (workgroupUniformLoad(&seenFlag) != 0u) { return; }
 
-  var acc: array<f32, ${CPT}>;
-  for (var c = 0u; c < ${CPT}u; c++) { acc[c] = 0.0; }
-  for (var k0 = m; k0 < u.M; k0 += ${WG}u) {
+  let ob = id * u.Hv;
+  let mb = m * u.Hv;
+  for (var j = lid; j < u.Hv; j += ${WG}u) {
+    dTable[ob + j] = ${accumulate ? "dTable[ob + j] + " : ""}dOut[mb + j];
+  }
+  for (var k0 = m + 1u; k0 < u.M; k0 += ${WG}u) {
     var t = 0xffffffffu;
     if (k0 + lid < u.M) { t = Ids[k0 + lid]; }
     tile[lid] = t;
@@ -601,27 +657,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     let cnt = min(${WG}u, u.M - k0);
     for (var s = 0u; s < cnt; s++) {
       if (tile[s] == id) {
-        let rb = (k0 + s) * u.H;
-        for (var c = 0u; c < ${CPT}u; c++) {
-          let j = lid + c * ${WG}u;
-          if (j < u.H) { acc[c] += dOut[rb + j]; }
-        }
+        let rb = (k0 + s) * u.Hv;
+        for (var j = lid; j < u.Hv; j += ${WG}u) { dTable[ob + j] = dTable[ob + j] + dOut[rb + j]; }
       }
     }
     workgroupBarrier();
-  }
-  let ob = id * u.H;
-  for (var c = 0u; c < ${CPT}u; c++) {
-    let j = lid + c * ${WG}u;
-    if (j < u.H) {
-      ${accumulate ? "dTable[ob + j] = dTable[ob + j] + acc[c];" : "dTable[ob + j] = acc[c];"}
-    }
   }
 }
 `;
 }
 
-function embeddingChecks(gpu: Gpu, who: string, M: number, V: number, H: number) {
+function embeddingChecks(who: string, M: number, V: number, H: number) {
   requireCount(who, "M", M);
   requireCount(who, "V", V);
   requireCount(who, "H", H);
@@ -633,15 +679,17 @@ export function embedding(gpu: Gpu, args: EmbeddingArgs): void {
   const who = "embedding";
   const { M, V, H } = args;
   const dtype = args.dtype ?? "f32";
-  embeddingChecks(gpu, who, M, V, H);
+  embeddingChecks(who, M, V, H);
   requireF16(gpu, who, dtype);
   const shape = `M=${M} V=${V} H=${H}`;
   requireBuffer(gpu, who, "ids", args.ids, M, "u32", shape);
   requireBuffer(gpu, who, "table", args.table, V * H, dtype, shape);
   requireBuffer(gpu, who, "out", args.out, M * H, "f32", shape);
-  const kernel = gpu.kernel(`embedding_${dtype}`, embeddingWgsl({ dtype }));
-  const n = M * H;
-  gpu.dispatch(kernel, [args.ids, args.table, args.out], foldGrid(gpu, Math.ceil(n / WG1D)), new Uint32Array([M, H, V, n]));
+  if (args.out.buffer === args.table.buffer || args.out.buffer === args.ids.buffer) throw new Error(`${who}: out aliases an input`);
+  const VW = vecWidth(H);
+  const kernel = gpu.kernel(`embedding_${dtype}_v${VW}`, embeddingWgsl({ dtype, VW }));
+  const nv = (M * H) / VW;
+  gpu.dispatch(kernel, [args.ids, args.table, args.out], foldGrid(gpu, Math.ceil(nv / WG1D)), new Uint32Array([M, H / VW, V, nv]));
 }
 
 /** Record dTable[v, :] (+)= Σ_{m: ids[m]=v} dOut[m, :] (deterministic, no float atomics; ids ≥ V skipped). */
@@ -649,14 +697,16 @@ export function embeddingBackward(gpu: Gpu, args: EmbeddingBackwardArgs): void {
   const who = "embeddingBackward";
   const { M, V, H } = args;
   const accumulate = args.accumulate ?? true;
-  embeddingChecks(gpu, who, M, V, H);
+  embeddingChecks(who, M, V, H);
   const shape = `M=${M} V=${V} H=${H}`;
   requireBuffer(gpu, who, "ids", args.ids, M, "u32", shape);
   requireBuffer(gpu, who, "dOut", args.dOut, M * H, "f32", shape);
   requireBuffer(gpu, who, "dTable", args.dTable, V * H, "f32", shape);
-  const { WG, CPT } = rowLayout(H, who);
-  const kernel = gpu.kernel(`embedding_bwd_wg${WG}_c${CPT}${accumulate ? "_acc" : ""}`, embeddingBackwardWgsl({ WG, CPT, accumulate }));
-  gpu.dispatch(kernel, [args.ids, args.dOut, args.dTable], foldGrid(gpu, M), new Uint32Array([M, H, V, 0]));
+  if (args.dTable.buffer === args.dOut.buffer || args.dTable.buffer === args.ids.buffer) throw new Error(`${who}: dTable aliases an input`);
+  const VW = vecWidth(H);
+  const WG = rowWorkgroup(gpu, H / VW, args.workgroupSize);
+  const kernel = gpu.kernel(`embedding_bwd_wg${WG}_v${VW}${accumulate ? "_acc" : ""}`, embeddingBackwardWgsl({ WG, VW, accumulate }));
+  gpu.dispatch(kernel, [args.ids, args.dOut, args.dTable], foldGrid(gpu, M), new Uint32Array([M, H / VW, V, 0]));
 }
 
 export function embeddingReference(ids: ArrayLike<number>, table: ArrayLike<number>, V: number, H: number): Float64Array {

@@ -6,18 +6,23 @@
 //             dx = r · g − x · r³ · (Σ_j g_j x_j) / H  (dx may accumulate: the residual stream's gradient adds up)
 //             dw = Σ_rows dy · x · r                   (may accumulate across micro-batches)
 //
-// Kernels. One workgroup per row (forward) or per block of RB consecutive rows (backward); WG threads each own CPT
-// columns j = lid + c·WG kept in registers (WG/CPT from `rowLayout(H)`: compile-time constants, one pipeline per
-// distinct H bucket), so x is read once. The row reductions are fixed-shape tree reductions in workgroup memory
-// (no subgroups needed, deterministic). dw without float atomics: the backward workgroup of a row block adds
-// dy·x·r of its RB rows into registers and writes one partial row [H] to a scratch [blocks, H]; `columnSum` then
-// sums the partials over blocks in a fixed order (two more deterministic passes at most).
+// Kernels. Forward: one workgroup per row; its threads stride over the row (vec4 loads when H % 4 == 0), a
+// fixed-shape tree reduction in workgroup memory gives Σx² (no subgroups needed; deterministic), then the threads
+// stride again to write y (the second read of x hits cache on GPUs). Backward: one workgroup per block of RB
+// consecutive rows; per row the same reduction gives Σ g·x, then dx is written. dw without float atomics: each
+// thread owns the same columns in every row of its block, so it accumulates dy·x·r for those columns straight into
+// the block's partial row (a [blocks, H] scratch, first row "=", later rows "+="); `columnSum` then sums the
+// partial rows over blocks in a fixed order. Workgroup size from `rowWorkgroup` (32 on CPU adapters, whose
+// barriers are expensive; 64–256 on GPUs).
 //
 // Dtypes: x f32 (the residual stream) or f16 (e.g. per-head q/k norm of Qwen3 on f16 activations); y f32 or f16;
 // w f32; the statistics (sum of squares, r) are f32 always; dy f32 or f16; dx f32 or f16; dw f32.
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
-import { columnSum, FLAT_WG, foldGrid, requireBuffer, requireCount, requireF16, rowLayout, type Dtype } from "./elementwise.js";
+import {
+  columnSum, FLAT_WG, foldGrid, isCpuAdapter, requireBuffer, requireCount, requireF16, rowWorkgroup, treeReduceWgsl, vecType, vecWidth,
+  type Dtype,
+} from "./elementwise.js";
 
 export interface RmsNormArgs {
   /** x [rows, H]. */
@@ -34,6 +39,8 @@ export interface RmsNormArgs {
   eps: number;
   xDtype?: Dtype;
   outDtype?: Dtype;
+  /** Threads per workgroup (power of two ≤ 256; default from `rowWorkgroup`). For tests and tuning. */
+  workgroupSize?: number;
 }
 
 export interface RmsNormBackwardArgs {
@@ -55,27 +62,22 @@ export interface RmsNormBackwardArgs {
   accumulateDx?: boolean;
   /** dw += … instead of dw = … (default false). */
   accumulateDw?: boolean;
+  /** Threads per workgroup (power of two ≤ 256; default from `rowWorkgroup`). For tests and tuning. */
+  workgroupSize?: number;
 }
 
 const f16Header = (...d: Dtype[]) => (d.includes("f16") ? "enable f16;\n" : "");
+const sumOf = (V: number, e: string) => (V === 4 ? `dot(${e}, vec4<f32>(1.0))` : e);
 
-/** WGSL: tree-reduce `red[0..WG)` into red[0] (callers barrier before reading red[0] — included here). */
-function treeReduce(WG: number): string {
-  const steps: string[] = [];
-  for (let s = WG / 2; s >= 1; s /= 2) {
-    steps.push(`  if (lid < ${s}u) { red[lid] = red[lid] + red[lid + ${s}u]; }\n  workgroupBarrier();`);
-  }
-  return `  workgroupBarrier();\n${steps.join("\n")}`;
-}
-
-export function rmsNormWgsl(o: { WG: number; CPT: number; xDtype: Dtype; outDtype: Dtype; withRstd: boolean }): string {
-  const { WG, CPT, xDtype, outDtype, withRstd } = o;
+export function rmsNormWgsl(o: { WG: number; V: number; xDtype: Dtype; outDtype: Dtype; withRstd: boolean }): string {
+  const { WG, V, xDtype, outDtype, withRstd } = o;
+  const F = vecType("f32", V);
   return /* wgsl */ `
 ${f16Header(xDtype, outDtype)}
-struct Params { rows: u32, H: u32, eps: f32, p0: u32 }
-@group(0) @binding(0) var<storage, read> X: array<${xDtype}>;
-@group(0) @binding(1) var<storage, read> W: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<${outDtype}>;
+struct Params { rows: u32, H: u32, Hv: u32, eps: f32 }
+@group(0) @binding(0) var<storage, read> X: array<${vecType(xDtype, V)}>;
+@group(0) @binding(1) var<storage, read> W: array<${F}>;
+@group(0) @binding(2) var<storage, read_write> Y: array<${vecType(outDtype, V)}>;
 ${withRstd ? `@group(0) @binding(3) var<storage, read_write> Rstd: array<f32>;
 @group(0) @binding(4) var<uniform> u: Params;` : `@group(0) @binding(3) var<uniform> u: Params;`}
 var<workgroup> red: array<f32, ${WG}>;
@@ -84,39 +86,35 @@ var<workgroup> red: array<f32, ${WG}>;
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let row = ${FLAT_WG};
   if (row >= u.rows) { return; }
-  let base = row * u.H;
-  var xs: array<f32, ${CPT}>;
-  var ss = 0.0;
-  for (var c = 0u; c < ${CPT}u; c++) {
-    let j = lid + c * ${WG}u;
-    var v = 0.0;
-    if (j < u.H) { v = f32(X[base + j]); }
-    xs[c] = v;
+  let base = row * u.Hv;
+  var ss = ${F}(0.0);
+  for (var j = lid; j < u.Hv; j += ${WG}u) {
+    let v = ${F}(X[base + j]);
     ss = fma(v, v, ss);
   }
-  red[lid] = ss;
-${treeReduce(WG)}
+  red[lid] = ${sumOf(V, "ss")};
+${treeReduceWgsl(WG)}
   let r = 1.0 / sqrt(red[0] / f32(u.H) + u.eps);
   ${withRstd ? "if (lid == 0u) { Rstd[row] = r; }" : ""}
-  for (var c = 0u; c < ${CPT}u; c++) {
-    let j = lid + c * ${WG}u;
-    if (j < u.H) { Y[base + j] = ${outDtype}(xs[c] * r * W[j]); }
+  for (var j = lid; j < u.Hv; j += ${WG}u) {
+    Y[base + j] = ${vecType(outDtype, V)}(${F}(X[base + j]) * r * W[j]);
   }
 }
 `;
 }
 
-export function rmsNormBackwardWgsl(o: { WG: number; CPT: number; xDtype: Dtype; dyDtype: Dtype; dxDtype: Dtype; accumulateDx: boolean }): string {
-  const { WG, CPT, xDtype, dyDtype, dxDtype, accumulateDx } = o;
+export function rmsNormBackwardWgsl(o: { WG: number; V: number; xDtype: Dtype; dyDtype: Dtype; dxDtype: Dtype; accumulateDx: boolean }): string {
+  const { WG, V, xDtype, dyDtype, dxDtype, accumulateDx } = o;
+  const F = vecType("f32", V);
   return /* wgsl */ `
 ${f16Header(xDtype, dyDtype, dxDtype)}
-struct Params { rows: u32, H: u32, rowsPerBlock: u32, p0: u32 }
-@group(0) @binding(0) var<storage, read> dY: array<${dyDtype}>;
-@group(0) @binding(1) var<storage, read> X: array<${xDtype}>;
-@group(0) @binding(2) var<storage, read> W: array<f32>;
+struct Params { rows: u32, H: u32, Hv: u32, rowsPerBlock: u32 }
+@group(0) @binding(0) var<storage, read> dY: array<${vecType(dyDtype, V)}>;
+@group(0) @binding(1) var<storage, read> X: array<${vecType(xDtype, V)}>;
+@group(0) @binding(2) var<storage, read> W: array<${F}>;
 @group(0) @binding(3) var<storage, read> Rstd: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dX: array<${dxDtype}>;
-@group(0) @binding(5) var<storage, read_write> dWPartial: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dX: array<${vecType(dxDtype, V)}>;
+@group(0) @binding(5) var<storage, read_write> dWPartial: array<${F}>;
 @group(0) @binding(6) var<uniform> u: Params;
 var<workgroup> red: array<f32, ${WG}>;
 
@@ -127,49 +125,29 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (r0 >= u.rows) { return; }
   let r1 = min(r0 + u.rowsPerBlock, u.rows);
   let invH = 1.0 / f32(u.H);
-  var ws: array<f32, ${CPT}>;
-  var dwAcc: array<f32, ${CPT}>;
-  for (var c = 0u; c < ${CPT}u; c++) {
-    let j = lid + c * ${WG}u;
-    var v = 0.0;
-    if (j < u.H) { v = W[j]; }
-    ws[c] = v;
-    dwAcc[c] = 0.0;
-  }
+  let pb = block * u.Hv;
   for (var row = r0; row < r1; row++) {
-    let base = row * u.H;
+    let base = row * u.Hv;
     let r = Rstd[row];
-    var xs: array<f32, ${CPT}>;
-    var dys: array<f32, ${CPT}>;
-    var dotp = 0.0;
-    for (var c = 0u; c < ${CPT}u; c++) {
-      let j = lid + c * ${WG}u;
-      var xv = 0.0;
-      var dv = 0.0;
-      if (j < u.H) { xv = f32(X[base + j]); dv = f32(dY[base + j]); }
-      xs[c] = xv;
-      dys[c] = dv;
-      dotp = fma(dv * ws[c], xv, dotp);
-      dwAcc[c] = fma(dv, xv * r, dwAcc[c]);
+    var d = ${F}(0.0);
+    for (var j = lid; j < u.Hv; j += ${WG}u) {
+      d = fma(${F}(dY[base + j]) * W[j], ${F}(X[base + j]), d);
     }
-    red[lid] = dotp;
-${treeReduce(WG)}
+    red[lid] = ${sumOf(V, "d")};
+${treeReduceWgsl(WG, "    ")}
     // Ordered so every intermediate stays near the result's scale (r³ alone underflows f32 for |x| ≳ 1e13).
     let coef = (((red[0] * r) * invH) * r) * r;
     workgroupBarrier(); // everyone has read red[0] before the next row overwrites it
-    for (var c = 0u; c < ${CPT}u; c++) {
-      let j = lid + c * ${WG}u;
-      if (j < u.H) {
-        var v = r * dys[c] * ws[c] - coef * xs[c];
-        ${accumulateDx ? "v += f32(dX[base + j]);" : ""}
-        dX[base + j] = ${dxDtype}(v);
-      }
+    let first = row == r0;
+    for (var j = lid; j < u.Hv; j += ${WG}u) {
+      let xv = ${F}(X[base + j]);
+      let dv = ${F}(dY[base + j]);
+      var v = r * dv * W[j] - coef * xv;
+      ${accumulateDx ? `v += ${F}(dX[base + j]);` : ""}
+      dX[base + j] = ${vecType(dxDtype, V)}(v);
+      let pw = dv * (xv * r);
+      if (first) { dWPartial[pb + j] = pw; } else { dWPartial[pb + j] = dWPartial[pb + j] + pw; }
     }
-  }
-  let pb = block * u.H;
-  for (var c = 0u; c < ${CPT}u; c++) {
-    let j = lid + c * ${WG}u;
-    if (j < u.H) { dWPartial[pb + j] = dwAcc[c]; }
   }
 }
 `;
@@ -196,20 +174,24 @@ export function rmsNorm(gpu: Gpu, args: RmsNormArgs): void {
   requireBuffer(gpu, who, "y", args.y, rows * H, outDtype, shape);
   if (args.rstd) requireBuffer(gpu, who, "rstd", args.rstd, rows, "f32", shape);
   if (args.y.buffer === args.x.buffer) throw new Error(`${who}: y must not alias x`);
-  const { WG, CPT } = rowLayout(H, who);
+  const V = vecWidth(H);
+  const WG = rowWorkgroup(gpu, H / V, args.workgroupSize);
   const withRstd = !!args.rstd;
-  const label = `rmsnorm_${xDtype}_${outDtype}_wg${WG}_c${CPT}${withRstd ? "_rstd" : ""}`;
-  const kernel = gpu.kernel(label, rmsNormWgsl({ WG, CPT, xDtype, outDtype, withRstd }));
+  const label = `rmsnorm_${xDtype}_${outDtype}_wg${WG}_v${V}${withRstd ? "_rstd" : ""}`;
+  const kernel = gpu.kernel(label, rmsNormWgsl({ WG, V, xDtype, outDtype, withRstd }));
   const params = new ArrayBuffer(16);
-  new Uint32Array(params).set([rows, H]);
-  new Float32Array(params)[2] = eps;
+  new Uint32Array(params).set([rows, H, H / V]);
+  new Float32Array(params)[3] = eps;
   const bufs = withRstd ? [args.x, args.w, args.y, args.rstd!] : [args.x, args.w, args.y];
   gpu.dispatch(kernel, bufs, foldGrid(gpu, rows), params);
 }
 
-/** Rows per backward workgroup: enough blocks (~256) to fill a big GPU, few enough partial rows for dw. */
-export function rmsNormBackwardRowsPerBlock(rows: number): number {
-  return Math.max(1, Math.ceil(rows / 256));
+/**
+ * Rows per backward workgroup: enough blocks to fill the device (~256 on a GPU, 16 on a CPU adapter), few enough
+ * partial rows for dw.
+ */
+export function rmsNormBackwardRowsPerBlock(gpu: Gpu, rows: number): number {
+  return Math.max(1, Math.ceil(rows / (isCpuAdapter(gpu) ? 16 : 256)));
 }
 
 /** Record dx (=, or +=) and dw (=, or +=) of y = rmsnorm(x)·w. */
@@ -233,13 +215,14 @@ export function rmsNormBackward(gpu: Gpu, args: RmsNormBackwardArgs): void {
   if (ins.includes(args.dx.buffer) || ins.includes(args.dw.buffer) || args.dx.buffer === args.dw.buffer) {
     throw new Error(`${who}: dx and dw must be distinct from each other and from the inputs`);
   }
-  const { WG, CPT } = rowLayout(H, who);
-  const rowsPerBlock = rmsNormBackwardRowsPerBlock(rows);
+  const V = vecWidth(H);
+  const WG = rowWorkgroup(gpu, H / V, args.workgroupSize);
+  const rowsPerBlock = rmsNormBackwardRowsPerBlock(gpu, rows);
   const blocks = Math.ceil(rows / rowsPerBlock);
   const partial = gpu.alloc(blocks * H * 4, "rmsnorm_dw_partials");
-  const label = `rmsnorm_bwd_${xDtype}_${dyDtype}_${dxDtype}_wg${WG}_c${CPT}${accumulateDx ? "_acc" : ""}`;
-  const kernel = gpu.kernel(label, rmsNormBackwardWgsl({ WG, CPT, xDtype, dyDtype, dxDtype, accumulateDx }));
-  gpu.dispatch(kernel, [args.dy, args.x, args.w, args.rstd, args.dx, partial], foldGrid(gpu, blocks), new Uint32Array([rows, H, rowsPerBlock, 0]));
+  const label = `rmsnorm_bwd_${xDtype}_${dyDtype}_${dxDtype}_wg${WG}_v${V}${accumulateDx ? "_acc" : ""}`;
+  const kernel = gpu.kernel(label, rmsNormBackwardWgsl({ WG, V, xDtype, dyDtype, dxDtype, accumulateDx }));
+  gpu.dispatch(kernel, [args.dy, args.x, args.w, args.rstd, args.dx, partial], foldGrid(gpu, blocks), new Uint32Array([rows, H, H / V, rowsPerBlock]));
   columnSum(gpu, { x: partial, out: args.dw, M: blocks, N: H, accumulate: args.accumulateDw ?? false });
   // Safe to hand back now: any later user of this buffer is recorded (or, for gpu.write, submitted) after us.
   gpu.release(partial);

@@ -48,6 +48,8 @@ interface Case {
   maxPos?: number;
   dtype?: Dtype;
   outOfPlace?: boolean;
+  /** heads per invocation (lavapipe's default is all heads; GPUs use 1): exercise both. */
+  hg?: number;
 }
 
 let worstSeen = 0; // largest (error / trig-free bound) seen, logged for the record
@@ -65,7 +67,7 @@ async function runOne(c: Case, inverse: boolean) {
   const kBuf = k ? up(k, dtype) : undefined;
   const qOut = c.outOfPlace ? poisoned(q.length, dtype, "qOut") : undefined;
   const kOut = c.outOfPlace && k ? poisoned(k.length, dtype, "kOut") : undefined;
-  const args = { q: qBuf, k: kBuf, positions: posBuf, qOut, kOut, tokens, Hq, Hkv, D, theta, dtype };
+  const args = { q: qBuf, k: kBuf, positions: posBuf, qOut, kOut, tokens, Hq, Hkv, D, theta, dtype, headsPerInvocation: c.hg };
   if (inverse) ropeBackward(gpu, args);
   else rope(gpu, args);
   const tag = `${inverse ? "ropeBackward" : "rope"} ${JSON.stringify({ ...c, positions: undefined })}`;
@@ -99,6 +101,8 @@ describe("rope vs float64", () => {
     { tokens: 7, Hq: 4, Hkv: 2, D: 128, theta: 1e6, positions: [4090, 4091, 4092, 4093, 4094, 4095, 4096], outOfPlace: true }, // Qwen3 theta
     { tokens: 5, Hq: 2, Hkv: 1, D: 64, theta: 10000, dtype: "f16" },
     { tokens: 3, Hq: 3, D: 32, theta: 1e4, dtype: "f16", outOfPlace: true },
+    { tokens: 8, Hq: 12, Hkv: 2, D: 128, theta: 10000, hg: 1 }, // the GPU split: one head per invocation
+    { tokens: 4, Hq: 3, Hkv: 2, D: 6, theta: 1e4, hg: 2, outOfPlace: true }, // ragged head groups (2, 2, 1)
   ];
   for (const c of cases) {
     it(`forward ${JSON.stringify(c)}`, () => runOne(c, false));
@@ -108,7 +112,8 @@ describe("rope vs float64", () => {
   it("4 fresh random shapes", async () => {
     for (let i = 0; i < 4; i++) {
       const Hq = randInt(1, 12, rand);
-      await runOne({ tokens: randInt(1, 40, rand), Hq, Hkv: rand() < 0.7 ? randInt(1, Hq, rand) : undefined, D: 2 * randInt(1, 80, rand), theta: 10 ** (2 + 5 * rand()) }, rand() < 0.5);
+      const hg = rand() < 0.5 ? randInt(1, 4, rand) : undefined;
+      await runOne({ tokens: randInt(1, 40, rand), Hq, Hkv: rand() < 0.7 ? randInt(1, Hq, rand) : undefined, D: 2 * randInt(1, 80, rand), theta: 10 ** (2 + 5 * rand()), hg }, rand() < 0.5);
     }
   });
 

@@ -9,6 +9,10 @@
 // (in place, or into qOut/kOut). Backward: the rotation is orthogonal, so dx = R(−a)·dy — the same kernel with the
 // sine negated (`ropeBackward`).
 //
+// Kernel: one invocation per (token, group of HG heads, V consecutive pairs), V = 4 when D/2 % 4 == 0 (vec4 loads
+// of x_i.. and x_{i+D/2}..), else 1. It computes the V angles once and rotates them in each of its heads (q's heads
+// first, then k's). HG = all heads on CPU adapters (the trig is the expensive part there), 1 on GPUs (parallelism).
+//
 // Precision (documented bound, asserted in rope.test.ts). Everything is f32, computed on the fly:
 //   invFreq_i = exp2(i · (−2·log2 θ / D))   (the constant in float64 on the host, rounded once to f32)
 //   a         = f32(pos) · invFreq_i        (as HF computes it: inv_freq and the angle in float32)
@@ -23,7 +27,7 @@
 // Not covered: rope_scaling variants (linear/dynamic NTK/YaRN/Llama-3 frequency scaling) and partial rotary dims.
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
-import { FLAT_WG, foldGrid, requireBuffer, requireCount, requireF16, type Dtype } from "./elementwise.js";
+import { FLAT_WG, foldGrid, isCpuAdapter, requireBuffer, requireCount, requireF16, vecType, vecWidth, type Dtype } from "./elementwise.js";
 
 export interface RopeArgs {
   /** q [tokens, Hq, D] (for the backward: dq). Rotated in place unless qOut is given. */
@@ -44,15 +48,18 @@ export interface RopeArgs {
   /** rope_theta from the config: 10000 (Qwen2.5), 1e6 (Qwen3), … */
   theta: number;
   dtype?: Dtype;
+  /** Heads each invocation rotates (default: all on CPU adapters, 1 on GPUs). For tests and tuning. */
+  headsPerInvocation?: number;
 }
 
 const WG = 256;
 const TWO_PI_C1 = 6.28125; // 201/32: exact in 8 bits
 const TWO_PI_C2 = 2 * Math.PI - TWO_PI_C1;
 
-export function ropeWgsl(o: { dtype: Dtype; hasK: boolean; inPlace: boolean }): string {
-  const { dtype, hasK, inPlace } = o;
-  const T = dtype;
+export function ropeWgsl(o: { dtype: Dtype; hasK: boolean; inPlace: boolean; V: number }): string {
+  const { dtype, hasK, inPlace, V } = o;
+  const T = vecType(dtype, V);
+  const F = vecType("f32", V);
   const b: string[] = [`@group(0) @binding(0) var<storage, read> Pos: array<u32>;`];
   let n = 1;
   const decl = (name: string, rw: boolean) => b.push(`@group(0) @binding(${n++}) var<storage, ${rw ? "read_write" : "read"}> ${name}: array<${T}>;`);
@@ -68,41 +75,44 @@ export function ropeWgsl(o: { dtype: Dtype; hasK: boolean; inPlace: boolean }): 
   b.push(`@group(0) @binding(${n}) var<uniform> u: Params;`);
   const src = (t: string) => (inPlace ? t : `${t}i`);
   const rotate = (t: string) => `
-    let x1 = f32(${src(t)}[base]);
-    let x2 = f32(${src(t)}[base + u.half]);
-    ${t}[base] = ${T}(x1 * c - x2 * s);
-    ${t}[base + u.half] = ${T}(x2 * c + x1 * s);`;
+      let x1 = ${F}(${src(t)}[base]);
+      let x2 = ${F}(${src(t)}[base + u.halfV]);
+      ${t}[base] = ${T}(x1 * c - x2 * s);
+      ${t}[base + u.halfV] = ${T}(x2 * c + x1 * s);`;
+  const iv = V === 4 ? `vec4<f32>(f32(i0)) + vec4<f32>(0.0, 1.0, 2.0, 3.0)` : `f32(i0)`;
   return /* wgsl */ `
-${T === "f16" ? "enable f16;" : ""}
-struct Params { nq: u32, total: u32, Hq: u32, Hkv: u32, D: u32, half: u32, expScale: f32, sinSign: f32 }
+${dtype === "f16" ? "enable f16;" : ""}
+struct Params { total: u32, nHG: u32, HG: u32, halfV: u32, Dv: u32, Hq: u32, Hkv: u32, p0: u32, expScale: f32, sinSign: f32, p1: u32, p2: u32 }
 ${b.join("\n")}
 
 const INV_2PI: f32 = ${(1 / (2 * Math.PI)).toPrecision(17)};
 const C1: f32 = ${TWO_PI_C1};
 const C2: f32 = ${TWO_PI_C2.toPrecision(17)};
 
-// One invocation per (token, head, i < D/2) pair: q's pairs first, then k's.
+// One invocation per (token, head group, ${V} pair${V > 1 ? "s" : ""}); heads [0, Hq) are q's, [Hq, Hq + Hkv) k's.
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let idx = ${FLAT_WG} * ${WG}u + lid;
   if (idx >= u.total) { return; }
-  let isK = idx >= u.nq;
-  var local = idx;
-  var heads = u.Hq;
-  if (isK) { local = idx - u.nq; heads = u.Hkv; }
-  let i = local % u.half;
-  let th = local / u.half;          // token·heads + head
-  let t = th / heads;
-  let base = th * u.D + i;
-  let a = f32(Pos[t]) * exp2(f32(i) * u.expScale);
+  let gi = idx % u.halfV;
+  let rest = idx / u.halfV;
+  let hg = rest % u.nHG;
+  let t = rest / u.nHG;
+  let i0 = gi * ${V}u;
+  let a = f32(Pos[t]) * exp2((${iv}) * u.expScale);
   let kk = round(a * INV_2PI);
-  let r = fma(-kk, C2, fma(-kk, C1, a));
+  let r = fma(-kk, ${F}(C2), fma(-kk, ${F}(C1), a));
   let c = cos(r);
   let s = u.sinSign * sin(r);
-  ${hasK ? `if (isK) {${rotate("K")}
-  } else {${rotate("Q")}
-  }` : `{${rotate("Q")}
-  }`}
+  let h0 = hg * u.HG;
+  let h1 = min(h0 + u.HG, u.Hq + u.Hkv);
+  for (var h = h0; h < h1; h++) {
+    if (h < u.Hq) {
+      let base = (t * u.Hq + h) * u.Dv + gi;${rotate("Q")}
+    }${hasK ? ` else {
+      let base = (t * u.Hkv + (h - u.Hq)) * u.Dv + gi;${rotate("K")}
+    }` : ""}
+  }
 }
 `;
 }
@@ -140,13 +150,18 @@ function record(gpu: Gpu, args: RopeArgs, inverse: boolean) {
   }
   if (hasK && args.k!.buffer === args.q.buffer) throw new Error(`${who}: q and k are the same buffer`);
   const half = D / 2;
-  const nq = tokens * Hq * half;
-  const total = nq + tokens * (Hkv ?? 0) * half;
-  const label = `rope_${dtype}${hasK ? "_qk" : "_q"}${inPlace ? "_inplace" : ""}`;
-  const kernel = gpu.kernel(label, ropeWgsl({ dtype, hasK, inPlace }));
-  const params = new ArrayBuffer(32);
-  new Uint32Array(params).set([nq, total, Hq, Hkv ?? 0, D, half]);
-  new Float32Array(params).set([(-2 * Math.log2(theta)) / D, inverse ? -1 : 1], 6);
+  const V = vecWidth(half);
+  const Htot = Hq + (Hkv ?? 0);
+  const HG = args.headsPerInvocation ?? (isCpuAdapter(gpu) ? Htot : 1);
+  if (!(Number.isInteger(HG) && HG >= 1)) throw new Error(`${who}: headsPerInvocation must be a positive integer (got ${HG})`);
+  const nHG = Math.ceil(Htot / HG);
+  const total = tokens * nHG * (half / V);
+  if (total > 2 ** 32 - 1) throw new Error(`${who}: ${shape} overflows 32-bit indexing; split the tokens`);
+  const label = `rope_${dtype}${hasK ? "_qk" : "_q"}_v${V}${inPlace ? "_inplace" : ""}`;
+  const kernel = gpu.kernel(label, ropeWgsl({ dtype, hasK, inPlace, V }));
+  const params = new ArrayBuffer(48);
+  new Uint32Array(params).set([total, nHG, HG, half / V, D / V, Hq, Hkv ?? 0, 0]);
+  new Float32Array(params).set([(-2 * Math.log2(theta)) / D, inverse ? -1 : 1], 8);
   const bufs = inPlace
     ? [args.positions, args.q, ...(hasK ? [args.k!] : [])]
     : [args.positions, args.q, ...(hasK ? [args.k!] : []), args.qOut!, ...(hasK ? [args.kOut!] : [])];
