@@ -244,7 +244,7 @@ export class CpuBackend implements Backend {
     }
   }
 
-  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number) {
+  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, _entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number) {
     const hs = A(h), ws = A(W), ts = A(targets), ls = A(lse), gl = A(gLogp), ge = A(gEnt), d = A(dh);
     for (let m = 0; m < M; m++) {
       const z = this.logits(hs, ws, m, H, V, temperature);

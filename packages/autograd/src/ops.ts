@@ -195,7 +195,7 @@ export function lmHeadLogprob(h: Tensor, W: Tensor, targets: Tensor, temperature
       const gl = logp.grad ?? e.zeros([M]);
       const ge = entropy.grad ?? e.zeros([M]);
       const dh = e.empty(h.shape, "f32");
-      B.lmHeadBackward(h.storage, W.storage, targets.storage, lse.storage, gl.storage, ge.storage, dh.storage, M, H, V, temperature);
+      B.lmHeadBackward(h.storage, W.storage, targets.storage, lse.storage, entropy.storage, gl.storage, ge.storage, dh.storage, M, H, V, temperature);
       B.axpy(1, dh.storage, e.gradOf(h).storage, h.size);
       dh.dispose();
       if (!logp.grad) gl.dispose();

@@ -1,0 +1,62 @@
+// The GPU backend runs the very op code the CPU gradchecks verify: here each op's forward and its input/parameter
+// gradients on the GPU must match the float64 CPU backend on the same random inputs.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createGpu, type Gpu } from "@nr/kernels";
+import { CpuBackend } from "./cpu.js";
+import { GpuBackend } from "./gpu.js";
+import { Engine, type Tensor } from "./tensor.js";
+import { add, embedding, linear, lmHeadLogprob, rmsnorm, rope, scale, swiglu } from "./ops.js";
+
+let gpu: Gpu;
+beforeAll(async () => (gpu = await createGpu()));
+afterAll(() => gpu?.destroy());
+
+const seed = process.env.NR_SEED ? Number(process.env.NR_SEED) : (Math.random() * 2 ** 31) >>> 0;
+let s = seed;
+const rand = () => ((s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0), s / 2 ** 32);
+const randn = (n: number) => Array.from({ length: n }, () => (rand() * 2 - 1) * 1.7);
+
+type Build = (e: Engine, p: Tensor[]) => Tensor[];
+
+/** Run build on both backends with the same parameters and upstream gradients; compare outputs and grads. */
+async function sameOnBoth(build: Build, shapes: number[][], rtol = 2e-4) {
+  const init = shapes.map((sh) => randn(sh.reduce((a, b) => a * b, 1)));
+  const results: { outs: Float64Array[]; grads: Float64Array[] }[] = [];
+  let ups: number[][] | null = null;
+  for (const backend of [new CpuBackend(), new GpuBackend(gpu)]) {
+    const e = new Engine(backend);
+    const params = shapes.map((sh, i) => e.tensor(init[i], sh, { requiresGrad: true, name: `p${i}` }));
+    const outs = build(e, params);
+    ups ??= outs.map((o) => randn(o.size));
+    e.backward(outs.map((o, i) => [o, ups![i]] as [Tensor, number[]]));
+    results.push({
+      outs: await Promise.all(outs.map((o) => o.read())),
+      grads: await Promise.all(params.map((p) => (p.grad ? p.grad.read() : Promise.resolve(new Float64Array(p.size))))),
+    });
+    for (const p of params) p.dispose();
+  }
+  const [cpu, gpuRes] = results;
+  const check = (want: Float64Array, got: Float64Array, what: string) => {
+    const scaleV = Math.max(1, ...Array.from(want, Math.abs));
+    want.forEach((w, i) => expect(Math.abs(got[i] - w), `${what}[${i}]: gpu ${got[i]} cpu ${w} (seed ${seed})`).toBeLessThanOrEqual(rtol * scaleV));
+  };
+  cpu.outs.forEach((w, i) => check(w, gpuRes.outs[i], `output ${i}`));
+  cpu.grads.forEach((w, i) => check(w, gpuRes.grads[i], `grad of p${i}`));
+}
+
+describe(`GPU backend = float64 CPU backend (seed ${seed})`, () => {
+  it("linear with bias (forward, dx, dW, dbias)", () => sameOnBoth((e, [x, w, b]) => [linear(x, w, b)], [[5, 12], [7, 12], [7]]));
+  it("add + scale with fan-out", () => sameOnBoth((e, [a, b]) => [add(scale(a, 0.5), b), add(a, a)], [[300], [300]]));
+  it("rmsnorm", () => sameOnBoth((e, [x, w]) => [rmsnorm(x, w, 1e-6)], [[6, 40], [40]]));
+  it("rope with per-token positions", () =>
+    sameOnBoth((e, [x]) => [rope(x, e.tensor([0, 5, 1, 77], [4], { dtype: "u32" }), 10000)], [[4, 3, 16]]));
+  it("swiglu", () => sameOnBoth((e, [g, u]) => [swiglu(g, u)], [[130], [130]]));
+  it("embedding with repeated ids", () => sameOnBoth((e, [t]) => [embedding(e.tensor([3, 1, 3, 0, 6], [5], { dtype: "u32" }), t)], [[7, 8]]));
+  const headW = randn(50 * 16);
+  it("fused LM head (logp, entropy) at temperature 0.8", () =>
+    sameOnBoth((e, [h]) => {
+      const W = e.tensor(headW, [50, 16]);
+      const { logp, entropy } = lmHeadLogprob(h, W, e.tensor([1, 49, 0], [3], { dtype: "u32" }), 0.8);
+      return [logp, entropy];
+    }, [[3, 16]]));
+});

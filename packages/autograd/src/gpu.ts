@@ -1,0 +1,116 @@
+// The WebGPU backend: every primitive is a kernel launch from @nr/kernels, recorded into the device's open command
+// encoder (no readback inside a step except `read` and `sumSquares`). Storage is a pooled GpuBuffer; f32 tensors
+// hold f32, u32 tensors hold u32, f16 tensors hold f16.
+import * as K from "@nr/kernels";
+import type { Gpu, GpuBuffer } from "@nr/kernels";
+import type { AdamWStep, AttentionDims, Backend, Storage } from "./backend.js";
+import type { DType } from "./tensor.js";
+
+const B = (s: Storage) => s as GpuBuffer;
+const bytesOf = (n: number, dtype: DType) => Math.max(4, n * (dtype === "f16" ? 2 : 4));
+const f32Bits = (v: number) => new Uint32Array(new Float32Array([v]).buffer)[0];
+
+export class GpuBackend implements Backend {
+  readonly name: string;
+
+  constructor(readonly gpu: Gpu) {
+    this.name = `webgpu (${gpu.adapterName})`;
+  }
+
+  alloc(n: number, dtype: DType): Storage {
+    return this.gpu.alloc(bytesOf(n, dtype), `tensor-${dtype}`);
+  }
+  upload(values: ArrayLike<number>, dtype: DType): Storage {
+    const data = dtype === "u32" ? Uint32Array.from(values) : dtype === "f16" ? K.toF16Array(values) : Float32Array.from(values);
+    if (data.length === 0) return this.gpu.alloc(4, "empty");
+    return this.gpu.upload(data, `tensor-${dtype}`);
+  }
+  async read(s: Storage, n: number, dtype: DType): Promise<Float64Array> {
+    if (n === 0) return new Float64Array(0);
+    const raw = dtype === "u32" ? await this.gpu.readU32(B(s), n) : dtype === "f16" ? await this.gpu.readF16(B(s), n) : await this.gpu.readF32(B(s), n);
+    return Float64Array.from(raw);
+  }
+  free(s: Storage) {
+    this.gpu.release(B(s));
+  }
+  fill(s: Storage, value: number, n: number) {
+    if (n > 0) this.gpu.fill32(B(s), f32Bits(value), n * 4);
+  }
+  axpy(alpha: number, x: Storage, y: Storage, n: number) {
+    K.axpy(this.gpu, { x: B(x), y: B(y), n, alpha });
+  }
+  add(a: Storage, b: Storage, out: Storage, n: number) {
+    if (a === b) {
+      // x + x: the add kernel refuses aliased inputs, so out = 0 + 2·x.
+      this.fill(out, 0, n);
+      K.axpy(this.gpu, { x: B(a), y: B(out), n, alpha: 2 });
+      return;
+    }
+    K.add(this.gpu, { a: B(a), b: B(b), out: B(out), n });
+  }
+  scale(x: Storage, alpha: number, n: number) {
+    // x ← alpha·x as x = 0 + alpha·copy(x): a storage buffer may not be bound twice as writable.
+    const tmp = this.gpu.alloc(n * 4, "scale-tmp");
+    this.gpu.copy(B(x), 0, tmp, 0, n * 4);
+    this.fill(x, 0, n);
+    K.axpy(this.gpu, { x: tmp, y: B(x), n, alpha });
+    this.gpu.release(tmp);
+  }
+  async sumSquares(x: Storage, n: number): Promise<number> {
+    const v = await this.gpu.readF32(B(x), n);
+    let s = 0;
+    for (let i = 0; i < n; i++) s += v[i] * v[i];
+    return s;
+  }
+  matmul(a: Storage, b: Storage, c: Storage, o: { M: number; N: number; K: number; transA?: boolean; transB?: boolean; alpha?: number; accumulate?: boolean }) {
+    K.matmul(this.gpu, { a: B(a), b: B(b), c: B(c), ...o });
+  }
+  biasAdd(y: Storage, bias: Storage, M: number, N: number) {
+    K.biasAdd(this.gpu, { y: B(y), bias: B(bias), M, N });
+  }
+  biasGrad(dy: Storage, dbias: Storage, M: number, N: number) {
+    K.biasGrad(this.gpu, { dy: B(dy), dbias: B(dbias), M, N, accumulate: true });
+  }
+  rmsnorm(x: Storage, w: Storage, y: Storage, rstd: Storage, rows: number, H: number, eps: number) {
+    K.rmsNorm(this.gpu, { x: B(x), w: B(w), y: B(y), rstd: B(rstd), rows, H, eps });
+  }
+  rmsnormBackward(dy: Storage, x: Storage, w: Storage, rstd: Storage, dx: Storage, dw: Storage, rows: number, H: number) {
+    K.rmsNormBackward(this.gpu, { dy: B(dy), x: B(x), w: B(w), rstd: B(rstd), dx: B(dx), dw: B(dw), rows, H, accumulateDw: true });
+  }
+  rope(x: Storage, pos: Storage, out: Storage, tokens: number, heads: number, D: number, theta: number, inverse: boolean) {
+    const args = { q: B(x), qOut: B(out), positions: B(pos), tokens, Hq: heads, D, theta };
+    if (inverse) K.ropeBackward(this.gpu, args);
+    else K.rope(this.gpu, args);
+  }
+  swiglu(gate: Storage, up: Storage, h: Storage, n: number) {
+    K.swiglu(this.gpu, { gate: B(gate), up: B(up), h: B(h), M: 1, I: n });
+  }
+  swigluBackward(dh: Storage, gate: Storage, up: Storage, dgate: Storage, dup: Storage, n: number) {
+    K.swigluBackward(this.gpu, { dh: B(dh), gate: B(gate), up: B(up), dgate: B(dgate), dup: B(dup), M: 1, I: n });
+  }
+  attention(q: Storage, k: Storage, v: Storage, keyValid: Storage, o: Storage, lse: Storage, d: AttentionDims) {
+    void q; void k; void v; void keyValid; void o; void lse; void d;
+    throw new Error("GpuBackend.attention: the attention kernel is not wired yet");
+  }
+  attentionBackward(dO: Storage, q: Storage, k: Storage, v: Storage, keyValid: Storage, o: Storage, lse: Storage, dq: Storage, dk: Storage, dv: Storage, d: AttentionDims) {
+    void dO; void q; void k; void v; void keyValid; void o; void lse; void dq; void dk; void dv; void d;
+    throw new Error("GpuBackend.attentionBackward: the attention kernel is not wired yet");
+  }
+  embedding(ids: Storage, table: Storage, out: Storage, M: number, H: number) {
+    const V = Math.floor(B(table).bytes / 4 / H);
+    K.embedding(this.gpu, { ids: B(ids), table: B(table), out: B(out), M, V, H });
+  }
+  embeddingBackward(ids: Storage, dy: Storage, dtable: Storage, M: number, H: number, V: number) {
+    K.embeddingBackward(this.gpu, { ids: B(ids), dOut: B(dy), dTable: B(dtable), M, V, H, accumulate: true });
+  }
+  lmHead(h: Storage, W: Storage, targets: Storage, logp: Storage, entropy: Storage, lse: Storage, M: number, H: number, V: number, temperature: number) {
+    K.lmHeadForward(this.gpu, { h: B(h), w: B(W), targets: B(targets), logp: B(logp), entropy: B(entropy), lse: B(lse), M, V, H, temperature });
+  }
+  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number) {
+    K.lmHeadBackward(this.gpu, { h: B(h), w: B(W), targets: B(targets), lse: B(lse), entropy: B(entropy), gLogp: B(gLogp), gEntropy: B(gEnt), dh: B(dh), M, V, H, temperature });
+  }
+  adamw(p: Storage, g: Storage, m: Storage, v: Storage, n: number, h: AdamWStep) {
+    void p; void g; void m; void v; void n; void h;
+    throw new Error("GpuBackend.adamw: the AdamW kernel is not wired yet");
+  }
+}
