@@ -1,1 +1,10 @@
-export {};
+// @nr/model — host side of the decoder: HF config, streaming safetensors, tokenizer + chat template, random model
+// generator, float64 reference forward, ONNX export.
+export * from "./config.js";
+export * from "./dtypes.js";
+export * from "./safetensors.js";
+export * from "./checkpoint.js";
+export * from "./tokenizer.js";
+export * from "./generate.js";
+export * from "./reference.js";
+export * from "./onnx.js";
