@@ -307,7 +307,7 @@ describe("bias add and bias gradient (column sums)", () => {
 });
 
 describe("embedding gather and scatter-add backward", () => {
-  // wg: the backward's workgroup size (lavapipe picks 32 by default; GPUs 64–256): each is exercised here.
+  // wg: the backward's workgroup size (lavapipe picks 8 by default; GPUs 64–256): each is exercised here.
   const cases: Array<{ M: number; V: number; H: number; dtype?: Dtype; dup?: boolean; wg?: number }> = [
     { M: 1, V: 1, H: 1 },
     { M: 29, V: 11, H: 67, dup: true }, // many duplicate ids, scalar

@@ -55,7 +55,7 @@ interface Case {
   /** Row scale: tiny/huge rows check the statistics stay in f32 range handling. */
   scale?: number;
   accumulate?: boolean;
-  /** Workgroup size override (lavapipe's default is 32; GPUs use 64–256: exercise those here too). */
+  /** Workgroup size override (lavapipe's default is 8; GPUs use 64–256: exercise those here too). */
   wg?: number;
 }
 
@@ -145,7 +145,7 @@ describe("rmsNorm forward + backward vs float64", () => {
     { rows: 600, H: 129, accumulate: true }, // several rows per backward block; dw partials through two passes
     { rows: 5, H: 1000, scale: 1e-18 }, // tiny rows: eps dominates
     { rows: 4, H: 1536, scale: 1e15 }, // big rows: x² sums to ~1e33, still finite in f32
-    // The GPU workgroup sizes (lavapipe defaults to 32).
+    // The GPU workgroup sizes (lavapipe defaults to 8).
     { rows: 9, H: 1536, wg: 256 },
     { rows: 300, H: 1536, wg: 128, accumulate: true },
     { rows: 20, H: 129, wg: 64, outDtype: "f16" },

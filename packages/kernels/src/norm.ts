@@ -12,7 +12,7 @@
 // consecutive rows; per row the same reduction gives Σ g·x, then dx is written. dw without float atomics: each
 // thread owns the same columns in every row of its block, so it accumulates dy·x·r for those columns straight into
 // the block's partial row (a [blocks, H] scratch, first row "=", later rows "+="); `columnSum` then sums the
-// partial rows over blocks in a fixed order. Workgroup size from `rowWorkgroup` (32 on CPU adapters, whose
+// partial rows over blocks in a fixed order. Workgroup size from `rowWorkgroup` (8 on CPU adapters, whose
 // barriers are expensive; 64–256 on GPUs).
 //
 // Dtypes: x f32 (the residual stream) or f16 (e.g. per-head q/k norm of Qwen3 on f16 activations); y f32 or f16;
