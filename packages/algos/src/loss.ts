@@ -13,39 +13,48 @@ import { tokensBySequence } from "./advantages.js";
 import { quantile, summary } from "./stats.js";
 import type { AlgoConfig, Metrics, PolicyBatch, PolicyLossResult } from "./types.js";
 
+interface SurrogateOut {
+  value: number;
+  grad: number;
+  lowClipped: boolean;
+  highClipped: boolean;
+  dualClipped: boolean;
+}
+
 /** Clipped surrogate of one token / sequence: value λ = −min(ρ̃A, clip(ρ)A) (+ dual clip) and dλ/dρ. */
-export function clippedSurrogate(
-  rho: number,
-  A: number,
-  clip: AlgoConfig["clip"],
-): { value: number; grad: number; lowClipped: boolean; highClipped: boolean; dualClipped: boolean } {
+export function clippedSurrogate(rho: number, A: number, clip: AlgoConfig["clip"]): SurrogateOut {
+  const out: SurrogateOut = { value: 0, grad: 0, lowClipped: false, highClipped: false, dualClipped: false };
+  surrogateInto(out, rho, A, clip);
+  return out;
+}
+
+// Writes into `out` (no allocation in the per-token loop).
+function surrogateInto(out: SurrogateOut, rho: number, A: number, clip: AlgoConfig["clip"]): void {
   const lo = 1 - clip.epsLow;
   const hi = 1 + clip.epsHigh;
-  const unc = clip.delta !== null && rho > clip.delta ? clip.delta : rho;
-  const dUnc = clip.delta !== null && rho > clip.delta ? 0 : 1;
+  const capped = clip.delta !== null && rho > clip.delta;
+  const unc = capped ? (clip.delta as number) : rho;
   const clipped = rho < lo ? lo : rho > hi ? hi : rho;
-  const dClip = rho < lo || rho > hi ? 0 : 1;
   const l1 = -unc * A;
   const l2 = -clipped * A;
-  let value: number;
-  let grad: number;
   if (l1 >= l2) {
-    value = l1;
-    grad = -A * dUnc;
+    out.value = l1;
+    out.grad = capped ? 0 : -A;
   } else {
-    value = l2;
-    grad = -A * dClip;
+    out.value = l2;
+    out.grad = rho < lo || rho > hi ? 0 : -A;
   }
-  let dualClipped = false;
+  out.dualClipped = false;
   if (clip.dualClip !== null && A < 0) {
     const cap = -clip.dualClip * A;
-    if (cap < value) {
-      value = cap;
-      grad = 0;
-      dualClipped = true;
+    if (cap < out.value) {
+      out.value = cap;
+      out.grad = 0;
+      out.dualClipped = true;
     }
   }
-  return { value, grad, lowClipped: rho < lo && A < 0, highClipped: rho > hi && A > 0, dualClipped };
+  out.lowClipped = rho < lo && A < 0;
+  out.highClipped = rho > hi && A > 0;
 }
 
 function checkLen(name: string, a: ArrayLike<unknown> | undefined, n: number, what: string): void {
@@ -163,18 +172,18 @@ export function policyLoss(batch: PolicyBatch, config: AlgoConfig): PolicyLossRe
   if (valueOn && (!batch.values || !batch.returns)) {
     throw new Error(`policyLoss: value.coef = ${cfg.value.coef} > 0 needs batch.values and batch.returns (or set value.coef: 0)`);
   }
+  const bad = (name: string, t: number, v: number): never => {
+    throw new Error(`policyLoss: batch.${name} at token ${t} = ${v} (allowed: a finite number on unmasked tokens)`);
+  };
   for (let t = 0; t < M; t++) {
     if (!valid[t]) continue;
-    const bad = (name: string, v: number) => {
-      throw new Error(`policyLoss: batch.${name} at token ${t} = ${v} (allowed: a finite number on unmasked tokens)`);
-    };
-    if (!Number.isFinite(logp[t])) bad("logp", logp[t]);
-    if (!Number.isFinite(old[t])) bad("oldLogp", old[t]);
-    if (!Number.isFinite(adv(t))) bad(tokAdv ? "tokenAdvantages" : "advantages", adv(t));
-    if (klInLoss && !Number.isFinite(batch.refLogp![t])) bad("refLogp", batch.refLogp![t]);
-    if (batch.entropy && !Number.isFinite(batch.entropy[t])) bad("entropy", batch.entropy[t]);
-    if (valueOn && !Number.isFinite(batch.values![t])) bad("values", batch.values![t]);
-    if (valueOn && !Number.isFinite(batch.returns![t])) bad("returns", batch.returns![t]);
+    if (!Number.isFinite(logp[t])) bad("logp", t, logp[t]);
+    if (!Number.isFinite(old[t])) bad("oldLogp", t, old[t]);
+    if (!Number.isFinite(adv(t))) bad(tokAdv ? "tokenAdvantages" : "advantages", t, adv(t));
+    if (klInLoss && !Number.isFinite(batch.refLogp![t])) bad("refLogp", t, batch.refLogp![t]);
+    if (batch.entropy && !Number.isFinite(batch.entropy[t])) bad("entropy", t, batch.entropy[t]);
+    if (valueOn && !Number.isFinite(batch.values![t])) bad("values", t, batch.values![t]);
+    if (valueOn && !Number.isFinite(batch.returns![t])) bad("returns", t, batch.returns![t]);
   }
 
   // ----- normalisers
@@ -190,23 +199,32 @@ export function policyLoss(batch: PolicyBatch, config: AlgoConfig): PolicyLossRe
       }
     }
   }
-  const aggWeight = (t: number): number => {
+  // Aggregation weight a_t of every valid token (depends only on masks and counts).
+  const agg = new Float64Array(M);
+  for (let t = 0; t < M; t++) {
+    if (!valid[t]) continue;
     const s = seqOf[t];
     switch (mode) {
       case "seq-mean-token-mean":
-        return 1 / (seqsInStep * nSeq[s]);
+        agg[t] = 1 / (seqsInStep * nSeq[s]);
+        break;
       case "token-mean":
-        return 1 / tokensInStep;
+        agg[t] = 1 / tokensInStep;
+        break;
       case "token-mean-local":
-        return 1 / (localValid * gradAccum);
+        agg[t] = 1 / (localValid * gradAccum);
+        break;
       case "constant":
-        return 1 / (seqsInStep * cfg.aggregation.maxLength);
+        agg[t] = 1 / (seqsInStep * cfg.aggregation.maxLength);
+        break;
       case "mean-length":
-        return 1 / (seqsInStep * batch.meanLength![s]);
+        agg[t] = 1 / (seqsInStep * batch.meanLength![s]);
+        break;
       case "seq-mean-token-sum":
-        return 1 / seqsInStep;
+        agg[t] = 1 / seqsInStep;
+        break;
     }
-  };
+  }
 
   // ----- top-entropy mask (constant; the threshold is a quantile over this call's valid tokens)
   let entropyThreshold = -Infinity;
@@ -271,7 +289,8 @@ export function policyLoss(batch: PolicyBatch, config: AlgoConfig): PolicyLossRe
   const clampLr = (x: number): { v: number; d: number } =>
     lrClamp !== null && Math.abs(x) > lrClamp ? { v: Math.sign(x) * lrClamp, d: 0 } : { v: x, d: 1 };
 
-  const countFlags = (f: { lowClipped: boolean; highClipped: boolean; dualClipped: boolean }) => {
+  const sur: SurrogateOut = { value: 0, grad: 0, lowClipped: false, highClipped: false, dualClipped: false };
+  const countFlags = (f: SurrogateOut) => {
     if (f.lowClipped) nLow++;
     if (f.highClipped) nHigh++;
     if (f.dualClipped) nDual++;
@@ -282,13 +301,13 @@ export function policyLoss(batch: PolicyBatch, config: AlgoConfig): PolicyLossRe
       const { v, d } = clampLr(logp[t] - old[t]);
       const rho = Math.exp(v);
       ratioOf[t] = rho;
-      const s = clippedSurrogate(rho, adv(t), cfg.clip);
-      countFlags(s);
+      surrogateInto(sur, rho, adv(t), cfg.clip);
+      countFlags(sur);
       const e = entropyKeep(t);
       nKept += e;
-      const W = aggWeight(t) * e * isWeight[t];
-      policy += W * s.value;
-      dLogp[t] += W * s.grad * rho * d;
+      const W = agg[t] * e * isWeight[t];
+      policy += W * sur.value;
+      dLogp[t] += W * sur.grad * rho * d;
     }
   } else {
     bySeq.forEach((toks, si) => {
@@ -302,13 +321,13 @@ export function policyLoss(batch: PolicyBatch, config: AlgoConfig): PolicyLossRe
       for (const t of toks) {
         if (!valid[t]) continue;
         ratioOf[t] = rho;
-        const s = clippedSurrogate(rho, adv(t), cfg.clip);
-        countFlags(s);
+        surrogateInto(sur, rho, adv(t), cfg.clip);
+        countFlags(sur);
         const e = entropyKeep(t);
         nKept += e;
-        const W = aggWeight(t) * e * isWeight[t];
-        policy += W * s.value;
-        g += W * s.grad;
+        const W = agg[t] * e * isWeight[t];
+        policy += W * sur.value;
+        g += W * sur.grad;
       }
       const perToken = (g * rho * d) / n;
       for (const t of toks) if (valid[t]) dLogp[t] += perToken;
@@ -328,7 +347,7 @@ export function policyLoss(batch: PolicyBatch, config: AlgoConfig): PolicyLossRe
       klMetricSum += k.value;
       klMetricCount++;
       if (klInLoss) {
-        const w = aggWeight(t) * beta;
+        const w = agg[t] * beta;
         klPart += w * k.value;
         dLogp[t] += w * k.grad;
       }
