@@ -113,8 +113,9 @@ function draft(rng: Rng, steps: number, o: Required<Omit<SyntheticOptions, "seed
   for (let s = 0; s < remaining; s++) {
     const feasible: SyntheticOp[] = [];
     for (const op of o.ops) {
-      if (op === "add" && cur + 1 <= o.maxValue) feasible.push(op);
-      if (op === "sub" && cur >= 2) feasible.push(op);
+      // Added and subtracted amounts are at least 2 (so every count in the text is plural).
+      if (op === "add" && cur + 2 <= o.maxValue) feasible.push(op);
+      if (op === "sub" && cur >= 3) feasible.push(op);
       if (op === "mul" && cur * 2 <= o.maxValue && cur > 0) feasible.push(op);
       if (op === "div" && cur >= 2 && divisors(cur, o.maxFactor).length > 0) feasible.push(op);
     }
@@ -124,8 +125,8 @@ function draft(rng: Rng, steps: number, o: Required<Omit<SyntheticOptions, "seed
     const op = rng.pick(varied.length > 0 ? varied : feasible.length > 0 ? feasible : [null as unknown as SyntheticOp]);
     if (!op) return null;
     let n: number;
-    if (op === "add") n = rng.int(1, Math.min(o.maxOperand, o.maxValue - cur));
-    else if (op === "sub") n = rng.int(1, Math.min(o.maxOperand, cur - 1));
+    if (op === "add") n = rng.int(2, Math.min(o.maxOperand, o.maxValue - cur));
+    else if (op === "sub") n = rng.int(2, Math.min(o.maxOperand, cur - 1));
     else if (op === "mul") n = rng.int(2, Math.max(2, Math.min(o.maxFactor, Math.floor(o.maxValue / cur))));
     else n = rng.pick(divisors(cur, o.maxFactor));
     const next = op === "add" ? cur + n : op === "sub" ? cur - n : op === "mul" ? cur * n : cur / n;

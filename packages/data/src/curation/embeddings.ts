@@ -41,6 +41,11 @@ export interface HashTokenizerOptions {
   stopwords?: Iterable<string>;
   /** Longest id sequence (default 512). */
   maxLength?: number;
+  /**
+   * How many times a number's id is repeated (default 4). Numbers carry much of a math problem's
+   * identity: weighting them keeps problems that share a template but not their numbers apart.
+   */
+  numberWeight?: number;
 }
 
 /** A short list of English function words the hash tokenizer leaves out by default. */
@@ -53,19 +58,23 @@ export const DEFAULT_STOPWORDS = [
 /**
  * Hashing tokenizer for {@link buildHashEmbeddingModel}: each word gets one id (FNV-1a hash of the
  * word) plus one id per character n-gram of `<word>`, so inflections and typos share most ids and
- * word order does not matter. Ids lie in 1..vocabSize-1.
+ * word order does not matter; numbers get no n-grams but their id is repeated `numberWeight` times.
+ * Ids lie in 1..vocabSize-1.
  */
 export function hashTokenizer(options: HashTokenizerOptions = {}): TextTokenizer {
   const V = options.vocabSize ?? 4096;
   const g = options.charNgram ?? 3;
   const stop = new Set(options.stopwords ?? DEFAULT_STOPWORDS);
   const maxLength = options.maxLength ?? 512;
+  const numberWeight = Math.max(1, Math.round(options.numberWeight ?? 4));
   return (text) => {
     const ids: number[] = [];
     for (const w of words(text)) {
       if (stop.has(w)) continue;
-      ids.push(1 + (fnv1a(`w:${w}`) % (V - 1)));
-      if (g > 0 && !/^\d+$/.test(w)) {
+      const id = 1 + (fnv1a(`w:${w}`) % (V - 1));
+      const isNumber = /^\d+$/.test(w);
+      for (let k = isNumber ? numberWeight : 1; k > 0; k--) ids.push(id);
+      if (g > 0 && !isNumber) {
         const s = `<${w}>`;
         for (let i = 0; i + g <= s.length; i++) ids.push(1 + (fnv1a(`g:${s.slice(i, i + g)}`) % (V - 1)));
       }
