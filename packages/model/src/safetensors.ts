@@ -441,16 +441,16 @@ export class SafetensorsCheckpoint implements TensorSource {
   metadata(): Record<string, string> {
     return { ...this.meta };
   }
-  readRaw(name: string, opts?: ReadOptions): Promise<Uint8Array> {
+  async readRaw(name: string, opts?: ReadOptions): Promise<Uint8Array> {
     return this.fileOf(name).readRaw(name, opts);
   }
-  readF32(name: string, opts?: ReadOptions): Promise<Float32Array> {
+  async readF32(name: string, opts?: ReadOptions): Promise<Float32Array> {
     return this.fileOf(name).readF32(name, opts);
   }
-  readF16(name: string, opts?: ReadOptions): Promise<Uint16Array> {
+  async readF16(name: string, opts?: ReadOptions): Promise<Uint16Array> {
     return this.fileOf(name).readF16(name, opts);
   }
-  readTyped(name: string, opts?: ReadOptions): Promise<TypedTensorData> {
+  async readTyped(name: string, opts?: ReadOptions): Promise<TypedTensorData> {
     return this.fileOf(name).readTyped(name, opts);
   }
   async close(): Promise<void> {
