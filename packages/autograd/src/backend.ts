@@ -24,6 +24,8 @@ export interface Backend {
   fill(s: Storage, value: number, n: number): void;
   /** y += alpha·x over n elements. */
   axpy(alpha: number, x: Storage, y: Storage, n: number): void;
+  /** out = a ∘ b (elementwise). */
+  mul(a: Storage, b: Storage, out: Storage, n: number): void;
   /** out = a + b. */
   add(a: Storage, b: Storage, out: Storage, n: number): void;
   /** C (+)= alpha·op(A)·op(B); shapes as in @nr/kernels matmul. */

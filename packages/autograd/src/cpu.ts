@@ -27,6 +27,10 @@ export class CpuBackend implements Backend {
     const xs = A(x), ys = A(y);
     for (let i = 0; i < n; i++) ys[i] += alpha * xs[i];
   }
+  mul(a: Storage, b: Storage, out: Storage, n: number) {
+    const as = A(a), bs = A(b), o = A(out);
+    for (let i = 0; i < n; i++) o[i] = as[i] * bs[i];
+  }
   add(a: Storage, b: Storage, out: Storage, n: number) {
     const as = A(a), bs = A(b), o = A(out);
     for (let i = 0; i < n; i++) o[i] = as[i] + bs[i];

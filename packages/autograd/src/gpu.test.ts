@@ -5,7 +5,7 @@ import { createGpu, type Gpu } from "@nr/kernels";
 import { CpuBackend } from "./cpu.js";
 import { GpuBackend } from "./gpu.js";
 import { Engine, type Tensor } from "./tensor.js";
-import { add, embedding, linear, lmHeadLogprob, rmsnorm, rope, scale, swiglu } from "./ops.js";
+import { add, embedding, linear, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
 
 let gpu: Gpu;
 beforeAll(async () => (gpu = await createGpu()));
@@ -47,6 +47,7 @@ async function sameOnBoth(build: Build, shapes: number[][], rtol = 2e-4) {
 describe(`GPU backend = float64 CPU backend (seed ${seed})`, () => {
   it("linear with bias (forward, dx, dW, dbias)", () => sameOnBoth((e, [x, w, b]) => [linear(x, w, b)], [[5, 12], [7, 12], [7]]));
   it("add + scale with fan-out", () => sameOnBoth((e, [a, b]) => [add(scale(a, 0.5), b), add(a, a)], [[300], [300]]));
+  it("mul", () => sameOnBoth((e, [a, b]) => [mul(a, b)], [[77], [77]]));
   it("rmsnorm", () => sameOnBoth((e, [x, w]) => [rmsnorm(x, w, 1e-6)], [[6, 40], [40]]));
   it("rope with per-token positions", () =>
     sameOnBoth((e, [x]) => [rope(x, e.tensor([0, 5, 1, 77], [4], { dtype: "u32" }), 10000)], [[4, 3, 16]]));

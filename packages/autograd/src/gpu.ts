@@ -39,6 +39,9 @@ export class GpuBackend implements Backend {
   axpy(alpha: number, x: Storage, y: Storage, n: number) {
     K.axpy(this.gpu, { x: B(x), y: B(y), n, alpha });
   }
+  mul(a: Storage, b: Storage, out: Storage, n: number) {
+    K.mul(this.gpu, { a: B(a), b: B(b), out: B(out), n });
+  }
   add(a: Storage, b: Storage, out: Storage, n: number) {
     if (a === b) {
       // x + x: the add kernel refuses aliased inputs, so out = 0 + 2·x.

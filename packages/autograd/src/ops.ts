@@ -47,6 +47,31 @@ export function add(a: Tensor, b: Tensor): Tensor {
   return y;
 }
 
+/** a ∘ b (same shape); e.g. a dropout mask. */
+export function mul(a: Tensor, b: Tensor): Tensor {
+  same(a, b, "mul");
+  const e = a.engine, B = e.backend;
+  const y = e.empty(a.shape, "f32", "mul");
+  B.mul(a.storage, b.storage, y.storage, a.size);
+  if (e.needsGrad(a, b)) {
+    y.requiresGrad = true;
+    e.record("mul", () => {
+      if (!y.grad) return;
+      const t = e.empty(a.shape, "f32");
+      if (a.requiresGrad) {
+        B.mul(y.grad.storage, b.storage, t.storage, a.size);
+        B.axpy(1, t.storage, e.gradOf(a).storage, a.size);
+      }
+      if (b.requiresGrad) {
+        B.mul(y.grad.storage, a.storage, t.storage, a.size);
+        B.axpy(1, t.storage, e.gradOf(b).storage, b.size);
+      }
+      t.dispose();
+    });
+  }
+  return y;
+}
+
 /** alpha·x. */
 export function scale(x: Tensor, alpha: number): Tensor {
   const e = x.engine;

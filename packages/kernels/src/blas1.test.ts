@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGpu, type Gpu } from "./runtime/device.js";
-import { axpy, axpyReference } from "./blas1.js";
+import { axpy, axpyReference, mul } from "./blas1.js";
 import { compare, describeReport, freshSeed, randn, rng } from "./testing.js";
 
 let gpu: Gpu;
@@ -29,5 +29,18 @@ describe(`axpy (seed ${seed})`, () => {
     const b = gpu.alloc(16);
     expect(() => axpy(gpu, { x: b, y: b, n: 100 })).toThrow(/need 400/);
     gpu.release(b);
+  });
+});
+
+describe(`mul (seed ${seed})`, () => {
+  it("out = a ∘ b, exact in f32, odd length", async () => {
+    const n = 1001;
+    const a = randn(n, rand), b = randn(n, rand);
+    const ab = gpu.upload(a), bb = gpu.upload(b), out = gpu.alloc(n * 4);
+    gpu.fill32(out, 0x7fc00000);
+    mul(gpu, { a: ab, b: bb, out, n });
+    const got = await gpu.readF32(out, n);
+    gpu.release(ab, bb, out);
+    for (let i = 0; i < n; i++) expect(got[i]).toBe(Math.fround(a[i] * b[i])); // one rounding: exact match
   });
 });
