@@ -145,13 +145,6 @@ export class ModelTokenizer {
     const tcPath = join(dir, "tokenizer_config.json");
     const cfg = existsSync(tcPath) ? await readJson(tcPath, "tokenizer_config.json") : {};
 
-    let tokenizer: Tokenizer;
-    try {
-      tokenizer = new Tokenizer(tj, cfg);
-    } catch (err) {
-      throw new TokenizerError(tjPath, `cannot build the tokenizer: ${(err as Error).message}`);
-    }
-
     const added = new Map<string, { id: number; special: boolean }>();
     let maxId = -1;
     for (const t of (tj.added_tokens ?? []) as { id: number; content: string; special?: boolean }[]) {
@@ -185,6 +178,13 @@ export class ModelTokenizer {
           `tokenizer has ${size} ids but the model's vocab_size is ${vocabSize} (${vocabSize - size} more, beyond the ${pad}-row padding allowance): wrong tokenizer for this model?`,
         );
       }
+    }
+
+    let tokenizer: Tokenizer;
+    try {
+      tokenizer = new Tokenizer(tj, cfg);
+    } catch (err) {
+      throw new TokenizerError(tjPath, `cannot build the tokenizer: ${(err as Error).message}`);
     }
 
     // chat template
