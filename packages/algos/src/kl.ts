@@ -57,7 +57,8 @@ export function klValueAndGrad(
     value = Math.sign(value) * cv;
     dvDd = 0;
   }
-  return { value, grad: dvDd * ddDl };
+  // (+ 0 turns a −0 from a clamped branch into 0)
+  return { value, grad: dvDd * ddDl + 0 };
 }
 
 /**
