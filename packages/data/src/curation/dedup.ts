@@ -1,6 +1,5 @@
 /** Exact and near-duplicate removal. */
 import type { MathRecord } from "../types.js";
-import { cosine } from "./embeddings.js";
 import type { Embedder } from "./embeddings.js";
 
 /**
@@ -72,20 +71,36 @@ export async function embedRecords(records: readonly MathRecord[], embedder: Emb
 /**
  * Near-duplicate removal: embeds every record, then walks them in order and drops a record whose
  * cosine similarity to an already kept record is ≥ threshold (it names the most similar one).
- * Quadratic in the number of kept records (about 1 s per 10k×10k×64 on one core).
+ * Quadratic in the number of kept records: GSM8K train (7473 problems, 128 dimensions) takes a few seconds on one core.
  */
 export async function dedupNear(records: readonly MathRecord[], options: NearDedupOptions): Promise<DedupResult> {
   const threshold = options.threshold ?? 0.9;
   const vecs = await embedRecords(records, options.embedder, options.text, options.chunk);
   const kept: MathRecord[] = [];
-  const keptVecs: Float32Array[] = [];
   const removed: DuplicateReport[] = [];
+  const D = vecs[0]?.length ?? 0;
+  // Kept vectors live in one growing flat buffer: the scan below is the hot loop.
+  let flat = new Float32Array(Math.max(1, Math.min(records.length, 1024)) * D);
   for (let i = 0; i < records.length; i++) {
+    const v = vecs[i];
     let best = -Infinity;
     let bestJ = -1;
-    for (let j = 0; j < keptVecs.length; j++) {
+    for (let j = 0, off = 0; j < kept.length; j++, off += D) {
       if (options.requireSameAnswer && kept[j].answer.trim() !== records[i].answer.trim()) continue;
-      const c = cosine(vecs[i], keptVecs[j]);
+      // Four accumulators: several times faster than a plain loop in V8.
+      let c0 = 0;
+      let c1 = 0;
+      let c2 = 0;
+      let c3 = 0;
+      let d = 0;
+      for (; d + 3 < D; d += 4) {
+        c0 += v[d] * flat[off + d];
+        c1 += v[d + 1] * flat[off + d + 1];
+        c2 += v[d + 2] * flat[off + d + 2];
+        c3 += v[d + 3] * flat[off + d + 3];
+      }
+      for (; d < D; d++) c0 += v[d] * flat[off + d];
+      const c = c0 + c1 + c2 + c3;
       if (c > best) {
         best = c;
         bestJ = j;
@@ -93,8 +108,13 @@ export async function dedupNear(records: readonly MathRecord[], options: NearDed
     }
     if (bestJ >= 0 && best >= threshold) removed.push({ record: records[i], duplicateOf: kept[bestJ].id, similarity: best });
     else {
+      if ((kept.length + 1) * D > flat.length) {
+        const grown = new Float32Array(flat.length * 2);
+        grown.set(flat);
+        flat = grown;
+      }
+      flat.set(v, kept.length * D);
       kept.push(records[i]);
-      keptVecs.push(vecs[i]);
     }
   }
   return { kept, removed };
