@@ -77,7 +77,7 @@ export interface DecoderBatch {
   T: number;
 }
 
-export interface ForwardOptions {
+export interface DecoderForwardOptions {
   /** Logits are divided by this before the softmax (RL scores at the sampling temperature). */
   temperature?: number;
   /** Recompute each layer in backward instead of keeping its activations. */
@@ -86,7 +86,7 @@ export interface ForwardOptions {
   returnHidden?: boolean;
 }
 
-export interface ForwardResult {
+export interface DecoderForwardResult {
   logp: Tensor;
   entropy: Tensor;
   hidden?: Tensor;
@@ -123,7 +123,7 @@ export class Decoder {
   }
 
   /** Hidden states after the final norm, [B·T, H]. */
-  hidden(b: DecoderBatch, opts: ForwardOptions = {}): Tensor {
+  hidden(b: DecoderBatch, opts: DecoderForwardOptions = {}): Tensor {
     const e = this.engine;
     const W = this.weights;
     if (b.ids.size !== b.B * b.T) throw new Error(`decoder: ${b.ids.size} ids for B=${b.B} T=${b.T}`);
@@ -138,14 +138,14 @@ export class Decoder {
   }
 
   /** Per-token log-probs of `targets` and entropies (and optionally the hidden states). */
-  forward(b: DecoderBatch, opts: ForwardOptions = {}): ForwardResult {
+  forward(b: DecoderBatch, opts: DecoderForwardOptions = {}): DecoderForwardResult {
     const hidden = this.hidden(b, opts);
     const { logp, entropy } = lmHeadLogprob(hidden, this.weights.lmHead, b.targets, opts.temperature ?? 1);
     return opts.returnHidden ? { logp, entropy, hidden } : { logp, entropy };
   }
 
   /** Back-propagate per-token upstream gradients (from @nr/algos' dLogp / dEntropy) into the trainable tensors. */
-  backward(result: ForwardResult, dLogp: ArrayLike<number> | Tensor, dEntropy?: ArrayLike<number> | Tensor, dHidden?: Tensor) {
+  backward(result: DecoderForwardResult, dLogp: ArrayLike<number> | Tensor, dEntropy?: ArrayLike<number> | Tensor, dHidden?: Tensor) {
     const seeds: Array<[Tensor, ArrayLike<number> | Tensor]> = [[result.logp, dLogp]];
     if (dEntropy) seeds.push([result.entropy, dEntropy]);
     if (dHidden && result.hidden) seeds.push([result.hidden, dHidden]);

@@ -8,3 +8,5 @@ export * from "./tokenizer.js";
 export * from "./generate.js";
 export * from "./reference.js";
 export * from "./onnx.js";
+export * from "./decoder.js";
+export * from "./load.js";

@@ -1,0 +1,5 @@
+export * from "./lora.js";
+export * from "./peft.js";
+export * from "./merge.js";
+export * from "./host.js";
+export * from "./memory.js";
