@@ -1,7 +1,11 @@
-import { createWriteStream } from "node:fs";
+// Node only. The node: modules are imported lazily so that evaluate() (which imports this module)
+// stays usable in browsers when no outputPath is given.
 import type { WriteStream } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { dirname } from "node:path";
+
+function dirname(p: string): string {
+  const i = Math.max(p.lastIndexOf("/"), p.lastIndexOf("\\"));
+  return i > 0 ? p.slice(0, i) : i === 0 ? p[0] : ".";
+}
 
 /** Writes values as JSON lines to a file, in order; `close()` flushes. Creates the parent folder. */
 export class JsonlWriter {
@@ -22,6 +26,8 @@ export class JsonlWriter {
   async write(values: readonly unknown[]): Promise<void> {
     if (this.closed) throw new Error(`${this.path}: JsonlWriter already closed`);
     if (!this.stream) {
+      const { mkdir } = await import("node:fs/promises");
+      const { createWriteStream } = await import("node:fs");
       await mkdir(dirname(this.path), { recursive: true });
       this.stream = createWriteStream(this.path, { flags: "w" });
     }
@@ -37,6 +43,7 @@ export class JsonlWriter {
     this.closed = true;
     if (!this.stream) {
       // Nothing written: still leave an (empty) file behind.
+      const { mkdir, writeFile } = await import("node:fs/promises");
       await mkdir(dirname(this.path), { recursive: true });
       await writeFile(this.path, "");
       return;
@@ -49,12 +56,14 @@ export class JsonlWriter {
 
 /** Writes values to a JSONL file (overwriting it). */
 export async function writeJsonl(path: string, values: readonly unknown[]): Promise<void> {
+  const { mkdir, writeFile } = await import("node:fs/promises");
   await mkdir(dirname(path), { recursive: true });
   await writeFile(path, values.map((v) => JSON.stringify(v) + "\n").join(""));
 }
 
 /** Reads a JSONL file strictly (throws on a malformed line, with its number). For datasets use loadDataset. */
 export async function readJsonl<T = unknown>(path: string): Promise<T[]> {
+  const { readFile } = await import("node:fs/promises");
   const out: T[] = [];
   const lines = (await readFile(path, "utf8")).split("\n");
   for (let i = 0; i < lines.length; i++) {

@@ -16,7 +16,7 @@ export interface ProgressOptions {
   label?: string;
   /** Item name for the rate (`12.3 problems/s`); default "it". */
   unit?: string;
-  /** Where to draw; default process.stderr. */
+  /** Where to draw; default process.stderr (console.log lines where there is no process, e.g. in a browser). */
   stream?: ProgressStream;
   /** Force TTY mode on or off (default: `stream.isTTY`). */
   tty?: boolean;
@@ -47,6 +47,17 @@ export function formatRate(perSecond: number, unit = "it"): string {
   return `${(1 / perSecond).toFixed(1)} s/${unit}`;
 }
 
+function defaultStream(): ProgressStream {
+  const proc = (globalThis as { process?: { stderr?: ProgressStream } }).process;
+  if (proc?.stderr) return proc.stderr;
+  return {
+    write: (s: string) => {
+      const line = s.replace(/\n$/, "");
+      if (line) console.log(line);
+    },
+  };
+}
+
 export class ProgressBar {
   private total: number;
   private current = 0;
@@ -67,7 +78,7 @@ export class ProgressBar {
     this.total = options.total;
     this.label = options.label ?? "";
     this.unit = options.unit ?? "it";
-    this.stream = options.stream ?? process.stderr;
+    this.stream = options.stream ?? defaultStream();
     this.tty = options.tty ?? !!this.stream.isTTY;
     this.width = options.width ?? 24;
     this.intervalMs = options.intervalMs ?? 10_000;

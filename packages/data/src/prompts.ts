@@ -1,6 +1,3 @@
-import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import type { MathRecord } from "./types.js";
 import { Rng, lastBoxed } from "./util.js";
@@ -67,28 +64,39 @@ export class ChatTemplate {
   }
 
   /**
-   * Loads the chat template of a checkpoint folder: `chat_template` of tokenizer_config.json (a string,
-   * or a list of `{name, template}` from which `name` — default "default" — is taken), else the
-   * `chat_template.jinja` file newer `transformers` versions write. Special tokens come from tokenizer_config.json.
+   * Loads the chat template of a checkpoint folder (Node only): `chat_template` of tokenizer_config.json,
+   * else the `chat_template.jinja` file newer `transformers` versions write. See {@link ChatTemplate.fromConfig}.
    */
   static async fromTokenizerDir(dir: string, name = "default"): Promise<ChatTemplate> {
-    const cfgPath = join(dir, "tokenizer_config.json");
-    const cfg: Record<string, unknown> = existsSync(cfgPath) ? JSON.parse(await readFile(cfgPath, "utf8")) : {};
+    // Imported here so this module stays usable in browsers (see @nr/data/core).
+    const { readFile } = await import("node:fs/promises");
+    const read = (file: string) => readFile(`${dir.replace(/[\\/]+$/, "")}/${file}`, "utf8").catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e)));
+    const cfgText = await read("tokenizer_config.json");
+    const cfg = cfgText === undefined ? {} : (JSON.parse(cfgText) as Record<string, unknown>);
+    const hasTemplate = typeof cfg.chat_template === "string" || Array.isArray(cfg.chat_template);
+    const jinja = hasTemplate ? undefined : await read("chat_template.jinja");
+    if (!hasTemplate && jinja === undefined) throw new Error(`${dir}: no chat_template in tokenizer_config.json and no chat_template.jinja`);
+    return ChatTemplate.fromConfig(cfg, jinja, name);
+  }
+
+  /**
+   * Builds the template from a parsed tokenizer_config.json: its `chat_template` (a string, or a list of
+   * `{name, template}` from which `name`, default "default", is taken), else `jinja` (the text of a
+   * `chat_template.jinja`). Special tokens (`*_token`, string or `{content}`) are passed to the template.
+   */
+  static fromConfig(config: Record<string, unknown>, jinja?: string, name = "default"): ChatTemplate {
     let source: string | undefined;
-    const ct = cfg.chat_template;
+    const ct = config.chat_template;
     if (typeof ct === "string") source = ct;
     else if (Array.isArray(ct)) {
       const entry = (ct as { name?: string; template?: string }[]).find((t) => t.name === name);
       source = entry?.template;
-      if (source === undefined) throw new Error(`${cfgPath}: no chat template named "${name}"`);
+      if (source === undefined) throw new Error(`tokenizer_config.json: no chat template named "${name}"`);
     }
-    if (source === undefined) {
-      const jinjaPath = join(dir, "chat_template.jinja");
-      if (existsSync(jinjaPath)) source = await readFile(jinjaPath, "utf8");
-    }
-    if (source === undefined) throw new Error(`${dir}: no chat_template in tokenizer_config.json and no chat_template.jinja`);
+    source ??= jinja;
+    if (source === undefined) throw new Error("no chat_template in tokenizer_config.json and no chat_template.jinja given");
     const tokens: Record<string, string> = {};
-    for (const [k, v] of Object.entries(cfg)) {
+    for (const [k, v] of Object.entries(config)) {
       if (!k.endsWith("_token")) continue;
       const t = v as TokenValue;
       const s = typeof t === "string" ? t : t && typeof t === "object" ? t.content : undefined;
