@@ -116,14 +116,14 @@ function draft(rng: Rng, steps: number, o: Required<Omit<SyntheticOptions, "seed
       // Added and subtracted amounts are at least 2 (so every count in the text is plural).
       if (op === "add" && cur + 2 <= o.maxValue) feasible.push(op);
       if (op === "sub" && cur >= 3) feasible.push(op);
-      if (op === "mul" && cur * 2 <= o.maxValue && cur > 0) feasible.push(op);
+      if (op === "mul" && cur * 2 <= o.maxValue) feasible.push(op);
       if (op === "div" && cur >= 2 && divisors(cur, o.maxFactor).length > 0) feasible.push(op);
     }
     // Avoid the same operation twice in a row when another is possible (more varied chains).
     const last = list.length > 0 ? list[list.length - 1].op : null;
     const varied = feasible.filter((op) => op !== last);
-    const op = rng.pick(varied.length > 0 ? varied : feasible.length > 0 ? feasible : [null as unknown as SyntheticOp]);
-    if (!op) return null;
+    if (feasible.length === 0) return null;
+    const op = rng.pick(varied.length > 0 ? varied : feasible);
     let n: number;
     if (op === "add") n = rng.int(2, Math.min(o.maxOperand, o.maxValue - cur));
     else if (op === "sub") n = rng.int(2, Math.min(o.maxOperand, cur - 1));
