@@ -104,6 +104,13 @@ describe("templates", () => {
     expect(t.render([{ role: "user", content: "hi" }], { addGenerationPrompt: true })).toBe("<s>[user]hi[assistant]");
     await expect(ChatTemplate.fromTokenizerDir(dir, "missing")).rejects.toThrow(/no chat template named "missing"/);
     await expect(ChatTemplate.fromTokenizerDir(mkdtempSync(join(tmpdir(), "nr-data-tpl-")))).rejects.toThrow(/no chat_template/);
+    // A chat_template.jinja next to the config wins for the default template, as in transformers;
+    // named templates still come from the config's list.
+    writeFileSync(join(dir, "chat_template.jinja"), "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}");
+    const fromFile = await ChatTemplate.fromTokenizerDir(dir);
+    expect(fromFile.render([{ role: "user", content: "hi" }])).toBe("<user>hi");
+    expect((await ChatTemplate.fromTokenizerDir(dir, "tool_use")).source).toBe("unused");
+    expect(ChatTemplate.fromConfig({ chat_template: "x{{ eos_token }}", eos_token: "E" }).render([])).toBe("xE");
   });
 
   it("falls back to target + eos when the template rewrites assistant turns", () => {

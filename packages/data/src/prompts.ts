@@ -64,8 +64,9 @@ export class ChatTemplate {
   }
 
   /**
-   * Loads the chat template of a checkpoint folder (Node only): `chat_template` of tokenizer_config.json,
-   * else the `chat_template.jinja` file newer `transformers` versions write. See {@link ChatTemplate.fromConfig}.
+   * Loads the chat template of a checkpoint folder (Node only): the `chat_template.jinja` file newer
+   * `transformers` versions write (preferred when present, as transformers does), else `chat_template`
+   * of tokenizer_config.json. See {@link ChatTemplate.fromConfig}.
    */
   static async fromTokenizerDir(dir: string, name = "default"): Promise<ChatTemplate> {
     // Imported here so this module stays usable in browsers (see @nr/data/core).
@@ -73,28 +74,31 @@ export class ChatTemplate {
     const read = (file: string) => readFile(`${dir.replace(/[\\/]+$/, "")}/${file}`, "utf8").catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e)));
     const cfgText = await read("tokenizer_config.json");
     const cfg = cfgText === undefined ? {} : (JSON.parse(cfgText) as Record<string, unknown>);
-    const hasTemplate = typeof cfg.chat_template === "string" || Array.isArray(cfg.chat_template);
-    const jinja = hasTemplate ? undefined : await read("chat_template.jinja");
-    if (!hasTemplate && jinja === undefined) throw new Error(`${dir}: no chat_template in tokenizer_config.json and no chat_template.jinja`);
-    return ChatTemplate.fromConfig(cfg, jinja, name);
+    const jinja = await read("chat_template.jinja");
+    try {
+      return ChatTemplate.fromConfig(cfg, jinja, name);
+    } catch (e) {
+      throw new Error(`${dir}: ${(e as Error).message}`);
+    }
   }
 
   /**
-   * Builds the template from a parsed tokenizer_config.json: its `chat_template` (a string, or a list of
-   * `{name, template}` from which `name`, default "default", is taken), else `jinja` (the text of a
-   * `chat_template.jinja`). Special tokens (`*_token`, string or `{content}`) are passed to the template.
+   * Builds the template from a parsed tokenizer_config.json and, optionally, the text of a
+   * `chat_template.jinja`. The default template (`name` "default") is the jinja text when given, else
+   * the config's `chat_template` (a string, or the entry named "default" of a `{name, template}` list);
+   * other names are looked up in that list. Special tokens (`*_token`, string or `{content}`) are passed
+   * to the template.
    */
   static fromConfig(config: Record<string, unknown>, jinja?: string, name = "default"): ChatTemplate {
-    let source: string | undefined;
+    let source: string | undefined = name === "default" ? jinja : undefined;
     const ct = config.chat_template;
-    if (typeof ct === "string") source = ct;
-    else if (Array.isArray(ct)) {
+    if (source === undefined && typeof ct === "string" && name === "default") source = ct;
+    else if (source === undefined && Array.isArray(ct)) {
       const entry = (ct as { name?: string; template?: string }[]).find((t) => t.name === name);
       source = entry?.template;
-      if (source === undefined) throw new Error(`tokenizer_config.json: no chat template named "${name}"`);
+      if (source === undefined) throw new Error(`no chat template named "${name}"`);
     }
-    source ??= jinja;
-    if (source === undefined) throw new Error("no chat_template in tokenizer_config.json and no chat_template.jinja given");
+    if (source === undefined) throw new Error(name === "default" ? "no chat_template in tokenizer_config.json and no chat_template.jinja" : `no chat template named "${name}"`);
     const tokens: Record<string, string> = {};
     for (const [k, v] of Object.entries(config)) {
       if (!k.endsWith("_token")) continue;
