@@ -75,7 +75,7 @@ describe("dynamic sampling", () => {
   it("refills round by round and truncates to exactly the target", async () => {
     const calls: number[] = [];
     const res = await dynamicSample(
-      (round, needed) => {
+      (_round, needed) => {
         calls.push(needed);
         return [mixed, allRight, mixed]; // 2 informative per round
       },
