@@ -61,3 +61,28 @@ describe(`GPU backend = float64 CPU backend (seed ${seed})`, () => {
       return [logp, entropy];
     }, [[3, 16]]));
 });
+
+describe("AdamW and clipping on the GPU = the float64 CPU backend", () => {
+  it("three AdamW steps with weight decay, and the clipped grad norm", async () => {
+    const init = randn(1000);
+    const grads = [randn(1000), randn(1000), randn(1000)];
+    const finals: Float64Array[] = [];
+    const norms: number[] = [];
+    for (const backend of [new CpuBackend(), new GpuBackend(gpu)]) {
+      const { AdamW } = await import("./optim.js");
+      const e = new Engine(backend);
+      const p = e.tensor(init, [1000], { requiresGrad: true, name: "p" });
+      const opt = new AdamW([p], { lr: 0.01, weightDecay: 0.1 });
+      for (const g of grads) {
+        opt.zeroGrad();
+        e.backward([[p, g]]);
+        norms.push(await opt.clipGradNorm(5));
+        opt.update(0.01);
+      }
+      finals.push(await p.read());
+    }
+    // f32 state and updates: |Δ| per step ≤ lr, so a 1e-5 absolute bound leaves margin over f32 rounding.
+    finals[0].forEach((w, i) => expect(Math.abs(finals[1][i] - w), `p[${i}] (seed ${seed})`).toBeLessThan(1e-5));
+    for (let k = 0; k < 3; k++) expect(norms[3 + k]).toBeCloseTo(norms[k], 3);
+  });
+});

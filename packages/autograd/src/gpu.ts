@@ -8,7 +8,6 @@ import type { DType } from "./tensor.js";
 
 const B = (s: Storage) => s as GpuBuffer;
 const bytesOf = (n: number, dtype: DType) => Math.max(4, n * (dtype === "f16" ? 2 : 4));
-const f32Bits = (v: number) => new Uint32Array(new Float32Array([v]).buffer)[0];
 
 export class GpuBackend implements Backend {
   readonly name: string;
@@ -34,7 +33,7 @@ export class GpuBackend implements Backend {
     this.gpu.release(B(s));
   }
   fill(s: Storage, value: number, n: number) {
-    if (n > 0) this.gpu.fill32(B(s), f32Bits(value), n * 4);
+    if (n > 0) K.fill(this.gpu, { buf: B(s), n, value });
   }
   axpy(alpha: number, x: Storage, y: Storage, n: number) {
     K.axpy(this.gpu, { x: B(x), y: B(y), n, alpha });
@@ -52,18 +51,16 @@ export class GpuBackend implements Backend {
     K.add(this.gpu, { a: B(a), b: B(b), out: B(out), n });
   }
   scale(x: Storage, alpha: number, n: number) {
-    // x ← alpha·x as x = 0 + alpha·copy(x): a storage buffer may not be bound twice as writable.
-    const tmp = this.gpu.alloc(n * 4, "scale-tmp");
-    this.gpu.copy(B(x), 0, tmp, 0, n * 4);
-    this.fill(x, 0, n);
-    K.axpy(this.gpu, { x: tmp, y: B(x), n, alpha });
-    this.gpu.release(tmp);
+    if (n > 0) K.scale(this.gpu, { buf: B(x), n, alpha });
   }
+  /** Σx² via the on-GPU norm kernel; one 4-byte readback (a sync point). */
   async sumSquares(x: Storage, n: number): Promise<number> {
-    const v = await this.gpu.readF32(B(x), n);
-    let s = 0;
-    for (let i = 0; i < n; i++) s += v[i] * v[i];
-    return s;
+    if (n === 0) return 0;
+    const out = this.gpu.alloc(4, "sumsq");
+    K.gradNorm(this.gpu, { grads: B(x), n, out });
+    const [norm] = await this.gpu.readF32(out, 1);
+    this.gpu.release(out);
+    return norm * norm;
   }
   matmul(a: Storage, b: Storage, c: Storage, o: { M: number; N: number; K: number; transA?: boolean; transB?: boolean; alpha?: number; accumulate?: boolean }) {
     K.matmul(this.gpu, { a: B(a), b: B(b), c: B(c), ...o });
@@ -113,7 +110,7 @@ export class GpuBackend implements Backend {
     K.lmHeadBackward(this.gpu, { h: B(h), w: B(W), targets: B(targets), lse: B(lse), entropy: B(entropy), gLogp: B(gLogp), gEntropy: B(gEnt), dh: B(dh), M, V, H, temperature });
   }
   adamw(p: Storage, g: Storage, m: Storage, v: Storage, n: number, h: AdamWStep) {
-    void p; void g; void m; void v; void n; void h;
-    throw new Error("GpuBackend.adamw: the AdamW kernel is not wired yet");
+    if (n === 0) return;
+    K.adamW(this.gpu, { params: B(p), grads: B(g), m: B(m), v: B(v), n, step: h.step, lr: h.lr, beta1: h.beta1, beta2: h.beta2, eps: h.eps, weightDecay: h.weightDecay });
   }
 }

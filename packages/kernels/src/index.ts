@@ -14,3 +14,5 @@ export * from "./elementwise.js";
 export * from "./norm.js";
 export * from "./rope.js";
 export * from "./lmhead.js";
+export * from "./optim.js";
+export * from "./sampling.js";
