@@ -103,7 +103,7 @@ function tinyDecoder(e: Engine, p: Tensor[], opts: { checkpoint: boolean }) {
       return add(x1, linear(swiglu(linear(h2, wg), linear(h2, wu)), wd));
     };
     const xin = x; // the recompute closure must see this layer's input, not the loop variable
-    x = opts.checkpoint ? e.checkpoint(() => [layer(xin)], [xin, ...rest.slice(l * 12, l * 12 + 12)])[0] : layer(xin);
+    x = opts.checkpoint ? e.checkpoint(() => [layer(xin)])[0] : layer(xin);
   }
   const finalNorm = rest[24];
   const targets = e.tensor([4, 2, 1, 1, 3, 0], [B * T], { dtype: "u32" });

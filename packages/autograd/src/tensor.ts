@@ -194,9 +194,12 @@ export class Engine {
    * Gradient checkpointing: run `fn` without recording; in backward, recompute it with recording on and
    * back-propagate the saved output gradients through the recomputation. Saves the activations inside fn.
    */
-  checkpoint(fn: () => Tensor[], inputs: Tensor[], label = "checkpoint"): Tensor[] {
-    if (!this.needsGrad(...inputs)) return fn();
-    const outputs = this.noGrad(fn);
+  checkpoint(fn: () => Tensor[], label = "checkpoint"): Tensor[] {
+    // Whether anything inside fn is trainable (e.g. LoRA weights) is only known by running it with recording on,
+    // so outputs are marked as needing grad; a recompute that records nothing trainable makes backward a no-op.
+    if (!this.recording) return fn();
+    // The layer's internals are freed as soon as its outputs exist: that is the memory checkpointing saves.
+    const outputs = this.scope(() => this.noGrad(fn));
     for (const o of outputs) o.requiresGrad = true;
     this.record(label, () => {
       const outerTape = this.tape;

@@ -131,7 +131,7 @@ export class Decoder {
     for (const L of W.layers) {
       const xin = x;
       x = opts.checkpoint
-        ? e.checkpoint(() => [this.layer(L, xin, b)], [xin, ...layerTensors(L)], "decoder-layer")[0]
+        ? e.checkpoint(() => [this.layer(L, xin, b)], "decoder-layer")[0]
         : this.layer(L, xin, b);
     }
     return rmsnorm(x, W.finalNorm, this.config.rmsNormEps);
@@ -151,21 +151,6 @@ export class Decoder {
     if (dHidden && result.hidden) seeds.push([result.hidden, dHidden]);
     this.engine.backward(seeds);
   }
-}
-
-function layerTensors(L: DecoderLayer): Tensor[] {
-  const out: Tensor[] = [L.inputNorm, L.postAttentionNorm];
-  if (L.qNorm) out.push(L.qNorm);
-  if (L.kNorm) out.push(L.kNorm);
-  for (const p of [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]) {
-    const d = p as Partial<DenseProjection> & { parameters?: () => Tensor[] };
-    if (d.parameters) out.push(...d.parameters());
-    else if (d.weight) {
-      out.push(d.weight);
-      if (d.bias) out.push(d.bias);
-    }
-  }
-  return out;
 }
 
 /** Build a batch from token-id rows (right- or left-padded with `pad`), next-token targets and position ids. */

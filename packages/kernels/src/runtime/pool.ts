@@ -90,6 +90,11 @@ export class BufferPool {
     this.trim();
   }
 
+  /** Start a new high-water mark from the current allocation (to measure one phase). */
+  resetPeak() {
+    this.stats.peakAllocatedBytes = this.stats.allocatedBytes;
+  }
+
   getStats(): PoolStats {
     return { ...this.stats };
   }
