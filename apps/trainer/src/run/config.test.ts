@@ -1,0 +1,185 @@
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import {
+  ConfigError,
+  DEFAULT_CONFIG,
+  LORA_TARGET_NAMES,
+  applyOverrides,
+  closest,
+  configKeys,
+  flattenOverrides,
+  listPresets,
+  loadPreset,
+  lrFactor,
+  parseOverrides,
+  presetDir,
+  resolveConfig,
+  rlMaxNewTokensAt,
+  sftTotalSteps,
+  validateConfig,
+} from "./config.js";
+
+const errorOf = (f: () => unknown): ConfigError => {
+  try {
+    f();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error("expected a ConfigError");
+};
+
+describe("presets", () => {
+  it("configs/train/default.json is the embedded default and validates", () => {
+    const dir = presetDir();
+    expect(dir).toBeDefined();
+    const json = JSON.parse(readFileSync(join(dir!, "default.json"), "utf8"));
+    expect(json).toEqual(DEFAULT_CONFIG);
+    const c = resolveConfig();
+    expect(c).toEqual(DEFAULT_CONFIG);
+    expect(c.rl.algo).toBe("dr_grpo");
+    expect(c.sft.enabled && c.rl.enabled).toBe(true);
+    expect(c.model.generate).toBeDefined();
+    expect(listPresets()).toEqual(expect.arrayContaining(["default", "qwen2.5-math-1.5b-dr-grpo"]));
+  });
+
+  it("the Qwen preset mirrors the brief and asks for model.dir", () => {
+    const raw = loadPreset("qwen2.5-math-1.5b-dr-grpo");
+    expect((raw.model as Record<string, unknown>).generate).toBeUndefined(); // dir replaced the default's generate
+    const e = errorOf(() => resolveConfig({ preset: "qwen2.5-math-1.5b-dr-grpo" }));
+    expect(e.message).toMatch(/model\.dir = "<path to Qwen2\.5-Math-1\.5B-Instruct>" is a placeholder.*--model\.dir DIR/);
+    // With a real checkpoint folder it resolves.
+    const ck = mkdtempSync(join(tmpdir(), "nr-ckpt-"));
+    writeFileSync(join(ck, "config.json"), "{}");
+    const c = resolveConfig({ preset: "qwen2.5-math-1.5b-dr-grpo", overrides: [["model.dir", ck]] });
+    expect(c.lora).toEqual({ r: 16, alpha: 32, dropout: 0.05, targets: [...LORA_TARGET_NAMES] });
+    expect(c.model).toMatchObject({ dir: ck, quant: "nf4", doubleQuant: true });
+    expect(c.rl).toMatchObject({ algo: "dr_grpo", G: 8, temperature: 0.8, maxNewTokens: 384, ppoEpochs: 2, clipGradNorm: 1 });
+    expect(c.sft).toMatchObject({ lr: 2e-5, batchSize: 4, epochs: 1 });
+    expect(c.data.trainSize).toBe(5000);
+    expect(sftTotalSteps(c)).toBe(1250);
+    // A missing folder is named as such.
+    expect(errorOf(() => resolveConfig({ preset: "qwen2.5-math-1.5b-dr-grpo", overrides: [["model.dir", join(ck, "nope")]] })).message).toMatch(/model\.dir = ".*nope" does not exist/);
+  });
+
+  it("unknown preset names and unknown keys in a preset file suggest the closest", () => {
+    expect(errorOf(() => loadPreset("defualt")).message).toMatch(/unknown preset "defualt"; did you mean "default"\?/);
+    const dir = mkdtempSync(join(tmpdir(), "nr-preset-"));
+    const f = join(dir, "bad.json");
+    writeFileSync(f, JSON.stringify({ rl: { algo: "ppo", gg: 4 }, sft: { learningRate: 1 } }));
+    const e = errorOf(() => loadPreset(f));
+    expect(e.problems).toHaveLength(2);
+    expect(e.problems[0]).toMatch(/unknown config key "rl\.gg"; did you mean "rl\.G"\?/);
+    expect(e.problems[1]).toMatch(/unknown config key "sft\.learningRate"/);
+    // A partial preset is merged over the default.
+    const ok = join(dir, "ok.json");
+    writeFileSync(ok, JSON.stringify({ name: "mine", rl: { algo: "lpro" }, sft: { steps: 7 } }));
+    const c = resolveConfig({ preset: ok });
+    expect(c.name).toBe("mine");
+    expect(c.rl.algo).toBe("lpro");
+    expect(c.rl.G).toBe(DEFAULT_CONFIG.rl.G);
+    expect(c.sft.steps).toBe(7);
+    expect(c.sft.epochs).toBeUndefined();
+  });
+});
+
+describe("validation", () => {
+  it("names the key and the allowed values", () => {
+    const bad = structuredClone(DEFAULT_CONFIG) as unknown as Record<string, any>;
+    bad.rl.algo = "grpo2";
+    bad.sft.schedule = "step";
+    bad.rl.temperature = -1;
+    bad.lora.targets = ["q_proj", "qkv"];
+    bad.eval.n = 2.5;
+    delete bad.checkpoint.keepLast;
+    const e = errorOf(() => validateConfig(bad));
+    const text = e.problems.join("\n");
+    expect(text).toContain(`rl.algo = "grpo2" is not allowed: expected "grpo" | "dr_grpo" | "ppo" | "gspo" | "dapo" | "grpo_lead" | "lpro"; did you mean "grpo"?`);
+    expect(text).toContain(`sft.schedule = "step" is not allowed: expected "constant" | "linear" | "cosine"`);
+    expect(text).toContain(`rl.temperature = -1 is not allowed: expected a number >= 0`);
+    expect(text).toMatch(/lora\.targets contains "qkv", which is not allowed: expected a list of "q_proj" \| .*"all-linear"/);
+    expect(text).toContain(`eval.n = 2.5 is not allowed: expected an integer >= 1`);
+    expect(text).toContain(`checkpoint.keepLast is missing`);
+    expect(e.problems).toHaveLength(6);
+  });
+
+  it("cross-field rules", () => {
+    const c = structuredClone(DEFAULT_CONFIG);
+    c.model.generate = { hidden: 100, layers: 1, heads: 3, kvHeads: 2, intermediate: 8 };
+    c.rl.G = 1;
+    c.rl.lengthStages = [64, 32, 999];
+    c.model.doubleQuant = true;
+    const text = errorOf(() => validateConfig(c)).problems.join("\n");
+    expect(text).toContain("model.generate.hidden = 100 must be divisible by model.generate.heads = 3");
+    expect(text).toContain("model.generate.heads = 3 must be a multiple of model.generate.kvHeads = 2");
+    expect(text).toContain(`rl.G = 1 is too small for rl.algo = "dr_grpo"`);
+    expect(text).toContain("rl.lengthStages must increase");
+    expect(text).toContain("rl.lengthStages[2] = 999 exceeds rl.maxNewTokens = 64");
+    expect(text).toContain(`model.doubleQuant = true needs model.quant = "nf4"`);
+    const both = structuredClone(DEFAULT_CONFIG) as unknown as Record<string, any>;
+    both.model.dir = "/x";
+    expect(errorOf(() => validateConfig(both, { checkPaths: false })).message).toContain("set only one of model.dir | model.generate");
+  });
+});
+
+describe("overrides", () => {
+  it("parses dotted flags, coerces to the schema's types, leaves other args alone", () => {
+    const { overrides, rest } = parseOverrides(["train", "--rl.algo", "lpro", "--rl.G", "4", "--sft.lr=3e-4", "--no-sft.checkpointing", "--rl.dynamicSampling", "--verbose", "--rl.lengthStages", "16,32,64", "--name", "run-1", "--lora.targets", "q_proj,v_proj", "--seed", "7"]);
+    expect(rest).toEqual(["train", "--verbose"]);
+    const c = resolveConfig({ overrides });
+    expect(c.rl.algo).toBe("lpro");
+    expect(c.rl.G).toBe(4);
+    expect(c.sft.lr).toBe(3e-4);
+    expect(c.sft.checkpointing).toBe(false);
+    expect(c.rl.dynamicSampling).toBe(true);
+    expect(c.rl.lengthStages).toEqual([16, 32, 64]);
+    expect(c.name).toBe("run-1");
+    expect(c.seed).toBe(7);
+    expect(c.lora.targets).toEqual(["q_proj", "v_proj"]);
+    expect(rlMaxNewTokensAt(c, 0)).toBe(16);
+    expect(rlMaxNewTokensAt(c, 25)).toBe(32);
+    expect(rlMaxNewTokensAt(c, 59)).toBe(64);
+  });
+
+  it("unknown keys suggest the closest valid key; bad values name the type", () => {
+    expect(errorOf(() => applyOverrides({}, [["rl.g", "4"]])).message).toMatch(/unknown config key "rl\.g"; did you mean "rl\.G"\?/);
+    expect(errorOf(() => applyOverrides({}, [["rl.temprature", "1"]])).message).toMatch(/did you mean "rl\.temperature"\?/);
+    expect(errorOf(() => applyOverrides({}, [["sft.batch_size", "1"]])).message).toMatch(/did you mean "sft\.batchSize"\?/);
+    expect(errorOf(() => applyOverrides({}, [["algo", "ppo"]])).message).toMatch(/did you mean "rl\.algo"\?/);
+    expect(errorOf(() => applyOverrides({}, [["rl.G", "four"]])).message).toBe(`--rl.G "four" is not allowed: expected an integer >= 1`);
+    expect(errorOf(() => applyOverrides({}, [["sft.enabled", "maybe"]])).message).toContain("expected true | false");
+    expect(closest("zzzzzz", configKeys())).toBeUndefined();
+  });
+
+  it("either/or keys replace each other; optional objects get defaults; null removes", () => {
+    const base = loadPreset("default");
+    const ck = mkdtempSync(join(tmpdir(), "nr-ckpt-"));
+    mkdirSync(join(ck, "m"));
+    writeFileSync(join(ck, "m", "config.json"), "{}");
+    const c = resolveConfig({ overrides: [["model.dir", join(ck, "m")], ["sft.steps", "5"], ["output.wandb.project", "p"]] });
+    expect(c.model.generate).toBeUndefined();
+    expect(c.sft.steps).toBe(5);
+    expect(c.sft.epochs).toBeUndefined();
+    expect(c.output.wandb).toEqual({ project: "p", baseUrl: "https://api.wandb.ai" });
+    const back = applyOverrides(base, [["model.generate.layers", "2"]]);
+    expect(validateConfig(back).model.generate).toEqual({ ...DEFAULT_CONFIG.model.generate, layers: 2 });
+    const noW = applyOverrides(applyOverrides(base, [["output.wandb.project", "p"]]), [["output.wandb", "null"]]);
+    expect(validateConfig(noW).output.wandb).toBeUndefined();
+    // yargs-style nested objects flatten to the same overrides.
+    expect(flattenOverrides({ rl: { G: 4, lengthStages: [8] }, name: "x" })).toEqual([["rl.G", 4], ["rl.lengthStages", [8]], ["name", "x"]]);
+    expect(resolveConfig({ overrides: { "rl.G": 16 } }).rl.G).toBe(16);
+  });
+});
+
+describe("schedules", () => {
+  it("warm-up then cosine / linear / constant", () => {
+    expect(lrFactor("cosine", 0, 110, 10)).toBeCloseTo(0.1);
+    expect(lrFactor("cosine", 10, 110, 10)).toBeCloseTo(1);
+    expect(lrFactor("cosine", 60, 110, 10)).toBeCloseTo(0.5);
+    expect(lrFactor("linear", 60, 110, 10)).toBeCloseTo(0.5);
+    expect(lrFactor("linear", 110, 110, 10)).toBeCloseTo(0);
+    expect(lrFactor("constant", 100, 110, 10)).toBe(1);
+  });
+});
