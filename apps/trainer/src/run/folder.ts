@@ -1,0 +1,369 @@
+// The run folder (ARCHITECTURE.md "Run folder" contract): runs/<name>/ with config.json (resolved), metrics.jsonl
+// (one object per step, written line by line), samples.jsonl, summary.json, report.html and checkpoints/step-N/.
+// JSON files are written atomically (temp file + rename); a checkpoint is assembled in a temp folder and renamed into
+// place, so a crash never leaves a half-written step-N behind; old checkpoints are pruned to the last N.
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import type { TrainConfig } from "./config.js";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Atomic files
+// ---------------------------------------------------------------------------------------------------------------
+
+let tmpCounter = 0;
+const tmpSuffix = () => `.tmp-${process.pid}-${Date.now().toString(36)}-${(tmpCounter++).toString(36)}`;
+
+/** Write a file atomically: write + fsync a sibling temp file, then rename over the target. */
+export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}${tmpSuffix()}`;
+  const fd = openSync(tmp, "w");
+  try {
+    writeSync(fd, typeof data === "string" ? Buffer.from(data, "utf8") : data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** JSON.stringify (2-space indent, trailing newline) written atomically. */
+export function writeJsonAtomic(path: string, value: unknown): void {
+  writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Read a JSONL file; a torn last line (crash mid-write) is ignored, a bad line elsewhere throws with its number. */
+export function readJsonlFile<T = Record<string, unknown>>(path: string): T[] {
+  if (!existsSync(path)) return [];
+  const lines = readFileSync(path, "utf8").split("\n");
+  const out: T[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (!line) continue;
+    try {
+      out.push(JSON.parse(line) as T);
+    } catch (err) {
+      const isLast = lines.slice(i + 1).every((l) => !l.trim());
+      if (isLast) break;
+      throw new Error(`${path}:${i + 1}: not JSON (${(err as Error).message})`);
+    }
+  }
+  return out;
+}
+
+/** Appends one JSON object per line; each line goes to the OS with one write (no user-space buffering). */
+export class JsonlAppender {
+  private fd: number | null;
+  constructor(readonly path: string) {
+    mkdirSync(dirname(path), { recursive: true });
+    this.fd = openSync(path, "a");
+  }
+  append(row: object): void {
+    if (this.fd === null) throw new Error(`${this.path}: appender is closed`);
+    writeSync(this.fd, `${JSON.stringify(row)}\n`);
+  }
+  close(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Records
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * One metrics.jsonl row. `step` is the global optimizer step (SFT then RL, continuing), `phase` what produced it.
+ * report.html charts these names: loss, reward, accuracy, eval_accuracy, response_length, kl, entropy.
+ */
+export interface StepMetrics {
+  step: number;
+  phase: "sft" | "rl" | "eval" | (string & {});
+  time?: number;
+  loss?: number;
+  reward?: number;
+  accuracy?: number;
+  eval_accuracy?: number;
+  response_length?: number;
+  kl?: number;
+  entropy?: number;
+  clip_frac?: number;
+  grad_norm?: number;
+  lr?: number;
+  tokens_per_s?: number;
+  [key: string]: unknown;
+}
+
+/** One samples.jsonl row: a completion with its verdict. `response_length` is in tokens. */
+export interface SampleRecord {
+  step: number;
+  phase?: string;
+  prompt?: string;
+  completion: string;
+  gold?: string;
+  reward?: number;
+  correct?: boolean;
+  response_length?: number;
+  finish_reason?: "eos" | "length" | (string & {});
+  [key: string]: unknown;
+}
+
+export interface EvalResult {
+  accuracy: number;
+  n: number;
+  [key: string]: unknown;
+}
+
+/** summary.json: the contract's keys plus free extras. Evals are null when that phase did not run. */
+export interface RunSummary {
+  wall_seconds: number;
+  /** The model before SFT. */
+  eval_base: EvalResult | null;
+  /** After SFT = before RL. */
+  eval_before: EvalResult | null;
+  /** After RL. */
+  eval_after: EvalResult | null;
+  algo: string;
+  /** Optimizer steps done in total (SFT + RL). */
+  steps: number;
+  sft_steps?: number;
+  rl_steps?: number;
+  [key: string]: unknown;
+}
+
+function checkSummary(s: RunSummary): void {
+  const problems: string[] = [];
+  if (!(typeof s.wall_seconds === "number" && s.wall_seconds >= 0)) problems.push(`wall_seconds must be a number >= 0 (got ${JSON.stringify(s.wall_seconds)})`);
+  for (const k of ["eval_base", "eval_before", "eval_after"] as const) {
+    const e = s[k];
+    if (e === null) continue;
+    if (typeof e !== "object" || typeof e.accuracy !== "number" || !(e.accuracy >= 0 && e.accuracy <= 1) || !Number.isInteger(e.n) || e.n < 0) problems.push(`${k} must be {accuracy in [0,1], n integer >= 0} or null (got ${JSON.stringify(e)})`);
+  }
+  if (typeof s.algo !== "string" || !s.algo) problems.push(`algo must be a non-empty string`);
+  if (!Number.isInteger(s.steps) || s.steps < 0) problems.push(`steps must be an integer >= 0 (got ${JSON.stringify(s.steps)})`);
+  if (problems.length) throw new Error(`summary.json: ${problems.join("; ")}`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Checkpoints
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Written last into every checkpoint folder; a step-N folder without it is not a complete checkpoint. */
+export const CHECKPOINT_MARKER = "checkpoint.json";
+
+export interface CheckpointInfo {
+  step: number;
+  dir: string;
+}
+
+const STEP_RE = /^step-(\d+)$/;
+
+/** Complete checkpoints under `<runDir>/checkpoints`, oldest first. */
+export function listCheckpoints(runDir: string): CheckpointInfo[] {
+  const root = join(runDir, "checkpoints");
+  if (!existsSync(root)) return [];
+  const out: CheckpointInfo[] = [];
+  for (const name of readdirSync(root)) {
+    const m = STEP_RE.exec(name);
+    const dir = join(root, name);
+    if (m && statSync(dir).isDirectory() && existsSync(join(dir, CHECKPOINT_MARKER))) out.push({ step: Number(m[1]), dir });
+  }
+  return out.sort((a, b) => a.step - b.step);
+}
+
+/** The latest complete checkpoint of a run folder (for `--resume`), or null. */
+export function findLatestCheckpoint(runDir: string): CheckpointInfo | null {
+  const all = listCheckpoints(runDir);
+  return all.length ? all[all.length - 1] : null;
+}
+
+/** Remove all but the newest `keepLast` complete checkpoints (and any leftover temp folders). Returns removed dirs. */
+export function pruneCheckpoints(runDir: string, keepLast: number): string[] {
+  const root = join(runDir, "checkpoints");
+  const removed: string[] = [];
+  if (!existsSync(root)) return removed;
+  for (const name of readdirSync(root)) {
+    if (name.startsWith(".tmp-")) {
+      rmSync(join(root, name), { recursive: true, force: true });
+      removed.push(join(root, name));
+    }
+  }
+  const all = listCheckpoints(runDir);
+  for (const c of all.slice(0, Math.max(0, all.length - Math.max(1, keepLast)))) {
+    rmSync(c.dir, { recursive: true, force: true });
+    removed.push(c.dir);
+  }
+  return removed;
+}
+
+/**
+ * Save checkpoint `step`: `write(tmpDir)` fills a temp folder (adapter, optimizer state, RNG, data cursor...), then
+ * the marker is written and the folder renamed to `checkpoints/step-N` (replacing an older one of the same step), then
+ * old checkpoints are pruned to `keepLast`. If `write` throws, the temp folder is removed and nothing changes.
+ */
+export async function saveCheckpoint(runDir: string, step: number, write: (tmpDir: string) => void | Promise<void>, o: { keepLast?: number; meta?: Record<string, unknown> } = {}): Promise<CheckpointInfo> {
+  if (!Number.isInteger(step) || step < 0) throw new Error(`saveCheckpoint: step must be an integer >= 0 (got ${step})`);
+  const root = join(runDir, "checkpoints");
+  mkdirSync(root, { recursive: true });
+  const tmp = join(root, `.tmp-step-${step}${tmpSuffix()}`);
+  mkdirSync(tmp);
+  try {
+    await write(tmp);
+    writeJsonAtomic(join(tmp, CHECKPOINT_MARKER), { step, saved_at: new Date().toISOString(), ...o.meta });
+    const dest = join(root, `step-${step}`);
+    if (existsSync(dest)) {
+      const old = join(root, `.tmp-old-step-${step}${tmpSuffix()}`);
+      renameSync(dest, old);
+      renameSync(tmp, dest);
+      rmSync(old, { recursive: true, force: true });
+    } else renameSync(tmp, dest);
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  if (o.keepLast !== undefined) pruneCheckpoints(runDir, o.keepLast);
+  return { step, dir: join(root, `step-${step}`) };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The run folder
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface OpenRunOptions {
+  /**
+   * What to do when the folder already has a run: "error" (default; the message says how to proceed), "overwrite"
+   * (delete it first) or "resume" (keep it; see {@link RunFolder.rewindTo}).
+   */
+  ifExists?: "error" | "overwrite" | "resume";
+}
+
+export class RunFolder {
+  readonly dir: string;
+  private metricsOut: JsonlAppender | null = null;
+  private samplesOut: JsonlAppender | null = null;
+
+  private constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** `<output.dir>/<name>` for a config (relative output dirs resolve against `cwd`). */
+  static pathFor(config: Pick<TrainConfig, "name" | "output">, cwd = process.cwd()): string {
+    return resolve(cwd, config.output.dir, config.name);
+  }
+
+  /** Open (creating) the run folder of `config` and write its resolved config.json. */
+  static open(config: TrainConfig, o: OpenRunOptions & { cwd?: string } = {}): RunFolder {
+    return RunFolder.openDir(RunFolder.pathFor(config, o.cwd), o, config);
+  }
+
+  /** Open (creating) a run folder by path; writes config.json when `config` is given. */
+  static openDir(dir: string, o: OpenRunOptions = {}, config?: TrainConfig): RunFolder {
+    const abs = resolve(dir);
+    const hasRun = existsSync(join(abs, "config.json")) || existsSync(join(abs, "metrics.jsonl")) || existsSync(join(abs, "checkpoints"));
+    const mode = o.ifExists ?? "error";
+    if (hasRun && mode === "error") throw new Error(`run folder ${abs} already holds a run: pass --resume to continue it, --overwrite to replace it, or choose another --name`);
+    if (hasRun && mode === "overwrite") rmSync(abs, { recursive: true, force: true });
+    mkdirSync(abs, { recursive: true });
+    const run = new RunFolder(abs);
+    if (config) run.writeConfig(config);
+    return run;
+  }
+
+  get configPath() {
+    return join(this.dir, "config.json");
+  }
+  get metricsPath() {
+    return join(this.dir, "metrics.jsonl");
+  }
+  get samplesPath() {
+    return join(this.dir, "samples.jsonl");
+  }
+  get summaryPath() {
+    return join(this.dir, "summary.json");
+  }
+  get reportPath() {
+    return join(this.dir, "report.html");
+  }
+  get checkpointsDir() {
+    return join(this.dir, "checkpoints");
+  }
+
+  writeConfig(config: TrainConfig): void {
+    writeJsonAtomic(this.configPath, config);
+  }
+
+  readConfig(): TrainConfig | null {
+    return existsSync(this.configPath) ? (JSON.parse(readFileSync(this.configPath, "utf8")) as TrainConfig) : null;
+  }
+
+  /** Append one metrics row (on disk when this returns). */
+  logMetrics(row: StepMetrics): void {
+    if (!Number.isInteger(row.step)) throw new Error(`metrics row needs an integer step (got ${JSON.stringify(row.step)})`);
+    (this.metricsOut ??= new JsonlAppender(this.metricsPath)).append(row);
+  }
+
+  logSample(row: SampleRecord): void {
+    (this.samplesOut ??= new JsonlAppender(this.samplesPath)).append(row);
+  }
+
+  readMetrics(): StepMetrics[] {
+    return readJsonlFile<StepMetrics>(this.metricsPath);
+  }
+
+  readSamples(): SampleRecord[] {
+    return readJsonlFile<SampleRecord>(this.samplesPath);
+  }
+
+  writeSummary(summary: RunSummary): void {
+    checkSummary(summary);
+    writeJsonAtomic(this.summaryPath, summary);
+  }
+
+  readSummary(): RunSummary | null {
+    return existsSync(this.summaryPath) ? (JSON.parse(readFileSync(this.summaryPath, "utf8")) as RunSummary) : null;
+  }
+
+  saveCheckpoint(step: number, write: (tmpDir: string) => void | Promise<void>, o: { keepLast?: number; meta?: Record<string, unknown> } = {}): Promise<CheckpointInfo> {
+    return saveCheckpoint(this.dir, step, write, o);
+  }
+
+  latestCheckpoint(): CheckpointInfo | null {
+    return findLatestCheckpoint(this.dir);
+  }
+
+  listCheckpoints(): CheckpointInfo[] {
+    return listCheckpoints(this.dir);
+  }
+
+  /**
+   * For an exact resume from checkpoint `step`: drop metrics and samples rows logged after it (they will be logged
+   * again), atomically. Returns how many rows were dropped.
+   */
+  rewindTo(step: number): { metrics: number; samples: number } {
+    this.close();
+    const cut = (path: string) => {
+      if (!existsSync(path)) return 0;
+      const rows = readJsonlFile<{ step?: number }>(path);
+      const keep = rows.filter((r) => !(typeof r.step === "number" && r.step > step));
+      writeFileAtomic(path, keep.map((r) => `${JSON.stringify(r)}\n`).join(""));
+      return rows.length - keep.length;
+    };
+    return { metrics: cut(this.metricsPath), samples: cut(this.samplesPath) };
+  }
+
+  close(): void {
+    this.metricsOut?.close();
+    this.samplesOut?.close();
+    this.metricsOut = this.samplesOut = null;
+  }
+
+  toString(): string {
+    return `RunFolder(${basename(this.dir)})`;
+  }
+}
+
