@@ -141,6 +141,10 @@ describe("overrides", () => {
     expect(rlMaxNewTokensAt(c, 0)).toBe(16);
     expect(rlMaxNewTokensAt(c, 25)).toBe(32);
     expect(rlMaxNewTokensAt(c, 59)).toBe(64);
+    // Short aliases.
+    const a = parseOverrides(["--model", "/m", "--algo=gspo", "--data", "d.jsonl"]);
+    expect(a.overrides).toEqual([["model.dir", "/m"], ["rl.algo", "gspo"], ["data.source", "d.jsonl"]]);
+    expect(errorOf(() => parseOverrides(["--rl.G"])).message).toBe("--rl.G needs a value (an integer >= 1)");
   });
 
   it("unknown keys suggest the closest valid key; bad values name the type", () => {

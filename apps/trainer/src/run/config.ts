@@ -711,10 +711,13 @@ export function applyOverrides(config: Record<string, unknown>, overrides: reado
   return out;
 }
 
+/** Short flags for the most used keys: `--model DIR`, `--data PATH`, `--algo NAME`. */
+export const CONFIG_ALIASES: Readonly<Record<string, string>> = { model: "model.dir", data: "data.source", algo: "rl.algo" };
+
 /**
  * Pick dotted overrides out of argv: `--rl.algo lpro`, `--rl.G=4`, `--sft.checkpointing` (boolean true),
  * `--no-sft.enabled` (false). A flag is taken when it contains a dot or names a top-level scalar key
- * (`--name`, `--seed`). Everything else is returned untouched in `rest`, in order, for the CLI's own parser.
+ * (`--name`, `--seed`) or an alias in {@link CONFIG_ALIASES}. Everything else is returned untouched in `rest`, in order, for the CLI's own parser.
  */
 export function parseOverrides(argv: readonly string[]): { overrides: Override[]; rest: string[] } {
   const overrides: Override[] = [];
@@ -723,11 +726,12 @@ export function parseOverrides(argv: readonly string[]): { overrides: Override[]
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const m = /^--(no-)?([A-Za-z_][\w-]*(?:\.[\w-]+)*)(?:=(.*))?$/s.exec(a);
-    if (!m || (!m[2].includes(".") && !topScalars.includes(m[2]))) {
+    if (!m || (!m[2].includes(".") && !topScalars.includes(m[2]) && !Object.hasOwn(CONFIG_ALIASES, m[2]))) {
       rest.push(a);
       continue;
     }
-    const [, neg, key, eq] = m;
+    const [, neg, flag, eq] = m;
+    const key = Object.hasOwn(CONFIG_ALIASES, flag) ? CONFIG_ALIASES[flag] : flag;
     const node = nodeAt(key.split("."));
     if (neg) {
       overrides.push([key, eq ?? "false"]);

@@ -89,4 +89,19 @@ describe("run folder", () => {
     expect(resumed.readSamples().map((r) => r.completion)).toEqual(["c1", "c2", "c3"]);
     resumed.close();
   });
+
+  it("RunFolder.resume returns the config, the latest checkpoint and rewinds the logs", async () => {
+    const cwd = tmp();
+    const run = RunFolder.open({ ...DEFAULT_CONFIG, name: "res" }, { cwd });
+    for (let s = 1; s <= 7; s++) {
+      run.logMetrics({ step: s, phase: "sft", loss: 1 / s });
+      if (s % 3 === 0) await run.saveCheckpoint(s, (d) => writeFileSync(join(d, "state.json"), JSON.stringify({ step: s })), { keepLast: 1 });
+    }
+    run.close();
+    const { run: again, config, checkpoint } = RunFolder.resume(run.dir);
+    expect(config.name).toBe("res");
+    expect(checkpoint?.step).toBe(6);
+    expect(again.readMetrics().map((r) => r.step)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(() => RunFolder.resume(join(cwd, "nothing"))).toThrow(/no config\.json/);
+  });
 });

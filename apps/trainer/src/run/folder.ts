@@ -274,6 +274,20 @@ export class RunFolder {
     return run;
   }
 
+  /**
+   * Reopen a run for `--resume`: its config.json, its latest complete checkpoint (null: start over from step 0),
+   * and metrics/samples rewound to that checkpoint's step so the resumed run appends exactly where it left off.
+   */
+  static resume(dir: string): { run: RunFolder; config: TrainConfig; checkpoint: CheckpointInfo | null } {
+    const abs = resolve(dir);
+    if (!existsSync(join(abs, "config.json"))) throw new Error(`cannot resume ${abs}: no config.json there (not a run folder)`);
+    const run = RunFolder.openDir(abs, { ifExists: "resume" });
+    const config = run.readConfig()!;
+    const checkpoint = run.latestCheckpoint();
+    run.rewindTo(checkpoint?.step ?? 0);
+    return { run, config, checkpoint };
+  }
+
   get configPath() {
     return join(this.dir, "config.json");
   }
