@@ -162,8 +162,8 @@ export class Comparer {
         return v.items.map((x) => [(x as Val & { k: "expr" }).e]);
       return null;
     };
-    let a = grid(p);
-    let b = grid(g);
+    let a = grid(p) ?? nestedGrid(p);
+    let b = grid(g) ?? nestedGrid(g);
     if (!a || !b) return this.set("matrix vs other", false);
     if (a.length === 1 && b.length > 1 && b[0].length === 1) a = a[0].map((x) => [x]);
     if (b.length === 1 && a.length > 1 && a[0].length === 1) b = b[0].map((x) => [x]);
@@ -518,11 +518,14 @@ export class Comparer {
     return d <= 1e-10 * Math.max(Cx.absC(a), Cx.absC(b)) + 1e-11 * scale;
   }
 
-  /** Equal after rounding to `floatPrecision` decimals (relative for values above 1, 1 % for tiny values). */
+  /**
+   * Equal to `floatPrecision` decimals (absolute; relative 1e-3 of that above 1000), and within 1 % for values below 1
+   * so that tiny magnitudes (`1/2^{99}`) are not all "0.000000".
+   */
   private approx(a: C, b: C): boolean {
     const d = Cx.absC(Cx.sub(a, b));
     const mb = Cx.absC(b);
-    const tol = 10 ** -this.opts.floatPrecision * Math.max(1, mb);
+    const tol = 10 ** -this.opts.floatPrecision * Math.max(1, mb / 1000);
     if (d > tol * (1 + 1e-9)) return false;
     if (mb < 1 && d > 0.01 * mb) return false;
     return true;
@@ -542,6 +545,17 @@ export class Comparer {
     }
     return env;
   }
+}
+
+/** mathjs/numpy matrix syntax `[[1, 2], [3, 4]]`. */
+function nestedGrid(v: Val): Node[][] | null {
+  if (v.k !== "list" || !v.ordered || v.items.length === 0) return null;
+  const rows: Node[][] = [];
+  for (const r of v.items) {
+    if (r.k !== "list" || !r.ordered || r.brackets !== "[]" || !r.items.every((x) => x.k === "expr")) return null;
+    rows.push(r.items.map((x) => (x as Val & { k: "expr" }).e));
+  }
+  return rows.every((r) => r.length === rows[0].length) ? rows : null;
 }
 
 function union(a: string[], b: string[]): string[] {

@@ -89,7 +89,7 @@ export function normalizeAnswer(raw: string, side: Side): string {
   t = t.replace(/(\d)\{,\}(?=\d{3}(?!\d))/g, "$1");
   t = t.replace(/(\d)\\[,;: ](?=\d{3}(?!\d))/g, "$1");
   t = t.replace(/(?<!\\)\\!/g, "");
-  t = t.replace(/(?<!\\)\\q?quad/g, " ");
+  t = t.replace(/(?<!\\)\\q?quad(?![a-z])/g, " \\quad ");
   t = t.replace(/(?<!\\)\\[,:; >]/g, " ");
   // Outside an environment `\\` is no row break: `\\frac` is a doubled backslash (hendrycks turns `\\` into `\`).
   if (t.indexOf("\\begin") < 0) t = t.replace(/\\\\(?=[A-Za-z])/g, "\\").replace(/\\\\/g, " ");

@@ -31,7 +31,7 @@ const FUNCS: Record<string, string> = {
   exp: "exp", ln: "ln", log: "log", lg: "log10", log10: "log10", log2: "log2", sqrt: "sqrt", cbrt: "cbrt",
   abs: "abs", factorial: "factorial", max: "max", min: "min", floor: "floor", ceil: "ceil", ceiling: "ceil",
   mod: "mod", gcd: "gcd", lcm: "lcm", sign: "sign", sgn: "sign", binom: "binom", nthRoot: "nthroot", nthroot: "nthroot",
-  round: "round", gamma: "gamma",
+  round: "round", gamma: "gamma", combinations: "binom", nCr: "binom", pow: "pow", square: "square", cube: "cube",
 };
 const INVERSE: Record<string, string> = {
   sin: "asin", cos: "acos", tan: "atan", cot: "acot", sec: "asec", csc: "acsc",
@@ -120,7 +120,13 @@ export function tokenize(src: string): Tok[] {
     if (isLetter(ch)) {
       let j = i;
       while (j < src.length && isLetter(src[j])) j++;
-      const run = src.slice(i, j);
+      let run = src.slice(i, j);
+      // log10(x), log2(x)
+      if (run === "log" && /^(?:10|2)\(/.test(src.slice(j, j + 3))) {
+        const digits = src[j] === "1" ? "10" : "2";
+        run += digits;
+        j += digits.length;
+      }
       i = j;
       pushLetters(run);
       continue;
@@ -185,7 +191,7 @@ export function tokenize(src: string): Tok[] {
             const rest = name.slice(prefix.length);
             name = prefix;
             if (prefix === "quad" || prefix === "qquad") {
-              sp = true;
+              push({ k: "sep", v: "quad", sp: true });
               pushLetters(rest);
               continue;
             }
@@ -195,7 +201,9 @@ export function tokenize(src: string): Tok[] {
           }
         }
         if (name === "quad" || name === "qquad") {
-          sp = true;
+          // wide space between two answers (`x=1 \quad y=2`) separates them like a comma
+          if (toks.length > 0 && toks[toks.length - 1].k !== "sep") push({ k: "sep", v: "quad", sp: true });
+          else sp = true;
           continue;
         }
         push({ k: "cmd", v: name, sp });
@@ -245,6 +253,8 @@ export function tokenize(src: string): Tok[] {
     if (lower === "and" || lower === "or") return push({ k: "sep", v: lower, sp });
     if (run in FUNCS || run in CONST_WORDS || (lower in CONST_WORDS && run.length > 2)) return push({ k: "id", v: run in FUNCS || run in CONST_WORDS ? run : lower, sp });
     if (run.length === 1) return push({ k: "id", v: run, sp });
+    // plain Greek names (`theta`, `alpha_1`) are the LaTeX symbols; short ones (`xi`, `mu`) stay letter products
+    if (run.length >= 4 && GREEK.has(run)) return push({ k: "cmd", v: run, sp });
     if (run.length <= 3 && !TEXT_WORDS.has(lower)) {
       for (const c of run) push({ k: "id", v: c, sp });
       return;
@@ -671,7 +681,7 @@ class Parser {
 
   private idPrimary(t: Tok): Node {
     const v = t.v;
-    if (v in FUNCS) return this.functionCall(FUNCS[v], false);
+    if (v in FUNCS && !(GREEK.has(v) && !this.isOp("("))) return this.functionCall(FUNCS[v], false);
     if (v in CONST_WORDS) return this.mk({ t: "const", name: CONST_WORDS[v] });
     if (v.length !== 1) throw new ParseError(`unknown name ${v}`);
     if (this.isOp("_")) {
@@ -684,6 +694,7 @@ class Parser {
 
   private cmdPrimary(t: Tok & { k: "cmd" }): Node {
     const v = t.v;
+    if (v === "gamma" && !this.isOp("(")) return this.mk({ t: "sym", name: "\\gamma" });
     if (v === "frac") {
       const a = this.latexArg();
       const b = this.latexArg();
@@ -885,6 +896,9 @@ class Parser {
       else node = this.mk({ t: "fn", name: "ln", args: [args[0]] });
     } else if (name === "log10") node = this.mk({ t: "fn", name: "log", args: [args[0], this.numNode("10")] });
     else if (name === "log2") node = this.mk({ t: "fn", name: "log", args: [args[0], this.numNode("2")] });
+    else if (name === "pow" && args.length === 2) node = this.mk({ t: "pow", a: args[0], b: args[1] });
+    else if ((name === "square" || name === "cube") && args.length === 1)
+      node = this.mk({ t: "pow", a: args[0], b: this.numNode(name === "square" ? "2" : "3") });
     else node = this.mk({ t: "fn", name, args });
     if (power) node = this.mk({ t: "pow", a: node, b: power });
     return node;
@@ -892,7 +906,7 @@ class Parser {
 }
 
 function rankSep(s: string): number {
-  return s === ";" ? 3 : s === "and" || s === "or" ? 2 : 1;
+  return s === ";" ? 3 : s === "and" || s === "or" ? 2 : s === "," ? 1 : 0;
 }
 
 /** Parses a normalised answer string into a tree. Throws ParseError. */

@@ -116,9 +116,16 @@ export function isLabel(n: Node): boolean {
     const arg = strip(m.b.a);
     return arg.t === "sym" || arg.t === "num";
   }
+  // AB, ABC: a segment or angle named by capital letters
+  if (m.t === "mul" && isCapitalWord(m)) return true;
   if (m.t === "mul" && m.a.t === "sym" && m.b.t === "tuple" && m.b.open === "(")
     return m.b.items.every((x) => strip(x).t === "sym" || strip(x).t === "num");
   return false;
+}
+
+function isCapitalWord(n: Node): boolean {
+  if (n.t === "sym") return /^[A-Z]$/.test(n.name);
+  return n.t === "mul" && isCapitalWord(n.a) && isCapitalWord(n.b);
 }
 
 export const labelKey = (n: Node): string => show(strip(n)).replace(/[{}\s]/g, "");
@@ -291,7 +298,7 @@ function ratioVal(terms: Node[], ops: RelOp[]): Val {
 /** A top-level list `a, b; c and d`. */
 function listVal(items: Node[], seps: string[]): Val {
   const hasSemi = seps.includes(";");
-  const hasComma = seps.includes(",");
+  const hasComma = seps.includes(",") || seps.includes("quad");
   if (hasSemi && hasComma) {
     // `p=5,q=2;p=7,q=2` and `1,2;3,4`: `;` separates alternatives, `,` the parts of one.
     const groups: Node[][] = [[items[0]]];

@@ -24,7 +24,7 @@ const CONTROL_ESCAPES: Record<string, string> = { "\f": "f", "\b": "b", "\u0007"
  */
 export function repairControlChars(s: string): string {
   // Fast path: nothing to do for the common case.
-  if (!/[\u0000-\u0008\u000b-\u001f\u007f]/.test(s)) return s;
+  if (!/[\u0000-\u0009\u000b-\u001f]/.test(s)) return s;
   let out = "";
   for (let i = 0; i < s.length; i++) {
     const ch = s[i];

@@ -230,12 +230,16 @@ function* goldCandidates(text: string): Generator<Candidate> {
 }
 
 function pick(cands: Iterable<Candidate>, side: Side): Analysed | null {
+  let lastResort: Analysed | null = null;
   for (const c of cands) {
     if (c.texts.every((x) => x.trim() === "")) continue;
     const a = analyse(c.texts, side, c.method);
     if (!c.strict || plausible(a, c.method)) return a;
+    // An answer-shaped string that does not parse (`\angle ABC`) is still compared as a string, if nothing parses.
+    if (lastResort === null && a.val === null && c.method !== "last number" && !looksLikeProse(c.texts.join(" ")) && /\\[a-zA-Z]/.test(c.texts.join(" ")))
+      lastResort = a;
   }
-  return null;
+  return lastResort;
 }
 
 /** Compares two analysed answers. */
