@@ -4,6 +4,7 @@
 // trainable; the base projections never get a gradient buffer.
 import { add, linear, mul, scale, type Engine, type Tensor } from "@nr/autograd";
 import type { Decoder, DecoderLayer, Projection } from "@nr/model";
+import { rng as uniform } from "@nr/kernels/testing"; // seeded mulberry32: deterministic PEFT-style init
 
 export const LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
@@ -40,18 +41,6 @@ export interface AdapterWeights {
   A: Tensor;
   /** [out, r] */
   B: Tensor;
-}
-
-/** Deterministic uniform source for PEFT-style init (mulberry32). */
-function uniform(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A projection with named LoRA adapters over a frozen base projection. */
