@@ -213,9 +213,34 @@ export class Comparer {
     return items.length === v.items.length ? v : { ...v, items };
   }
 
+  /** Cheap canonical key: the exact value of a constant, else the printed tree. */
+  private key(v: Val): string {
+    if (v.k === "expr") {
+      try {
+        const q = exactEval(v.e, null, this.budget);
+        if (q) return `=${q.toString()}`;
+      } catch (e) {
+        if (!(e instanceof UndefinedValue || e instanceof SizeLimit)) throw e;
+      }
+      return show(v.e);
+    }
+    return JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? x.toString() : x instanceof Q ? x.toString() : x));
+  }
+
+  /** Removes repeated elements: identical keys always, equivalent ones pairwise for small sets. */
   private dedupe(items: Val[]): Val[] {
+    const seen = new Set<string>();
+    const byKey: Val[] = [];
+    for (const v of items) {
+      const k = this.key(v);
+      if (!seen.has(k)) {
+        seen.add(k);
+        byKey.push(v);
+      }
+    }
+    if (byKey.length > 16) return byKey;
     const out: Val[] = [];
-    for (const v of items) if (!out.some((u) => this.vals(u, v))) out.push(v);
+    for (const v of byKey) if (!out.some((u) => this.vals(u, v))) out.push(v);
     return out;
   }
 
@@ -225,7 +250,16 @@ export class Comparer {
     const b = this.dedupe(b0);
     if (a.length !== b.length) return this.set("set size", false);
     const used = new Array<boolean>(b.length).fill(false);
+    // identical keys first (cheap), then the full comparison for what is left
+    const bKeys = b.map((v) => this.key(v));
+    const rest: Val[] = [];
     for (const x of a) {
+      const k = this.key(x);
+      const j = bKeys.findIndex((bk, idx) => !used[idx] && bk === k);
+      if (j >= 0) used[j] = true;
+      else rest.push(x);
+    }
+    for (const x of rest) {
       let hit = -1;
       for (let j = 0; j < b.length && hit < 0; j++) if (!used[j] && this.vals(x, b[j])) hit = j;
       if (hit < 0) return this.set("set element", false);

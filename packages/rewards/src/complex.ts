@@ -43,7 +43,8 @@ export function exp(z: C): C {
 export function log(z: C): C {
   if (z.im === 0 && z.re > 0) return { re: Math.log(z.re), im: 0 };
   if (z.re === 0 && z.im === 0) return { re: -Infinity, im: 0 };
-  return { re: Math.log(absC(z)), im: Math.atan2(z.im, z.re) };
+  // a signed zero from real arithmetic (-0) must not select the lower branch: ln(-1) = iπ
+  return { re: Math.log(absC(z)), im: Math.atan2(z.im === 0 ? 0 : z.im, z.re) };
 }
 
 export function sqrt(z: C): C {

@@ -122,7 +122,8 @@ export function exactRoot(q: Q, k: number): Q | null {
 function intRoot(n: bigint, k: number): bigint | null {
   if (n < 2n) return n;
   const approx = Q.of(n).toNumber() ** (1 / k);
-  if (!Number.isFinite(approx)) return null;
+  // past 2^53 the float estimate cannot pin the root down exactly; the exact path gives up there
+  if (!Number.isFinite(approx) || approx > 2 ** 50) return null;
   const base = BigInt(Math.round(approx));
   for (const cand of [base - 1n, base, base + 1n]) if (cand >= 0n && cand ** BigInt(k) === n) return cand;
   return null;
@@ -293,8 +294,10 @@ export function numEval(n: Node, env: Map<string, C>, st: NumState, budget: Budg
       return track(st, Cx.div(a, b), a, b);
     }
     case "pow": {
-      const a = numEval(n.a, env, st, budget);
       const b = numEval(n.b, env, st, budget);
+      // e^x through exp: pow(E, x) would carry the rounding of E into every digit
+      if (n.a.t === "const" && n.a.name === "e") return track(st, Cx.exp(b), b);
+      const a = numEval(n.a, env, st, budget);
       return track(st, Cx.pow(a, b), a, b);
     }
     case "fact": {

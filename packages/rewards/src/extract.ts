@@ -60,26 +60,29 @@ function isBoxNameAt(s: string, i: number, name: string): boolean {
 /** All outermost boxes in order of appearance (boxes nested inside another box are part of its content). */
 export function findBoxes(s: string): Box[] {
   const out: Box[] = [];
+  // next occurrence of each name at or after the scan position (re-searched only when passed: linear overall)
+  const next = BOX_NAMES.map((n) => s.indexOf(n));
   let i = 0;
   for (let guard = 0; guard < 100_000; guard++) {
     let best = -1;
-    let bestName = "";
-    for (const name of BOX_NAMES) {
-      const k = s.indexOf(name, i);
-      if (k >= 0 && (best < 0 || k < best)) {
-        best = k;
-        bestName = name;
+    let which = -1;
+    for (let k = 0; k < BOX_NAMES.length; k++) {
+      if (next[k] >= 0 && next[k] < i) next[k] = s.indexOf(BOX_NAMES[k], i);
+      if (next[k] >= 0 && (best < 0 || next[k] < best)) {
+        best = next[k];
+        which = k;
       }
     }
     if (best < 0) break;
-    if (!isBoxNameAt(s, best, bestName)) {
-      i = best + bestName.length;
+    const name = BOX_NAMES[which];
+    if (!isBoxNameAt(s, best, name)) {
+      i = best + name.length;
       continue;
     }
-    const box = readBoxAt(s, best, bestName.length);
+    const box = readBoxAt(s, best, name.length);
     out.push(box);
     if (box.content === null && box.end === s.length) break;
-    i = Math.max(box.end, best + bestName.length);
+    i = Math.max(box.end, best + name.length);
   }
   return out;
 }

@@ -61,6 +61,7 @@ export class ParseError extends Signal {
 export class Budget {
   steps = 0;
   constructor(readonly maxSteps: number = LIMITS.MAX_STEPS) {}
+
   tick(n = 1): void {
     this.steps += n;
     if (this.steps > this.maxSteps) throw new BudgetError("evaluation steps");

@@ -80,49 +80,68 @@ export function stripWrappers(s: string): string {
 /** Normalises an extracted answer string (LaTeX or plain). */
 export function normalizeAnswer(raw: string, side: Side): string {
   let t = stripWrappers(raw);
-  for (const [re, rep] of UNICODE) if (re.test(t)) t = t.replace(re, rep);
-  t = t.replace(/\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits|nonumber)(?![A-Za-z])/g, "");
-  t = t.replace(/\\(?:left|right)\s*\./g, "");
-  t = t.replace(/\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|bigg|Bigg|big|Big|middle)(?![A-Za-z])/g, "");
-  // Thousands separators: `10,\!080`, `11,\! 111`, `14{,}916`, `1\,000`.
-  t = t.replace(/(\d)\s*,\s*\\!\s*(?=\d{3}(?!\d))/g, "$1");
-  t = t.replace(/(\d)\{,\}(?=\d{3}(?!\d))/g, "$1");
-  t = t.replace(/(\d)\\[,;: ](?=\d{3}(?!\d))/g, "$1");
-  t = t.replace(/(?<!\\)\\!/g, "");
-  t = t.replace(/(?<!\\)\\q?quad(?![a-z])/g, " \\quad ");
-  t = t.replace(/(?<!\\)\\[,:; >]/g, " ");
-  // Outside an environment `\\` is no row break: `\\frac` is a doubled backslash (hendrycks turns `\\` into `\`).
-  if (t.indexOf("\\begin") < 0) t = t.replace(/\\\\(?=[A-Za-z])/g, "\\").replace(/\\\\/g, " ");
-  t = t.replace(/~/g, " ");
-  t = t.replace(/\\[dtc]frac(?![A-Za-z])/g, "\\frac").replace(/\\[dt]binom(?![A-Za-z])/g, "\\binom");
-  t = t.replace(
-    /\\(?:textbf|textit|textnormal|textrm|textsf|texttt|textup|textmd|mathrm|mathit|mathsf|mathtt|mathbf|mathnormal|boldsymbol|bm|mbox|hbox|emph)\s*\{/g,
-    "\\text{",
-  );
-  t = t.replace(/\\text\s+\{/g, "\\text{");
-  t = t.replace(/\\text\{\s*(and|or)\s*\}/gi, " $1 ");
-  t = t.replace(/\\text\{\s*,?\s*(and|or)\s*\}/gi, ", $1 ");
+  // Each group runs only when its trigger character is present (this function runs on every candidate).
+  if (/[^\x00-\x7f]/.test(t)) for (const [re, rep] of UNICODE) if (re.test(t)) t = t.replace(re, rep);
+  const bs = t.indexOf("\\") >= 0;
+  if (bs) {
+    t = t.replace(/\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits|nonumber)(?![A-Za-z])/g, "");
+    t = t.replace(/\\(?:left|right)\s*\./g, "");
+    t = t.replace(/\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|bigg|Bigg|big|Big|middle)(?![A-Za-z])/g, "");
+    // Thousands separators: `10,\!080`, `11,\! 111`, `1\,000`.
+    t = t.replace(/(\d)\s*,\s*\\!\s*(?=\d{3}(?!\d))/g, "$1");
+    t = t.replace(/(\d)\\[,;: ](?=\d{3}(?!\d))/g, "$1");
+    t = t.replace(/(?<!\\)\\!/g, "");
+    t = t.replace(/(?<!\\)\\q?quad(?![a-z])/g, " \\quad ");
+    t = t.replace(/(?<!\\)\\[,:; >]/g, " ");
+    // Outside an environment `\\` is no row break: `\\frac` is a doubled backslash (hendrycks turns `\\` into `\`).
+    if (t.indexOf("\\begin") < 0) t = t.replace(/\\\\(?=[A-Za-z])/g, "\\").replace(/\\\\/g, " ");
+    t = t.replace(/\\[dtc]frac(?![A-Za-z])/g, "\\frac").replace(/\\[dt]binom(?![A-Za-z])/g, "\\binom");
+    t = t.replace(
+      /\\(?:textbf|textit|textnormal|textrm|textsf|texttt|textup|textmd|mathrm|mathit|mathsf|mathtt|mathbf|mathnormal|boldsymbol|bm|mbox|hbox|emph)\s*\{/g,
+      "\\text{",
+    );
+    t = t.replace(/\\text\s+\{/g, "\\text{");
+    t = t.replace(/\\text\{\s*(and|or)\s*\}/gi, " $1 ");
+    t = t.replace(/\\text\{\s*,?\s*(and|or)\s*\}/gi, ", $1 ");
+  }
+  if (t.indexOf("{,}") >= 0) t = t.replace(/(\d)\{,\}(?=\d{3}(?!\d))/g, "$1");
+  if (t.indexOf("~") >= 0) t = t.replace(/~/g, " ");
   // Degree marks: `90^\circ`, `90^{\circ}`, `90°`, `\degree`.
-  t = t.replace(/\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree(?![A-Za-z])|°/g, "");
-  t = t.replace(/\^\s*\{\s*\}/g, "");
+  if (bs || t.indexOf("°") >= 0) {
+    t = t.replace(/\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree(?![A-Za-z])|°/g, "");
+    t = t.replace(/\^\s*\{\s*\}/g, "");
+  }
   // Percent.
-  t = t.replace(/\\%/g, "%");
-  t = t.replace(/\s*\\text\{\s*(?:percent|percentage|pct)\s*\}/gi, "%");
-  t = t.replace(/([\d}])\s*(?:percentage|percent|pct)(?![A-Za-z])/gi, "$1%");
+  if (bs) t = t.replace(/\\%/g, "%");
+  const letters = /[A-Za-z]/.test(t);
+  if (letters) {
+    t = t.replace(/\s*\\text\{\s*(?:percent|percentage|pct)\s*\}/gi, "%");
+    t = t.replace(/([\d}])\s*(?:percentage|percent|pct)(?![A-Za-z])/gi, "$1%");
+  }
   // Currency.
-  t = t.replace(/\\\$|\$/g, "").replace(/[€£¥]/g, "");
-  t = t.replace(/\\(?:euro|pounds|yen|textdollar)(?![A-Za-z])/g, "");
+  if (t.indexOf("$") >= 0) t = t.replace(/\\\$|\$/g, "");
+  if (/[€£¥]/.test(t)) t = t.replace(/[€£¥]/g, "");
+  if (bs) t = t.replace(/\\(?:euro|pounds|yen|textdollar)(?![A-Za-z])/g, "");
   // Units after a number at the end of an element.
-  t = t.replace(TEXT_UNIT_RE, (all, lead: string, word: string) => (/^(and|or)$/i.test(word.trim()) ? all : lead));
-  t = t.replace(UNIT_RE, "$1");
-  if (side === "pred") t = t.replace(LETTER_UNIT_RE, "$1");
+  if (letters) {
+    if (bs) t = t.replace(TEXT_UNIT_RE, (all, lead: string, word: string) => (/^(and|or)$/i.test(word.trim()) ? all : lead));
+    t = t.replace(UNIT_RE, "$1");
+    if (side === "pred") t = t.replace(LETTER_UNIT_RE, "$1");
+  }
   t = t.replace(/\s+/g, " ").trim();
   // Sentence punctuation left at the end.
-  t = t.replace(/(?:\s*[.;,:]\s*)+$/, "").trim();
+  t = trimTrailingPunctuation(t);
   // A lone number with thousands separators: `1,000`, `58,500`, `1 000 000`. (`32, 349` with a space is a list.)
   if (/^[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?%?$/.test(t)) t = t.replace(/,/g, "");
   else if (/^[-+]?[1-9]\d{0,2}(?: \d{3})+(?:\.\d+)?$/.test(t)) t = t.replace(/ /g, "");
   return t;
+}
+
+/** Drops sentence punctuation and spaces at the end (a loop: the regex form backtracks on long runs). */
+function trimTrailingPunctuation(t: string): string {
+  let end = t.length;
+  while (end > 0 && ".;,: \t\n".includes(t[end - 1])) end--;
+  return t.slice(0, end).trim();
 }
 
 /**

@@ -8,6 +8,8 @@
  */
 import type { Node, RelOp } from "./ast.js";
 import { LIMITS, ParseError } from "./limits.js";
+
+const { MAX_TOKENS, MAX_NODES, MAX_DEPTH, MAX_ITEMS, MAX_LITERAL_DIGITS, MAX_ANSWER_CHARS } = LIMITS;
 import { matchBrace } from "./extract.js";
 import { Q } from "./rational.js";
 
@@ -84,7 +86,7 @@ export function tokenize(src: string): Tok[] {
   let sp = false;
   let envDepth = 0;
   const push = (t: Tok) => {
-    if (toks.length >= LIMITS.MAX_TOKENS) throw new ParseError("too many tokens");
+    if (toks.length >= MAX_TOKENS) throw new ParseError("too many tokens");
     toks.push(t);
     sp = false;
   };
@@ -307,11 +309,11 @@ class Parser {
     this.pos++;
   }
   private mk<T extends Node>(n: T): T {
-    if (++this.nodes > LIMITS.MAX_NODES) throw new ParseError("too many nodes");
+    if (++this.nodes > MAX_NODES) throw new ParseError("too many nodes");
     return n;
   }
   private enter(): void {
-    if (++this.depth > LIMITS.MAX_DEPTH) throw new ParseError("nesting too deep");
+    if (++this.depth > MAX_DEPTH) throw new ParseError("nesting too deep");
   }
   private leave(): void {
     this.depth--;
@@ -345,7 +347,7 @@ class Parser {
         seps.push(pending);
       }
       pending = null;
-      if (items.length >= LIMITS.MAX_ITEMS) throw new ParseError("too many items");
+      if (items.length >= MAX_ITEMS) throw new ParseError("too many items");
       items.push(this.parseRel());
     }
     return { items, seps };
@@ -577,7 +579,7 @@ class Parser {
 
   private numNode(raw: string): Node {
     const q = Q.parseDecimal(raw);
-    if (q === null && raw.replace(/\D/g, "").length <= LIMITS.MAX_LITERAL_DIGITS) throw new ParseError(`bad number ${raw}`);
+    if (q === null && raw.replace(/\D/g, "").length <= MAX_LITERAL_DIGITS) throw new ParseError(`bad number ${raw}`);
     return this.mk({ t: "num", q, raw, dec: raw.includes(".") });
   }
 
@@ -796,12 +798,12 @@ class Parser {
       }
       if (!cellOpen) throw new ParseError("matrix cell needs a separator");
       const row = rows[rows.length - 1];
-      if (row.length >= LIMITS.MAX_ITEMS) throw new ParseError("matrix too large");
+      if (row.length >= MAX_ITEMS) throw new ParseError("matrix too large");
       row.push(this.parseExpr());
       cellOpen = false;
     }
     while (rows.length > 0 && rows[rows.length - 1].length === 0) rows.pop();
-    if (rows.length === 0 || rows.length > LIMITS.MAX_ITEMS) throw new ParseError("bad matrix");
+    if (rows.length === 0 || rows.length > MAX_ITEMS) throw new ParseError("bad matrix");
     const width = rows[0].length;
     if (rows.some((r) => r.length !== width)) throw new ParseError("ragged matrix");
     return this.mk({ t: "matrix", rows });
@@ -911,7 +913,7 @@ function rankSep(s: string): number {
 
 /** Parses a normalised answer string into a tree. Throws ParseError. */
 export function parseAnswer(src: string): Node {
-  if (src.length > LIMITS.MAX_ANSWER_CHARS) throw new ParseError("answer too long");
+  if (src.length > MAX_ANSWER_CHARS) throw new ParseError("answer too long");
   const toks = tokenize(src);
   if (toks.length === 0) throw new ParseError("empty");
   return new Parser(toks).parseAll();

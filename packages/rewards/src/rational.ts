@@ -5,7 +5,8 @@
 import { LIMITS, SizeLimit } from "./limits.js";
 
 const bitLength = (x: bigint): number => (x === 0n ? 0 : (x < 0n ? -x : x).toString(16).length * 4);
-const BOUND = 1n << BigInt(LIMITS.MAX_BITS);
+const { MAX_BITS, MAX_LITERAL_DIGITS } = LIMITS;
+const BOUND = 1n << BigInt(MAX_BITS);
 
 function gcd(a: bigint, b: bigint): bigint {
   if (a < 0n) a = -a;
@@ -44,11 +45,11 @@ export class Q {
     if (!m || (m[1] === "" && (m[2] === undefined || m[2] === ""))) return null;
     const int = m[1] || "0";
     const frac = m[2] ?? "";
-    if (int.length + frac.length > LIMITS.MAX_LITERAL_DIGITS) return null;
+    if (int.length + frac.length > MAX_LITERAL_DIGITS) return null;
     let exp = m[3] ? Number(m[3]) : 0;
     exp -= frac.length;
     const digits = BigInt(int + frac);
-    if (Math.abs(exp) * 3.33 > LIMITS.MAX_BITS) return null;
+    if (Math.abs(exp) * 3.33 > MAX_BITS) return null;
     return exp >= 0 ? Q.of(digits * 10n ** BigInt(exp)) : Q.of(digits, 10n ** BigInt(-exp));
   }
 
@@ -107,8 +108,8 @@ export class Q {
     if (this.d === 1n && (this.n === 1n || this.n === -1n)) return this.n === 1n || ae % 2n === 0n ? Q.ONE : Q.of(-1n);
     const bits = Math.max(bitLength(this.n), bitLength(this.d));
     // |n|,|d| of 1 stay 1 whatever the exponent.
-    if (bits > 1 && Number(ae) * (bits - 1) > LIMITS.MAX_BITS) throw new SizeLimit("power size");
-    if (ae > BigInt(LIMITS.MAX_BITS) && bits > 1) throw new SizeLimit("power size");
+    if (bits > 1 && Number(ae) * (bits - 1) > MAX_BITS) throw new SizeLimit("power size");
+    if (ae > BigInt(MAX_BITS) && bits > 1) throw new SizeLimit("power size");
     const n = this.n ** ae;
     const d = this.d ** ae;
     return e < 0n ? Q.of(d, n) : Q.of(n, d);
@@ -144,7 +145,9 @@ export class Q {
 
 function isqrt(n: bigint): bigint {
   if (n < 2n) return n;
-  let x = BigInt(Math.floor(Math.sqrt(Number(n))));
+  const approx = Math.sqrt(Number(n));
+  // beyond the double range start from 2^(bits/2), above the root
+  let x = Number.isFinite(approx) ? BigInt(Math.floor(approx)) : 1n << BigInt(Math.ceil(bitLength(n) / 2) + 1);
   if (x === 0n) x = 1n;
   // Newton from a float estimate; a handful of steps even for large n.
   for (let i = 0; i < 200; i++) {
@@ -199,7 +202,7 @@ export class CQ {
     if (this.im.isZero) return new CQ(this.re.powInt(e));
     if (e < 0n) return new CQ(Q.ONE).div(this.powInt(-e));
     const bits = Math.max(bitLength(this.re.n), bitLength(this.re.d), bitLength(this.im.n), bitLength(this.im.d));
-    if (Number(e) * Math.max(1, bits) > LIMITS.MAX_BITS) throw new SizeLimit("power size");
+    if (Number(e) * Math.max(1, bits) > MAX_BITS) throw new SizeLimit("power size");
     let result = new CQ(Q.ONE);
     let base: CQ = this;
     let k = e;

@@ -63,7 +63,7 @@ export function unescapeIfDoubled(s: string): string {
   if (s.indexOf("\\\\") < 0) return s;
   let doubled = 0;
   let single = 0;
-  const re = /(\\+)([A-Za-z]+)/g;
+  const re = /(?<!\\)(\\+)([A-Za-z]+)/g;
   let m: RegExpExecArray | null;
   let scanned = 0;
   while ((m = re.exec(s)) !== null && scanned++ < 5000) {

@@ -88,18 +88,28 @@ export interface Analysed {
   display: string;
   method: string;
   key: string;
-  val: Val | null;
+  /** The parsed value (computed on first use: the string fast path often decides without it). */
+  readonly val: Val | null;
 }
 
-/** Normalises and parses one answer string; `val` is null when it does not parse. */
+/** Normalises one answer (several texts: several boxes, one unordered answer); parsing is deferred to `val`. */
 export function analyse(texts: string[], side: Side, method: string): Analysed {
   const norms = texts.map((t) => normalizeAnswer(t, side));
-  const vals: Array<Val | null> = norms.map(parseVal);
   const key = norms.map(stringKey).join("\u0002");
-  let val: Val | null;
-  if (texts.length === 1) val = vals[0];
-  else val = vals.every((v) => v !== null) ? { k: "list", items: vals as Val[], ordered: false, brackets: "none" } : null;
-  return { display: texts.map((t) => t.trim()).join(", "), method, key, val };
+  let cached: Val | null | undefined;
+  return {
+    display: texts.map((t) => t.trim()).join(", "),
+    method,
+    key,
+    get val(): Val | null {
+      if (cached === undefined) {
+        const vals = norms.map(parseVal);
+        if (vals.length === 1) cached = vals[0];
+        else cached = vals.every((v) => v !== null) ? { k: "list", items: vals as Val[], ordered: false, brackets: "none" } : null;
+      }
+      return cached;
+    },
+  };
 }
 
 function parseVal(norm: string): Val | null {
@@ -157,7 +167,8 @@ function preparePrediction(text: string, o: Resolved): Prepared {
 function* predictionCandidates(s: string, o: Resolved, gsm8k: boolean): Generator<Candidate> {
   const boxes = findBoxes(s);
   const lastBoxEnd = boxes.length ? boxes[boxes.length - 1].end : -1;
-  const markers = findMarkers(s);
+  // only the last few markers matter (and a text repeating "answer is" must not cost one parse per repetition)
+  const markers = findMarkers(s).slice(-4);
   const useCapture = (c: { text: string; math: boolean } | null) => c !== null && (c.math ? o.latex : o.expr);
 
   // "The final answer is X" after the last box overrides it (Math-Verify's priority 0).
@@ -231,7 +242,9 @@ function* goldCandidates(text: string): Generator<Candidate> {
 
 function pick(cands: Iterable<Candidate>, side: Side): Analysed | null {
   let lastResort: Analysed | null = null;
+  let tried = 0;
   for (const c of cands) {
+    if (++tried > 16) break;
     if (c.texts.every((x) => x.trim() === "")) continue;
     const a = analyse(c.texts, side, c.method);
     if (!c.strict || plausible(a, c.method)) return a;
@@ -246,13 +259,15 @@ function pick(cands: Iterable<Candidate>, side: Side): Analysed | null {
 export function compareAnalysed(p: Analysed, g: Analysed, options: VerifyOptions = {}): { equal: boolean; how: string } {
   const o = resolve(options);
   if (p.key !== "" && p.key === g.key) return { equal: true, how: "same normalised string" };
-  if (p.val && g.val) {
+  const pv = p.val;
+  const gv = g.val;
+  if (pv && gv) {
     const cmp = new Comparer(o, new Budget());
-    const equal = cmp.vals(p.val, g.val);
+    const equal = cmp.vals(pv, gv);
     return { equal, how: cmp.how || "structure" };
   }
   const equal = p.key !== "" && p.key.toLowerCase() === g.key.toLowerCase();
-  return { equal, how: p.val || g.val ? "one side does not parse" : "unparsed strings" };
+  return { equal, how: pv || gv ? "one side does not parse" : "unparsed strings" };
 }
 
 /**
