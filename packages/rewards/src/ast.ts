@@ -166,3 +166,38 @@ export function show(n: Node): string {
       return "{}";
   }
 }
+
+/** Renames symbols throughout a tree (all node kinds). */
+export function renameSymbols(n: Node, map: Map<string, string>): Node {
+  const r = (m: Node) => renameSymbols(m, map);
+  switch (n.t) {
+    case "sym":
+      return map.has(n.name) ? { t: "sym", name: map.get(n.name) as string } : n;
+    case "add":
+    case "sub":
+    case "mul":
+    case "div":
+    case "pow":
+    case "setop":
+      return { ...n, a: r(n.a), b: r(n.b) };
+    case "neg":
+    case "fact":
+    case "pct":
+    case "group":
+      return { ...n, a: r(n.a) };
+    case "pm":
+      return { ...n, a: n.a ? r(n.a) : null, b: r(n.b) };
+    case "fn":
+      return { ...n, args: n.args.map(r) };
+    case "tuple":
+    case "set":
+    case "seq":
+      return { ...n, items: n.items.map(r) } as Node;
+    case "rel":
+      return { ...n, terms: n.terms.map(r) };
+    case "matrix":
+      return { ...n, rows: n.rows.map((row) => row.map(r)) };
+    default:
+      return n;
+  }
+}

@@ -105,6 +105,11 @@ export class Comparer {
     if (p.k === "rel" || g.k === "rel") return this.relations(p, g);
     if (p.k === "text" || g.k === "text") {
       if (p.k === "text" && g.k === "text") return this.set("text", textKey(p.s) === textKey(g.s));
+      // `\text{abc}` is the symbol abc, which plain input spells a·b·c (Math-Verify: Evelyn = e*v*e*l*y*n)
+      const t = (p.k === "text" ? p : g) as Val & { k: "text" };
+      const o = p.k === "text" ? g : p;
+      const spelled = o.k === "expr" ? spell(o.e) : null;
+      if (spelled !== null && spelled.length >= 2) return this.set("text vs spelled symbol", spelled.toLowerCase() === textKey(t.s));
       return this.set("text vs math", false);
     }
     if (p.k === "base" || g.k === "base") return this.bases(p, g);
@@ -590,6 +595,18 @@ function nestedGrid(v: Val): Node[][] | null {
     rows.push(r.items.map((x) => (x as Val & { k: "expr" }).e));
   }
   return rows.every((r) => r.length === rows[0].length) ? rows : null;
+}
+
+/** The letters of a product of single-letter symbols (`e*v*e*l*y*n` → "evelyn"), else null. */
+function spell(n: Node): string | null {
+  if (n.t === "sym") return /^[A-Za-z]$/.test(n.name) ? n.name : null;
+  if (n.t === "const" && (n.name === "e" || n.name === "i")) return n.name;
+  if (n.t === "mul") {
+    const a = spell(n.a);
+    const b = a === null ? null : spell(n.b);
+    return a !== null && b !== null ? a + b : null;
+  }
+  return null;
 }
 
 function union(a: string[], b: string[]): string[] {

@@ -13,8 +13,12 @@ const UNIT_WORDS = [
   "second", "sec", "minute", "min", "hour", "hr", "hrs", "day", "week", "month", "year", "yr", "yrs",
   "liter", "litre", "milliliter", "millilitre", "ml", "gallon", "gal", "quart", "pint",
   "dollar", "cent", "yuan", "euro", "usd", "rupee", "degree", "deg", "radian", "mph", "kph", "kmh",
+  "m/s", "km/h", "km/hr", "cm/s", "ft/s", "mi/h",
 ];
-const UNIT_ALT = [...UNIT_WORDS].sort((a, b) => b.length - a.length).join("|");
+const UNIT_ALT = [...UNIT_WORDS]
+  .sort((a, b) => b.length - a.length)
+  .map((w) => w.replace("/", "\\/"))
+  .join("|");
 /** A point where an answer element ends: end of string, a separator, or a closing bracket. */
 const TERM = String.raw`(?=\s*(?:$|[,;)\]]|\\\}|\\\\|&|\band\b|\bor\b))`;
 const UNIT_RE = new RegExp(String.raw`([\d}).])\s*(?:${UNIT_ALT})(?:e?s)?(?:\s*(?:\^\s*\{?[23]\}?|²|³))?(?![A-Za-z])` + TERM, "gi");
@@ -104,11 +108,14 @@ export function normalizeAnswer(raw: string, side: Side): string {
     t = t.replace(/\\text\{\s*(and|or)\s*\}/gi, " $1 ");
     t = t.replace(/\\text\{\s*,?\s*(and|or)\s*\}/gi, ", $1 ");
   }
+  // `\text{10 cm}`: a number inside the text wrapper is math, the unit is stripped below
+  if (bs) t = t.replace(/\\text\{\s*([-+]?\d[\d.,]*)(\s*[A-Za-z][A-Za-z ./]*)?\s*\}/g, (_a, num: string, unit?: string) => `${num}${unit ?? ""}`);
   if (t.indexOf("{,}") >= 0) t = t.replace(/(\d)\{,\}(?=\d{3}(?!\d))/g, "$1");
   if (t.indexOf("~") >= 0) t = t.replace(/~/g, " ");
   // Degree marks: `90^\circ`, `90^{\circ}`, `90°`, `\degree`.
   if (bs || t.indexOf("°") >= 0) {
-    t = t.replace(/\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree(?![A-Za-z])|°/g, "");
+    // kept as a marker: dropped by the parser, except inside sin/cos/… where it means ·π/180
+    t = t.replace(/\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree(?![A-Za-z])|°/g, "\\degree ");
     t = t.replace(/\^\s*\{\s*\}/g, "");
   }
   // Percent.

@@ -54,6 +54,7 @@ const REL_CMDS: Record<string, RelOp> = {
   le: "<=", leq: "<=", leqslant: "<=", leqq: "<=", ge: ">=", geq: ">=", geqslant: ">=", geqq: ">=", lt: "<", gt: ">",
   ne: "!=", neq: "!=", approx: "~", simeq: "~", thickapprox: "~", in: "in", colon: ":",
 };
+const PERIODIC = new Set(["sin", "cos", "tan", "sec", "csc", "cot"]);
 const MATRIX_ENVS = new Set(["pmatrix", "bmatrix", "Bmatrix", "vmatrix", "Vmatrix", "matrix", "smallmatrix", "array"]);
 /** Commands that can start an operand (for implicit multiplication). */
 const PRIMARY_CMDS = new Set([
@@ -74,7 +75,7 @@ function knownCommand(name: string): boolean {
     PRIMARY_CMDS.has(name) ||
     [
       "cdot", "times", "div", "ast", "pm", "mp", "cup", "cap", "setminus", "mod", "bmod", "end", "rfloor", "rceil", "rangle",
-      "rvert", "operatorname", "dots", "ldots", "cdots", "hline", "neg", "to", "implies", "Rightarrow", "infty",
+      "rvert", "operatorname", "dots", "ldots", "cdots", "hline", "neg", "to", "implies", "Rightarrow", "infty", "degree",
     ].includes(name)
   );
 }
@@ -286,6 +287,8 @@ class Parser {
   private depth = 0;
   private absDepth = 0;
   private nodes = 0;
+  /** Inside the argument of sin/cos/…: a degree mark converts to radians there. */
+  private trig = 0;
   constructor(private readonly toks: Tok[]) {}
 
   private peek(o = 0): Tok | undefined {
@@ -536,6 +539,9 @@ class Parser {
       } else if (this.isOp("%")) {
         this.pos++;
         p = this.mk({ t: "pct", a: p });
+      } else if (this.isCmd("degree")) {
+        this.pos++;
+        if (this.trig > 0) p = this.mk({ t: "mul", a: p, b: this.mk({ t: "div", a: { t: "const", name: "pi" }, b: this.numNode("180") }) });
       } else if (this.isOp("'")) {
         this.pos++;
         if (p.t !== "sym") throw new ParseError("prime");
@@ -697,6 +703,8 @@ class Parser {
   private cmdPrimary(t: Tok & { k: "cmd" }): Node {
     const v = t.v;
     if (v === "gamma" && !this.isOp("(")) return this.mk({ t: "sym", name: "\\gamma" });
+    if (v === "Gamma" && this.isOp("(")) return this.functionCall("gamma", true);
+    if (v === "degree") return this.parsePrimary();
     if (v === "frac") {
       const a = this.latexArg();
       const b = this.latexArg();
@@ -866,6 +874,16 @@ class Parser {
         base = this.latexArg();
       }
     }
+    const periodic = PERIODIC.has(name);
+    if (periodic) this.trig++;
+    try {
+      return this.functionArgs(name, latex, power, base);
+    } finally {
+      if (periodic) this.trig--;
+    }
+  }
+
+  private functionArgs(name: string, latex: boolean, power: Node | null, base: Node | null): Node {
     let args: Node[];
     if (this.isOp("(")) {
       this.pos++;

@@ -162,6 +162,8 @@ describe("text, choices and units (trailing units only; single-letter units only
     ["15\\mbox{ cm}^2", "15", true],
     ["0.06 \\text{ yuan}", "0.06", true],
     ["1cm", "1", true],
+    ["\\text{10 cm}", "10", true],
+    ["5 m/s", "5", true],
     ["3s", "3", true],
     ["864 \\mbox{ inches}^2", "864", true],
     ["5", "5m", false],
@@ -178,6 +180,8 @@ describe("degrees", () => {
     ["90 degrees", "90", true],
     ["90\\text{ degrees}", "90^\\circ", true],
     ["90^\\circ", "\\frac{\\pi}{2}", false],
+    ["\\sin 30^\\circ", "\\frac12", true],
+    ["\\cos(60°)", "0.5", true],
   ]);
 });
 
@@ -204,6 +208,9 @@ describe("equations and relations", () => {
     ["x \\lt 3", "x<3", true],
     ["x \\gt 3", "x>3", true],
     ["x \\leq 3", "x <= 3", true],
+    ["x=1 \\quad y=2", "x = 1, y = 2", true],
+    ["x=1 \\quad y=2", "2", false],
+    ["2 = x", "x = 2", true],
   ]);
 });
 
@@ -300,6 +307,11 @@ describe("symbolic equivalence", () => {
     ["2x", "2y", false],
     ["f(y)", "f(x)", false],
     ["f(y)", "f(x)", true, { strictVariables: false }],
+    ["f(x) = x^2", "f(y) = y^2", false],
+    ["f(x) = x^2", "f(y) = y^2", true, { strictVariables: false }],
+    ["\\text{abc}", "abc", true],
+    ["\\text{Evelyn}", "e*v*e*l*y*n", true],
+    ["\\text{abc}", "cba", false],
     ["(+5)(b+2)", "(a+5)(b+2)", false],
     ["\\frac{1+\\sqrt{5}}{2}", "2", false],
     ["x^{100}", "x^{100}+1", false],

@@ -17,6 +17,7 @@ import {
 import { Budget, LIMITS, ParseError, Signal, SizeLimit } from "./limits.js";
 import { normalizeAnswer, type Side, stringKey } from "./normalize.js";
 import { parseAnswer } from "./parse.js";
+import { freeSymbols, type Node, renameSymbols } from "./ast.js";
 import { toVal, type Val } from "./structure.js";
 import { cleanText, cutAtSpecialTokens, splitThink } from "./text.js";
 
@@ -90,36 +91,55 @@ export interface Analysed {
   key: string;
   /** The parsed value (computed on first use: the string fast path often decides without it). */
   readonly val: Val | null;
+  /** The parse trees (one per text), or null when one does not parse. */
+  nodes(): Node[] | null;
 }
 
 /** Normalises one answer (several texts: several boxes, one unordered answer); parsing is deferred to `val`. */
 export function analyse(texts: string[], side: Side, method: string): Analysed {
   const norms = texts.map((t) => normalizeAnswer(t, side));
   const key = norms.map(stringKey).join("\u0002");
+  let cachedNodes: Array<Node | null> | undefined;
   let cached: Val | null | undefined;
+  const nodes = (): Array<Node | null> => (cachedNodes ??= norms.map(parseNode));
   return {
     display: texts.map((t) => t.trim()).join(", "),
     method,
     key,
     get val(): Val | null {
-      if (cached === undefined) {
-        const vals = norms.map(parseVal);
-        if (vals.length === 1) cached = vals[0];
-        else cached = vals.every((v) => v !== null) ? { k: "list", items: vals as Val[], ordered: false, brackets: "none" } : null;
-      }
+      if (cached === undefined) cached = valOf(nodes());
       return cached;
+    },
+    nodes: () => {
+      const n = nodes();
+      return n.every((x) => x !== null) ? (n as Node[]) : null;
     },
   };
 }
 
-function parseVal(norm: string): Val | null {
+function parseNode(norm: string): Node | null {
   if (norm === "" || norm.length > LIMITS.MAX_ANSWER_CHARS) return null;
   try {
-    return toVal(parseAnswer(norm));
+    return parseAnswer(norm);
   } catch (e) {
     if (e instanceof ParseError || e instanceof SizeLimit) return null;
     throw e;
   }
+}
+
+/** One value from the trees of one answer (several trees: an unordered answer). */
+function valOf(nodes: Array<Node | null>): Val | null {
+  const vals = nodes.map((n) => {
+    if (n === null) return null;
+    try {
+      return toVal(n);
+    } catch (e) {
+      if (e instanceof ParseError || e instanceof SizeLimit) return null;
+      throw e;
+    }
+  });
+  if (vals.length === 1) return vals[0];
+  return vals.every((v) => v !== null) ? { k: "list", items: vals as Val[], ordered: false, brackets: "none" } : null;
 }
 
 const MATH_WORDS = new Set(
@@ -255,12 +275,26 @@ function pick(cands: Iterable<Candidate>, side: Side): Analysed | null {
   return lastResort;
 }
 
+/** Non-strict variables: the prediction's symbols renamed onto the gold's (same count, sorted order): `f(y)` → `f(x)`. */
+function renamedToGold(p: Analysed, g: Analysed): Val | null {
+  const pn = p.nodes();
+  const gn = g.nodes();
+  if (!pn || !gn) return null;
+  const syms = (ns: Node[]) => [...new Set(ns.flatMap((n) => freeSymbols(n)))].sort();
+  const ps = syms(pn);
+  const gs = syms(gn);
+  if (ps.length !== gs.length || ps.join("\u0000") === gs.join("\u0000")) return null;
+  const map = new Map(ps.map((s, i) => [s, gs[i]]));
+  return valOf(pn.map((n) => renameSymbols(n, map)));
+}
+
 /** Compares two analysed answers. */
 export function compareAnalysed(p: Analysed, g: Analysed, options: VerifyOptions = {}): { equal: boolean; how: string } {
   const o = resolve(options);
   if (p.key !== "" && p.key === g.key) return { equal: true, how: "same normalised string" };
-  const pv = p.val;
+  let pv = p.val;
   const gv = g.val;
+  if (!o.strictVariables && pv && gv) pv = renamedToGold(p, g) ?? pv;
   if (pv && gv) {
     const cmp = new Comparer(o, new Budget());
     const equal = cmp.vals(pv, gv);
