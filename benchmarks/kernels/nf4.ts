@@ -3,16 +3,19 @@
 // M ∈ {1, 64}; M = 512 too on real GPUs, and on CPU adapters (lavapipe) only with NR_HEAVY=1.
 //
 // Metric: GFLOP/s = 2·M·N·K / time, kernel only (R dispatches recorded, one submit + wait, median of a few).
-// Peer: onnxruntime-node's com.microsoft MatMulBnb4 (K, N, block_size=64, quant_type=1 = NF4; B = the same packed
-// uint8 codes, absmax = our f32 per-block scales), same run, same adapter:
-//  - forward on the WebGPU EP, created with CPU fallback disabled so the node really runs on the GPU;
-//  - input gradient = MatMulBnb4 with transB=0, training_mode=1, which the WebGPU EP does not implement (its
-//    error is recorded in `note`); it is timed on the CPU EP instead.
-// session.run includes moving x in and y out, so peer numbers are end to end; our end-to-end number (upload x,
-// compute, download y) is reported beside the kernel-only one as `oursEndToEndGflops`. Each row also records the
-// largest |ours − ORT| / max|ORT| on the same inputs (both decode the same bytes: a format check, not just a timing).
+// Peer: onnxruntime-node's com.microsoft MatMulBnb4 (block_size=64, quant_type=1 = NF4) on its WebGPU EP, created
+// with CPU fallback disabled so the node really runs on the GPU (the CPU EP is used only if the WebGPU EP refuses;
+// the row says so). session.run includes moving x in and y out, so peer numbers are end to end; our end-to-end
+// number (upload x, compute, download y) is reported beside the kernel-only one as `oursEndToEndGflops`.
+//  - forward: MatMulBnb4(K, N) on exactly our bytes (packed codes, absmax = our f32 per-block scales). Each row
+//    records max |ours − ORT| / max |ORT| on the same input: both decode the same bytes, so this checks the format.
+//  - input gradient: ORT's own route to dy·W, MatMulBnb4 with transB=0/training_mode=1, exists only on its CPU EP
+//    and does not compute dy·W for W [N, K] stored the bnb way (it reads the dequantised buffer transposed; the
+//    measured mismatch is recorded in `note`). So the peer is MatMulBnb4 with K'=N, N'=K on an NF4 copy of Wᵀ —
+//    the same product and FLOPs, at the price of a second, transposed 4-bit copy of every weight that our kernel
+//    does not need (its numbers differ from ours by that copy's own quantisation, so no diff is recorded).
 import type { Gpu } from "../../packages/kernels/src/runtime/device.js";
-import { downloadNf4, nf4HostScales, nf4Matmul, quantizeNf4, releaseNf4, type Nf4MatmulMode } from "../../packages/kernels/src/nf4.js";
+import { downloadNf4, nf4DequantizeReference, nf4HostScales, nf4Matmul, nf4MatmulReference, nf4QuantizeReference, quantizeNf4, releaseNf4 } from "../../packages/kernels/src/nf4.js";
 import { isCpuAdapter } from "../../packages/kernels/src/matmul.js";
 import { buildModel, ort, tensor, timeOrt } from "../lib/ort.js";
 import { higherIsBetter, timeIt, type BenchRow } from "../lib/report.js";
@@ -34,7 +37,9 @@ function randomF32(n: number, seed: number, scale: number) {
   return out;
 }
 
-async function ortBnb4(mode: Nf4MatmulMode, N: number, K: number, packed: Uint8Array, absmax: Float32Array, ep: "webgpu" | "cpu") {
+/** A MatMulBnb4 session: Y[M, n] = A[M, k] · dequant(B as [n, k])ᵀ (or ORT's transB=0 training variant). */
+async function ortBnb4(o: { k: number; n: number; packed: Uint8Array; absmax: Float32Array; ep: "webgpu" | "cpu"; trainingTransB0?: boolean }) {
+  const { k, n } = o;
   const model = buildModel({
     nodes: [
       {
@@ -42,51 +47,88 @@ async function ortBnb4(mode: Nf4MatmulMode, N: number, K: number, packed: Uint8A
         domain: "com.microsoft",
         inputs: ["A", "B", "absmax"],
         outputs: ["Y"],
-        attributes: mode === "forward" ? { K, N, block_size: 64, quant_type: 1 } : { K, N, block_size: 64, quant_type: 1, transB: 0, training_mode: 1 },
+        attributes: o.trainingTransB0 ? { K: k, N: n, block_size: 64, quant_type: 1, transB: 0, training_mode: 1 } : { K: k, N: n, block_size: 64, quant_type: 1 },
       },
     ],
-    inputs: [{ name: "A", type: "float32", dims: ["M", mode === "forward" ? K : N] }],
-    outputs: [{ name: "Y", type: "float32", dims: ["M", mode === "forward" ? N : K] }],
+    inputs: [{ name: "A", type: "float32", dims: ["M", o.trainingTransB0 ? n : k] }],
+    outputs: [{ name: "Y", type: "float32", dims: ["M", o.trainingTransB0 ? k : n] }],
     initializers: [
-      { name: "B", type: "uint8", dims: [packed.length], data: packed },
-      { name: "absmax", type: "float32", dims: [absmax.length], data: absmax },
+      { name: "B", type: "uint8", dims: [o.packed.length], data: o.packed },
+      { name: "absmax", type: "float32", dims: [o.absmax.length], data: o.absmax },
     ],
   });
   try {
-    // Without fallback disabled ORT would quietly run an unsupported node on the CPU EP.
+    // Without fallback disabled ORT would quietly run a node the WebGPU EP lacks on the CPU EP.
     const session = await ort.InferenceSession.create(model, {
-      executionProviders: [ep],
+      executionProviders: [o.ep],
       graphOptimizationLevel: "all",
       logSeverityLevel: 4,
-      ...(ep === "webgpu" ? { extra: { session: { disable_cpu_ep_fallback: "1" } } } : {}),
+      ...(o.ep === "webgpu" ? { extra: { session: { disable_cpu_ep_fallback: "1" } } } : {}),
     } as ort.InferenceSession.SessionOptions);
-    return { session, error: undefined };
+    return { session, error: undefined as string | undefined };
   } catch (err) {
     return { session: null, error: (err as Error).message.split("\n")[0] };
   }
+}
+
+/** WebGPU EP, else the CPU EP with the reason recorded. */
+async function ortPeer(o: { k: number; n: number; packed: Uint8Array; absmax: Float32Array }) {
+  const gpuPeer = await ortBnb4({ ...o, ep: "webgpu" });
+  if (gpuPeer.session) return { ep: "webgpu" as const, session: gpuPeer.session, note: undefined };
+  const cpuPeer = await ortBnb4({ ...o, ep: "cpu" });
+  return { ep: "cpu" as const, session: cpuPeer.session, note: `ORT WebGPU EP: ${gpuPeer.error}; peer on the CPU EP${cpuPeer.error ? ` (also failed: ${cpuPeer.error})` : ""}` };
+}
+
+/** Does ORT's transB=0 / training_mode=1 MatMulBnb4 (CPU EP) compute dy·W for a bnb [N, K] weight? Max rel. error. */
+async function probeOrtTransB0(): Promise<string> {
+  const N = 16;
+  const K = 128;
+  const wv = randomF32(N * K, 5, 0.1);
+  const q = nf4QuantizeReference(wv, { doubleQuant: false });
+  const deq = nf4DequantizeReference(q.packed, q.absmax, N * K);
+  const p = await ortBnb4({ k: K, n: N, packed: q.packed, absmax: q.absmax, ep: "cpu", trainingTransB0: true });
+  if (!p.session) return `ORT transB=0/training_mode=1 on the CPU EP: ${p.error}`;
+  const M = 3;
+  const dy = randomF32(M * N, 9, 1);
+  const y = (await p.session.run({ A: tensor("float32", dy, [M, N]) })).Y.data as Float32Array;
+  await p.session.release();
+  const want = nf4MatmulReference(dy, deq, { M, N, K, mode: "inputGrad" });
+  let maxAbs = 0;
+  let diff = 0;
+  for (let i = 0; i < want.length; i++) {
+    maxAbs = Math.max(maxAbs, Math.abs(want[i]));
+    diff = Math.max(diff, Math.abs(y[i] - want[i]));
+  }
+  return `ORT's transB=0/training_mode=1 MatMulBnb4 (CPU EP only) vs float64 dy·W at [${N}, ${K}]: max rel error ${(diff / maxAbs).toExponential(2)}`;
 }
 
 export async function benchNf4(gpu: Gpu, opts: { Ms?: number[]; iters?: number; shapes?: typeof NF4_SHAPES; log?: boolean } = {}): Promise<BenchRow[]> {
   const cpu = isCpuAdapter(gpu);
   const heavy = process.env.NR_HEAVY === "1";
   const Ms = opts.Ms ?? (cpu && !heavy ? [1, 64] : [1, 64, 512]);
-  const iters = opts.iters ?? (cpu ? 3 : 7);
+  const iters = opts.iters ?? (cpu ? 5 : 7);
   const rows: BenchRow[] = [];
+  const transB0 = await probeOrtTransB0();
   for (const shape of opts.shapes ?? NF4_SHAPES) {
     const { N, K } = shape;
-    const wIn = gpu.upload(randomF32(N * K, N * 31 + K, 0.05), "bench_nf4_src");
+    const wHost = randomF32(N * K, N * 31 + K, 0.05);
+    const wIn = gpu.upload(wHost, "bench_nf4_src");
     const w = quantizeNf4(gpu, { input: wIn, dtype: "f32", N, K, label: "bench_nf4" });
     const host = await downloadNf4(gpu, w);
     gpu.release(wIn);
     const scales = nf4HostScales(host);
+    // Wᵀ [K, N] quantised on its own (the copy ORT needs for the input gradient).
+    const wT = new Float32Array(N * K);
+    for (let r = 0; r < N; r++) for (let c = 0; c < K; c++) wT[c * N + r] = wHost[r * K + c];
+    const wTIn = gpu.upload(wT, "bench_nf4_srcT");
+    const wTq = quantizeNf4(gpu, { input: wTIn, dtype: "f32", N: K, K: N, doubleQuant: false, label: "bench_nf4T" });
+    const hostT = await downloadNf4(gpu, wTq);
+    gpu.release(wTIn);
+    releaseNf4(gpu, wTq);
     const peers = {
-      forward: { ep: "webgpu" as const, ...(await ortBnb4("forward", N, K, host.packed, scales, "webgpu")) },
-      inputGrad: { ep: "cpu" as const, ...(await ortBnb4("inputGrad", N, K, host.packed, scales, "cpu")) },
+      forward: await ortPeer({ k: K, n: N, packed: host.packed, absmax: scales }),
+      inputGrad: await ortPeer({ k: N, n: K, packed: hostT.packed, absmax: hostT.absmax! }),
     };
-    const webgpuIGrad = await ortBnb4("inputGrad", N, K, host.packed, scales, "webgpu");
-    await webgpuIGrad.session?.release();
-    const igradNote = webgpuIGrad.session ? undefined : `ORT WebGPU EP: ${webgpuIGrad.error}; peer timed on the CPU EP`;
-    if (webgpuIGrad.session) peers.inputGrad = { ep: "webgpu", ...(await ortBnb4("inputGrad", N, K, host.packed, scales, "webgpu")) };
 
     for (const M of Ms) {
       const flop = 2 * M * N * K;
@@ -99,7 +141,8 @@ export async function benchNf4(gpu: Gpu, opts: { Ms?: number[]; iters?: number; 
         const out = gpu.alloc(M * outCols * 4, "bench_nf4_out");
         nf4Matmul(gpu, { mode, a: aBuf, w, out, M }); // compile + warm
         await gpu.sync();
-        const R = cpu ? 1 : M >= 512 ? 4 : 16;
+        // Enough dispatches per submit that the submit/wait overhead stays small (CPU adapters: ≥ ~0.2 GFLOP).
+        const R = cpu ? Math.min(16, Math.max(1, Math.round(2e8 / flop))) : M >= 512 ? 4 : 16;
         const kernel = await timeIt(async () => {
           for (let r = 0; r < R; r++) nf4Matmul(gpu, { mode, a: aBuf, w, out, M });
           await gpu.sync();
@@ -116,7 +159,7 @@ export async function benchNf4(gpu: Gpu, opts: { Ms?: number[]; iters?: number; 
         const peer = peers[mode];
         let peerMs: number | null = null;
         let maxRelDiff: number | null = null;
-        if (peer.session) {
+        if (peer.session && mode === "forward") {
           const feeds = { A: tensor("float32", a, [M, inCols]) };
           const res = await peer.session.run(feeds);
           const y = res.Y.data as Float32Array;
@@ -127,13 +170,17 @@ export async function benchNf4(gpu: Gpu, opts: { Ms?: number[]; iters?: number; 
             diff = Math.max(diff, Math.abs(y[i] - ours[i]));
           }
           maxRelDiff = diff / (maxAbs || 1);
+        }
+        if (peer.session) {
+          const feeds = { A: tensor("float32", a, [M, inCols]) };
+          await peer.session.run(feeds); // warm
           peerMs = await timeOrt(peer.session, feeds, iters, 0);
         }
         const what = mode === "forward" ? "forward x·Wᵀ" : "input-grad dy·W";
         const caseName = `M=${M} ${shape.name} ${N}x${K} ${what}`;
-        const note = mode === "inputGrad" ? igradNote : peer.error ? `ORT ${peer.ep} EP: ${peer.error}` : undefined;
+        const note = [peer.note, mode === "inputGrad" ? `peer multiplies by an NF4 copy of Wᵀ; ${transB0}` : undefined].filter(Boolean).join("; ") || undefined;
         rows.push(
-          higherIsBetter(caseName, "GFLOP/s (kernel)", gf(kernel.medianMs / R), `onnxruntime-node MatMulBnb4 ${peer.ep} EP (session.run, end to end)`, peerMs ? gf(peerMs) : null, {
+          higherIsBetter(caseName, "GFLOP/s (kernel)", gf(kernel.medianMs / R), `onnxruntime-node MatMulBnb4 ${peer.ep} EP${mode === "inputGrad" ? " on NF4(Wᵀ)" : ""} (session.run, end to end)`, peerMs ? gf(peerMs) : null, {
             oursEndToEndGflops: gf(e2e.medianMs),
             maxRelDiffVsOrt: maxRelDiff,
             ...(note ? { note } : {}),

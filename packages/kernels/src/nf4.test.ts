@@ -399,7 +399,7 @@ interface MmCase {
   M: number;
   N: number;
   K: number;
-  path?: "direct" | "tiled";
+  path?: "direct" | "tiled" | "gemv";
   dtype?: Nf4ActDtype;
   outDtype?: Nf4ActDtype;
   alpha?: number;
@@ -470,6 +470,15 @@ describe("nf4Matmul (fused dequant GEMM) vs float64 x·deq(W)ᵀ and dy·deq(W)"
       await checkMatmul(c, "inputGrad");
     });
   }
+
+  it("the GPU decode kernel (gemv, forward only): M = 1 and 6, N not a multiple of its 8 columns, accumulate", async () => {
+    await checkMatmul({ M: 1, N: 67, K: 128, path: "gemv" }, "forward");
+    await checkMatmul({ M: 6, N: 29, K: 64, path: "gemv", accumulate: true, alpha: 0.25 }, "forward");
+    const { w } = await weightFor(29, 64);
+    const a = gpu.alloc(6 * 64 * 4);
+    expect(() => nf4Matmul(gpu, { mode: "inputGrad", a, w, out: a, M: 6, path: "gemv" })).toThrow(/forward-only/);
+    gpu.release(a);
+  });
 
   it("4 fresh random shapes", async () => {
     for (let i = 0; i < 4; i++) {

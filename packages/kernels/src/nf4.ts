@@ -54,9 +54,11 @@
 //   "tiled"  (GPUs, M > 8): 16×16 threads, a BM×64 output tile, BK = 32; each thread decodes one u32 word (8 weights)
 //            of the W tile into workgroup memory — [n][k-run] for forward, [n-run][k] for inputGrad — so the inner
 //            register-tile loop is the same for both orientations.
-//   "direct" (CPU adapters such as lavapipe, and M ≤ 8 decode): no workgroup memory or barriers; forward: TM rows ×
-//            TN columns per invocation, reading W words along K; inputGrad: TM rows × the 8 output columns of one
-//            word, walking W down the N axis (neighbouring invocations read neighbouring words).
+//   "direct" (CPU adapters such as lavapipe; inputGrad with M ≤ 8 on GPUs): no workgroup memory or barriers;
+//            forward: TM rows × TN columns per invocation, reading W words along K; inputGrad: TM rows × the 8
+//            output columns of one word, walking W down the N axis (neighbouring invocations read neighbouring words).
+//   "gemv"   (GPUs, forward with M ≤ 8): 32 lanes per output column stride over its K words (coalesced), summed
+//            through workgroup memory.
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { isCpuAdapter } from "./matmul.js";
@@ -802,8 +804,11 @@ export interface Nf4MatmulArgs {
   alpha?: number;
   /** out += result (e.g. adding the base's input gradient to LoRA's). */
   accumulate?: boolean;
-  /** Force a kernel (default: "direct" on CPU adapters or for M ≤ 8, else "tiled"). */
-  path?: "tiled" | "direct";
+  /**
+   * Force a kernel. Default: "direct" on CPU adapters; on GPUs "gemv" for forward with M ≤ 8, "direct" for inputGrad
+   * with M ≤ 8, else "tiled". ("gemv" is forward-only.)
+   */
+  path?: "tiled" | "direct" | "gemv";
 }
 
 const PARAMS = "struct Params { M: u32, N: u32, K: u32, KW: u32, bsShift: u32, alpha: f32, acc: u32, pad: u32 }";
@@ -858,6 +863,52 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       let n = n0 + j;
       if (n < u.N) ${storeExpr(outDtype, "m * u.N + n", "acc[i][j]")}
     }
+  }
+}
+`;
+}
+
+/**
+ * GEMV-style forward kernel for GPUs at M ≤ 8 (decode): a workgroup of 32 lanes × 8 columns; the 32 lanes of a
+ * column stride over its K words (neighbouring lanes read neighbouring words and x runs: coalesced), keep TM row
+ * accumulators, and are summed through workgroup memory at the end.
+ */
+export function nf4ForwardGemvWgsl(o: { dtype: Nf4ActDtype; outDtype: Nf4ActDtype; TM: number; code: ArrayLike<number> }): string {
+  const { dtype, outDtype, TM } = o;
+  const f16 = dtype === "f16" || outDtype === "f16";
+  return /* wgsl */ `
+${f16 ? "enable f16;" : ""}
+${PARAMS}
+@group(0) @binding(0) var<storage, read> A: array<vec4<${dtype}>>;
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+@group(0) @binding(2) var<storage, read> S: array<f32>;
+@group(0) @binding(3) var<storage, read_write> C: array<${outDtype}>;
+@group(0) @binding(4) var<uniform> u: Params;
+${codeConst(o.code)}
+var<workgroup> red: array<f32, ${TM * 256}>;
+@compute @workgroup_size(32, 8, 1)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let n = (wg.y * u.pad + wg.x) * 8u + lid.y;   // u.pad = workgroups along x (2D fold)
+  let nc = min(n, u.N - 1u);
+  var acc: array<f32, ${TM}>;
+  var rowA: array<u32, ${TM}>;
+  for (var i = 0u; i < ${TM}u; i++) { rowA[i] = min(i, u.M - 1u) * (u.K / 4u); }
+  for (var kw = lid.x; kw < u.KW; kw += 32u) {
+    let w = W[nc * u.KW + kw];
+    let s = S[(nc * u.K + kw * 8u) >> u.bsShift];
+    ${decodeWord("w", "c0", "c1")}
+    for (var i = 0u; i < ${TM}u; i++) {
+      let a0 = vec4<f32>(A[rowA[i] + 2u * kw]);
+      let a1 = vec4<f32>(A[rowA[i] + 2u * kw + 1u]);
+      acc[i] += s * (dot(a0, c0) + dot(a1, c1));
+    }
+  }
+  for (var i = 0u; i < ${TM}u; i++) { red[i * 256u + lid.y * 32u + lid.x] = acc[i]; }
+  workgroupBarrier();
+  if (lid.x < ${TM}u && lid.x < u.M && n < u.N) {
+    var v = 0.0;
+    for (var l = 0u; l < 32u; l++) { v += red[lid.x * 256u + lid.y * 32u + l]; }
+    ${storeExpr(outDtype, "lid.x * u.N + n", "v")}
   }
 }
 `;
@@ -1012,9 +1063,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
 `;
 }
 
-/** Register tile of the direct kernels by M (CPU adapters, decode). */
+/** Register tile of the direct kernels by M. */
 function directTile(M: number): { TM: number; TN: number; WX: number; WY: number } {
-  if (M <= 1) return { TM: 1, TN: 4, WX: 64, WY: 1 };
+  if (M <= 1) return { TM: 1, TN: 4, WX: 16, WY: 1 };
   if (M <= 4) return { TM: 4, TN: 4, WX: 64, WY: 1 };
   return { TM: 8, TN: 4, WX: 8, WY: 8 };
 }
@@ -1046,9 +1097,17 @@ export function nf4Matmul(gpu: Gpu, args: Nf4MatmulArgs): void {
   const params = new ArrayBuffer(32);
   new Uint32Array(params).set([M, N, K, K / 8, log2Int(w.blocksize), 0, args.accumulate ? 1 : 0, 0]);
   new Float32Array(params)[5] = args.alpha ?? 1;
-  const path = args.path ?? (isCpuAdapter(gpu) || M <= 8 ? "direct" : "tiled");
+  const path = args.path ?? (isCpuAdapter(gpu) ? "direct" : M <= 8 ? (mode === "forward" ? "gemv" : "direct") : "tiled");
+  if (path === "gemv" && (mode !== "forward" || M > 8)) throw new Error(`nf4Matmul: the "gemv" kernel is forward-only with M ≤ 8 (got ${mode}, M=${M})`);
   const sfx = `${dtype}${outDtype === "f16" ? "_oh" : ""}_${codeKey(w.code)}`;
   const bufs = [args.a, w.packed, w.scales, args.out];
+  if (path === "gemv") {
+    const TM = M <= 1 ? 1 : M <= 4 ? 4 : 8;
+    const [gx, gy] = foldGrid(N, 8, gpu);
+    new Uint32Array(params)[7] = gx;
+    gpu.dispatch(gpu.kernel(`nf4_fwd_gemv_${sfx}_tm${TM}`, nf4ForwardGemvWgsl({ dtype, outDtype, TM, code: w.code })), bufs, [gx, gy], params);
+    return;
+  }
   if (path === "direct") {
     const cfg = directTile(M);
     if (mode === "forward") {
