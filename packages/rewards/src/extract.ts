@@ -284,8 +284,33 @@ export function findMarkers(s: string): Marker[] {
   return out;
 }
 
-/** The answer text after a marker: a box, a math span, or plain text up to the end of the sentence. */
-export function captureAfter(s: string, from: number): { text: string; math: boolean } | null {
+/**
+ * Math spans joined only by a separator (`$2$ and $3$`, `$a=1$, $b=2$`) form one answer; Math-Verify merges up to 6.
+ * Returns the group ending at `spans[last]`.
+ */
+export function spanGroupEndingAt(s: string, spans: Span[], last: number): Span[] {
+  const group = [spans[last]];
+  for (let k = last - 1; k >= 0 && group.length < 6; k--) {
+    const gap = s.slice(spans[k].end, group[0].start);
+    if (gap.length > 12 || !/^\s*(?:[,;]|,?\s*(?:and|or))\s*$/i.test(gap)) break;
+    group.unshift(spans[k]);
+  }
+  return group;
+}
+
+/** The spans starting at `spans[first]` joined by separators (the forward version of spanGroupEndingAt). */
+function spanGroupFrom(s: string, spans: Span[], first: number): Span[] {
+  const group = [spans[first]];
+  for (let k = first + 1; k < spans.length && group.length < 6; k++) {
+    const gap = s.slice(group[group.length - 1].end, spans[k].start);
+    if (gap.length > 12 || !/^\s*(?:[,;]|,?\s*(?:and|or))\s*$/i.test(gap)) break;
+    group.push(spans[k]);
+  }
+  return group;
+}
+
+/** The answer text after a marker: a box, math span(s), or plain text up to the end of the sentence. */
+export function captureAfter(s: string, from: number): { text: string; math: boolean; more?: string[] } | null {
   let i = from;
   const limit = Math.min(s.length, from + 400);
   while (i < limit && /[\s*:：_]/.test(s[i])) i++;
@@ -299,12 +324,14 @@ export function captureAfter(s: string, from: number): { text: string; math: boo
     }
   }
   if (s[i] === "$" || (s[i] === "\\" && (s[i + 1] === "(" || s[i + 1] === "["))) {
-    const spans = findMathSpans(s.slice(i, Math.min(s.length, i + 2000)), 1);
-    if (spans.length === 1 && spans[0].start === 0) {
+    const window = s.slice(i, Math.min(s.length, i + 2000));
+    const spans = findMathSpans(window, 8);
+    if (spans.length >= 1 && spans[0].start === 0) {
       const inner = spans[0].content;
       const box = findBoxes(inner);
       if (box.length > 0 && box[box.length - 1].content !== null) return { text: box[box.length - 1].content as string, math: true };
-      return { text: inner, math: true };
+      const group = spanGroupFrom(window, spans, 0);
+      return group.length > 1 ? { text: inner, math: true, more: group.slice(1).map((g) => g.content) } : { text: inner, math: true };
     }
   }
   // Plain text up to a sentence end.

@@ -48,7 +48,7 @@ const GREEK = new Set(
 );
 /** Short letter runs that are words, not products of variables. */
 const TEXT_WORDS = new Set(
-  "yes no odd all not the is are for any one two six ten nor but may can has was off per dne none".split(" "),
+  "yes no odd all not the is are for any one two six ten nor but may can has was off per dne none so we it if of to be by get let now its our you".split(" "),
 );
 const REL_CMDS: Record<string, RelOp> = {
   le: "<=", leq: "<=", leqslant: "<=", leqq: "<=", ge: ">=", geq: ">=", geqslant: ">=", geqq: ">=", lt: "<", gt: ">",

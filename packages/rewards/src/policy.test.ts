@@ -48,6 +48,28 @@ describe("boxed extraction in verify", () => {
   it("reports a truncated box", () => expect(verify("so \\boxed{\\frac{1}{2}", "1/2").reason).toMatch(/truncated/));
 });
 
+describe("answers in full responses", () => {
+  check([
+    ["The solutions are $x = 2$ and $x = 3$.", "2, 3", true],
+    ["The solutions are $x = 2$ and $x = 3$.", "3", false],
+    ["Thus $a = 1$, $b = 2$.", "a=1, b=2", true],
+    ["Thus $a = 2$, $b = 1$.", "a=1, b=2", false],
+    ["The answer is $\\frac{1}{2}$ or $0.5$.", "1/2", true],
+    ["Final Answer: The final answer is $2$ and $3$. I hope it is correct.", "\\{2,3\\}", true],
+    ["\\boxed{7} ... Final Answer: The final answer is $8$. I hope it is correct.", "8", true],
+    ["\\boxed{a=2}, \\boxed{b=1}", "a = 1, b = 2", false],
+    ["**Final Answer**\n\\[ \\boxed{42} \\]", "42", true],
+    ["The answer is: 42", "42", true],
+    ["So x = 5.", "5", true],
+    ["The answer is (B).", "\\text{(B)}", true],
+    ["We get $x = 3$, so the area is $9$.", "9", true],
+    ["We get $x = 3$, so the area is $9$.", "3", false],
+    ["Thus, the number of residents who own all four is **73**.", "73", true],
+    ["there are 12 sequences. <|im_start|>user\nNext question: 7", "12", true],
+    ["Answer \\( \\n 9 \\n \\)", "9", false, { matchTypes: ["latex"] }],
+  ]);
+});
+
 describe("escaping damage", () => {
   check([
     ["\\\\frac{1}{2}", "\\frac12", true],

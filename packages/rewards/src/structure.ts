@@ -317,6 +317,11 @@ function listVal(items: Node[], seps: string[]): Val {
   return flatList(items.map(toVal), unordered);
 }
 
+/** Several separately written answers (boxes, math spans) as one: a record, a labelled set, or an unordered list. */
+export function joinAnswers(vals: Val[]): Val {
+  return flatList(vals, true);
+}
+
 function flatList(vals: Val[], unorderedSeps: boolean): Val {
   let unordered = unorderedSeps;
   // ± inside an element makes the list a set of alternatives

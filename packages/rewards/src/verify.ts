@@ -10,6 +10,7 @@ import {
   findMathSpans,
   findNumbers,
   finalBoxGroup,
+  spanGroupEndingAt,
   lastBold,
   lastBoxUnbalanced,
   unwrapWholeMath,
@@ -18,7 +19,7 @@ import { Budget, LIMITS, ParseError, Signal, SizeLimit } from "./limits.js";
 import { normalizeAnswer, type Side, stringKey } from "./normalize.js";
 import { parseAnswer } from "./parse.js";
 import { freeSymbols, type Node, renameSymbols } from "./ast.js";
-import { toVal, type Val } from "./structure.js";
+import { joinAnswers, toVal, type Val } from "./structure.js";
 import { cleanText, cutAtSpecialTokens, splitThink } from "./text.js";
 
 export type MatchType = "latex" | "expr";
@@ -139,7 +140,7 @@ function valOf(nodes: Array<Node | null>): Val | null {
     }
   });
   if (vals.length === 1) return vals[0];
-  return vals.every((v) => v !== null) ? { k: "list", items: vals as Val[], ordered: false, brackets: "none" } : null;
+  return vals.every((v) => v !== null) ? joinAnswers(vals as Val[]) : null;
 }
 
 const MATH_WORDS = new Set(
@@ -196,7 +197,7 @@ function* predictionCandidates(s: string, o: Resolved, gsm8k: boolean): Generato
     const m = markers[k];
     if (m.kind !== "final" || m.pos < lastBoxEnd) continue;
     const cap = captureAfter(s, m.capStart);
-    if (useCapture(cap)) yield { texts: [(cap as { text: string }).text], method: "final answer", strict: true };
+    if (cap && useCapture(cap)) yield { texts: [cap.text, ...(cap.more ?? [])], method: "final answer", strict: true };
   }
   const group = finalBoxGroup(boxes, s);
   if (group.length > 0) yield { texts: group, method: group.length > 1 ? "boxed (several)" : "boxed", strict: false };
@@ -211,7 +212,7 @@ function* predictionCandidates(s: string, o: Resolved, gsm8k: boolean): Generato
     const cap = captureAfter(s, m.capStart);
     if (!cap || !(useCapture(cap) || gsm8k)) continue;
     const method = m.kind === "hashes" ? "####" : m.kind === "final" ? "final answer" : "answer is";
-    yield { texts: [cap.text], method, strict: true };
+    yield { texts: [cap.text, ...(cap.more ?? [])], method, strict: true };
     if (o.expr || gsm8k) {
       const nums = findNumbers(cap.text);
       if (nums.length) yield { texts: [nums[nums.length - 1].text], method: `${method} (number)`, strict: true };
@@ -228,7 +229,10 @@ function* predictionCandidates(s: string, o: Resolved, gsm8k: boolean): Generato
       const c = spans[k].content;
       if (!/[0-9]|\\[a-zA-Z]/.test(c)) continue;
       taken++;
-      tail.push({ end: spans[k].end, cand: { texts: [c], method: "math span", strict: true }, span: true });
+      // `$x = 2$ and $x = 3$`: spans joined by a separator are one answer
+      const group = spanGroupEndingAt(s, spans, k);
+      tail.push({ end: spans[k].end, cand: { texts: group.map((g) => g.content), method: "math span", strict: true }, span: true });
+      k -= group.length - 1;
     }
   }
   if (o.expr || gsm8k) {
