@@ -66,7 +66,8 @@ describe("answers in full responses", () => {
     ["We get $x = 3$, so the area is $9$.", "3", false],
     ["Thus, the number of residents who own all four is **73**.", "73", true],
     ["there are 12 sequences. <|im_start|>user\nNext question: 7", "12", true],
-    ["Answer \\( \\n 9 \\n \\)", "9", false, { matchTypes: ["latex"] }],
+    ["Answer \\( \n 9 \n \\)", "9", false, { matchTypes: ["latex"] }],
+    ["Answer \\[ \n 9 \n \\]", "9", true, { matchTypes: ["latex"] }],
   ]);
 });
 
