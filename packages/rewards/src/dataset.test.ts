@@ -25,7 +25,7 @@ const load = (name: string): Row[] =>
     .map((l) => JSON.parse(l) as Row);
 
 /** The upstream grader options a row was produced with, mapped onto ours (README "Options"). */
-export function optionsFor(row: Row): VerifyOptions {
+function optionsFor(row: Row): VerifyOptions {
   const c = row.config ?? {};
   const o: VerifyOptions = {};
   if (c.precision !== undefined) o.floatPrecision = c.precision;

@@ -128,6 +128,7 @@ export function normalizeAnswer(raw: string, side: Side): string {
   // Currency.
   if (t.indexOf("$") >= 0) t = t.replace(/\\\$|\$/g, "");
   if (/[€£¥]/.test(t)) t = t.replace(/[€£¥]/g, "");
+  if (letters) t = t.replace(/(?<![A-Za-z])(?:USD|EUR|GBP|CAD|AUD|INR|Rs\.?)\s*(?=[-+]?\.?\d)/g, "");
   if (bs) t = t.replace(/\\(?:euro|pounds|yen|textdollar)(?![A-Za-z])/g, "");
   // Units after a number at the end of an element.
   if (letters) {
