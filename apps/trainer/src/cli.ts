@@ -1,11 +1,55 @@
 #!/usr/bin/env node
-// The `nr` command line. Subcommands arrive with their packages; each has --help.
-import yargs from "yargs";
+// The `nr` command line. Dotted config overrides (`--rl.algo lpro --rl.G 4`) are taken out before yargs sees the
+// arguments; every subcommand has --help.
+import yargs, { type Argv } from "yargs";
 import { hideBin } from "yargs/helpers";
 import { doctor, printDoctor } from "./doctor.js";
+import { ConfigError, parseOverrides, resolveConfig } from "./run/index.js";
 
-await yargs(hideBin(process.argv))
+const { overrides, rest } = parseOverrides(hideBin(process.argv));
+
+const trainOptions = (y: Argv) =>
+  y
+    .option("preset", { type: "string", default: "default", describe: "configs/train/<preset>.json or a path to a JSON config" })
+    .epilog("Any config key can be overridden with a dotted flag, e.g. --rl.algo lpro --rl.G 4 --sft.lr 2e-4 --name my-run");
+
+async function train(argv: { preset: string }, phases: { sft: boolean; rl: boolean }) {
+  const extra = [...overrides];
+  if (!phases.sft) extra.push(["sft.enabled", false]);
+  if (!phases.rl) extra.push(["rl.enabled", false]);
+  let config;
+  try {
+    config = resolveConfig({ preset: argv.preset, overrides: extra });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`nr: invalid config:\n${e.message}`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const { runPipeline } = await import("./train/pipeline.js");
+  await runPipeline(config);
+}
+
+await yargs(rest)
   .scriptName("nr")
+  .command("train", "SFT cold start, then RL, then eval and a report (the embedded default with no arguments)", trainOptions, (a) => train(a, { sft: true, rl: true }))
+  .command("sft", "SFT only", trainOptions, (a) => train(a, { sft: true, rl: false }))
+  .command("rl", "RL only (from the base model or --model)", trainOptions, (a) => train(a, { sft: false, rl: true }))
+  .command(
+    "export",
+    "Export a checkpoint to ONNX (for onnxruntime / transformers.js)",
+    (y) =>
+      y
+        .option("model", { type: "string", demandOption: true, describe: "HF checkpoint directory" })
+        .option("out", { type: "string", demandOption: true, describe: "output .onnx path" })
+        .option("dtype", { choices: ["f32", "f16"] as const, default: "f32" as const }),
+    async (a) => {
+      const { exportOnnx } = await import("@nr/model");
+      const r = await exportOnnx(a.model, a.out, { dtype: a.dtype });
+      console.log(JSON.stringify(r, null, 2));
+    },
+  )
   .command(
     "doctor",
     "Show the WebGPU adapter, its features and limits, and run one checked matmul",

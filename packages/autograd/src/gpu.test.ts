@@ -5,7 +5,7 @@ import { createGpu, type Gpu } from "@nr/kernels";
 import { CpuBackend } from "./cpu.js";
 import { GpuBackend } from "./gpu.js";
 import { Engine, type Tensor } from "./tensor.js";
-import { add, embedding, linear, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
+import { add, attention, embedding, linear, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
 
 let gpu: Gpu;
 beforeAll(async () => (gpu = await createGpu()));
@@ -52,6 +52,8 @@ describe(`GPU backend = float64 CPU backend (seed ${seed})`, () => {
   it("rope with per-token positions", () =>
     sameOnBoth((e, [x]) => [rope(x, e.tensor([0, 5, 1, 77], [4], { dtype: "u32" }), 10000)], [[4, 3, 16]]));
   it("swiglu", () => sameOnBoth((e, [g, u]) => [swiglu(g, u)], [[130], [130]]));
+  it("causal GQA attention with left padding (forward, dq, dk, dv)", () =>
+    sameOnBoth((e, [q, k, v]) => [attention(q, k, v, e.tensor([0, 0, 1, 1, 1, 1, 1, 1, 1, 1], [2, 5], { dtype: "u32" }))], [[2, 5, 4, 8], [2, 5, 2, 8], [2, 5, 2, 8]]));
   it("embedding with repeated ids", () => sameOnBoth((e, [t]) => [embedding(e.tensor([3, 1, 3, 0, 6], [5], { dtype: "u32" }), t)], [[7, 8]]));
   const headW = randn(50 * 16);
   it("fused LM head (logp, entropy) at temperature 0.8", () =>

@@ -89,12 +89,10 @@ export class GpuBackend implements Backend {
     K.swigluBackward(this.gpu, { dh: B(dh), gate: B(gate), up: B(up), dgate: B(dgate), dup: B(dup), M: 1, I: n });
   }
   attention(q: Storage, k: Storage, v: Storage, keyValid: Storage, o: Storage, lse: Storage, d: AttentionDims) {
-    void q; void k; void v; void keyValid; void o; void lse; void d;
-    throw new Error("GpuBackend.attention: the attention kernel is not wired yet");
+    K.attention(this.gpu, { q: B(q), k: B(k), v: B(v), o: B(o), lse: B(lse), kvValid: B(keyValid), B: d.B, T: d.T, Hq: d.Hq, Hkv: d.Hkv, D: d.D, scale: d.scale });
   }
   attentionBackward(dO: Storage, q: Storage, k: Storage, v: Storage, keyValid: Storage, o: Storage, lse: Storage, dq: Storage, dk: Storage, dv: Storage, d: AttentionDims) {
-    void dO; void q; void k; void v; void keyValid; void o; void lse; void dq; void dk; void dv; void d;
-    throw new Error("GpuBackend.attentionBackward: the attention kernel is not wired yet");
+    K.attentionBackward(this.gpu, { q: B(q), k: B(k), v: B(v), o: B(o), lse: B(lse), dO: B(dO), dq: B(dq), dk: B(dk), dv: B(dv), kvValid: B(keyValid), B: d.B, T: d.T, Hq: d.Hq, Hkv: d.Hkv, D: d.D, scale: d.scale });
   }
   embedding(ids: Storage, table: Storage, out: Storage, M: number, H: number) {
     const V = Math.floor(B(table).bytes / 4 / H);

@@ -16,3 +16,4 @@ export * from "./rope.js";
 export * from "./lmhead.js";
 export * from "./optim.js";
 export * from "./sampling.js";
+export * from "./attention.js";
