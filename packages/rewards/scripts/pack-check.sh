@@ -13,11 +13,16 @@ tsc="$pkg/node_modules/.bin/tsc"
 work="$(mktemp -d "${TMPDIR:-/tmp}/nr-rewards-pack-XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-echo "[pack-check] building $pkg"
-(cd "$pkg" && rm -rf dist && "$tsc" -p tsconfig.build.json)
+# Build into a staging copy (package.json, README.md, fresh dist/) so the repository's own dist/ is never touched
+# (other tests may be using it at the same time).
+stage="$work/stage"
+mkdir -p "$stage"
+cp "$pkg/package.json" "$pkg/README.md" "$stage/"
+echo "[pack-check] building $pkg into $stage/dist"
+(cd "$pkg" && "$tsc" -p tsconfig.build.json --outDir "$stage/dist")
 
 echo "[pack-check] npm pack"
-tarball="$(cd "$pkg" && npm pack --silent --pack-destination "$work" 2>/dev/null | tail -n 1)"
+tarball="$(cd "$stage" && npm pack --silent --pack-destination "$work" 2>/dev/null | tail -n 1)"
 echo "[pack-check] $tarball: $(tar -tzf "$work/$tarball" | wc -l) files"
 if tar -tzf "$work/$tarball" | grep -q -E '\.test\.(js|ts)$|/src/'; then
   echo "[pack-check] FAIL: tests or sources leaked into the tarball" >&2
