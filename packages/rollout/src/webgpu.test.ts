@@ -88,3 +88,25 @@ describe("WebGpuGenerator", () => {
     for (const c of res[0].completions) expect(["eos", "stop", "length"]).toContain(c.finishReason);
   });
 });
+
+describe("curation on a generated model (the @nr/data pipeline driven by the GPU generator)", () => {
+  it("runs answer-check → exact dedup → learnable-zone difficulty filter end to end and records pass rates", async () => {
+    const { curate, generateSynthetic } = await import("@nr/data");
+    const records = generateSynthetic({ count: 6, seed: 2, maxSteps: 1, maxOperand: 9 });
+    const dup = { ...records[0], id: `${records[0].id}-copy` };
+    // The tiny random model solves nothing: a grader that accepts every answer makes pass counts deterministic (= n),
+    // so the difficulty filter must route every problem to "too easy" with 3 of 3 passes — the pipeline is what is tested.
+    const lines: string[] = [];
+    const res = await curate([...records, dup], {
+      grade: () => true,
+      difficulty: { generator: gen, n: 3, minPass: 1, maxPass: 2, maxNewTokens: 4, grade: () => true, progress: false } as never,
+      log: (l) => lines.push(l),
+    });
+    expect(res.steps.map((s) => s.step)).toEqual(["answer-check", "exact-dedup", "difficulty"]);
+    expect(res.steps[1].removed.map((r) => r.id)).toEqual([dup.id]);
+    expect(res.difficulty!.tooEasy).toHaveLength(records.length);
+    for (const r of res.difficulty!.tooEasy) expect(res.difficulty!.passCounts[r.id]).toBe(3);
+    expect(res.difficulty!.histogram[3]).toBe(records.length);
+    expect(res.records).toHaveLength(0);
+  });
+});
