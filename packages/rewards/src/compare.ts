@@ -96,6 +96,9 @@ export class Comparer {
 
     if (p.k === "assign" && g.k === "assign") {
       if (p.label === g.label) return this.vals(p.value, g.value);
+      // `x = (y-3)/2` for `y = 2x + 3`: the same equation solved for another variable
+      if (p.value.k === "expr" && g.value.k === "expr" && /^[A-Za-z\\][\w\\']*$/.test(p.label) && /^[A-Za-z\\][\w\\']*$/.test(g.label))
+        return this.relations(p, g);
       return this.set("different variable names", false);
     }
     if (p.k === "assign" && g.k !== "rel" && g.k !== "record") return this.vals(p.value, g);

@@ -234,6 +234,8 @@ describe("equations and relations", () => {
     ["x=1 \\quad y=2", "x = 1, y = 2", true],
     ["x=1 \\quad y=2", "2", false],
     ["2 = x", "x = 2", true],
+    ["x = (y-3)/2", "y = 2x + 3", true],
+    ["x = 5", "y = 5", false],
   ]);
 });
 
