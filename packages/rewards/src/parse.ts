@@ -256,8 +256,8 @@ export function tokenize(src: string): Tok[] {
     if (lower === "and" || lower === "or") return push({ k: "sep", v: lower, sp });
     if (run in FUNCS || run in CONST_WORDS || (lower in CONST_WORDS && run.length > 2)) return push({ k: "id", v: run in FUNCS || run in CONST_WORDS ? run : lower, sp });
     if (run.length === 1) return push({ k: "id", v: run, sp });
-    // plain Greek names (`theta`, `alpha_1`) are the LaTeX symbols; short ones (`xi`, `mu`) stay letter products
-    if (run.length >= 4 && GREEK.has(run)) return push({ k: "cmd", v: run, sp });
+    // plain Greek names (`theta`, `alpha_1`, `nu`) are the LaTeX symbols (a whole letter run only: `beta`, not `b·e·t·a`)
+    if (GREEK.has(run)) return push({ k: "cmd", v: run, sp });
     if (run.length <= 3 && !TEXT_WORDS.has(lower)) {
       for (const c of run) push({ k: "id", v: c, sp });
       return;

@@ -343,6 +343,28 @@ describe("symbolic equivalence", () => {
   ]);
 });
 
+describe("plain (mathjs / sympy-style) syntax against LaTeX", () => {
+  check([
+    ["\\log xy", "log(x*y, 10)", true],
+    ["\\ln xy", "log(x*y, e)", true],
+    ["\\sin \\cos \\theta", "sin(cos(theta))", true],
+    ["\\sin^{-1} a", "asin(a)", true],
+    ["\\binom{n}{k}", "combinations(n, k)", true],
+    ["\\sqrt[3]{\\sin x}", "sin(x)^(1/3)", true],
+    ["||x||", "abs(abs(x))", true],
+    ["5!7!", "factorial(5)*factorial(7)", true],
+    ["\\nu + \\alpha_1", "nu + alpha_1", true],
+    ["a^2 + b^2 = c^2", "a^2 + b^2 == c^2", true],
+    ["e^{I\\pi}", "-1", true],
+    ["-\\infty", "-Infinity", true],
+    ["\\left(-7.13\\right)\\left(1.5\\right)", "-713/100*3/2", true],
+    ["f(x, y)", "f(x, y)", true],
+    ["-2*pi", "-2\\pi", true],
+    ["-1 + exp(16)", "e^{16} - 1", true],
+    ["14.0 + -1.0i", "14 - i", true],
+  ]);
+});
+
 describe("float precision: exact rationals first; a decimal must agree to floatPrecision decimals", () => {
   check([
     ["\\frac{1}{2004!}", "\\frac{1}{2006!}", false],

@@ -273,8 +273,7 @@ function pick(cands: Iterable<Candidate>, side: Side): Analysed | null {
     const a = analyse(c.texts, side, c.method);
     if (!c.strict || plausible(a, c.method)) return a;
     // An answer-shaped string that does not parse (`\angle ABC`) is still compared as a string, if nothing parses.
-    if (lastResort === null && a.val === null && c.method !== "last number" && !looksLikeProse(c.texts.join(" ")) && /\\[a-zA-Z]/.test(c.texts.join(" ")))
-      lastResort = a;
+    if (lastResort === null && a.val === null && c.method !== "last number" && !looksLikeProse(c.texts.join(" "))) lastResort = a;
   }
   return lastResort;
 }
