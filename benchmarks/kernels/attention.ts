@@ -1,0 +1,197 @@
+// Causal GQA attention at the Qwen2.5-1.5B head config (Hq = 12 query heads, Hkv = 2 kv heads, D = 128), batch 1,
+// f32: prefill forward and backward for T ∈ {128, 512} (T ∈ {1024, 2048} with NR_HEAVY=1), and one decode step
+// against a 512-long KV cache.
+//
+// Metric: GFLOP/s with the causal flop count 4·T²·D·Hq/2 for the forward (QKᵀ and PV over the lower triangle) and
+// 2.5× that for the backward (the FA2 convention; our backward really does 3.5× because it recomputes P twice to
+// avoid atomics), 4·L·D·Hq for a decode step against L cached keys. Kernel-only times: R launches recorded, one
+// submit, median of a few.
+// Peer: onnxruntime-node's com.microsoft GroupQueryAttention on its WebGPU EP (same adapter), forward only (ORT has
+// no attention backward). session.run moves q/k/v in and the output (and present k/v) out, so those rows compare
+// end to end on both sides: ours = upload q/k/v + kernel + download o. Our kernel-only GFLOP/s is in each row, and
+// the largest |ours − ORT| of the outputs is recorded as a cross-check.
+import type { Gpu } from "../../packages/kernels/src/runtime/device.js";
+import type { GpuBuffer } from "../../packages/kernels/src/runtime/pool.js";
+import { attention, attentionBackward, attentionDecode, type AttentionTuning } from "../../packages/kernels/src/attention.js";
+import { buildModel, ortSession, tensor, timeOrt } from "../lib/ort.js";
+import { higherIsBetter, timeIt, type BenchRow } from "../lib/report.js";
+
+const HQ = 12;
+const HKV = 2;
+const D = 128;
+
+function randomF32(n: number, seed: number, scale = 1) {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2 ** 32 - 0.5) * 2 * scale;
+  }
+  return out;
+}
+
+async function kernelMs(gpu: Gpu, record: () => void, R: number, iters: number): Promise<number> {
+  const t = await timeIt(async () => {
+    for (let r = 0; r < R; r++) record();
+    await gpu.sync();
+  }, { warmup: 1, iters });
+  return t.medianMs / R;
+}
+
+/** GQA model: query [1, S, Hq·D], key/value [1, S, Hkv·D], optional past k/v [1, Hkv, P, D]. */
+function gqaModel(S: number, P: number) {
+  const past = P > 0;
+  return buildModel({
+    nodes: [{
+      op: "GroupQueryAttention",
+      domain: "com.microsoft",
+      inputs: ["q", "k", "v", past ? "pk" : "", past ? "pv" : "", "seqlens_k", "total_len"],
+      outputs: ["o", "present_k", "present_v"],
+      attributes: { num_heads: HQ, kv_num_heads: HKV },
+    }],
+    inputs: [
+      { name: "q", type: "float32", dims: [1, S, HQ * D] },
+      { name: "k", type: "float32", dims: [1, S, HKV * D] },
+      { name: "v", type: "float32", dims: [1, S, HKV * D] },
+      ...(past ? [
+        { name: "pk", type: "float32" as const, dims: [1, HKV, P, D] },
+        { name: "pv", type: "float32" as const, dims: [1, HKV, P, D] },
+      ] : []),
+      { name: "seqlens_k", type: "int32", dims: [1] },
+      { name: "total_len", type: "int32", dims: [] },
+    ],
+    outputs: [
+      { name: "o", type: "float32", dims: [1, S, HQ * D] },
+      { name: "present_k", type: "float32", dims: [1, HKV, P + S, D] },
+      { name: "present_v", type: "float32", dims: [1, HKV, P + S, D] },
+    ],
+  });
+}
+
+/** [T, H, D] rows → [H, T, D] (ORT's BNSH past layout). */
+function toBnsh(x: Float32Array, T: number, H: number) {
+  const out = new Float32Array(x.length);
+  for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) out.set(x.subarray((t * H + h) * D, (t * H + h + 1) * D), (h * T + t) * D);
+  return out;
+}
+
+const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+};
+
+export async function benchAttention(gpu: Gpu, opts: { iters?: number; tuning?: AttentionTuning } = {}): Promise<BenchRow[]> {
+  const iters = opts.iters ?? 3;
+  const slow = gpu.adapter.isFallbackAdapter || /llvmpipe|swiftshader|software/i.test(gpu.adapterName);
+  const tuning = opts.tuning ?? {};
+  const rows: BenchRow[] = [];
+  const Ts = process.env.NR_HEAVY === "1" ? [128, 512, 1024, 2048] : [128, 512];
+  const peerName = "onnxruntime-node webgpu EP GroupQueryAttention (com.microsoft)";
+
+  for (const T of Ts) {
+    const R = slow ? 1 : 10;
+    const fwdFlops = (4 * T * T * D * HQ) / 2;
+    const qH = randomF32(T * HQ * D, T + 1), kH = randomF32(T * HKV * D, T + 2), vH = randomF32(T * HKV * D, T + 3);
+    const q = gpu.upload(qH), k = gpu.upload(kH), v = gpu.upload(vH);
+    const o = gpu.alloc(qH.byteLength, "o"), lse = gpu.alloc(HQ * T * 4, "lse");
+    const args = { q, k, v, o, lse, B: 1, T, Hq: HQ, Hkv: HKV, D, ...tuning };
+    attention(gpu, args); // compile outside the timing
+    await gpu.sync();
+    const fwdMs = await kernelMs(gpu, () => attention(gpu, args), R, iters);
+    const oursKernel = fwdFlops / fwdMs / 1e6;
+
+    // End to end, the unit session.run measures.
+    let ours: Float32Array = new Float32Array(0);
+    const e2e = await timeIt(async () => {
+      const qi = gpu.upload(qH), ki = gpu.upload(kH), vi = gpu.upload(vH);
+      attention(gpu, { ...args, q: qi, k: ki, v: vi, lse: undefined });
+      ours = await gpu.readF32(o, qH.length);
+      gpu.release(qi, ki, vi);
+    }, { warmup: 0, iters });
+    const oursE2e = fwdFlops / e2e.medianMs / 1e6;
+
+    let peer: number | null = null;
+    const extra: Record<string, unknown> = { fwdMs, oursKernelGflops: oursKernel, T };
+    const sess = await ortSession(gqaModel(T, 0), "webgpu");
+    if (sess.session) {
+      try {
+        const feeds = {
+          q: tensor("float32", qH, [1, T, HQ * D]),
+          k: tensor("float32", kH, [1, T, HKV * D]),
+          v: tensor("float32", vH, [1, T, HKV * D]),
+          seqlens_k: tensor("int32", Int32Array.of(T - 1), [1]),
+          total_len: tensor("int32", Int32Array.of(T), []),
+        };
+        const out = await sess.session.run(feeds);
+        extra.maxAbsDiffVsOrt = maxAbsDiff(out.o.data as Float32Array, ours);
+        const ms = await timeOrt(sess.session, feeds, iters);
+        peer = fwdFlops / ms / 1e6;
+        extra.peerMs = ms;
+      } catch (err) {
+        extra.note = (err as Error).message.split("\n")[0];
+      }
+      await sess.session.release();
+    } else extra.note = sess.error;
+    rows.push(higherIsBetter(`GQA causal fwd T=${T} Hq=${HQ} Hkv=${HKV} D=${D} f32`, "GFLOP/s end-to-end (upload q/k/v, run, download o)", oursE2e, peerName, peer, extra));
+    console.log(`attention fwd T=${T}: kernel ${oursKernel.toFixed(2)} GFLOP/s (${fwdMs.toFixed(1)} ms), e2e ${oursE2e.toFixed(2)} | ORT ${peer?.toFixed(2) ?? `- (${extra.note})`}${extra.maxAbsDiffVsOrt !== undefined ? `, max |Δ| vs ORT ${(extra.maxAbsDiffVsOrt as number).toExponential(2)}` : ""}`);
+
+    // Backward (kernel only; no peer).
+    const dO = gpu.upload(randomF32(T * HQ * D, T + 4));
+    const dq = gpu.alloc(qH.byteLength, "dq"), dk = gpu.alloc(kH.byteLength, "dk"), dv = gpu.alloc(vH.byteLength, "dv");
+    attention(gpu, args);
+    const bargs = { q, k, v, o, lse, dO, dq, dk, dv, B: 1, T, Hq: HQ, Hkv: HKV, D, ...tuning };
+    attentionBackward(gpu, bargs);
+    await gpu.sync();
+    const bwdMs = await kernelMs(gpu, () => attentionBackward(gpu, bargs), R, iters);
+    const bwd = (2.5 * fwdFlops) / bwdMs / 1e6;
+    rows.push(higherIsBetter(`GQA causal bwd T=${T} Hq=${HQ} Hkv=${HKV} D=${D} f32 (dq, dk, dv)`, "GFLOP/s kernel only (2.5× fwd flops)", bwd, "none (ORT has no attention backward)", null, { bwdMs, T, note: "no peer: onnxruntime has no attention backward op" }));
+    console.log(`attention bwd T=${T}: ${bwd.toFixed(2)} GFLOP/s (${bwdMs.toFixed(1)} ms)`);
+    gpu.release(q, k, v, o, lse, dO, dq, dk, dv);
+  }
+
+  {
+    // One decode step: the 512th token against a cache holding 511 earlier ones (Tmax 512).
+    const L = 512;
+    const R = slow ? 5 : 50;
+    const flops = 4 * L * D * HQ;
+    const kAll = randomF32(L * HKV * D, 91), vAll = randomF32(L * HKV * D, 92), qH = randomF32(HQ * D, 93);
+    const kc = gpu.upload(kAll), vc = gpu.upload(vAll), q = gpu.upload(qH), o = gpu.alloc(qH.byteLength, "o");
+    const lens = gpu.upload(Uint32Array.of(L));
+    const dargs = { q, kCache: kc, vCache: vc, o, lens, B: 1, Tq: 1, Tmax: L, Hq: HQ, Hkv: HKV, D, ...tuning };
+    attentionDecode(gpu, dargs);
+    const ours = await gpu.readF32(o, qH.length);
+    const ms = await kernelMs(gpu, () => attentionDecode(gpu, dargs), R, iters + 2);
+    const gf = flops / ms / 1e6;
+    const extra: Record<string, unknown> = { ms, cacheGBps: (2 * L * HKV * D * 4) / ms / 1e6 };
+    let peer: number | null = null;
+    const sess = await ortSession(gqaModel(1, L - 1), "webgpu");
+    if (sess.session) {
+      try {
+        const rowsOf = (x: Float32Array, from: number, n: number) => x.subarray(from * HKV * D, (from + n) * HKV * D);
+        const feeds = {
+          q: tensor("float32", qH, [1, 1, HQ * D]),
+          k: tensor("float32", rowsOf(kAll, L - 1, 1).slice(), [1, 1, HKV * D]),
+          v: tensor("float32", rowsOf(vAll, L - 1, 1).slice(), [1, 1, HKV * D]),
+          pk: tensor("float32", toBnsh(rowsOf(kAll, 0, L - 1).slice(), L - 1, HKV), [1, HKV, L - 1, D]),
+          pv: tensor("float32", toBnsh(rowsOf(vAll, 0, L - 1).slice(), L - 1, HKV), [1, HKV, L - 1, D]),
+          seqlens_k: tensor("int32", Int32Array.of(L - 1), [1]),
+          total_len: tensor("int32", Int32Array.of(L), []),
+        };
+        const out = await sess.session.run(feeds);
+        extra.maxAbsDiffVsOrt = maxAbsDiff(out.o.data as Float32Array, ours);
+        const pms = await timeOrt(sess.session, feeds, iters + 2);
+        peer = flops / pms / 1e6;
+        extra.peerMs = pms;
+        extra.peerNote = "ORT's time includes moving the 511-row past k/v in and the present k/v out each run";
+      } catch (err) {
+        extra.note = (err as Error).message.split("\n")[0];
+      }
+      await sess.session.release();
+    } else extra.note = sess.error;
+    rows.push(higherIsBetter(`GQA decode step, 512-long cache, Hq=${HQ} Hkv=${HKV} D=${D} f32`, "GFLOP/s kernel only", gf, peerName, peer, extra));
+    console.log(`attention decode L=${L}: ${gf.toFixed(2)} GFLOP/s (${(ms * 1000).toFixed(0)} µs) | ORT ${peer?.toFixed(3) ?? `- (${extra.note})`}`);
+    gpu.release(kc, vc, q, o, lens);
+  }
+  return rows;
+}
