@@ -455,14 +455,28 @@ describe("nf4Matmul (fused dequant GEMM) vs float64 x·deq(W)ᵀ and dy·deq(W)"
   afterAll(() => {
     for (const { w } of weights.values()) releaseNf4(gpu, w);
   });
+  // Pipelines compile slowly on lavapipe (a TM=8 kernel: ~10 s cold), so the default set uses few register tiles:
+  // direct TM 1 and 8 (CPU default), f16 through TM 1, tiled with TM 2 (M ≤ 32). NR_HEAVY=1 adds the GPU tiles for
+  // M > 32 (TM 4), f16 through TM 8 and larger shapes.
+  const heavy = process.env.NR_HEAVY === "1";
   const cases: MmCase[] = [
     { M: 1, N: 67, K: 128 }, // decode (GEMV)
     { M: 37, N: 131, K: 192 }, // awkward M and N
     { M: 5, N: 29, K: 64, alpha: -0.5, accumulate: true },
-    { M: 70, N: 45, K: 256, path: "tiled" }, // partial tiles in every direction
-    { M: 40, N: 70, K: 64, path: "tiled", alpha: 2, accumulate: true },
-    { M: 33, N: 40, K: 128, dtype: "f16", outDtype: "f16" },
-    { M: 9, N: 24, K: 64, dtype: "f16" },
+    { M: 30, N: 45, K: 256, path: "tiled" }, // partial tiles in every direction
+    { M: 17, N: 70, K: 64, path: "tiled", alpha: 2, accumulate: true },
+    { M: 1, N: 40, K: 128, dtype: "f16", outDtype: "f16" },
+    { M: 1, N: 24, K: 64, dtype: "f16" },
+    ...(heavy
+      ? ([
+          { M: 70, N: 45, K: 256, path: "tiled" },
+          { M: 40, N: 70, K: 64, path: "tiled", alpha: 2, accumulate: true },
+          { M: 33, N: 40, K: 128, dtype: "f16", outDtype: "f16" },
+          { M: 9, N: 24, K: 64, dtype: "f16" },
+          { M: 64, N: 256, K: 1536 },
+          { M: 96, N: 200, K: 512, path: "tiled" },
+        ] as MmCase[])
+      : []),
   ];
   for (const c of cases) {
     it(`${JSON.stringify(c)} forward and inputGrad`, async () => {
@@ -471,19 +485,19 @@ describe("nf4Matmul (fused dequant GEMM) vs float64 x·deq(W)ᵀ and dy·deq(W)"
     });
   }
 
-  it("the GPU decode kernel (gemv, forward only): M = 1 and 6, N not a multiple of its 8 columns, accumulate", async () => {
+  it("the GPU decode kernel (gemv, forward only): M = 1 and 3, N not a multiple of its 8 columns, accumulate", async () => {
     await checkMatmul({ M: 1, N: 67, K: 128, path: "gemv" }, "forward");
-    await checkMatmul({ M: 6, N: 29, K: 64, path: "gemv", accumulate: true, alpha: 0.25 }, "forward");
+    await checkMatmul({ M: 3, N: 29, K: 64, path: "gemv", accumulate: true, alpha: 0.25 }, "forward");
     const { w } = await weightFor(29, 64);
-    const a = gpu.alloc(6 * 64 * 4);
-    expect(() => nf4Matmul(gpu, { mode: "inputGrad", a, w, out: a, M: 6, path: "gemv" })).toThrow(/forward-only/);
+    const a = gpu.alloc(3 * 64 * 4);
+    expect(() => nf4Matmul(gpu, { mode: "inputGrad", a, w, out: a, M: 3, path: "gemv" })).toThrow(/forward-only/);
     gpu.release(a);
   });
 
   it("4 fresh random shapes", async () => {
     for (let i = 0; i < 4; i++) {
       const tiled = rand() < 0.5;
-      const c: MmCase = { M: tiled ? randInt(33, 90, rand) : randInt(1, 80, rand), N: randInt(1, 150, rand), K: 64 * randInt(1, 4, rand), path: tiled ? "tiled" : "direct" };
+      const c: MmCase = { M: tiled ? randInt(9, 32, rand) : randInt(1, 80, rand), N: randInt(1, 150, rand), K: 64 * randInt(1, 4, rand), path: tiled ? "tiled" : "direct" };
       if (c.M >= 2 && c.M <= 4) c.M = 5;
       await checkMatmul(c, rand() < 0.5 ? "forward" : "inputGrad");
     }
