@@ -54,7 +54,7 @@ const read = (b: GpuBuffer, count: number, dt: AttentionDtype) => (dt === "f16" 
 
 function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, bound: ArrayLike<number>) {
   const r = compare(got, want, bound);
-  const key = what.split(" ")[0];
+  const key = `${what.split(" ")[0]}${what.includes('"f16"') ? "/f16" : ""}`;
   if (Number.isFinite(r.worst)) worst[key] = Math.max(worst[key] ?? 0, r.worst);
   expect(r.ok, `${what}: ${describeReport(r)} (seed ${seed})`).toBe(true);
 }

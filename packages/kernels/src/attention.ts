@@ -8,7 +8,8 @@
 //   k, v, dk, dv    [B, Tk, Hkv, D]       (prefill: Tk = T; decode: the cache, Tk = Tmax)
 //   lse             [B, Hq, Tq] f32       natural-log log-sum-exp of the scaled scores of each query row;
 //                                         −∞ for a row with no visible key (its output is 0)
-//   kvValid         u32 [B, Tk]           optional key mask: 0 = padding (the key gets no weight), else valid
+//   kvValid         u32 [B, Tk]           optional key mask, one word per key: all-zero bits = padding (the key gets
+//                                         no weight; u32 0, or f32 +0.0 so a 0/1 f32 mask works too), else valid
 //   kvStart         u32 [B]               decode only, optional: cache positions < kvStart[b] are padding
 //                                         (left-padded prompts in a rollout batch)
 //   lens            u32 [B]               decode only: cache positions < lens[b] hold data (the new tokens included)
@@ -21,17 +22,25 @@
 // projections are); cache slots at or past lens[b] are never read.
 //
 // Dtypes: q/k/v/o (and dO/dq/dk/dv) f32, or f16 with shader-f16; scores, softmax statistics and every accumulator
-// are f32. D is a compile-time constant (any D ≤ 256; vec4 loads when D % 4 == 0).
+// are f32. Any D ≤ 256 (vec4 loads when D % 4 == 0).
 //
 // Forward kernel (`attention_fwd`, also the decode kernel). A workgroup owns WG consecutive "rows" of one
 // (sequence b, kv head hk), a row being a (query position t, head of the group g) pair in t-major order, so all
 // invocations of a workgroup read the same K/V rows (uniform loads: broadcasts on a GPU, scalar loads on lavapipe's
-// SIMD lanes) and the G query heads that share a kv head share its traffic. Each invocation holds its scaled q row
-// and its output row (D f32 each) in registers and walks the keys [kBeg, kEnd) in blocks of KB (unrolled in the
-// generated WGSL): KB dot products q·k, the block max, one rescale of the running output by exp2(m − m'), KB
-// multiply-adds of v rows. Scores carry a log2(e) factor so the exponentials are exp2. kEnd is the workgroup's last
-// query position + 1 (the causal bound), so the key loop is uniform and only the last block is partly masked.
-// Memory: O(T·D) per head; nothing of size T² exists.
+// SIMD lanes) and the G query heads that share a kv head share its traffic. Each invocation keeps its scaled q row
+// and its output row (D f32 each) and walks the keys [kBeg, kEnd) in blocks of KB (unrolled in the generated
+// WGSL): KB dot products q·k, the block max, one rescale of the running output by exp2(m − m'), KB multiply-adds of
+// v rows. Scores carry a log2(e) factor so the exponentials are exp2. kEnd is the workgroup's last query position
+// + 1 (the causal bound), so the key loop is uniform and only the last block is partly masked. The key mask
+// (none / kvValid / kvStart) and prefill vs decode are runtime modes of one pipeline. Memory: O(T·D) per head;
+// nothing of size T² exists.
+//
+// Where the D-long per-invocation rows live (`regs`): private arrays on GPUs (registers); on CPU adapters a
+// private column of a workgroup array, component-major so a SIMD batch touches consecutive words (no barriers,
+// nothing shared). lavapipe builds dynamically indexed private arrays into huge code (minutes per pipeline at
+// D = 128), and fully unrolled register rows spill; the workgroup columns build in ~1–2 s and ran 2× faster than
+// the same columns in vec4-major order. Loop bounds over D are runtime values (params.DV) for the same reason, and
+// one pipeline serves every D of a power-of-two bucket.
 //
 // Backward (three dispatches), with P = exp(S − lse), dP = dO·Vᵀ, Δ = rowsum(dO ∘ O), dS = P ∘ (dP − Δ):
 //   dQ = scale·dS·K,   dK = scale·dSᵀ·Q,   dV = Pᵀ·dO    (dK/dV summed over the G query heads of each kv head)
@@ -47,8 +56,11 @@
 // n the visible keys, |o − o₆₄| ≤ η(4D + 8n + 64)(1 + S)·Σ_s p_s|v_s|, and the gradients are bounded by the same
 // factor times magnitudes that propagate |·| through the backward (see `attentionBackwardReference`).
 //
-// On GPUs this design has one invocation per query row with 2·D f32 of state and does not split long decode
-// caches across workgroups (flash-decoding); both are what a GPU-tuned variant would change.
+// Speed on lavapipe (2 cores, Qwen2.5-1.5B heads, T = 512, f32, quiet machine): forward ≈ 2.5–2.8 GFLOP/s, backward
+// ≈ 1.6 GFLOP/s counted as 2.5× the forward's flops (benchmarks/kernels/attention.ts). Not done: a GPU-tuned
+// variant (several invocations per row or subgroup-matrix tiles instead of 2·D f32 of per-invocation state) and
+// split-KV decode (flash-decoding) for long caches with few heads; the GPU path ("private" regs) is tested for
+// correctness here on lavapipe only.
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { FLAT_WG, foldGrid, isCpuAdapter, requireBuffer, requireCount, requireF16, vecType, type Dtype } from "./elementwise.js";
