@@ -194,7 +194,7 @@ describe("attention decode against a KV cache", () => {
     const tag = JSON.stringify(c);
     const lens = Uint32Array.from({ length: B }, () => randInt(Tq, Tmax, rand));
     // Start/valid masks: left padding, sometimes covering the first new tokens too (their rows see nothing).
-    const start = c.mask === "start" ? Uint32Array.from(lens, (l) => randInt(0, l, rand)) : undefined;
+    const start = c.mask === "start" ? Uint32Array.from(lens, (l, b) => randInt(0, b === 0 ? l - 1 : l, rand)) : undefined; // sequence 0 sees ≥ 1 key
     const valid = c.mask === "valid" ? Uint32Array.from({ length: B * Tmax }, () => (rand() < 0.75 ? 1 : 0)) : undefined;
     const q = asDtype(randn(B * Tq * Hq * D, rand), dtype);
     const kc = asDtype(randn(B * Tmax * Hkv * D, rand), dtype);
