@@ -50,7 +50,7 @@
 //  inputGrad : dx[M,K] = α · dy[M,N] · deq(W)  (+ dx)     (the frozen base's input gradient)
 //  W is never materialised in full precision: NF4 words are decoded (16-entry table × block scale) inside the GEMM.
 //  x/dy f32 or f16 (shader-f16), f32 accumulation, output f32 or f16. K must be a multiple of 8.
-//  Two kernels per orientation:
+//  Kernels (chosen by adapter and M; `path` forces one):
 //   "tiled"  (GPUs, M > 8): 16×16 threads, a BM×64 output tile, BK = 32; each thread decodes one u32 word (8 weights)
 //            of the W tile into workgroup memory — [n][k-run] for forward, [n-run][k] for inputGrad — so the inner
 //            register-tile loop is the same for both orientations.
