@@ -17,3 +17,4 @@ export * from "./lmhead.js";
 export * from "./optim.js";
 export * from "./sampling.js";
 export * from "./attention.js";
+export * from "./nf4.js";
