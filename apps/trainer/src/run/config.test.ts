@@ -126,7 +126,7 @@ describe("validation", () => {
 
 describe("overrides", () => {
   it("parses dotted flags, coerces to the schema's types, leaves other args alone", () => {
-    const { overrides, rest } = parseOverrides(["train", "--rl.algo", "lpro", "--rl.G", "4", "--sft.lr=3e-4", "--no-sft.checkpointing", "--rl.dynamicSampling", "--verbose", "--rl.lengthStages", "16,32,64", "--name", "run-1", "--lora.targets", "q_proj,v_proj", "--seed", "7"]);
+    const { overrides, rest } = parseOverrides(["train", "--rl.algo", "lpro", "--rl.G", "4", "--sft.lr=3e-4", "--no-sft.checkpointing", "--rl.dynamicSampling", "--verbose", "--rl.lengthStages", "16,32,64", "--name", "run-1", "--lora.targets", "q_proj,v_proj", "--seed", "7", "--rl.steps", "60"]);
     expect(rest).toEqual(["train", "--verbose"]);
     const c = resolveConfig({ overrides });
     expect(c.rl.algo).toBe("lpro");

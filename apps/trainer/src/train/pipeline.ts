@@ -8,7 +8,7 @@ import { LoraModel, savePeftAdapter, type LoraTarget } from "@nr/lora";
 import { WebGpuGenerator } from "@nr/rollout";
 import { preset, type AlgoName } from "@nr/algos";
 import { defaultGrader, generateSynthetic, ProgressBar, sftTarget, type GradeFn, type MathRecord } from "@nr/data";
-import { RunFolder, writeReport, type TrainConfig } from "../run/index.js";
+import { RunFolder, rlMaxNewTokensAt, writeReport, type TrainConfig } from "../run/index.js";
 import { rlStep, sftStep, type SftExampleIds } from "./loop.js";
 
 export interface PipelineResult {
@@ -139,7 +139,7 @@ export async function runPipeline(config: TrainConfig, opts: { cwd?: string; log
           G: config.rl.G,
           temperature: config.rl.temperature,
           topP: config.rl.topP,
-          maxNewTokens: config.rl.maxNewTokens,
+          maxNewTokens: rlMaxNewTokensAt(config, s), // context-lengthening stages when rl.lengthStages is set
           lr: config.rl.lr,
           clipGradNorm: config.rl.clipGradNorm,
           ppoEpochs: config.rl.ppoEpochs,
@@ -157,7 +157,7 @@ export async function runPipeline(config: TrainConfig, opts: { cwd?: string; log
         });
         for (const smp of st.samples) await run.logSample({ step, phase: "rl", prompt: batch[smp.prompt].problem, completion: smp.text, gold: batch[smp.prompt].answer, reward: smp.reward, correct: smp.correct, advantage: smp.advantage, response_length: smp.length, finish_reason: smp.finishReason });
         log(`rl step ${s + 1}/${config.rl.steps}: reward ${st.rewardMean.toFixed(3)} acc ${(100 * st.accuracy).toFixed(0)}% len ${st.responseLengthMean.toFixed(1)} trunc ${(100 * st.truncationRate).toFixed(0)}% loss ${st.loss.toFixed(4)} |g| ${st.gradNorm.toFixed(3)}`);
-        if (st.truncationRate > 0.5) log(`warning: ${(100 * st.truncationRate).toFixed(0)}% of completions hit max_new_tokens (${config.rl.maxNewTokens})`);
+        if (st.truncationRate > 0.5) log(`warning: ${(100 * st.truncationRate).toFixed(0)}% of completions hit max_new_tokens (${rlMaxNewTokensAt(config, s)})`);
         if (st.fracZeroStdGroups > 0.8) log(`warning: ${(100 * st.fracZeroStdGroups).toFixed(0)}% of groups have zero reward spread (no learning signal)`);
       }
     }
