@@ -110,3 +110,16 @@ describe("curation on a generated model (the @nr/data pipeline driven by the GPU
     expect(res.records).toHaveLength(0);
   });
 });
+
+describe("WebGpuGenerator edge cases", () => {
+  it("a completion that ends with EOS at once has empty text", async () => {
+    // Force the first sampled token to be EOS with a one-token budget: whatever the model samples, an empty token
+    // list must decode to "" instead of throwing.
+    const out = await gen.generateIds([{ promptIds: tok.encode("x"), n: 2 }], { temperature: 0, maxNewTokens: 1 });
+    for (const s of out[0]) expect(typeof s.text).toBe("string");
+    const tokenizer = { encode: (t: string) => tok.encode(t), decode: (ids: readonly number[]) => (ids.length ? tok.decode(ids) : (() => { throw new Error("empty decode"); })()), stopTokenIds: [...Array(400).keys()] };
+    const g2 = new WebGpuGenerator(engine, decoder, tokenizer); // every id is a stop token: the first sample ends it
+    const r = await g2.generateIds([{ promptIds: tok.encode("y"), n: 1 }], { temperature: 1, maxNewTokens: 3, seed: 1 });
+    expect(r[0][0]).toMatchObject({ text: "", finishReason: "eos", tokenIds: [] });
+  });
+});

@@ -192,7 +192,8 @@ export class WebGpuGenerator implements Generator {
       for (const p of prompts) {
         out.push(
           seqs.slice(k, k + p.n).map((s) => {
-            let text = this.tokenizer.decode(s.tokenIds, { skipSpecialTokens: true });
+            // An immediate EOS yields no tokens (the tokenizer refuses to decode an empty list).
+            let text = s.tokenIds.length ? this.tokenizer.decode(s.tokenIds, { skipSpecialTokens: true }) : "";
             if (s.done === "stop") for (const st of o.stop ?? []) if (text.endsWith(st)) text = text.slice(0, -st.length);
             return { promptIds: s.promptIds, tokenIds: s.tokenIds, logprobs: s.logprobs, text, finishReason: s.done ?? "length" };
           }),
