@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGpu, type Gpu, toF16Array, f32ToF16Bits, f16BitsToF32 } from "./runtime/device.js";
+import { createGpu, type Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { rmsNorm, rmsNormBackward, rmsNormBackwardReference, rmsNormBackwardRowsPerBlock, rmsNormReference } from "./norm.js";
 import { columnSumPlan, rowWorkgroup, vecWidth, type Dtype } from "./elementwise.js";
-import { compare, describeReport, freshSeed, NAN_F16X2_BITS, NAN_F32_BITS, randInt, randn, rng, roundToF16 } from "./testing.js";
+import { compare, describeReport, freshSeed, randInt, randn, rng } from "./testing.js";
+import { asDtype, poisonedBuffer, readAs, uploadAs } from "./testing.js";
 
 // Error bounds (ε = 2⁻²⁴). Let k = ⌈H/(V·WG)⌉ + log2(WG) + 3: the longest chain of f32 additions in a row
 // reduction (a thread's serial fma run over its vectors, the vec4 horizontal sum, the tree).
@@ -29,15 +30,9 @@ beforeAll(async () => {
 });
 afterAll(() => gpu?.destroy());
 
-const f16 = (x: Float32Array) => roundToF16(x, f32ToF16Bits, f16BitsToF32);
-const asDtype = (x: Float32Array, dt: Dtype) => (dt === "f16" ? f16(x) : x);
-const up = (x: Float32Array, dt: Dtype) => (dt === "f16" ? gpu.upload(toF16Array(x)) : gpu.upload(x));
-const poisoned = (count: number, dt: Dtype, label = "out") => {
-  const b = gpu.alloc(Math.max(4, Math.ceil((count * (dt === "f16" ? 2 : 4)) / 4) * 4), label);
-  gpu.fill32(b, dt === "f16" ? NAN_F16X2_BITS : NAN_F32_BITS);
-  return b;
-};
-const read = (b: GpuBuffer, count: number, dt: Dtype) => (dt === "f16" ? gpu.readF16(b, count) : gpu.readF32(b, count));
+const up = (x: Float32Array, dt: Dtype) => uploadAs(gpu, x, dt);
+const poisoned = (count: number, dt: Dtype, label = "out") => poisonedBuffer(gpu, count, dt, label);
+const read = (b: GpuBuffer, count: number, dt: Dtype) => readAs(gpu, b, count, dt);
 const skipF16 = (...dts: Dtype[]) => dts.includes("f16") && !gpu.hasF16;
 
 function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, bound: number | ArrayLike<number>) {

@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGpu, type Gpu, toF16Array, f32ToF16Bits, f16BitsToF32 } from "./runtime/device.js";
+import { createGpu, type Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { rope, ropeBackward, ropeBackwardReference, ropeErrorBound, ropeReference } from "./rope.js";
 import type { Dtype } from "./elementwise.js";
-import { compare, describeReport, freshSeed, NAN_F16X2_BITS, NAN_F32_BITS, randInt, randn, rng, roundToF16 } from "./testing.js";
+import { compare, describeReport, freshSeed, randInt, randn, rng } from "./testing.js";
+import { asDtype, poisonedBuffer, readAs, uploadAs } from "./testing.js";
 
 // Error bound: `ropeErrorBound` (see rope.ts's header): per pair,
 //   (|x_i| + |x_{i+D/2}|)·(a·(8 + 3·e)·2⁻²⁴ + 2⁻²⁰ + 4·2⁻²⁴),  a = pos·θ^(−2i/D), e = 2i/D·log2 θ,
@@ -23,15 +24,9 @@ beforeAll(async () => {
 });
 afterAll(() => gpu?.destroy());
 
-const f16 = (x: Float32Array) => roundToF16(x, f32ToF16Bits, f16BitsToF32);
-const asDtype = (x: Float32Array, dt: Dtype) => (dt === "f16" ? f16(x) : x);
-const up = (x: Float32Array, dt: Dtype) => (dt === "f16" ? gpu.upload(toF16Array(x)) : gpu.upload(x));
-const poisoned = (count: number, dt: Dtype, label = "out") => {
-  const b = gpu.alloc(Math.max(4, Math.ceil((count * (dt === "f16" ? 2 : 4)) / 4) * 4), label);
-  gpu.fill32(b, dt === "f16" ? NAN_F16X2_BITS : NAN_F32_BITS);
-  return b;
-};
-const read = (b: GpuBuffer, count: number, dt: Dtype) => (dt === "f16" ? gpu.readF16(b, count) : gpu.readF32(b, count));
+const up = (x: Float32Array, dt: Dtype) => uploadAs(gpu, x, dt);
+const poisoned = (count: number, dt: Dtype, label = "out") => poisonedBuffer(gpu, count, dt, label);
+const read = (b: GpuBuffer, count: number, dt: Dtype) => readAs(gpu, b, count, dt);
 
 function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, bound: number | ArrayLike<number>) {
   const r = compare(got, want, bound);

@@ -100,3 +100,30 @@ export function roundToF16(values: Float32Array, toBits: (x: number) => number, 
   for (let i = 0; i < values.length; i++) out[i] = fromBits(toBits(values[i]));
   return out;
 }
+
+// Dtype-aware buffer helpers shared by the kernel tests (f16 values travel as f16 bits; outputs start as NaN).
+import type { Gpu } from "./runtime/device.js";
+import type { GpuBuffer } from "./runtime/pool.js";
+import { f16BitsToF32, f32ToF16Bits, toF16Array } from "./runtime/device.js";
+
+export type TestDtype = "f32" | "f16";
+
+/** The values an upload in `dt` stores (f16: rounded to nearest even). */
+export function asDtype(x: Float32Array, dt: TestDtype): Float32Array {
+  return dt === "f16" ? roundToF16(x, f32ToF16Bits, f16BitsToF32) : x;
+}
+
+export function uploadAs(gpu: Gpu, x: Float32Array, dt: TestDtype): GpuBuffer {
+  return dt === "f16" ? gpu.upload(toF16Array(x)) : gpu.upload(x);
+}
+
+/** A buffer for `count` values of `dt`, filled with NaN so unwritten outputs are caught. */
+export function poisonedBuffer(gpu: Gpu, count: number, dt: TestDtype, label = "out"): GpuBuffer {
+  const b = gpu.alloc(Math.max(4, Math.ceil((count * (dt === "f16" ? 2 : 4)) / 4) * 4), label);
+  gpu.fill32(b, dt === "f16" ? NAN_F16X2_BITS : NAN_F32_BITS);
+  return b;
+}
+
+export function readAs(gpu: Gpu, b: GpuBuffer, count: number, dt: TestDtype): Promise<Float32Array> {
+  return dt === "f16" ? gpu.readF16(b, count) : gpu.readF32(b, count);
+}
