@@ -3,24 +3,14 @@
 //   embed → N × (RMSNorm → attention with RoPE, GQA, qkv bias (Qwen2) or per-head q/k RMSNorm (Qwen3) → residual
 //             → RMSNorm → SwiGLU MLP → residual) → final RMSNorm → LM head (tied or untied)
 // The LM head is fused with log-softmax, target gather and entropy: per-token outputs only, never [tokens × vocab].
+import type { ModelConfig } from "./config.js";
 import { add, attention, embedding, linear, lmHeadLogprob, rmsnorm, rope, swiglu, type Engine, type Tensor } from "@nr/autograd";
 
-export interface DecoderConfig {
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  vocabSize: number;
-  rmsNormEps: number;
-  ropeTheta: number;
-  /** Qwen2: bias on q/k/v. */
-  qkvBias: boolean;
-  /** Qwen3: RMSNorm over each head of q and k before RoPE. */
-  qkNorm: boolean;
-  tieWordEmbeddings: boolean;
-}
+/** The fields of the HF config the decoder reads (see config.ts for their meaning). */
+export type DecoderConfig = Pick<
+  ModelConfig,
+  "hiddenSize" | "intermediateSize" | "numLayers" | "numHeads" | "numKvHeads" | "headDim" | "vocabSize" | "rmsNormEps" | "ropeTheta" | "qkvBias" | "qkNorm" | "tieWordEmbeddings"
+>;
 
 /** A projection y = f(x); dense here, NF4 base + LoRA adapters in @nr/lora. */
 export interface Projection {

@@ -3,24 +3,7 @@
 import type { Engine, Tensor } from "@nr/autograd";
 import { openCheckpoint } from "./checkpoint.js";
 import { paramName, type ModelConfig, type ParamRole } from "./config.js";
-import { Decoder, DenseProjection, type DecoderConfig, type DecoderLayer } from "./decoder.js";
-
-export function decoderConfig(c: ModelConfig): DecoderConfig {
-  return {
-    hiddenSize: c.hiddenSize,
-    intermediateSize: c.intermediateSize,
-    numLayers: c.numLayers,
-    numHeads: c.numHeads,
-    numKvHeads: c.numKvHeads,
-    headDim: c.headDim,
-    vocabSize: c.vocabSize,
-    rmsNormEps: c.rmsNormEps,
-    ropeTheta: c.ropeTheta,
-    qkvBias: c.qkvBias,
-    qkNorm: c.qkNorm,
-    tieWordEmbeddings: c.tieWordEmbeddings,
-  };
-}
+import { Decoder, DenseProjection, type DecoderLayer } from "./decoder.js";
 
 export interface LoadDecoderOptions {
   /** Make the base weights trainable (full fine-tuning); default frozen. */
@@ -58,7 +41,7 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
     }
     const finalNorm = await get("finalNorm");
     const lmHead = c.tieWordEmbeddings ? embed : await get("lmHead");
-    return { decoder: new Decoder(engine, decoderConfig(c), { embed, layers, finalNorm, lmHead }), config: c };
+    return { decoder: new Decoder(engine, c, { embed, layers, finalNorm, lmHead }), config: c };
   } finally {
     await ck.tensors.close();
   }
