@@ -205,14 +205,13 @@ export class Engine {
       const outerTape = this.tape;
       this.tape = [];
       // Recompute with recording on; inputs keep their requiresGrad so their grads accumulate as usual.
-      const redo = this.scope(() => {
+      this.scope(() => {
         const again = fn();
         const seeds: Array<[Tensor, Tensor]> = [];
         for (let i = 0; i < again.length; i++) if (outputs[i].grad && again[i].requiresGrad) seeds.push([again[i], outputs[i].grad!]);
         if (seeds.length) this.backward(seeds);
         return null;
       });
-      void redo;
       this.tape = outerTape;
     });
     return outputs;
