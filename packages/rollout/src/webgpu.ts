@@ -1,13 +1,24 @@
 // Batched generation on WebGPU with the training model itself (frozen base + unmerged LoRA: no weight sync).
 //
-// Per call: every request's prompt is prefilled once (B = 1, causal attention over the prompt) and its keys/values
-// are written into a prompt cache; the n samples of that request then start from byte copies of that cache — one
-// prefill per prompt, not n. Decoding runs all samples of all requests as one batch, one token per step: embed →
-// layers (projections through the same Projection objects the trainer uses, RoPE at each row's own position, K/V
-// appended to the per-layer cache, attention against the cache up to each row's length) → final norm → logits of the
-// new token → GPU sampling (temperature/top-k/top-p/min-p, Philox RNG keyed by seed, sequence and step). Only the
-// sampled ids and their log-probs under the sampling distribution come back to the host. Rows that finish (EOS, a
-// stop string, or the token budget) stop being recorded; the batch ends when all have finished.
+// One decode loop over a fixed set of `rows` slots, each holding one sequence, with a per-layer KV cache of
+// [rows, Tmax] entries. A prompt is admitted when `n` slots are free: it is prefilled once (B = 1, causal attention
+// over the prompt), its keys/values are copied into the cache rows of its n samples and its last-token logits into
+// their logits rows — one prefill per prompt, not n. Every step: GPU sampling of the next token of every live row
+// (temperature/top-k/top-p/min-p, Philox RNG), read back only the sampled ids and their log-probs under the sampling
+// distribution, record them (EOS, a stop string or the token budget ends a row), then one decode forward over all
+// slots (projections through the same Projection objects the trainer uses, RoPE at each row's own position, K/V
+// appended to the row's cache, attention against the cache up to the row's length) → final norm → logits.
+//
+// Continuous batching: a finished row frees its slot at once, and queued prompts are admitted into free slots
+// before the next step, so the batch stays full while work remains. `generateIds` with `maxBatchRows` ≥ the total
+// number of sequences admits everything at step 0 (static batching); with fewer rows, later prompts join as earlier
+// sequences finish. `run` drives the same loop from any JobSource (the HTTP server feeds it from its request queue).
+//
+// Sampling randomness depends on the sequence, never on the batch: a row draws its uniform from Philox keyed by a
+// seed with counter (sequence id, the row's own step). A prompt with its own `seed` uses (seed, hash(prompt) + sample
+// index); a prompt without one uses the call's seed and the row's index in the call (prompt order × n). Rows that
+// share (seed, step, sampling settings) are sampled by one dispatch; others are gathered into a scratch batch per
+// group, so rows that joined at different times (different steps) or carry different seeds all get their own draws.
 import * as K from "@nr/kernels";
 import type { Gpu, GpuBuffer } from "@nr/kernels";
 import { add, embedding, rmsnorm, rope, swiglu, type Engine, type Tensor } from "@nr/autograd";
@@ -20,16 +31,38 @@ export interface TokenizerLike {
   readonly stopTokenIds: readonly number[];
 }
 
-export interface SampleOptions {
+/** How to sample. Per-prompt fields of {@link PromptSpec} override these. */
+export interface SamplingSettings {
+  /** 0 = greedy (argmax). */
   temperature: number;
   topP?: number;
+  /** 0 = off. */
   topK?: number;
   minP?: number;
   maxNewTokens: number;
   seed?: number;
+  /** Strings that end a completion (cut from the text; the tokens that produced them stay in tokenIds). */
   stop?: string[];
-  /** Context window (prompt + completion); default the model's max positions or 4096. */
+}
+
+export interface SampleOptions extends SamplingSettings {
+  /** Context window (prompt + completion); default the generator's `contextLength` option, else 4096. */
   contextLength?: number;
+  /**
+   * Continuous batching: at most this many sequences decode at once; finished ones leave the batch and the next
+   * prompts (in order) join. Default: all sequences at once.
+   */
+  maxBatchRows?: number;
+}
+
+/** One prompt to complete `n` times, with optional per-prompt sampling settings. */
+export interface PromptSpec extends Partial<SamplingSettings> {
+  promptIds: number[];
+  n: number;
+  /** Streaming: called after each token of sample `sample` is recorded (tokenIds/logprobs are the live arrays). */
+  onToken?: (sample: number, tokenIds: readonly number[], logprobs: readonly number[]) => void;
+  /** Streaming: called when sample `sample` finishes (before the whole prompt's result is delivered). */
+  onSequence?: (sample: number, seq: GeneratedSequence) => void;
 }
 
 export interface GeneratedSequence {
@@ -39,6 +72,8 @@ export interface GeneratedSequence {
   logprobs: number[];
   text: string;
   finishReason: FinishReason;
+  /** The stop string that ended the sequence (finishReason "stop"). */
+  stopString?: string;
 }
 
 export interface GenerationTiming {
@@ -47,6 +82,64 @@ export interface GenerationTiming {
   prefillTokens: number;
   decodeTokens: number;
   steps: number;
+  /** Slots of the batch and the mean number of them holding a live sequence per decode step. */
+  rows: number;
+  meanLiveRows: number;
+}
+
+/** A prompt resolved against defaults and validated: what the decode loop needs. */
+export interface GenerationJob {
+  promptIds: number[];
+  n: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  minP: number;
+  maxNewTokens: number;
+  stop: string[];
+  /** RNG key and the counter's sequence id of each sample. */
+  seed: number;
+  seqIds: number[];
+  onToken?: PromptSpec["onToken"];
+  onSequence?: PromptSpec["onSequence"];
+  /** Receives the n sequences when the last of them finishes. */
+  done(seqs: GeneratedSequence[]): void;
+  /** Receives the error when the loop fails while this job is in it. */
+  fail?(err: Error): void;
+  /** Polled every step; a cancelled job leaves the batch and gets no `done`. */
+  cancelled?(): boolean;
+}
+
+/** Where the decode loop gets work: the next job needing at most `freeRows` slots, or null for none now. */
+export interface JobSource {
+  take(freeRows: number): GenerationJob | null;
+}
+
+/** 32-bit FNV-1a over token ids: a prompt's contribution to its samples' RNG sequence ids. */
+function hashIds(ids: readonly number[]): number {
+  let h = 0x811c9dc5;
+  for (const id of ids) {
+    h ^= id & 0xffff;
+    h = Math.imul(h, 0x01000193);
+    h ^= id >>> 16;
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+interface Slot {
+  job: GenerationJob;
+  sample: number;
+  step: number;
+  tokenIds: number[];
+  logprobs: number[];
+  done: FinishReason | null;
+  stopString?: string;
+}
+
+interface JobState {
+  results: (GeneratedSequence | null)[];
+  remaining: number;
 }
 
 export class WebGpuGenerator implements Generator {
@@ -64,27 +157,20 @@ export class WebGpuGenerator implements Generator {
     this.gpu = backend.gpu;
   }
 
+  /** The context window used when a call gives none. */
+  get contextLength(): number {
+    return this.opts.contextLength ?? 4096;
+  }
+
   async generate(requests: GenerationRequest[]): Promise<GenerationResult[]> {
-    const out: GenerationResult[] = [];
-    // Requests with the same sampling settings share one batch.
-    const groups = new Map<string, number[]>();
-    requests.forEach((r, i) => {
-      const key = JSON.stringify([r.temperature, r.topP ?? 1, r.maxNewTokens, r.stop ?? [], r.seed ?? 0]);
-      groups.set(key, [...(groups.get(key) ?? []), i]);
-    });
-    for (const idx of groups.values()) {
-      const r0 = requests[idx[0]];
-      const seqs = await this.generateIds(
-        idx.map((i) => ({ promptIds: this.tokenizer.encode(requests[i].prompt), n: requests[i].n })),
-        { temperature: r0.temperature, topP: r0.topP, maxNewTokens: r0.maxNewTokens, seed: r0.seed, stop: r0.stop },
-      );
-      idx.forEach((reqIndex, j) => {
-        out[reqIndex] = {
-          completions: seqs[j].map((s) => ({ text: s.text, tokens: s.tokenIds.length, finishReason: s.finishReason, logprobs: s.logprobs, tokenIds: s.tokenIds }) as never),
-        };
-      });
-    }
-    return out;
+    // One batch for all requests: each request's own seed (when given) makes its samples independent of the others.
+    const seqs = await this.generateIds(
+      requests.map((r) => ({ promptIds: this.tokenizer.encode(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, maxNewTokens: r.maxNewTokens, seed: r.seed, stop: r.stop })),
+      { temperature: 1, maxNewTokens: 1 },
+    );
+    return seqs.map((s) => ({
+      completions: s.map((q) => ({ text: q.text, tokens: q.tokenIds.length, finishReason: q.finishReason, logprobs: q.logprobs, tokenIds: q.tokenIds }) as never),
+    }));
   }
 
   /** Bytes of the KV cache for `rows` sequences of up to `tmax` tokens. */
@@ -93,117 +179,265 @@ export class WebGpuGenerator implements Generator {
     return 2 * c.numLayers * rows * tmax * c.numKvHeads * c.headDim * 4;
   }
 
-  async generateIds(prompts: { promptIds: number[]; n: number }[], o: SampleOptions): Promise<GeneratedSequence[][]> {
-    const e = this.engine, gpu = this.gpu, c = this.decoder.config;
-    const R = prompts.reduce((a, p) => a + p.n, 0);
-    if (R === 0) return prompts.map(() => []);
-    const maxPrompt = Math.max(...prompts.map((p) => p.promptIds.length));
-    if (prompts.some((p) => p.promptIds.length === 0)) throw new Error("generate: empty prompt (no tokens)");
-    const ctx = o.contextLength ?? this.opts.contextLength ?? 4096;
-    const maxNew = Math.min(o.maxNewTokens, ctx - maxPrompt);
-    if (maxNew < 1) throw new Error(`generate: a ${maxPrompt}-token prompt leaves no room in the ${ctx}-token context window`);
-    const Tmax = maxPrompt + maxNew;
-    const kvBytes = this.kvCacheBytes(R, Tmax);
-    const perCache = kvBytes / (2 * c.numLayers);
-    const limit = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  /** Throws a clear error when a [rows, tmax] KV cache does not fit one binding of this adapter. */
+  checkCache(rows: number, tmax: number) {
+    const perCache = this.kvCacheBytes(rows, tmax) / (2 * this.decoder.config.numLayers);
+    const limit = Math.min(this.gpu.limits.maxStorageBufferBindingSize, this.gpu.limits.maxBufferSize);
     if (perCache > limit) {
-      throw new Error(`generate: one layer's KV cache for ${R} sequences × ${Tmax} tokens is ${(perCache / 2 ** 20).toFixed(1)} MiB, above this adapter's binding limit of ${(limit / 2 ** 20).toFixed(0)} MiB; generate fewer sequences at once or lower max_new_tokens`);
+      throw new Error(`generate: one layer's KV cache for ${rows} sequences × ${tmax} tokens is ${(perCache / 2 ** 20).toFixed(1)} MiB, above this adapter's binding limit of ${(limit / 2 ** 20).toFixed(0)} MiB; generate fewer sequences at once (maxBatchRows) or lower max_new_tokens`);
     }
+  }
+
+  /**
+   * Resolve a prompt against call defaults and check it: non-empty, ids in the vocabulary, sane settings, and
+   * room for at least one new token in the context window. `maxNewTokens` is clipped to the window.
+   * `rowBase` is the prompt's first row index in its call (the RNG sequence id of prompts without their own seed).
+   */
+  resolveJob(p: PromptSpec, d: SamplingSettings, contextLength: number, rowBase: number, done: GenerationJob["done"]): GenerationJob {
+    const V = this.decoder.config.vocabSize;
+    const L = p.promptIds.length;
+    if (L === 0) throw new Error("generate: empty prompt (no tokens)");
+    const bad = p.promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= V);
+    if (bad !== undefined) throw new Error(`generate: prompt token id ${bad} is outside the vocabulary [0, ${V})`);
+    if (!Number.isInteger(p.n) || p.n < 1) throw new Error(`generate: n must be a positive integer (got ${p.n})`);
+    const temperature = p.temperature ?? d.temperature;
+    const topP = p.topP ?? d.topP ?? 1;
+    const topK = p.topK ?? d.topK ?? 0;
+    const minP = p.minP ?? d.minP ?? 0;
+    if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new Error(`generate: temperature must be ≥ 0 (got ${temperature})`);
+    if (!(topP > 0 && topP <= 1)) throw new Error(`generate: top_p must be in (0, 1] (got ${topP})`);
+    if (!Number.isInteger(topK) || topK < 0) throw new Error(`generate: top_k must be a non-negative integer, 0 = off (got ${topK})`);
+    if (!(minP >= 0 && minP <= 1)) throw new Error(`generate: min_p must be in [0, 1] (got ${minP})`);
+    const want = p.maxNewTokens ?? d.maxNewTokens;
+    if (!Number.isInteger(want) || want < 1) throw new Error(`generate: maxNewTokens must be a positive integer (got ${want})`);
+    const maxNewTokens = Math.min(want, contextLength - L);
+    if (maxNewTokens < 1) throw new Error(`generate: a ${L}-token prompt leaves no room in the ${contextLength}-token context window`);
+    const stop = p.stop ?? d.stop ?? [];
+    if (stop.some((s) => typeof s !== "string" || s.length === 0)) throw new Error("generate: stop strings must be non-empty strings");
+    const own = p.seed !== undefined;
+    const seed = own ? p.seed! : (d.seed ?? 0);
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`generate: seed must be a non-negative integer (got ${seed})`);
+    const h = own ? hashIds(p.promptIds) : 0;
+    const seqIds = Array.from({ length: p.n }, (_, s) => (own ? (h + s) >>> 0 : (rowBase + s) >>> 0));
+    return { promptIds: p.promptIds, n: p.n, temperature, topP, topK, minP, maxNewTokens, stop, seed, seqIds, onToken: p.onToken, onSequence: p.onSequence, done };
+  }
+
+  async generateIds(prompts: PromptSpec[], o: SampleOptions): Promise<GeneratedSequence[][]> {
+    const ctx = o.contextLength ?? this.contextLength;
+    const out: GeneratedSequence[][] = prompts.map(() => []);
+    let rowBase = 0;
+    const jobs = prompts.map((p, i) => {
+      const j = this.resolveJob(p, o, ctx, rowBase, (seqs) => (out[i] = seqs));
+      rowBase += p.n;
+      return j;
+    });
+    if (jobs.length === 0) return out;
+    const total = jobs.reduce((a, j) => a + j.n, 0);
+    const rows = Math.min(o.maxBatchRows ?? total, total);
+    if (!Number.isInteger(rows) || rows < 1) throw new Error(`generate: maxBatchRows must be a positive integer (got ${o.maxBatchRows})`);
+    const widest = Math.max(...jobs.map((j) => j.n));
+    if (widest > rows) throw new Error(`generate: a prompt asks for n=${widest} samples but maxBatchRows is ${rows}; its samples must decode together`);
+    const tmax = Math.max(...jobs.map((j) => j.promptIds.length + j.maxNewTokens));
+    this.checkCache(rows, tmax);
+    let next = 0;
+    await this.run({ take: (free) => (next < jobs.length && jobs[next].n <= free ? jobs[next++] : null) }, { rows, tmax });
+    return out;
+  }
+
+  /**
+   * The decode loop over `rows` slots with caches of `tmax` tokens per row. Admits jobs from `source` into free
+   * slots before every step (a job's samples are admitted together) and returns when no slot is live and the
+   * source has nothing to give. Every job must fit: prompt + maxNewTokens ≤ tmax, n ≤ rows.
+   */
+  async run(source: JobSource, shape: { rows: number; tmax: number }): Promise<void> {
+    const e = this.engine, gpu = this.gpu, c = this.decoder.config;
+    const { rows: R, tmax: Tmax } = shape;
+    this.checkCache(R, Tmax);
     const D = c.headDim, Hkv = c.numKvHeads, V = c.vocabSize;
+    const perCache = R * Tmax * Hkv * D * 4;
+    const rowBytes = Tmax * Hkv * D * 4;
     this.cacheTmax = Tmax;
     const caches = Array.from({ length: c.numLayers }, () => ({ k: gpu.alloc(perCache, "kcache"), v: gpu.alloc(perCache, "vcache") }));
-    const rowBytes = Tmax * Hkv * D * 4;
-    const seed = o.seed ?? 0;
     const logits = gpu.alloc(R * V * 4, "logits");
     const ids = gpu.alloc(R * 4, "sampled-ids");
     const logp = gpu.alloc(R * 4, "sampled-logp");
+    const seqBuf = gpu.alloc(R * 4, "seq-ids");
+    // Scratch batch for sampling groups that are not the whole batch.
+    const gLogits = gpu.alloc(R * V * 4, "group-logits");
+    const gSeq = gpu.alloc(R * 4, "group-seq-ids");
+    const gIds = gpu.alloc(R * 4, "group-ids");
+    const gLogp = gpu.alloc(R * 4, "group-logp");
+    const slots: (Slot | null)[] = new Array(R).fill(null);
     const lens = new Array<number>(R).fill(0);
-    const t0 = performance.now();
+    const states = new Map<GenerationJob, JobState>();
+    const stops = new Set(this.tokenizer.stopTokenIds);
+    const timing: GenerationTiming = { prefillMs: 0, decodeMs: 0, prefillTokens: 0, decodeTokens: 0, steps: 0, rows: R, meanLiveRows: 0 };
+    let liveSum = 0;
+    const free = () => slots.reduce((a, s) => a + (s ? 0 : 1), 0);
+    const finishJob = (job: GenerationJob) => {
+      const st = states.get(job)!;
+      states.delete(job);
+      job.done(st.results as GeneratedSequence[]);
+    };
     try {
-      // ---- prefill: once per prompt, then copy its cache rows and logits to each of its n samples
-      // The prompt's K/V and last-token logits go to scratch buffers first (a buffer cannot be copied onto itself).
-      const promptKv = caches.map(() => ({ k: gpu.alloc(rowBytes, "prompt-k"), v: gpu.alloc(rowBytes, "prompt-v") }));
-      const promptLogits = gpu.alloc(V * 4, "prompt-logits");
-      let row = 0;
-      for (const p of prompts) {
-        const L = p.promptIds.length;
-        await e.scope(async () =>
-          e.noGrad(() => {
-            const x = this.forwardTokens(p.promptIds, [0], L, 1, promptKv, "prefill");
-            this.lmLogits(x, L - 1, 1, promptLogits, 0);
-          }),
-        );
-        for (let s = 0; s < p.n; s++) {
-          const dst = row + s;
-          gpu.copy(promptLogits, 0, logits, dst * V * 4, V * 4);
-          caches.forEach((cch, li) => {
-            gpu.copy(promptKv[li].k, 0, cch.k, dst * rowBytes, L * Hkv * D * 4);
-            gpu.copy(promptKv[li].v, 0, cch.v, dst * rowBytes, L * Hkv * D * 4);
+      for (;;) {
+        // ---- admit: prefill each new prompt once, copy its cache rows and logits to each of its samples' slots
+        const t0 = performance.now();
+        for (let job = source.take(free()); job; job = source.take(free())) {
+          const L = job.promptIds.length;
+          if (job.n > free() || L + job.maxNewTokens > Tmax) throw new Error(`generate: a job needing ${job.n} rows × ${L + job.maxNewTokens} tokens does not fit the batch (${free()} free rows of ${Tmax} tokens)`);
+          const promptKv = caches.map(() => ({ k: gpu.alloc(L * Hkv * D * 4, "prompt-k"), v: gpu.alloc(L * Hkv * D * 4, "prompt-v") }));
+          const promptLogits = gpu.alloc(V * 4, "prompt-logits");
+          await e.scope(async () =>
+            e.noGrad(() => {
+              const x = this.forwardTokens(job.promptIds, [0], L, 1, promptKv, "prefill");
+              this.lmLogits(x, L - 1, 1, promptLogits, 0);
+            }),
+          );
+          states.set(job, { results: new Array(job.n).fill(null), remaining: job.n });
+          const taken: number[] = [];
+          for (let b = 0; b < R && taken.length < job.n; b++) if (!slots[b]) taken.push(b);
+          taken.forEach((dst, s) => {
+            gpu.copy(promptLogits, 0, logits, dst * V * 4, V * 4);
+            caches.forEach((cch, li) => {
+              gpu.copy(promptKv[li].k, 0, cch.k, dst * rowBytes, L * Hkv * D * 4);
+              gpu.copy(promptKv[li].v, 0, cch.v, dst * rowBytes, L * Hkv * D * 4);
+            });
+            gpu.write(seqBuf, Uint32Array.of(job.seqIds[s]), dst * 4);
+            lens[dst] = L;
+            slots[dst] = { job, sample: s, step: 0, tokenIds: [], logprobs: [], done: null };
           });
-          lens[dst] = L;
+          for (const pk of promptKv) gpu.release(pk.k, pk.v);
+          gpu.release(promptLogits);
+          timing.prefillTokens += L;
         }
-        row += p.n;
-      }
-      for (const pk of promptKv) gpu.release(pk.k, pk.v);
-      gpu.release(promptLogits);
-      const prefillMs = performance.now() - t0;
-      // ---- decode
-      const seqs = prompts.flatMap((p) => Array.from({ length: p.n }, () => ({ promptIds: p.promptIds, tokenIds: [] as number[], logprobs: [] as number[], done: null as FinishReason | null })));
-      const stops = new Set(this.tokenizer.stopTokenIds);
-      const t1 = performance.now();
-      let steps = 0;
-      for (let step = 0; step < maxNew; step++) {
-        K.sampleTokens(gpu, { logits, B: R, V, ids, logp, seed, step, temperature: o.temperature, topP: o.topP, topK: o.topK, minP: o.minP });
+        timing.prefillMs += performance.now() - t0;
+        // Cancelled jobs leave without a result.
+        for (let b = 0; b < R; b++) {
+          const job = slots[b]?.job;
+          if (job?.cancelled?.()) {
+            for (let i = 0; i < R; i++) if (slots[i]?.job === job) slots[i] = null;
+            states.delete(job);
+          }
+        }
+        const live = slots.flatMap((s, b) => (s ? [b] : []));
+        if (live.length === 0) break;
+        // ---- sample one token for every live row, then record it
+        const t1 = performance.now();
+        this.sampleRows(slots, live, { logits, ids, logp, seqBuf, gLogits, gSeq, gIds, gLogp, R, V });
         const [idv, lpv] = await Promise.all([gpu.readU32(ids, R), gpu.readF32(logp, R)]);
-        steps++;
-        let alive = 0;
-        seqs.forEach((sq, i) => {
-          if (sq.done) return;
-          const tok = idv[i];
-          if (stops.has(tok)) {
-            sq.done = "eos";
-            return;
-          }
-          sq.tokenIds.push(tok);
-          sq.logprobs.push(lpv[i]);
-          if (o.stop?.length) {
-            const tail = this.tokenizer.decode(sq.tokenIds.slice(-32));
-            if (o.stop.some((s) => tail.endsWith(s))) {
-              sq.done = "stop";
-              return;
+        timing.steps++;
+        liveSum += live.length;
+        for (const b of live) {
+          const sq = slots[b]!;
+          const job = sq.job;
+          sq.step++;
+          const tok = idv[b];
+          if (stops.has(tok)) sq.done = "eos";
+          else {
+            sq.tokenIds.push(tok);
+            sq.logprobs.push(lpv[b]);
+            timing.decodeTokens++;
+            if (job.stop.length) {
+              const tail = this.tokenizer.decode(sq.tokenIds.slice(-32));
+              const hit = job.stop.find((s) => tail.includes(s));
+              if (hit !== undefined) {
+                sq.done = "stop";
+                sq.stopString = hit;
+              }
             }
+            if (!sq.done && sq.tokenIds.length >= job.maxNewTokens) sq.done = "length";
+            job.onToken?.(sq.sample, sq.tokenIds, sq.logprobs);
           }
-          if (sq.tokenIds.length >= maxNew) sq.done = "length";
-          else alive++;
-        });
-        if (alive === 0) break;
-        // Feed every row its sampled token (finished rows too: their results are simply ignored).
-        await e.scope(async () =>
-          e.noGrad(() => {
-            const x = this.forwardTokens(Array.from(idv), lens.slice(), 1, R, caches, "decode");
-            this.lmLogits(x, 0, R, logits, 0);
-          }),
-        );
-        for (let i = 0; i < R; i++) lens[i] = Math.min(lens[i] + 1, Tmax);
+          if (sq.done) {
+            const st = states.get(job)!;
+            st.results[sq.sample] = this.finishSequence(job, sq);
+            job.onSequence?.(sq.sample, st.results[sq.sample]!);
+            slots[b] = null;
+            if (--st.remaining === 0) finishJob(job);
+          }
+        }
+        // ---- decode: feed every live row its sampled token (free slots get a dummy token at position 0)
+        const feed = slots.map((s) => (s ? s.tokenIds[s.tokenIds.length - 1] : 0));
+        if (slots.some((s) => s)) {
+          const starts = slots.map((s, b) => (s ? lens[b] : 0));
+          await e.scope(async () =>
+            e.noGrad(() => {
+              const x = this.forwardTokens(feed, starts, 1, R, caches, "decode");
+              this.lmLogits(x, 0, R, logits, 0);
+            }),
+          );
+          for (let b = 0; b < R; b++) if (slots[b]) lens[b]++;
+        }
+        timing.decodeMs += performance.now() - t1;
       }
-      this.lastTiming = { prefillMs, decodeMs: performance.now() - t1, prefillTokens: prompts.reduce((a, p) => a + p.promptIds.length, 0), decodeTokens: seqs.reduce((a, s) => a + s.tokenIds.length, 0), steps };
-      const out: GeneratedSequence[][] = [];
-      let k = 0;
-      for (const p of prompts) {
-        out.push(
-          seqs.slice(k, k + p.n).map((s) => {
-            // An immediate EOS yields no tokens (the tokenizer refuses to decode an empty list).
-            let text = s.tokenIds.length ? this.tokenizer.decode(s.tokenIds, { skipSpecialTokens: true }) : "";
-            if (s.done === "stop") for (const st of o.stop ?? []) if (text.endsWith(st)) text = text.slice(0, -st.length);
-            return { promptIds: s.promptIds, tokenIds: s.tokenIds, logprobs: s.logprobs, text, finishReason: s.done ?? "length" };
-          }),
-        );
-        k += p.n;
-      }
-      return out;
+      timing.meanLiveRows = timing.steps ? liveSum / timing.steps : 0;
+      this.lastTiming = timing;
+    } catch (err) {
+      for (const job of states.keys()) job.fail?.(err as Error);
+      throw err;
     } finally {
       for (const cch of caches) gpu.release(cch.k, cch.v);
-      gpu.release(logits, ids, logp);
+      gpu.release(logits, ids, logp, seqBuf, gLogits, gSeq, gIds, gLogp);
+    }
+  }
+
+  /** The text of a finished row: decoded without special tokens, cut before its stop string. */
+  private finishSequence(job: GenerationJob, sq: Slot): GeneratedSequence {
+    // An immediate EOS yields no tokens (the tokenizer refuses to decode an empty list).
+    let text = sq.tokenIds.length ? this.tokenizer.decode(sq.tokenIds, { skipSpecialTokens: true }) : "";
+    if (sq.stopString !== undefined) {
+      const at = text.indexOf(sq.stopString);
+      if (at >= 0) text = text.slice(0, at);
+    }
+    return { promptIds: job.promptIds, tokenIds: sq.tokenIds, logprobs: sq.logprobs, text, finishReason: sq.done!, ...(sq.stopString !== undefined ? { stopString: sq.stopString } : {}) };
+  }
+
+  /**
+   * Record sampling for the live rows. Rows that share (seed, step, settings) form a group; a group that is the
+   * only one samples straight from the batch's logits (rows outside it are not live, their draws are ignored);
+   * otherwise each group's logits rows and sequence ids are gathered into the scratch batch, sampled, and the ids
+   * and log-probs scattered back to the rows' places.
+   */
+  private sampleRows(
+    slots: (Slot | null)[],
+    live: number[],
+    b: { logits: GpuBuffer; ids: GpuBuffer; logp: GpuBuffer; seqBuf: GpuBuffer; gLogits: GpuBuffer; gSeq: GpuBuffer; gIds: GpuBuffer; gLogp: GpuBuffer; R: number; V: number },
+  ) {
+    const gpu = this.gpu, V = b.V;
+    const groups = new Map<string, number[]>();
+    for (const r of live) {
+      const s = slots[r]!, j = s.job;
+      const key = `${j.seed}|${s.step}|${j.temperature}|${j.topP}|${j.topK}|${j.minP}`;
+      const g = groups.get(key);
+      if (g) g.push(r);
+      else groups.set(key, [r]);
+    }
+    const settings = (r: number) => {
+      const s = slots[r]!, j = s.job;
+      return { seed: j.seed, step: s.step, temperature: j.temperature, topP: j.topP, topK: j.topK, minP: j.minP };
+    };
+    if (groups.size === 1) {
+      K.sampleTokens(gpu, { logits: b.logits, B: b.R, V, ids: b.ids, logp: b.logp, seqIds: b.seqBuf, ...settings(live[0]) });
+      return;
+    }
+    for (const rowsOf of groups.values()) {
+      // Contiguous runs of rows move with one copy each.
+      const runs: [number, number, number][] = []; // [first row, group offset, length]
+      rowsOf.forEach((r, i) => {
+        const last = runs[runs.length - 1];
+        if (last && last[0] + last[2] === r) last[2]++;
+        else runs.push([r, i, 1]);
+      });
+      for (const [r, off, n] of runs) {
+        gpu.copy(b.logits, r * V * 4, b.gLogits, off * V * 4, n * V * 4);
+        gpu.copy(b.seqBuf, r * 4, b.gSeq, off * 4, n * 4);
+      }
+      K.sampleTokens(gpu, { logits: b.gLogits, B: rowsOf.length, V, ids: b.gIds, logp: b.gLogp, seqIds: b.gSeq, ...settings(rowsOf[0]) });
+      for (const [r, off, n] of runs) {
+        gpu.copy(b.gIds, off * 4, b.ids, r * 4, n * 4);
+        gpu.copy(b.gLogp, off * 4, b.logp, r * 4, n * 4);
+      }
     }
   }
 
