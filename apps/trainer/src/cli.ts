@@ -1,12 +1,20 @@
 #!/usr/bin/env node
-// The `nr` command line. Dotted config overrides (`--rl.algo lpro --rl.G 4`) are taken out before yargs sees the
-// arguments; every subcommand has --help.
+// The `nr` command line. For train | sft | rl, dotted config overrides (`--rl.algo lpro --rl.G 4`) are taken out
+// before yargs sees the arguments; the other subcommands (eval, generate, curate, bench, …) get their own flags
+// untouched. Every subcommand has --help.
 import yargs, { type Argv } from "yargs";
 import { hideBin } from "yargs/helpers";
+import { benchCommand } from "./commands/bench.js";
+import { curateCommand } from "./commands/curate.js";
+import { evalCommand } from "./commands/eval.js";
+import { generateCommand } from "./commands/generate.js";
 import { doctor, printDoctor } from "./doctor.js";
-import { ConfigError, parseOverrides, resolveConfig } from "./run/index.js";
+import { ConfigError, parseOverrides, resolveConfig, type Override } from "./run/index.js";
 
-const { overrides, rest } = parseOverrides(hideBin(process.argv));
+const argv = hideBin(process.argv);
+const TRAIN_COMMANDS = ["train", "sft", "rl"];
+const first = argv.find((x) => !x.startsWith("-"));
+const { overrides, rest }: { overrides: Override[]; rest: string[] } = first === undefined || TRAIN_COMMANDS.includes(first) ? parseOverrides(argv) : { overrides: [], rest: argv };
 
 const trainOptions = (y: Argv) =>
   y
@@ -50,6 +58,10 @@ await yargs(rest)
       console.log(JSON.stringify(r, null, 2));
     },
   )
+  .command(evalCommand)
+  .command(generateCommand)
+  .command(curateCommand)
+  .command(benchCommand)
   .command(
     "doctor",
     "Show the WebGPU adapter, its features and limits, and run one checked matmul",

@@ -1,0 +1,199 @@
+// Shared by the model-facing subcommands (eval, generate, curate): open a checkpoint (+ optional PEFT adapter) on the
+// GPU as a WebGpuGenerator, load problems (a dataset file or the synthetic task), and build prompts in the format
+// the model expects. Every failure names the path or line that was wrong and what to pass instead.
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { createGpu, type Gpu } from "@nr/kernels";
+import { Engine, GpuBackend } from "@nr/autograd";
+import { loadDecoder, loadTokenizer, type Decoder, type ModelTokenizer } from "@nr/model";
+import { ADAPTER_CONFIG, LoraModel, loadPeftAdapter } from "@nr/lora";
+import { WebGpuGenerator } from "@nr/rollout";
+import { buildPrompt, ChatTemplate, DatasetError, formatBadRows, generateSynthetic, loadDataset, type MathRecord } from "@nr/data";
+import { DEFAULT_CONFIG, type TrainConfig } from "../run/config.js";
+
+/** A user error: the CLI prints its message (no stack) and exits with code 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Model + adapter
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface OpenModelOptions {
+  /** HF checkpoint folder (config.json, *.safetensors, tokenizer.json). */
+  model: string;
+  /** PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), e.g. runs/NAME/checkpoints/step-N. */
+  adapter?: string;
+  /** Context window for generation (default: the generator's). */
+  contextLength?: number;
+}
+
+export interface OpenedModel {
+  gpu: Gpu;
+  engine: Engine;
+  decoder: Decoder;
+  tokenizer: ModelTokenizer;
+  generator: WebGpuGenerator;
+  /** The LoRA wrapper when an adapter was loaded (adapter name "adapter", selected, not training). */
+  lora: LoraModel | null;
+  modelDir: string;
+  adapterDir: string | null;
+  /** The run folder's config.json when the adapter sits in `<run>/checkpoints/step-N` of an `nr train` run. */
+  runConfig: TrainConfig | null;
+  close(): void;
+}
+
+/** Fails with a clear message unless `dir` is a folder holding `file`. */
+function requireDirWith(dir: string, file: string, what: string, flag: string): string {
+  const abs = resolve(dir);
+  if (!existsSync(abs)) throw new UsageError(`${flag} ${dir}: no such folder (expected ${what})`);
+  if (!statSync(abs).isDirectory()) throw new UsageError(`${flag} ${dir}: not a folder (expected ${what})`);
+  if (!existsSync(join(abs, file))) throw new UsageError(`${flag} ${dir}: no ${file} there (expected ${what})`);
+  return abs;
+}
+
+/** The config.json of the `nr train` run an adapter folder belongs to (`<run>/checkpoints/step-N`), or null. */
+export function runConfigOfAdapter(adapterDir: string): TrainConfig | null {
+  const abs = resolve(adapterDir);
+  if (basename(dirname(abs)) !== "checkpoints") return null;
+  const cfg = join(dirname(dirname(abs)), "config.json");
+  if (!existsSync(cfg)) return null;
+  try {
+    return JSON.parse(readFileSync(cfg, "utf8")) as TrainConfig;
+  } catch {
+    return null;
+  }
+}
+
+export interface ModelPaths {
+  modelDir: string;
+  adapterDir: string | null;
+  runConfig: TrainConfig | null;
+}
+
+/** Check the --model / --adapter folders (before any GPU work) and find the adapter's run config. */
+export function resolveModelPaths(o: OpenModelOptions): ModelPaths {
+  const modelDir = requireDirWith(o.model, "config.json", "a Hugging Face checkpoint folder with config.json, *.safetensors and tokenizer.json", "--model");
+  if (!existsSync(join(modelDir, "tokenizer.json"))) throw new UsageError(`--model ${o.model}: no tokenizer.json there (the checkpoint's tokenizer is needed to encode prompts)`);
+  const adapterDir = o.adapter !== undefined ? requireDirWith(o.adapter, ADAPTER_CONFIG, "a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), e.g. runs/NAME/checkpoints/step-N", "--adapter") : null;
+  return { modelDir, adapterDir, runConfig: adapterDir ? runConfigOfAdapter(adapterDir) : null };
+}
+
+/** Load a checkpoint (and adapter) onto the GPU. Call `close()` when done (it destroys the device). */
+export async function openModel(o: OpenModelOptions): Promise<OpenedModel> {
+  const { modelDir, adapterDir, runConfig } = resolveModelPaths(o);
+  const gpu = await createGpu();
+  try {
+    const engine = new Engine(new GpuBackend(gpu));
+    const { decoder } = await loadDecoder(engine, modelDir);
+    const tokenizer = await loadTokenizer(modelDir);
+    let lora: LoraModel | null = null;
+    if (adapterDir) {
+      lora = new LoraModel(decoder);
+      try {
+        await loadPeftAdapter(lora, adapterDir, "adapter");
+      } catch (e) {
+        throw new UsageError(`--adapter ${o.adapter}: ${(e as Error).message}`);
+      }
+      lora.select("adapter");
+      lora.setTraining(false);
+    }
+    const generator = new WebGpuGenerator(engine, decoder, tokenizer, { contextLength: o.contextLength });
+    return { gpu, engine, decoder, tokenizer, generator, lora, modelDir, adapterDir, runConfig, close: () => gpu.destroy() };
+  } catch (e) {
+    gpu.destroy();
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prompts
+// ---------------------------------------------------------------------------------------------------------------
+
+export const PROMPT_FORMATS = ["auto", "chat", "qa", "raw"] as const;
+export type PromptFormat = (typeof PROMPT_FORMATS)[number];
+
+/** The `Q: …\nA: ` format `nr train` uses for SFT, RL and its own evals. */
+export const qaPrompt = (problem: string) => `Q: ${problem}\nA: `;
+
+export interface Prompter {
+  format: Exclude<PromptFormat, "auto">;
+  /** What the format is, for the log line. */
+  describe: string;
+  build(problem: string): string;
+}
+
+/**
+ * How problems become prompts. `chat`: the checkpoint's chat template (built-in ChatML when it has none) with the
+ * step-by-step/boxed system prompt; `qa`: `Q: …\nA: ` (what `nr train` trains on); `raw`: the text as is.
+ * `auto`: `qa` for an adapter from an `nr train` run folder, else `chat`.
+ */
+export async function makePrompter(format: PromptFormat, m: Pick<ModelPaths, "modelDir" | "runConfig">): Promise<Prompter> {
+  const f = format === "auto" ? (m.runConfig ? "qa" : "chat") : format;
+  if (f === "qa") return { format: f, describe: "Q: …\\nA: (the nr train format)", build: qaPrompt };
+  if (f === "raw") return { format: f, describe: "raw text", build: (p) => p };
+  let template: ChatTemplate;
+  let describe = "the checkpoint's chat template";
+  try {
+    template = await ChatTemplate.fromTokenizerDir(m.modelDir);
+  } catch {
+    template = ChatTemplate.chatml();
+    describe = "built-in ChatML (the checkpoint has no chat template)";
+  }
+  return { format: "chat", describe, build: (p) => buildPrompt(template, p) };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Problems
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface LoadProblemsOptions {
+  /** A JSONL/JSON/Parquet file or dataset folder, or "synthetic". */
+  data: string;
+  /** At most this many problems (the first n). */
+  n?: number;
+  /** Dataset folder split (train, test, …). */
+  split?: string;
+  /** Skip bad rows (listing them on stderr) instead of failing on the first. */
+  skipBadRows?: boolean;
+  /** Synthetic task: seed and difficulty (default: the run's config when known, else the embedded default's). */
+  seed?: number;
+  syntheticSplit?: "train" | "heldout";
+  difficulty?: TrainConfig["data"]["difficulty"];
+  warn?: (line: string) => void;
+}
+
+/**
+ * Problems for eval/generate/curate. A malformed or incomplete row fails with `file:line: reason` (or, with
+ * `skipBadRows`, is listed on stderr and skipped).
+ */
+export async function loadProblems(o: LoadProblemsOptions): Promise<{ records: MathRecord[]; source: string }> {
+  if (o.n !== undefined && !(Number.isInteger(o.n) && o.n >= 1)) throw new UsageError(`--n ${o.n}: expected an integer >= 1`);
+  if (o.data === "synthetic") {
+    const d = o.difficulty ?? DEFAULT_CONFIG.data.difficulty;
+    const records = generateSynthetic({ count: o.n ?? 100, seed: o.seed ?? 0, split: o.syntheticSplit ?? "heldout", ...d });
+    return { records, source: `synthetic (${o.syntheticSplit ?? "heldout"} split, seed ${o.seed ?? 0}, steps ${d.minSteps}..${d.maxSteps})` };
+  }
+  if (!existsSync(o.data)) throw new UsageError(`--data ${o.data}: no such file or folder (expected "synthetic" or a .jsonl/.json/.parquet file or dataset folder)`);
+  let loaded;
+  try {
+    loaded = await loadDataset(o.data, { split: o.split, limit: o.n, onBadRow: o.skipBadRows ? "skip" : "error" });
+  } catch (e) {
+    if (e instanceof DatasetError) throw new UsageError(`${e.message}${e.report.snippet ? `\n  ${e.report.snippet}` : ""}\n(fix the row, or pass --skip-bad-rows to skip such rows)`);
+    throw new UsageError(`--data ${o.data}: ${(e as Error).message}`);
+  }
+  if (loaded.badRows.length) (o.warn ?? ((l: string) => console.error(l)))(formatBadRows(loaded.badRows));
+  if (loaded.records.length === 0) throw new UsageError(`--data ${o.data}: no usable problems${loaded.badRows.length ? ` (${loaded.badRows.length} bad rows skipped)` : ""}`);
+  return { records: loaded.records, source: loaded.files.join(", ") };
+}
+
+/** Parse a number option strictly (yargs turns "abc" into NaN). */
+export function checkNumber(flag: string, v: number | undefined, o: { min?: number; max?: number; int?: boolean } = {}): void {
+  if (v === undefined) return;
+  const bad = !Number.isFinite(v) || (o.int && !Number.isInteger(v)) || (o.min !== undefined && v < o.min) || (o.max !== undefined && v > o.max);
+  if (bad) throw new UsageError(`--${flag} ${v}: expected ${o.int ? "an integer" : "a number"}${o.min !== undefined ? ` >= ${o.min}` : ""}${o.max !== undefined ? ` <= ${o.max}` : ""}`);
+}

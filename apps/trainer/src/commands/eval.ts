@@ -1,0 +1,141 @@
+// `nr eval`: greedy pass@1 (and avg@n / pass@k / maj@k with --samples > 1) of a checkpoint, optionally with a LoRA
+// adapter, on a dataset or the synthetic task. Generation runs on the GPU (WebGpuGenerator), grading with the
+// @nr/rewards verifier through @nr/data's evaluate(). Prints a table and writes a JSON summary.
+import { resolve } from "node:path";
+import type { Argv, CommandModule } from "yargs";
+import { evaluate, formatEvalTable, type EvalSummary } from "@nr/data";
+import { writeJsonAtomic } from "../run/folder.js";
+import { checkNumber, loadProblems, makePrompter, openModel, PROMPT_FORMATS, resolveModelPaths, UsageError, type PromptFormat } from "./common.js";
+
+export interface EvalArgs {
+  model: string;
+  adapter?: string;
+  data: string;
+  split?: string;
+  n: number;
+  samples: number;
+  temperature: number;
+  topP: number;
+  maxNewTokens: number;
+  seed: number;
+  batchSize: number;
+  promptFormat: PromptFormat;
+  out: string;
+  details?: string;
+  skipBadRows: boolean;
+  progress?: boolean;
+}
+
+export interface EvalReport {
+  model: string;
+  adapter: string | null;
+  data: string;
+  promptFormat: string;
+  adapterName: string;
+  options: Omit<EvalArgs, "model" | "adapter" | "data" | "out" | "details" | "progress">;
+  summary: Omit<EvalSummary, "results">;
+  out: string;
+  details: string | null;
+}
+
+export interface CommandIo {
+  log: (line: string) => void;
+  err: (line: string) => void;
+}
+
+export const consoleIo: CommandIo = { log: (l) => console.log(l), err: (l) => console.error(l) };
+
+export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<EvalReport> {
+  checkNumber("n", a.n, { int: true, min: 1 });
+  checkNumber("samples", a.samples, { int: true, min: 1 });
+  checkNumber("temperature", a.temperature, { min: 0 });
+  checkNumber("top-p", a.topP, { min: 0, max: 1 });
+  checkNumber("max-new-tokens", a.maxNewTokens, { int: true, min: 1 });
+  checkNumber("batch-size", a.batchSize, { int: true, min: 1 });
+  if (a.samples > 1 && a.temperature === 0) throw new UsageError(`--samples ${a.samples} at --temperature 0 would give ${a.samples} identical completions per problem; pass a sampling temperature (e.g. --temperature 0.6) or --samples 1`);
+  checkNumber("seed", a.seed, { int: true, min: 0 });
+  // Paths and data first: a bad flag or row fails before any GPU work.
+  const paths = resolveModelPaths({ model: a.model, adapter: a.adapter });
+  const run = paths.runConfig;
+  const { records, source } = await loadProblems({
+    data: a.data,
+    n: a.n,
+    split: a.split,
+    skipBadRows: a.skipBadRows,
+    // The synthetic held-out set of an nr-train run: the run's seed and difficulty.
+    seed: a.data === "synthetic" && run ? run.seed : a.seed,
+    difficulty: run?.data.difficulty,
+    warn: io.err,
+  });
+  const m = await openModel({ model: a.model, adapter: a.adapter });
+  try {
+    const prompter = await makePrompter(a.promptFormat, m);
+    io.err(`eval: ${records.length} problems from ${source}; prompts: ${prompter.describe}; adapter ${m.gpu.adapterName}${m.adapterDir ? `; LoRA ${m.adapterDir}` : ""}`);
+    // Greedy pass@1 always; sampled completions when asked for several, or for one at a temperature above 0.
+    const sampled = a.samples > 1 || a.temperature > 0 ? a.samples : 0;
+    const summary = await evaluate(m.generator, records, {
+      prompt: (r) => prompter.build(r.problem),
+      greedy: true,
+      samples: sampled,
+      temperature: a.temperature,
+      topP: a.topP,
+      maxNewTokens: a.maxNewTokens,
+      seed: a.seed,
+      batchSize: a.batchSize,
+      outputPath: a.details,
+      progress: a.progress ?? true,
+      print: false,
+      name: `eval ${m.adapterDir ?? m.modelDir}`,
+    });
+    io.log(formatEvalTable(summary));
+    const { results: _results, ...rest } = summary;
+    const out = resolve(a.out);
+    const report: EvalReport = {
+      model: m.modelDir,
+      adapter: m.adapterDir,
+      data: source,
+      promptFormat: prompter.format,
+      adapterName: m.gpu.adapterName,
+      options: { split: a.split, n: a.n, samples: a.samples, temperature: a.temperature, topP: a.topP, maxNewTokens: a.maxNewTokens, seed: a.seed, batchSize: a.batchSize, promptFormat: a.promptFormat, skipBadRows: a.skipBadRows },
+      summary: rest,
+      out,
+      details: a.details ? resolve(a.details) : null,
+    };
+    writeJsonAtomic(out, report);
+    io.err(`eval: wrote ${out}${a.details ? ` and ${resolve(a.details)} (one line per problem)` : ""}`);
+    return report;
+  } finally {
+    m.close();
+  }
+}
+
+/** Options shared by eval and generate: the model, the adapter, the prompt format, sampling. */
+export const modelOptions = <T>(y: Argv<T>) =>
+  y
+    .option("model", { type: "string", demandOption: true, describe: "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json)" })
+    .option("adapter", { type: "string", describe: "PEFT LoRA adapter folder, e.g. runs/NAME/checkpoints/step-N" })
+    .option("prompt-format", { choices: PROMPT_FORMATS, default: "auto" as PromptFormat, describe: "chat: the checkpoint's chat template; qa: 'Q: …\\nA: ' (nr train's); raw: as is; auto: qa for an nr-train adapter, else chat" })
+    .option("max-new-tokens", { type: "number", default: 256, describe: "token budget per completion" })
+    .option("temperature", { type: "number", default: 0, describe: "sampling temperature (0 = greedy)" })
+    .option("top-p", { type: "number", default: 0.95, describe: "nucleus mass when sampling" })
+    .option("seed", { type: "number", default: 0, describe: "sampling seed (and the synthetic task's seed)" });
+
+export const evalCommand: CommandModule<object, EvalArgs> = {
+  command: "eval",
+  describe: "Greedy pass@1 (and avg@n with --samples) of a model + adapter on a dataset or the synthetic task, on the GPU",
+  builder: (y) =>
+    modelOptions(y)
+      .option("data", { type: "string", default: "synthetic", describe: '"synthetic" (held-out split) or a .jsonl/.json/.parquet file or dataset folder' })
+      .option("split", { type: "string", describe: "split of a dataset folder (train, test, …)" })
+      .option("n", { type: "number", default: 100, describe: "evaluate the first n problems" })
+      .option("samples", { type: "number", default: 1, describe: "sampled completions per problem for avg@n, pass@k, maj@k (needs --temperature > 0)" })
+      .option("batch-size", { type: "number", default: 16, describe: "problems per generation batch" })
+      .option("out", { type: "string", default: "eval.json", describe: "JSON summary written here" })
+      .option("details", { type: "string", describe: "also write one JSON line per problem (prompt, completions, verdicts) here" })
+      .option("skip-bad-rows", { type: "boolean", default: false, describe: "skip malformed dataset rows (listed on stderr) instead of failing" })
+      .example("$0 eval --model runs/default/model --adapter runs/default/checkpoints/step-70 --n 50", "greedy pass@1 of a trained adapter on 50 held-out synthetic problems")
+      .example("$0 eval --model ~/Qwen2.5-0.5B-Instruct --data gsm8k_test.jsonl --samples 8 --temperature 0.6 --out gsm8k.json", "pass@1 greedy, avg@8 / pass@k / maj@8 sampled") as unknown as Argv<EvalArgs>,
+  handler: async (a) => {
+    await runEval(a);
+  },
+};
