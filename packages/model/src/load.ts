@@ -1,19 +1,140 @@
 // Build a Decoder on an autograd engine from a Hugging Face checkpoint directory. Tensors stream one at a time:
 // read (bf16/f16/f32 → f32) from the safetensors file, upload, drop — the JS heap never holds the whole model.
-import type { Engine, Tensor } from "@nr/autograd";
+//
+// NF4 base (QLoRA): with `quant: "nf4"` the seven linear weights of every layer (q/k/v/o/gate/up/down) are uploaded
+// in their stored dtype, quantised on the GPU exactly as bitsandbytes does (@nr/kernels quantizeNf4: blocks of 64,
+// optional double quantisation of the block scales), and the full-precision upload is released and destroyed. The
+// projection (`Nf4Projection`) runs the fused NF4 matmul: forward y = x·deq(W)ᵀ (+ bias), backward only the input
+// gradient dx = dy·deq(W) — the base is frozen and has no gradient buffer. Biases, norms, the embedding and the LM
+// head stay f32. Weights a checkpoint already stores in bitsandbytes' 4-bit format (U8 `weight` + `.absmax`,
+// `.quant_map`, `.nested_*`, `.quant_state.bitsandbytes__nf4`) load as they are, whatever `quant` says.
+// On the float64 CPU backend NF4 weights become frozen dense weights holding the exact dequantised values
+// (bitsandbytes' default-backend arithmetic on the host): the reference for gradchecks.
+import { GpuBackend, type Engine, type Tensor } from "@nr/autograd";
+import {
+  downloadNf4,
+  loadBnbNf4,
+  nf4DequantizeReference,
+  nf4HostScales,
+  nf4Matmul,
+  nf4QuantizeReference,
+  parseBnbNf4,
+  quantizeNf4,
+  releaseNf4,
+  type BnbTensor,
+  type Gpu,
+  type GpuBuffer,
+  type Nf4SourceDtype,
+  type Nf4Weight,
+} from "@nr/kernels";
 import { openCheckpoint } from "./checkpoint.js";
 import { paramName, type ModelConfig, type ParamRole } from "./config.js";
-import { Decoder, DenseProjection, type DecoderLayer } from "./decoder.js";
+import { Decoder, DenseProjection, type DecoderLayer, type Projection } from "./decoder.js";
+import type { TensorSource } from "./safetensors.js";
+
+export type BaseQuant = "none" | "nf4";
 
 export interface LoadDecoderOptions {
-  /** Make the base weights trainable (full fine-tuning); default frozen. */
+  /** Make the base weights trainable (full fine-tuning); default frozen. Not allowed with an NF4 base. */
   trainable?: boolean;
+  /**
+   * "nf4": quantise the seven linear weights of every layer to bitsandbytes NF4 at load (GPU backend; frozen base
+   * for LoRA / QLoRA). "none" (default): keep them f32. 4-bit weights stored in the checkpoint load as NF4 either way.
+   */
+  quant?: BaseQuant;
+  /** NF4: double-quantise the block scales (bitsandbytes compress_statistics, the QLoRA default). Default true. */
+  doubleQuant?: boolean;
+  /** NF4 block size (bitsandbytes: 64). */
+  blocksize?: number;
+}
+
+/**
+ * A frozen NF4 linear layer y = x·deq(W)ᵀ (+ bias) over the fused NF4 matmul. W is never materialised in full
+ * precision; backward adds dy·deq(W) into x's gradient and gives W (and the bias) none.
+ */
+export class Nf4Projection implements Projection {
+  readonly gpu: Gpu;
+
+  constructor(
+    readonly engine: Engine,
+    readonly weight: Nf4Weight,
+    readonly bias: Tensor | null = null,
+    readonly name = "nf4",
+  ) {
+    if (!(engine.backend instanceof GpuBackend)) throw new Error(`${name}: an NF4 projection needs the WebGPU backend (GpuBackend); on the CPU backend load the dequantised weights instead`);
+    if (weight.K % 8 !== 0) throw new Error(`${name}: in_features ${weight.K} is not a multiple of 8, which the fused NF4 matmul needs; load this model with quant: "none"`);
+    if (bias && bias.size !== weight.N) throw new Error(`${name}: bias has ${bias.size} elements, the weight has ${weight.N} rows`);
+    if (bias?.requiresGrad) throw new Error(`${name}: the bias of a frozen NF4 base cannot be trainable`);
+    this.gpu = engine.backend.gpu;
+  }
+
+  get outFeatures() {
+    return this.weight.N;
+  }
+  get inFeatures() {
+    return this.weight.K;
+  }
+
+  forward(x: Tensor): Tensor {
+    const e = this.engine;
+    const { N, K } = this.weight;
+    const k = x.shape[x.shape.length - 1];
+    if (k !== K) throw new Error(`${this.name}: x has ${k} features but the NF4 weight is [${N}, ${K}]`);
+    if (x.dtype !== "f32") throw new Error(`${this.name}: x must be f32 (got ${x.dtype})`);
+    const M = x.size / K;
+    const y = e.empty([...x.shape.slice(0, -1), N], "f32", "nf4linear");
+    nf4Matmul(this.gpu, { mode: "forward", a: x.storage as GpuBuffer, w: this.weight, out: y.storage as GpuBuffer, M });
+    if (this.bias) e.backend.biasAdd(y.storage, this.bias.storage, M, N);
+    if (e.needsGrad(x)) {
+      y.requiresGrad = true;
+      e.record("nf4linear", () => {
+        if (y.grad) nf4Matmul(this.gpu, { mode: "inputGrad", a: y.grad.storage as GpuBuffer, w: this.weight, out: e.gradOf(x).storage as GpuBuffer, M, accumulate: true });
+      });
+    }
+    return y;
+  }
+
+  /** The dequantised weight [N, K] (row-major f32), read back and dequantised on the host exactly as bitsandbytes does. */
+  async dequantize(): Promise<Float32Array> {
+    const s = await downloadNf4(this.gpu, this.weight);
+    return nf4DequantizeReference(s.packed, nf4HostScales(s), this.weight.N * this.weight.K, s.blocksize, s.quantMap);
+  }
+
+  /** Release the device buffers (the projection is unusable afterwards). */
+  dispose() {
+    releaseNf4(this.gpu, this.weight);
+    this.bias?.dispose();
+  }
+}
+
+const LINEAR_ROLES = ["q", "k", "v", "o", "gate", "up", "down"] as const;
+type LinearRole = (typeof LINEAR_ROLES)[number];
+const BIAS_ROLE: Partial<Record<LinearRole, ParamRole>> = { q: "qBias", k: "kBias", v: "vBias", o: "oBias" };
+/** Companion tensors of a bitsandbytes 4-bit weight. */
+const BNB_SUFFIXES = [".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4"];
+
+async function readBnbTensors(src: TensorSource, name: string): Promise<Map<string, BnbTensor>> {
+  const out = new Map<string, BnbTensor>();
+  for (const key of [name, ...BNB_SUFFIXES.map((s) => name + s)]) {
+    if (!src.has(key)) continue;
+    const info = src.info(key);
+    out.set(key, { dtype: info.dtype, shape: [...info.shape], bytes: await src.readRaw(key) });
+  }
+  return out;
 }
 
 export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoderOptions = {}): Promise<{ decoder: Decoder; config: ModelConfig }> {
+  const quant = opts.quant ?? "none";
+  if (quant !== "none" && quant !== "nf4") throw new Error(`loadDecoder: quant must be "none" or "nf4" (got ${JSON.stringify(quant)})`);
   const ck = await openCheckpoint(dir);
   const c = ck.config;
+  const gpu = engine.backend instanceof GpuBackend ? engine.backend.gpu : null;
+  const anyNf4 = quant === "nf4" || ck.report.quantized.size > 0;
   try {
+    if (anyNf4 && opts.trainable) throw new Error(`loadDecoder: an NF4 base is frozen; drop trainable (or load ${dir} with quant: "none") and train LoRA adapters on it`);
+    for (const [name, s] of ck.report.quantized) {
+      if (s.quant_type !== "nf4") throw new Error(`${ck.tensors.path}: ${name} is bitsandbytes ${s.quant_type}; only nf4 4-bit weights are supported`);
+    }
     const get = async (role: ParamRole, layer?: number): Promise<Tensor> => {
       const name = paramName(role, layer);
       const info = ck.tensors.info(name);
@@ -21,28 +142,103 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
       const data = await ck.tensors.readF32(name);
       return engine.tensor(data, [...info.shape], { requiresGrad: opts.trainable ?? false, name });
     };
-    const maybe = async (role: ParamRole, layer: number, present: boolean) => (present ? get(role, layer) : null);
+    const maybe = async (role: ParamRole | undefined, layer: number, present: boolean) => (role && present ? get(role, layer) : null);
+
+    // One linear layer of the base: dense, or NF4 (quantised here, or as stored).
+    const projection = async (role: LinearRole, layer: number): Promise<Projection> => {
+      const name = paramName(role, layer);
+      const biasRole = BIAS_ROLE[role];
+      const bias = await maybe(biasRole, layer, role === "o" ? c.oBias : c.qkvBias);
+      const stored4bit = ck.report.quantized.has(name);
+      if (!stored4bit && quant === "none") return new DenseProjection(await get(role, layer), bias);
+      const info = ck.tensors.info(name);
+      const blocksize = opts.blocksize ?? 64;
+      if (!gpu) {
+        // float64 reference: the exact dequantised values as a frozen dense weight.
+        let values: Float32Array;
+        let shape: number[];
+        if (stored4bit) {
+          const s = parseBnbNf4(await readBnbTensors(ck.tensors, name), name);
+          values = nf4DequantizeReference(s.packed, nf4HostScales(s), s.shape[0] * s.shape[1], s.blocksize, s.quantMap);
+          shape = [...s.shape];
+        } else {
+          const q = nf4QuantizeReference(await ck.tensors.readF32(name), { blocksize, doubleQuant: opts.doubleQuant ?? true });
+          values = nf4DequantizeReference(q.packed, q.scales, info.numel, blocksize);
+          shape = [...info.shape];
+        }
+        return new DenseProjection(engine.tensor(values, shape, { name }), bias);
+      }
+      if (stored4bit) return new Nf4Projection(engine, loadBnbNf4(gpu, await readBnbTensors(ck.tensors, name), name), bias, name);
+      const [N, K] = info.shape;
+      let input;
+      let dtype: Nf4SourceDtype;
+      if (info.dtype === "BF16" || info.dtype === "F16" || info.dtype === "F32") {
+        // Upload the stored bits: the quantiser widens bf16/f16 exactly on the GPU.
+        input = gpu.upload(await ck.tensors.readRaw(name), `${name}.full`);
+        dtype = info.dtype === "BF16" ? "bf16" : info.dtype === "F16" ? "f16" : "f32";
+      } else {
+        input = gpu.upload(await ck.tensors.readF32(name), `${name}.full`);
+        dtype = "f32";
+      }
+      const w = quantizeNf4(gpu, { input, dtype, N, K, blocksize, doubleQuant: opts.doubleQuant ?? true, label: name });
+      // Released now and reused only by work recorded later; destroyed by the trim at the end of loading.
+      gpu.release(input);
+      return new Nf4Projection(engine, w, bias, name);
+    };
+
     const embed = await get("embed");
     const layers: DecoderLayer[] = [];
     for (let i = 0; i < c.numLayers; i++) {
-      layers.push({
-        inputNorm: await get("inputNorm", i),
-        q: new DenseProjection(await get("q", i), await maybe("qBias", i, c.qkvBias)),
-        k: new DenseProjection(await get("k", i), await maybe("kBias", i, c.qkvBias)),
-        v: new DenseProjection(await get("v", i), await maybe("vBias", i, c.qkvBias)),
-        o: new DenseProjection(await get("o", i), await maybe("oBias", i, c.oBias)),
-        qNorm: c.qkNorm ? await get("qNorm", i) : undefined,
-        kNorm: c.qkNorm ? await get("kNorm", i) : undefined,
-        postAttentionNorm: await get("postAttnNorm", i),
-        gate: new DenseProjection(await get("gate", i)),
-        up: new DenseProjection(await get("up", i)),
-        down: new DenseProjection(await get("down", i)),
-      });
+      const inputNorm = await get("inputNorm", i);
+      const [q, k, v, o] = [await projection("q", i), await projection("k", i), await projection("v", i), await projection("o", i)];
+      const qNorm = c.qkNorm ? await get("qNorm", i) : undefined;
+      const kNorm = c.qkNorm ? await get("kNorm", i) : undefined;
+      const postAttentionNorm = await get("postAttnNorm", i);
+      const [gate, up, down] = [await projection("gate", i), await projection("up", i), await projection("down", i)];
+      layers.push({ inputNorm, q, k, v, o, qNorm, kNorm, postAttentionNorm, gate, up, down });
     }
     const finalNorm = await get("finalNorm");
     const lmHead = c.tieWordEmbeddings ? embed : await get("lmHead");
+    if (gpu && anyNf4) {
+      // Destroy the released full-precision uploads (and the quantiser's scratch) instead of keeping them pooled.
+      await gpu.sync();
+      gpu.pool.trim();
+    }
     return { decoder: new Decoder(engine, c, { embed, layers, finalNorm, lmHead }), config: c };
   } finally {
     await ck.tensors.close();
   }
+}
+
+/**
+ * A copy of a base decoder (dense and/or NF4 projections, no adapters) on another engine, every NF4 weight replaced
+ * by its exact dequantised values as a frozen dense weight — e.g. the float64 CPU reference of an NF4 model.
+ */
+export async function dequantizedCopy(decoder: Decoder, engine: Engine): Promise<Decoder> {
+  const copy = async (t: Tensor) => engine.tensor(await t.read(), [...t.shape], { name: t.name, dtype: t.dtype });
+  const proj = async (p: Projection): Promise<Projection> => {
+    if (p instanceof Nf4Projection) return new DenseProjection(engine.tensor(await p.dequantize(), [p.outFeatures, p.inFeatures], { name: p.name }), p.bias && (await copy(p.bias)));
+    if (p instanceof DenseProjection) return new DenseProjection(await copy(p.weight), p.bias && (await copy(p.bias)));
+    throw new Error("dequantizedCopy: projections must be dense or NF4 (copy the base before wrapping it with LoRA adapters)");
+  };
+  const W = decoder.weights;
+  const embed = await copy(W.embed);
+  const layers: DecoderLayer[] = [];
+  for (const L of W.layers) {
+    layers.push({
+      inputNorm: await copy(L.inputNorm),
+      q: await proj(L.q),
+      k: await proj(L.k),
+      v: await proj(L.v),
+      o: await proj(L.o),
+      qNorm: L.qNorm && (await copy(L.qNorm)),
+      kNorm: L.kNorm && (await copy(L.kNorm)),
+      postAttentionNorm: await copy(L.postAttentionNorm),
+      gate: await proj(L.gate),
+      up: await proj(L.up),
+      down: await proj(L.down),
+    });
+  }
+  const lmHead = W.lmHead === W.embed ? embed : await copy(W.lmHead);
+  return new Decoder(engine, decoder.config, { embed, layers, finalNorm: await copy(W.finalNorm), lmHead });
 }
