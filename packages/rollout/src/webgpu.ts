@@ -250,13 +250,27 @@ export class WebGpuGenerator implements Generator {
    * source has nothing to give. Every job must fit: prompt + maxNewTokens ≤ tmax, n ≤ rows.
    */
   async run(source: JobSource, shape: { rows: number; tmax: number }): Promise<void> {
+    // One loop at a time on this generator (a second caller waits for the first to finish).
+    const before = this.running;
+    let release!: () => void;
+    this.running = new Promise((r) => (release = r));
+    await before;
+    try {
+      await this.loop(source, shape);
+    } finally {
+      release();
+    }
+  }
+
+  private running: Promise<void> = Promise.resolve();
+
+  private async loop(source: JobSource, shape: { rows: number; tmax: number }): Promise<void> {
     const e = this.engine, gpu = this.gpu, c = this.decoder.config;
     const { rows: R, tmax: Tmax } = shape;
     this.checkCache(R, Tmax);
     const D = c.headDim, Hkv = c.numKvHeads, V = c.vocabSize;
     const perCache = R * Tmax * Hkv * D * 4;
     const rowBytes = Tmax * Hkv * D * 4;
-    this.cacheTmax = Tmax;
     const caches = Array.from({ length: c.numLayers }, () => ({ k: gpu.alloc(perCache, "kcache"), v: gpu.alloc(perCache, "vcache") }));
     const logits = gpu.alloc(R * V * 4, "logits");
     const ids = gpu.alloc(R * 4, "sampled-ids");
@@ -290,7 +304,7 @@ export class WebGpuGenerator implements Generator {
           const promptLogits = gpu.alloc(V * 4, "prompt-logits");
           await e.scope(async () =>
             e.noGrad(() => {
-              const x = this.forwardTokens(job.promptIds, [0], L, 1, promptKv, "prefill");
+              const x = this.forwardTokens(job.promptIds, [0], L, 1, promptKv, "prefill", Tmax);
               this.lmLogits(x, L - 1, 1, promptLogits, 0);
             }),
           );
@@ -363,7 +377,7 @@ export class WebGpuGenerator implements Generator {
           const starts = slots.map((s, b) => (s ? lens[b] : 0));
           await e.scope(async () =>
             e.noGrad(() => {
-              const x = this.forwardTokens(feed, starts, 1, R, caches, "decode");
+              const x = this.forwardTokens(feed, starts, 1, R, caches, "decode", Tmax);
               this.lmLogits(x, 0, R, logits, 0);
             }),
           );
@@ -445,7 +459,7 @@ export class WebGpuGenerator implements Generator {
    * Run the layers over `T` new tokens for each of `B` rows. prefill: B = 1, the prompt at cache row `cacheRows[0]`;
    * decode: T = 1, row b's token sits at position `starts[b]`. Returns the final-norm hidden states [B·T, H].
    */
-  private forwardTokens(tokens: number[], starts: number[], T: number, B: number, caches: { k: GpuBuffer; v: GpuBuffer }[], mode: "prefill" | "decode"): Tensor {
+  private forwardTokens(tokens: number[], starts: number[], T: number, B: number, caches: { k: GpuBuffer; v: GpuBuffer }[], mode: "prefill" | "decode", Tmax: number): Tensor {
     const e = this.engine, gpu = this.gpu, c = this.decoder.config, W = this.decoder.weights;
     const D = c.headDim, Hkv = c.numKvHeads, Hq = c.numHeads;
     const ids = e.tensor(tokens, [B * T], { dtype: "u32" });
@@ -453,7 +467,6 @@ export class WebGpuGenerator implements Generator {
     // decode: each row's new K/V goes to its own position; prefill: the prompt goes to row cacheRows[0] from 0.
     const appendAt = e.tensor(starts, [B], { dtype: "u32" });
     const lensAfter = e.tensor(starts.map((s) => s + 1), [B], { dtype: "u32" });
-    const Tmax = this.cacheTmax;
     let x = embedding(ids, W.embed);
     W.layers.forEach((L: DecoderLayer, li: number) => {
       const h = rmsnorm(x, L.inputNorm, c.rmsNormEps);
@@ -483,9 +496,6 @@ export class WebGpuGenerator implements Generator {
     });
     return rmsnorm(x, W.finalNorm, c.rmsNormEps);
   }
-
-  /** Cache length (tokens per row) of the generation in progress. */
-  private cacheTmax = 0;
 
   /** logits[dstRow + i] = h[srcRow + i] · Wᵀ for `count` rows (temperature applied by the sampler). */
   private lmLogits(h: Tensor, srcRow: number, count: number, out: GpuBuffer, dstRow: number) {

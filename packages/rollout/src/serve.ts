@@ -1,0 +1,486 @@
+// `nr serve`: an OpenAI-compatible HTTP server (node:http only) over the WebGPU generator, so that anything that
+// speaks the OpenAI API — our own OpenAIGenerator, the openai SDKs, evaluation harnesses — can use a checkpoint and
+// its LoRA adapters.
+//
+//   GET  /v1/models             the base model and every adapter, by name
+//   POST /v1/completions        prompt (string | string[] | token ids | token id lists)
+//   POST /v1/chat/completions   messages rendered with the checkpoint's chat template (generation prompt appended)
+//   GET  /health                200 when the server is up
+//
+// Fields: model (the base model's or an adapter's name; default the base), n, max_tokens (chat: also
+// max_completion_tokens), temperature, top_p, top_k (−1/0 = off), min_p, seed, stop, logprobs (completions: 0/1;
+// chat: true, top_logprobs 0), stream (+ stream_options.include_usage). Log-probs are those of the sampled tokens
+// under the sampling distribution (after temperature / top-k / top-p / min-p; 0 for greedy), which is what RL needs;
+// alternatives (top_logprobs) are not computed. finish_reason is "stop" (EOS or a stop string; vLLM's stop_reason
+// names the string) or "length".
+//
+// Every request is validated before it is queued; a bad one gets a 4xx JSON error in OpenAI's shape
+// ({error: {message, type, param, code}}) and never reaches the GPU. Valid requests are queued to the one generator,
+// whose decode loop admits them into free rows of its running batch (continuous batching) as long as they use the
+// adapter of that batch; a request for another adapter waits until the batch drains, then the adapter switches.
+// A request without a seed gets a random one; a request with a seed gets the same completions whatever else is in
+// the batch. A client that disconnects cancels its request's rows.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { randomBytes, randomInt } from "node:crypto";
+import type { ChatMessage } from "@nr/model";
+import type { GeneratedSequence, GenerationJob, PromptSpec, TokenizerLike, WebGpuGenerator } from "./webgpu.js";
+
+export interface ServeTokenizer extends TokenizerLike {
+  /** Render chat messages with the checkpoint's template (absent: /v1/chat/completions answers 400). */
+  renderChat?(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
+}
+
+export interface ServeOptions {
+  generator: WebGpuGenerator;
+  tokenizer: ServeTokenizer;
+  /** The base model's served name. */
+  model: string;
+  /** Served adapter names (LoRA adapters already loaded on the decoder). */
+  adapters?: string[];
+  /** Select an adapter (or the bare base with null) before a batch of its requests runs. */
+  activate?: (adapter: string | null) => void;
+  /** Default 127.0.0.1 (this machine only); 0.0.0.0 to listen on every interface. */
+  host?: string;
+  /** Default 8000; 0 picks a free port. */
+  port?: number;
+  /** Prompt + completion limit per sequence (default the generator's context length). */
+  contextLength?: number;
+  /** Largest max_tokens a request may ask for (default: the context length). */
+  maxTokens?: number;
+  /** Sequences decoding at once (the KV cache holds this many × contextLength tokens); n ≤ this. Default 32. */
+  maxBatchRows?: number;
+  /** Largest request body in bytes (default 1 MiB). */
+  maxBodyBytes?: number;
+  /** One line per request and per batch error (default: none). */
+  log?: (line: string) => void;
+}
+
+export interface RunningServer {
+  /** Base URL of the API, e.g. http://127.0.0.1:8000/v1 */
+  url: string;
+  port: number;
+  server: Server;
+  /** Stop accepting, answer queued requests 503, wait for the running batch, close connections. */
+  close(): Promise<void>;
+}
+
+/** A request error with OpenAI's error fields. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+    readonly type = status === 404 ? "not_found_error" : status >= 500 ? "server_error" : "invalid_request_error",
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text).toString(), ...headers });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, e: ApiError, headers: Record<string, string> = {}) {
+  sendJson(res, e.status, { error: { message: e.message, type: e.type, param: e.param, code: e.code } }, headers);
+}
+
+/** Read the body up to `limit` bytes; beyond it, drain the rest (so the client sees the answer) and throw 413. */
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > limit) over = true;
+      else chunks.push(c);
+      if (size > 64 * limit) req.destroy(); // a client that will not stop sending
+    });
+    req.on("end", () => (over ? reject(new ApiError(413, `request body is larger than this server's limit of ${limit} bytes (nr serve --max-body-bytes)`, null, "request_too_large")) : resolve(Buffer.concat(chunks).toString("utf8"))));
+    req.on("error", reject);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Field validation: each reader names the field, the value it got and what it accepts.
+
+type Body = Record<string, unknown>;
+const show = (v: unknown) => (typeof v === "string" ? JSON.stringify(v.length > 40 ? v.slice(0, 40) + "…" : v) : JSON.stringify(v)?.slice(0, 60) ?? String(v));
+const bad = (param: string, what: string, v: unknown) => new ApiError(400, `${param} must be ${what} (got ${show(v)})`, param, "invalid_value");
+
+function num(b: Body, k: string, dflt: number, lo: number, hi: number, loOpen = false): number {
+  const v = b[k];
+  if (v === undefined || v === null) return dflt;
+  const ok = typeof v === "number" && Number.isFinite(v) && (loOpen ? v > lo : v >= lo) && v <= hi;
+  if (!ok) throw bad(k, `a number in ${loOpen ? "(" : "["}${lo}, ${hi}]`, v);
+  return v;
+}
+
+function int(b: Body, k: string, dflt: number | null, lo: number, hi: number): number | null {
+  const v = b[k];
+  if (v === undefined || v === null) return dflt;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < lo || v > hi) throw bad(k, `an integer in [${lo}, ${hi}]`, v);
+  return v;
+}
+
+function bool(b: Body, k: string): boolean {
+  const v = b[k];
+  if (v === undefined || v === null) return false;
+  if (typeof v !== "boolean") throw bad(k, "true or false", v);
+  return v;
+}
+
+/** Fields we do not implement must be absent or at their neutral value. */
+function unsupported(b: Body, k: string, neutral: (v: unknown) => boolean, why: string) {
+  const v = b[k];
+  if (v !== undefined && v !== null && !neutral(v)) throw new ApiError(400, `${k}=${show(v)} is not supported by this server: ${why}`, k, "unsupported_parameter");
+}
+
+/** What both endpoints share after their own fields are read. */
+interface Common {
+  adapter: string | null;
+  model: string;
+  n: number;
+  maxTokens: number | null;
+  sampling: Pick<PromptSpec, "temperature" | "topP" | "topK" | "minP" | "stop" | "seed">;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+interface Pending {
+  adapter: string | null;
+  job: GenerationJob;
+}
+
+/** FIFO of jobs for the one generator; batches run one adapter at a time. */
+class Scheduler {
+  private queue: Pending[] = [];
+  private running: Promise<void> | null = null;
+  closed = false;
+
+  constructor(private readonly o: Required<Pick<ServeOptions, "generator" | "maxBatchRows">> & { tmax: number; activate?: ServeOptions["activate"]; log?: ServeOptions["log"] }) {}
+
+  submit(p: Pending) {
+    if (this.closed) throw new ApiError(503, "the server is shutting down", null, "shutting_down");
+    this.queue.push(p);
+    this.running ??= this.pump().finally(() => (this.running = null));
+  }
+
+  private dropCancelled() {
+    this.queue = this.queue.filter((p) => !p.job.cancelled?.());
+  }
+
+  private async pump() {
+    for (this.dropCancelled(); this.queue.length; this.dropCancelled()) {
+      const adapter = this.queue[0].adapter;
+      this.o.activate?.(adapter);
+      const take = (free: number) => {
+        this.dropCancelled();
+        const head = this.queue[0];
+        // Strict FIFO: a request for another adapter stops admission until this batch drains.
+        if (!head || head.adapter !== adapter || head.job.n > free) return null;
+        return this.queue.shift()!.job;
+      };
+      try {
+        await this.o.generator.run({ take }, { rows: this.o.maxBatchRows, tmax: this.o.tmax });
+      } catch (err) {
+        // The jobs in the batch were failed by the generator; queued ones run in the next batch.
+        this.o.log?.(`batch failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  async close() {
+    this.closed = true;
+    for (const p of this.queue.splice(0)) p.job.fail?.(new ApiError(503, "the server is shutting down", null, "shutting_down"));
+    await this.running;
+  }
+}
+
+export async function serve(opts: ServeOptions): Promise<RunningServer> {
+  const gen = opts.generator;
+  const tok = opts.tokenizer;
+  const ctx = opts.contextLength ?? gen.contextLength;
+  const maxTokensLimit = opts.maxTokens ?? ctx;
+  const maxRows = opts.maxBatchRows ?? 32;
+  const maxBody = opts.maxBodyBytes ?? 1 << 20;
+  const adapters = opts.adapters ?? [];
+  const V = gen.decoder.config.vocabSize;
+  if (adapters.includes(opts.model)) throw new Error(`serve: adapter name "${opts.model}" is also the base model's name; rename one`);
+  if (!Number.isInteger(maxRows) || maxRows < 1) throw new Error(`serve: maxBatchRows must be a positive integer (got ${maxRows})`);
+  gen.checkCache(maxRows, ctx); // fail at start, not on the first request
+  const scheduler = new Scheduler({ generator: gen, maxBatchRows: maxRows, tmax: ctx, activate: opts.activate, log: opts.log });
+  const created = Math.floor(Date.now() / 1000);
+
+  const common = (b: Body, chat: boolean): Common => {
+    const model = b.model ?? opts.model;
+    if (typeof model !== "string") throw bad("model", "a string (a served model name)", model);
+    if (model !== opts.model && !adapters.includes(model)) {
+      throw new ApiError(404, `The model \`${model}\` does not exist. Served: ${[opts.model, ...adapters].map((m) => `\`${m}\``).join(", ")} (GET /v1/models).`, "model", "model_not_found");
+    }
+    const n = int(b, "n", 1, 1, maxRows)!;
+    const maxKey = chat && b.max_completion_tokens !== undefined && b.max_completion_tokens !== null ? "max_completion_tokens" : "max_tokens";
+    const maxTokens = int(b, maxKey, chat ? null : 16, 1, Number.MAX_SAFE_INTEGER);
+    if (maxTokens !== null && maxTokens > maxTokensLimit) throw new ApiError(400, `${maxKey}=${maxTokens} is above this server's limit of ${maxTokensLimit} (nr serve --max-tokens)`, maxKey, "invalid_value");
+    const temperature = num(b, "temperature", 1, 0, 100);
+    const topP = num(b, "top_p", 1, 0, 1, true);
+    const topK = int(b, "top_k", 0, -1, V)!;
+    const minP = num(b, "min_p", 0, 0, 1);
+    let stop: string[] = [];
+    if (typeof b.stop === "string") stop = [b.stop];
+    else if (Array.isArray(b.stop)) stop = b.stop;
+    else if (b.stop !== undefined && b.stop !== null) throw bad("stop", "a string or a list of strings", b.stop);
+    if (stop.length > 16 || stop.some((s) => typeof s !== "string" || s.length === 0)) throw bad("stop", "at most 16 non-empty strings", b.stop);
+    const seed = int(b, "seed", null, 0, Number.MAX_SAFE_INTEGER);
+    const stream = bool(b, "stream");
+    const so = b.stream_options;
+    if (so !== undefined && so !== null && (typeof so !== "object" || Array.isArray(so))) throw bad("stream_options", "an object", so);
+    const includeUsage = Boolean((so as Body | null | undefined)?.include_usage);
+    unsupported(b, "presence_penalty", (v) => v === 0, "only 0");
+    unsupported(b, "frequency_penalty", (v) => v === 0, "only 0");
+    unsupported(b, "repetition_penalty", (v) => v === 1, "only 1");
+    unsupported(b, "logit_bias", (v) => typeof v === "object" && Object.keys(v as object).length === 0, "no logit bias");
+    unsupported(b, "best_of", (v) => v === n, "best_of must equal n");
+    return { adapter: model === opts.model ? null : model, model, n, maxTokens, sampling: { temperature, topP, topK: topK < 0 ? 0 : topK, minP, stop, seed: seed ?? randomInt(2 ** 47) }, stream, includeUsage };
+  };
+
+  /** Prompts → token ids with the context-window check; returns the completion budget of each. */
+  const budget = (ids: number[], c: Common, what: string): number => {
+    if (ids.length === 0) throw new ApiError(400, `${what} is empty (it encodes to no tokens)`, what, "invalid_value");
+    const bad = ids.find((id) => id >= V);
+    if (bad !== undefined) throw new ApiError(400, `${what} holds token id ${bad}, outside the vocabulary [0, ${V})`, what, "invalid_value");
+    const want = c.maxTokens ?? Math.min(maxTokensLimit, ctx - ids.length);
+    if (ids.length + want > ctx) {
+      throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, you requested ${ids.length + want} tokens (${ids.length} in the ${what}, ${want} for the completion). Please reduce the length of the ${what} or the completion.`, what, "context_length_exceeded");
+    }
+    return want;
+  };
+
+  const completionPrompts = (b: Body): number[][] => {
+    const p = b.prompt;
+    const isIds = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 && x.every((t) => typeof t === "number" && Number.isInteger(t) && t >= 0);
+    if (typeof p === "string") return [tok.encode(p)];
+    if (isIds(p)) return [p];
+    if (Array.isArray(p) && p.length > 0 && p.every((s) => typeof s === "string")) return p.map((s: string) => tok.encode(s));
+    if (Array.isArray(p) && p.length > 0 && p.every(isIds)) return p as number[][];
+    throw bad("prompt", "a string, a list of strings, a list of token ids or a list of such lists (non-empty)", p);
+  };
+
+  const chatPrompt = (b: Body): number[] => {
+    const msgs = b.messages;
+    if (!Array.isArray(msgs) || msgs.length === 0) throw bad("messages", "a non-empty list of {role, content}", msgs);
+    const flat: ChatMessage[] = msgs.map((m, i) => {
+      const at = `messages[${i}]`;
+      if (typeof m !== "object" || m === null) throw bad(at, "an object {role, content}", m);
+      const { role, content } = m as Body;
+      if (typeof role !== "string") throw bad(`${at}.role`, "a string", role);
+      let text: string;
+      if (typeof content === "string") text = content;
+      else if (content === null || content === undefined) text = "";
+      else if (Array.isArray(content)) {
+        text = content
+          .map((part, j) => {
+            const pt = part as Body;
+            if (pt?.type !== "text" || typeof pt.text !== "string") throw new ApiError(400, `${at}.content[${j}]: only {type: "text", text} parts are supported`, `${at}.content`, "invalid_value");
+            return pt.text;
+          })
+          .join("");
+      } else throw bad(`${at}.content`, "a string or a list of text parts", content);
+      return { role, content: text };
+    });
+    if (!tok.renderChat) throw new ApiError(400, "this model's tokenizer has no chat template; use /v1/completions with a rendered prompt", "messages", "no_chat_template");
+    let text: string;
+    try {
+      text = tok.renderChat(flat, { addGenerationPrompt: true });
+    } catch (e) {
+      throw new ApiError(400, `the chat template refused these messages: ${(e as Error).message}`, "messages", "invalid_value");
+    }
+    return tok.encode(text);
+  };
+
+  const finish = (s: GeneratedSequence) => ({ finish_reason: s.finishReason === "length" ? "length" : "stop", stop_reason: s.stopString ?? null });
+  const tokenText = (id: number) => tok.decode([id]);
+
+  async function completions(req: IncomingMessage, res: ServerResponse, b: Body, chat: boolean) {
+    const c = common(b, chat);
+    let logprobs = false;
+    if (chat) {
+      logprobs = bool(b, "logprobs");
+      const top = int(b, "top_logprobs", 0, 0, 20);
+      if (top) throw new ApiError(400, "top_logprobs > 0 is not supported: this server returns the sampled tokens' log-probs only", "top_logprobs", "unsupported_parameter");
+    } else {
+      const lp = int(b, "logprobs", null, 0, 20);
+      if (lp !== null && lp > 1) throw new ApiError(400, `logprobs=${lp} is not supported: this server returns the sampled tokens' log-probs only (logprobs 0 or 1)`, "logprobs", "unsupported_parameter");
+      logprobs = lp !== null;
+      unsupported(b, "echo", (v) => v === false, "echo is not implemented");
+      unsupported(b, "suffix", (v) => v === "", "suffix is not implemented");
+    }
+    const prompts = chat ? [chatPrompt(b)] : completionPrompts(b);
+    const budgets = prompts.map((ids, i) => budget(ids, c, chat ? "messages" : prompts.length > 1 ? `prompt[${i}]` : "prompt"));
+    const id = `${chat ? "chatcmpl" : "cmpl"}-${randomBytes(12).toString("hex")}`;
+    const head = { id, object: chat ? "chat.completion" : "text_completion", created: Math.floor(Date.now() / 1000), model: c.model };
+    let cancelled = false;
+    res.on("close", () => {
+      if (!res.writableFinished) cancelled = true;
+    });
+    const promptTokens = prompts.reduce((a, p) => a + p.length, 0);
+
+    // Streaming: per choice, text already sent and tokens already reported.
+    const sent = prompts.flatMap(() => Array.from({ length: c.n }, () => ({ chars: 0, tokens: 0, started: false })));
+    const chunk = (index: number, text: string, ids: number[], lps: number[], fin: ReturnType<typeof finish> | null) => {
+      if (res.destroyed) return;
+      const st = sent[index];
+      const choice: Body = chat
+        ? { index, delta: { ...(st.started ? {} : { role: "assistant" }), ...(text || !st.started ? { content: text } : {}) }, logprobs: logprobs ? chatLogprobs(ids, lps) : null, finish_reason: fin?.finish_reason ?? null, ...(fin ? { stop_reason: fin.stop_reason } : {}) }
+        : { index, text, logprobs: logprobs ? completionLogprobs(ids, lps, st.chars) : null, finish_reason: fin?.finish_reason ?? null, ...(fin ? { stop_reason: fin.stop_reason } : {}) };
+      st.started = true;
+      st.chars += text.length;
+      st.tokens += ids.length;
+      res.write(`data: ${JSON.stringify({ ...head, object: chat ? "chat.completion.chunk" : "text_completion", choices: [choice] })}\n\n`);
+    };
+    const completionLogprobs = (ids: number[], lps: number[], offset0: number) => {
+      const tokens = ids.map(tokenText);
+      const text_offset: number[] = [];
+      let off = offset0;
+      for (const t of tokens) {
+        text_offset.push(off);
+        off += t.length;
+      }
+      return { tokens, token_logprobs: lps, top_logprobs: null, text_offset };
+    };
+    const chatLogprobs = (ids: number[], lps: number[]) => ({
+      content: ids.map((t, i) => {
+        const s = tokenText(t);
+        return { token: s, logprob: lps[i], bytes: [...Buffer.from(s, "utf8")], top_logprobs: [] };
+      }),
+    });
+    /** Text safe to send: not a possible start of a stop string, not a half-decoded character. */
+    const safeText = (ids: readonly number[]) => {
+      let text = ids.length ? tok.decode(ids, { skipSpecialTokens: true }) : "";
+      let end = text.length;
+      for (const s of c.sampling.stop ?? []) {
+        const at = text.indexOf(s);
+        if (at >= 0) end = Math.min(end, at);
+        for (let k = Math.min(s.length - 1, text.length); k > 0; k--) {
+          if (text.endsWith(s.slice(0, k))) {
+            end = Math.min(end, text.length - k);
+            break;
+          }
+        }
+      }
+      while (end > 0 && text[end - 1] === "\uFFFD") end--;
+      text = text.slice(0, end);
+      return text;
+    };
+
+    // Every job is built (and checked) before anything is queued or sent.
+    const pending: { job: GenerationJob; result: Promise<GeneratedSequence[]> }[] = prompts.map((promptIds, pi) => {
+      const spec: PromptSpec = { promptIds, n: c.n, ...c.sampling, maxNewTokens: budgets[pi] };
+      if (c.stream) {
+        spec.onToken = (s, ids, lps) => {
+          const index = pi * c.n + s;
+          const text = safeText(ids).slice(sent[index].chars);
+          const newIds = ids.slice(sent[index].tokens);
+          if (text || (logprobs && newIds.length)) chunk(index, text, [...newIds], lps.slice(sent[index].tokens), null);
+        };
+        spec.onSequence = (s, seq) => {
+          const index = pi * c.n + s;
+          chunk(index, seq.text.slice(sent[index].chars), seq.tokenIds.slice(sent[index].tokens), seq.logprobs.slice(sent[index].tokens), finish(seq));
+        };
+      }
+      let resolve!: (seqs: GeneratedSequence[]) => void;
+      let reject!: (err: Error) => void;
+      const result = new Promise<GeneratedSequence[]>((a, b) => ((resolve = a), (reject = b)));
+      let job: GenerationJob;
+      try {
+        job = gen.resolveJob(spec, { temperature: 1, maxNewTokens: budgets[pi] }, ctx, 0, resolve);
+      } catch (e) {
+        throw new ApiError(400, (e as Error).message.replace(/^generate: /, ""));
+      }
+      job.fail = reject;
+      job.cancelled = () => cancelled;
+      return { job, result };
+    });
+    if (c.stream) {
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+      res.flushHeaders();
+    }
+    for (const p of pending) scheduler.submit({ adapter: c.adapter, job: p.job });
+    const results = await Promise.all(pending.map((p) => p.result));
+    const all = results.flat();
+    const usage = { prompt_tokens: promptTokens, completion_tokens: all.reduce((a, s) => a + s.tokenIds.length, 0), total_tokens: 0 };
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+    if (c.stream) {
+      if (c.includeUsage) res.write(`data: ${JSON.stringify({ ...head, object: chat ? "chat.completion.chunk" : "text_completion", choices: [], usage })}\n\n`);
+      res.end("data: [DONE]\n\n");
+      return;
+    }
+    const choices = all.map((s, index) =>
+      chat
+        ? { index, message: { role: "assistant", content: s.text }, logprobs: logprobs ? chatLogprobs(s.tokenIds, s.logprobs) : null, ...finish(s) }
+        : { index, text: s.text, logprobs: logprobs ? completionLogprobs(s.tokenIds, s.logprobs, 0) : null, ...finish(s) },
+    );
+    sendJson(res, 200, { ...head, choices, usage });
+  }
+
+  const server = createServer((req, res) => {
+    const t0 = performance.now();
+    const path = (req.url ?? "/").split("?")[0].replace(/\/+$/, "") || "/";
+    const done = () => opts.log?.(`${req.method} ${path} ${res.statusCode} ${(performance.now() - t0).toFixed(0)} ms`);
+    res.on("finish", done);
+    const run = async () => {
+      if (path === "/health") return sendJson(res, 200, { status: "ok" });
+      if (path === "/v1/models") {
+        if (req.method !== "GET") throw new ApiError(405, `${req.method} ${path}: use GET`, null, "method_not_allowed");
+        return sendJson(res, 200, { object: "list", data: [opts.model, ...adapters].map((id) => ({ id, object: "model", created, owned_by: "nano-reasoner", root: opts.model, parent: id === opts.model ? null : opts.model, max_model_len: ctx })) });
+      }
+      const chat = path === "/v1/chat/completions";
+      if (!chat && path !== "/v1/completions") throw new ApiError(404, `no route ${req.method} ${path}; this server has GET /v1/models, POST /v1/completions, POST /v1/chat/completions`, null, "unknown_route");
+      if (req.method !== "POST") throw new ApiError(405, `${req.method} ${path}: use POST`, null, "method_not_allowed");
+      const text = await readBody(req, maxBody);
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch (e) {
+        throw new ApiError(400, `malformed JSON in the request body: ${(e as Error).message}`, null, "invalid_json");
+      }
+      if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, "the request body must be a JSON object", null, "invalid_json");
+      await completions(req, res, body as Body, chat);
+    };
+    run().catch((err) => {
+      const e = err instanceof ApiError ? err : new ApiError(500, `generation failed: ${(err as Error).message}`);
+      if (e.status >= 500) opts.log?.(`${req.method} ${path}: ${e.message}`);
+      if (res.headersSent) {
+        // Mid-stream: report in the stream, then end it.
+        if (!res.writableEnded) res.end(`data: ${JSON.stringify({ error: { message: e.message, type: e.type, param: e.param, code: e.code } })}\n\ndata: [DONE]\n\n`);
+      } else sendError(res, e, e.status === 413 ? { connection: "close" } : {});
+    });
+  });
+  const host = opts.host ?? "127.0.0.1";
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 8000, host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const shown = host.includes(":") ? `[${host}]` : host === "0.0.0.0" ? "127.0.0.1" : host;
+  return {
+    url: `http://${shown}:${port}/v1`,
+    port,
+    server,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        void scheduler.close().then(() => server.closeAllConnections());
+      });
+    },
+  };
+}
