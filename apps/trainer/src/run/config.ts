@@ -113,6 +113,8 @@ export interface CheckpointConfig {
 
 export interface WandbConfig {
   project: string;
+  /** W&B user or team (default: the API key's default entity). */
+  entity?: string;
   baseUrl: string;
 }
 
@@ -120,6 +122,8 @@ export interface OutputConfig {
   /** Parent folder of run folders: runs are written to `<dir>/<name>/`. */
   dir: string;
   wandb?: WandbConfig;
+  /** Also write TensorBoard event files to `<run>/tensorboard/`. */
+  tensorboard?: boolean;
 }
 
 export interface TrainConfig {
@@ -277,10 +281,11 @@ export const CONFIG_SCHEMA: ObjNode = {
     checkpoint: { kind: "object", fields: { every: int(0), keepLast: int(1) } },
     output: {
       kind: "object",
-      optional: ["wandb"],
+      optional: ["wandb", "tensorboard"],
       fields: {
         dir: str,
-        wandb: { kind: "object", defaults: { project: "nano-reasoner", baseUrl: "https://api.wandb.ai" }, fields: { project: str, baseUrl: str } },
+        wandb: { kind: "object", optional: ["entity"], defaults: { project: "nano-reasoner", baseUrl: "https://api.wandb.ai" }, fields: { project: str, entity: str, baseUrl: str } },
+        tensorboard: bool,
       },
     },
   },

@@ -5,6 +5,8 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import type { TrainConfig } from "./config.js";
+import { TensorBoardSink } from "./tensorboard.js";
+import { WandbSink } from "./wandb.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Atomic files
@@ -231,6 +233,43 @@ export async function saveCheckpoint(runDir: string, step: number, write: (tmpDi
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Metrics sinks (W&B, TensorBoard): metrics.jsonl stays the source of truth; sinks get a copy of every row
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Somewhere metrics rows are mirrored to. `log` must not block or throw; `close` flushes. */
+export interface MetricsSink {
+  readonly name: string;
+  log(row: StepMetrics): void;
+  close(): Promise<void>;
+}
+
+/**
+ * The scalars of a metrics row as `phase/key` → number (e.g. `rl/reward`, `sft/loss`, `eval/eval_accuracy`):
+ * finite numbers, and booleans as 0/1; `step`, `phase` and non-numeric values are left out.
+ */
+export function metricScalars(row: StepMetrics): Record<string, number> {
+  const phase = typeof row.phase === "string" && row.phase ? row.phase : "train";
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(row)) {
+    if (k === "step" || k === "phase") continue;
+    if (typeof v === "number" && Number.isFinite(v)) out[`${phase}/${k}`] = v;
+    else if (typeof v === "boolean") out[`${phase}/${k}`] = v ? 1 : 0;
+  }
+  return out;
+}
+
+/**
+ * The sinks a config asks for: `output.wandb` (Weights & Biases, through the official SDK in a worker thread) and
+ * `output.tensorboard` (tfevents files in `<run>/tensorboard/`). Throws a clear error when W&B has no API key.
+ */
+export function sinksForConfig(config: TrainConfig, runDir: string, o: { warn?: (line: string) => void } = {}): MetricsSink[] {
+  const sinks: MetricsSink[] = [];
+  if (config.output.wandb) sinks.push(new WandbSink({ ...config.output.wandb, runName: config.name, config, warn: o.warn }));
+  if (config.output.tensorboard) sinks.push(new TensorBoardSink(join(runDir, "tensorboard")));
+  return sinks;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // The run folder
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -240,12 +279,18 @@ export interface OpenRunOptions {
    * (delete it first) or "resume" (keep it; see {@link RunFolder.rewindTo}).
    */
   ifExists?: "error" | "overwrite" | "resume";
+  /** Attach the metrics sinks of the config's `output` section (W&B, TensorBoard). Default true. */
+  sinks?: boolean;
 }
 
 export class RunFolder {
   readonly dir: string;
   private metricsOut: JsonlAppender | null = null;
   private samplesOut: JsonlAppender | null = null;
+  private sinks: MetricsSink[] = [];
+  private sinkErrors = new Set<string>();
+  /** Where sink problems are reported (once per sink); default stderr. */
+  warn: (line: string) => void = (l) => console.error(l);
 
   private constructor(dir: string) {
     this.dir = dir;
@@ -270,7 +315,10 @@ export class RunFolder {
     if (hasRun && mode === "overwrite") rmSync(abs, { recursive: true, force: true });
     mkdirSync(abs, { recursive: true });
     const run = new RunFolder(abs);
-    if (config) run.writeConfig(config);
+    if (config) {
+      run.writeConfig(config);
+      if (o.sinks ?? true) run.attachConfiguredSinks(config);
+    }
     return run;
   }
 
@@ -278,13 +326,15 @@ export class RunFolder {
    * Reopen a run for `--resume`: its config.json, its latest complete checkpoint (null: start over from step 0),
    * and metrics/samples rewound to that checkpoint's step so the resumed run appends exactly where it left off.
    */
-  static resume(dir: string): { run: RunFolder; config: TrainConfig; checkpoint: CheckpointInfo | null } {
+  static resume(dir: string, o: { sinks?: boolean } = {}): { run: RunFolder; config: TrainConfig; checkpoint: CheckpointInfo | null } {
     const abs = resolve(dir);
     if (!existsSync(join(abs, "config.json"))) throw new Error(`cannot resume ${abs}: no config.json there (not a run folder)`);
     const run = RunFolder.openDir(abs, { ifExists: "resume" });
     const config = run.readConfig()!;
     const checkpoint = run.latestCheckpoint();
     run.rewindTo(checkpoint?.step ?? 0);
+    // Rows from here on are mirrored (a resumed run is a new W&B run; TensorBoard gets a new events file).
+    if (o.sinks ?? true) run.attachConfiguredSinks(config);
     return { run, config, checkpoint };
   }
 
@@ -315,10 +365,43 @@ export class RunFolder {
     return existsSync(this.configPath) ? (JSON.parse(readFileSync(this.configPath, "utf8")) as TrainConfig) : null;
   }
 
-  /** Append one metrics row (on disk when this returns). */
+  /** Append one metrics row (on disk when this returns), and mirror it to the sinks. */
   logMetrics(row: StepMetrics): void {
     if (!Number.isInteger(row.step)) throw new Error(`metrics row needs an integer step (got ${JSON.stringify(row.step)})`);
     (this.metricsOut ??= new JsonlAppender(this.metricsPath)).append(row);
+    for (const s of this.sinks) {
+      try {
+        s.log(row);
+      } catch (err) {
+        this.sinkFailed(s, err);
+      }
+    }
+  }
+
+  /** Mirror every later metrics row to `sink` (closed by {@link finish} / {@link close}). */
+  addSink(sink: MetricsSink): void {
+    this.sinks.push(sink);
+  }
+
+  /** Attach the sinks `config.output` asks for (W&B, TensorBoard); `open`/`resume` do this unless `sinks: false`. */
+  attachConfiguredSinks(config: TrainConfig): MetricsSink[] {
+    const sinks = sinksForConfig(config, this.dir, { warn: (l) => this.warn(l) });
+    sinks.forEach((s) => this.addSink(s));
+    return sinks;
+  }
+
+  private sinkFailed(s: MetricsSink, err: unknown) {
+    if (this.sinkErrors.has(s.name)) return;
+    this.sinkErrors.add(s.name);
+    this.warn(`warning: metrics sink ${s.name} failed (${(err as Error)?.message ?? err}); metrics.jsonl is unaffected`);
+  }
+
+  /** Close the files and flush + close the sinks (waits for them: W&B uploads its last rows here). */
+  async finish(): Promise<void> {
+    this.closeFiles();
+    const sinks = this.sinks;
+    this.sinks = [];
+    await Promise.all(sinks.map((s) => s.close().catch((err) => this.sinkFailed(s, err))));
   }
 
   logSample(row: SampleRecord): void {
@@ -359,7 +442,7 @@ export class RunFolder {
    * again), atomically. Returns how many rows were dropped.
    */
   rewindTo(step: number): { metrics: number; samples: number } {
-    this.close();
+    this.closeFiles();
     const cut = (path: string) => {
       if (!existsSync(path)) return 0;
       const rows = readJsonlFile<{ step?: number }>(path);
@@ -370,7 +453,13 @@ export class RunFolder {
     return { metrics: cut(this.metricsPath), samples: cut(this.samplesPath) };
   }
 
+  /** Close the files; sinks are asked to flush and close in the background (await {@link finish} to wait for them). */
   close(): void {
+    if (this.sinks.length) void this.finish();
+    else this.closeFiles();
+  }
+
+  private closeFiles(): void {
     this.metricsOut?.close();
     this.samplesOut?.close();
     this.metricsOut = this.samplesOut = null;
