@@ -51,7 +51,13 @@ export interface DataConfig {
   trainSize: number;
   evalSize: number;
   difficulty: DifficultyConfig;
+  /** Prompt format: "qa" (`Q: … A: `, for the small generated models), "chat" (the tokenizer's chat template with
+   * the chain-of-thought system prompt, for instruct checkpoints), or "auto" (chat for model.dir, qa otherwise). */
+  prompt: PromptStyle;
 }
+
+export const PROMPT_STYLES = ["auto", "qa", "chat"] as const;
+export type PromptStyle = (typeof PROMPT_STYLES)[number];
 
 export interface LoraSection {
   r: number;
@@ -95,6 +101,15 @@ export interface RlConfig {
   dynamicSampling: boolean;
   /** Curriculum of max_new_tokens: stage k of n covers steps [k·steps/n, (k+1)·steps/n); [] = maxNewTokens throughout. */
   lengthStages: number[];
+  /** Also advance to the next length stage early when a step's truncation rate exceeds this (0 = by step count only). */
+  lengthStageTruncation: number;
+  /** Completions per forward/backward pass (gradient accumulation inside a minibatch); 0 = the whole minibatch. */
+  microBatchRows: number;
+}
+
+export interface GuardConfig {
+  /** Consecutive non-finite (skipped) steps before rolling back to the last good state. */
+  maxBadSteps: number;
 }
 
 export interface EvalConfig {
@@ -137,6 +152,7 @@ export interface TrainConfig {
   rl: RlConfig;
   eval: EvalConfig;
   checkpoint: CheckpointConfig;
+  guards: GuardConfig;
   output: OutputConfig;
 }
 
@@ -146,7 +162,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   description: "Embedded default: tiny generated Qwen2-architecture model, synthetic math task, SFT then Dr. GRPO; minutes on a CPU.",
   seed: 0,
   model: { generate: { hidden: 128, layers: 4, heads: 4, kvHeads: 2, intermediate: 352 }, quant: "none", doubleQuant: false },
-  data: { source: "synthetic", trainSize: 800, evalSize: 100, difficulty: { minSteps: 1, maxSteps: 2, maxOperand: 20, maxValue: 100 } },
+  data: { source: "synthetic", trainSize: 800, evalSize: 100, difficulty: { minSteps: 1, maxSteps: 2, maxOperand: 20, maxValue: 100 }, prompt: "auto" },
   lora: { r: 16, alpha: 32, dropout: 0, targets: [...LORA_TARGET_NAMES] },
   sft: { enabled: true, lr: 1e-3, batchSize: 16, epochs: 1, warmup: 10, schedule: "cosine", gradAccum: 1, checkpointing: false, maxSeqLen: 256 },
   rl: {
@@ -164,9 +180,12 @@ export const DEFAULT_CONFIG: TrainConfig = {
     promptsPerStep: 8,
     dynamicSampling: false,
     lengthStages: [],
+    lengthStageTruncation: 0,
+    microBatchRows: 0,
   },
   eval: { every: 20, n: 100, temperature: 0, maxNewTokens: 64 },
   checkpoint: { every: 50, keepLast: 2 },
+  guards: { maxBadSteps: 3 },
   output: { dir: "runs" },
 };
 
@@ -230,6 +249,7 @@ export const CONFIG_SCHEMA: ObjNode = {
         trainSize: int(1),
         evalSize: int(1),
         difficulty: { kind: "object", fields: { minSteps: int(1), maxSteps: int(1), maxOperand: int(1), maxValue: int(1) } },
+        prompt: en(...PROMPT_STYLES),
       },
     },
     lora: {
@@ -275,10 +295,13 @@ export const CONFIG_SCHEMA: ObjNode = {
         promptsPerStep: int(1),
         dynamicSampling: bool,
         lengthStages: { kind: "ints", min: 1 },
+        lengthStageTruncation: num({ min: 0, max: 1 }),
+        microBatchRows: int(0),
       },
     },
     eval: { kind: "object", fields: { every: int(0), n: int(1), temperature: num({ min: 0 }), maxNewTokens: int(1) } },
     checkpoint: { kind: "object", fields: { every: int(0), keepLast: int(1) } },
+    guards: { kind: "object", fields: { maxBadSteps: int(1) } },
     output: {
       kind: "object",
       optional: ["wandb", "tensorboard"],

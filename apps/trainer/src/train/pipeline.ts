@@ -1,19 +1,32 @@
-// `nr train`: model → (eval base) → SFT cold start → (eval) → RL → (eval) → summary + report, into runs/<name>/.
+// `nr train`: model → (eval base) → SFT cold start → (eval) → RL with periodic eval → (eval) → summary + report, into
+// runs/<name>/. Every `checkpoint.every` steps the whole trainer state is written atomically; `--resume` continues
+// from the latest checkpoint and ends with the same bytes as an uninterrupted run (data order and sampling seeds are
+// functions of (seed, step), so the counters are the RNG state). Guards: a non-finite loss or gradient skips the
+// step; `guards.maxBadSteps` of them in a row roll back to the last good state; a pre-flight pass at the longest
+// sequence length checks GPU memory before step 1.
 import { existsSync } from "node:fs";
-import { join } from "node:path";
-import { createGpu } from "@nr/kernels";
-import { AdamW, Engine, GpuBackend, learningRate } from "@nr/autograd";
-import { generateModel, loadDecoder, loadTokenizer, type ModelTokenizer } from "@nr/model";
-import { LoraModel, savePeftAdapter, type LoraTarget } from "@nr/lora";
+import { join, resolve } from "node:path";
+import { createGpu, GpuError, type Gpu } from "@nr/kernels";
+import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autograd";
+import { generateModel, loadDecoder, loadTokenizer, type Decoder, type ModelTokenizer } from "@nr/model";
+import { LoraModel, savePeftAdapter, type LoraConfig, type LoraTarget } from "@nr/lora";
 import { WebGpuGenerator } from "@nr/rollout";
 import { preset, type AlgoName } from "@nr/algos";
-import { defaultGrader, generateSynthetic, ProgressBar, sftTarget, type GradeFn, type MathRecord } from "@nr/data";
+import { buildMessages, defaultGrader, generateSynthetic, loadDataset, ProgressBar, sftTarget, syntheticWords, type GradeFn, type MathRecord } from "@nr/data";
 import { RunFolder, rlMaxNewTokensAt, writeReport, type TrainConfig } from "../run/index.js";
-import { rlStep, sftStep, type SftExampleIds } from "./loop.js";
+import { Critic, rlStep, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
+import { initialState, readTrainerStateJson, readTrainerTensors, restoreTensor, writeTrainerState, type EvalRecord, type TensorGroup, type TrainerState } from "./state.js";
 
 export interface PipelineResult {
   runDir: string;
   summary: Record<string, unknown>;
+}
+
+export interface PipelineOptions {
+  cwd?: string;
+  log?: (line: string) => void;
+  /** Continue the run in this folder from its latest checkpoint (its config.json is used). */
+  resumeDir?: string;
 }
 
 /** The verifier from @nr/rewards; a strict boxed-answer match when that package is not built. */
@@ -29,42 +42,107 @@ async function grader(): Promise<{ grade: GradeFn; name: string }> {
   }
 }
 
-function promptText(problem: string): string {
-  return `Q: ${problem}\nA: `;
+/** Tokenizer words of the generated default model: the synthetic task's words get single tokens. */
+export function taskTokenizerWords(): string[] {
+  const words = syntheticWords();
+  return [...words, ...words.map((w) => ` ${w}`), "Q:", "\nA:", " =", " +", " -", " *", " /", "\\boxed"];
 }
 
-async function evaluateGreedy(gen: WebGpuGenerator, tok: ModelTokenizer, records: MathRecord[], grade: GradeFn, maxNewTokens: number): Promise<{ accuracy: number; n: number }> {
-  let correct = 0;
-  const bar = new ProgressBar({ total: records.length, label: "eval", unit: "problems" });
-  const chunk = 16;
-  for (let i = 0; i < records.length; i += chunk) {
-    const part = records.slice(i, i + chunk);
-    const out = await gen.generateIds(part.map((r) => ({ promptIds: tok.encode(promptText(r.problem)), n: 1 })), { temperature: 0, maxNewTokens });
-    for (let j = 0; j < part.length; j++) {
-      const g = await grade(out[j][0].text, part[j].answer);
-      if (typeof g === "boolean" ? g : g.correct) correct++;
-    }
-    bar.tick(part.length);
+/**
+ * Test hook: NR_INJECT_NAN="sft:3,rl:2" poisons the gradient of those (1-based, per phase) steps (the update is
+ * skipped); "sft:3!" poisons the adapter weights before that step (every later step fails until a rollback).
+ */
+function injectedNanSteps(): Set<string> {
+  return new Set((process.env.NR_INJECT_NAN ?? "").split(",").map((s) => s.trim()).filter(Boolean));
+}
+
+const isCorrect = (g: Awaited<ReturnType<GradeFn>>) => (typeof g === "boolean" ? g : g.correct);
+
+/** Deterministic permutation (mulberry32) for data order: a function of (seed, epoch) only, so resume is exact. */
+function permutation(n: number, seed: number): number[] {
+  const idx = Array.from({ length: n }, (_, i) => i);
+  let a = seed >>> 0;
+  const rand = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [idx[i], idx[j]] = [idx[j], idx[i]];
   }
-  bar.finish();
-  return { accuracy: records.length ? correct / records.length : 0, n: records.length };
+  return idx;
 }
 
-export async function runPipeline(config: TrainConfig, opts: { cwd?: string; log?: (line: string) => void } = {}): Promise<PipelineResult> {
+async function loadData(config: TrainConfig, cwd: string, log: (l: string) => void): Promise<{ train: MathRecord[]; heldout: MathRecord[] }> {
+  const d = config.data;
+  if (d.source === "synthetic") {
+    const diff = d.difficulty ?? {};
+    return {
+      train: generateSynthetic({ count: d.trainSize, seed: config.seed, split: "train", ...diff }),
+      heldout: generateSynthetic({ count: d.evalSize, seed: config.seed, split: "heldout", ...diff }),
+    };
+  }
+  const path = resolve(cwd, d.source);
+  const report = (name: string, ds: { records: MathRecord[]; badRows: { file: string; line?: number; reason: string }[] }) => {
+    if (ds.badRows.length) log(`data: skipped ${ds.badRows.length} bad rows of ${name} (first: ${ds.badRows[0].file}:${ds.badRows[0].line ?? "?"}: ${ds.badRows[0].reason})`);
+  };
+  let train: MathRecord[], heldout: MathRecord[];
+  try {
+    const tr = await loadDataset(path, { split: "train" });
+    report("train", tr);
+    train = tr.records;
+    const te = await loadDataset(path, { split: "test" });
+    report("test", te);
+    heldout = te.records;
+  } catch {
+    // A single file: its last evalSize records are held out.
+    const all = await loadDataset(path);
+    report(d.source, all);
+    if (all.records.length < 2) throw new Error(`data.source ${d.source}: ${all.records.length} usable records; need at least 2 (train + held-out)`);
+    const nEval = Math.min(d.evalSize, Math.floor(all.records.length / 2));
+    train = all.records.slice(0, all.records.length - nEval);
+    heldout = all.records.slice(all.records.length - nEval);
+  }
+  return { train: train.slice(0, d.trainSize), heldout: heldout.slice(0, d.evalSize) };
+}
+
+export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions = {}): Promise<PipelineResult> {
   const log = opts.log ?? ((l: string) => console.log(l));
+  const cwd = opts.cwd ?? process.cwd();
   const t0 = performance.now();
-  const run = await RunFolder.open(config, { ifExists: "overwrite", cwd: opts.cwd });
+  let run: RunFolder, config: TrainConfig, resumeFrom: string | null = null;
+  if (opts.resumeDir) {
+    const r = RunFolder.resume(resolve(cwd, opts.resumeDir));
+    run = r.run;
+    config = r.config;
+    resumeFrom = r.checkpoint?.dir ?? null;
+    log(resumeFrom ? `resuming ${run.dir} from ${resumeFrom}` : `resuming ${run.dir}: no complete checkpoint yet, starting from step 0`);
+  } else {
+    config = configIn;
+    run = RunFolder.open(config, { ifExists: "overwrite", cwd });
+  }
   const runDir = run.dir;
+  const nanAt = injectedNanSteps();
+
   // ---- model
-  let modelDir = config.model.dir;
+  let modelDir = config.model.dir ? resolve(cwd, config.model.dir) : undefined;
   if (!modelDir) {
     const g = config.model.generate!;
     modelDir = join(runDir, "model");
     if (!existsSync(join(modelDir, "config.json"))) {
       log(`generating a Qwen2-architecture model (hidden ${g.hidden}, ${g.layers} layers, ${g.heads}/${g.kvHeads} heads) in ${modelDir}`);
-      await generateModel(modelDir, { architecture: "qwen2", hiddenSize: g.hidden, intermediateSize: g.intermediate, numLayers: g.layers, numHeads: g.heads, numKvHeads: g.kvHeads, tieWordEmbeddings: true }, { seed: config.seed, dtype: "f32", init: { std: 0.2 } });
+      await generateModel(
+        modelDir,
+        { architecture: "qwen2", hiddenSize: g.hidden, intermediateSize: g.intermediate, numLayers: g.layers, numHeads: g.heads, numKvHeads: g.kvHeads, tieWordEmbeddings: true },
+        { seed: config.seed, dtype: "f32", init: { std: 0.2 }, tokenizer: { words: taskTokenizerWords() } },
+      );
     }
   }
+  const promptStyle = config.data.prompt === "auto" ? (config.model.dir ? "chat" : "qa") : config.data.prompt;
+
   const gpu = await createGpu();
   try {
     const engine = new Engine(new GpuBackend(gpu));
@@ -72,104 +150,358 @@ export async function runPipeline(config: TrainConfig, opts: { cwd?: string; log
     const tok = await loadTokenizer(modelDir);
     const pad = tok.padTokenId ?? tok.stopTokenIds[0] ?? 0;
     const eos = tok.stopTokenIds[0];
+    const encodePrompt = (problem: string) =>
+      promptStyle === "chat" ? tok.encodeChat(buildMessages(problem).map((m) => ({ role: m.role, content: m.content })), { addGenerationPrompt: true }) : tok.encode(`Q: ${problem}\nA: `);
     const lora = new LoraModel(decoder);
-    const params = lora.addAdapter("policy", { r: config.lora.r, alpha: config.lora.alpha, dropout: config.lora.dropout, targets: config.lora.targets as LoraTarget[], seed: config.seed });
+    const loraCfg: LoraConfig = { r: config.lora.r, alpha: config.lora.alpha, dropout: config.lora.dropout, targets: config.lora.targets as LoraTarget[], seed: config.seed };
+    const policyParams = lora.addAdapter("policy", loraCfg);
     const gen = new WebGpuGenerator(engine, decoder, tok);
     const { grade, name: graderName } = await grader();
-    log(`adapter ${gpu.adapterName}; verifier: ${graderName}; ${lora.parameterCount("policy")} trainable LoRA parameters`);
+    log(`adapter ${gpu.adapterName}; verifier: ${graderName}; ${lora.parameterCount("policy")} trainable LoRA parameters; prompts: ${promptStyle}`);
 
-    // ---- data
-    const d = config.data;
-    const diff = d.difficulty ?? {};
-    const train = generateSynthetic({ count: d.trainSize, seed: config.seed, split: "train", ...diff });
-    const heldout = generateSynthetic({ count: d.evalSize, seed: config.seed, split: "heldout", ...diff });
+    const { train, heldout } = await loadData(config, cwd, log);
     const evalSet = heldout.slice(0, config.eval.n);
+    const sftExamples: SftExampleIds[] = train
+      .filter((r) => r.solution)
+      .map((r) => ({ promptIds: encodePrompt(r.problem), completionIds: [...tok.encode(sftTarget(r.solution ?? "", r.answer)), eos] }))
+      .filter((x) => x.promptIds.length + x.completionIds.length <= config.sft.maxSeqLen);
 
-    const evalNow = async (label: string) => {
-      lora.setTraining(false);
-      const r = await evaluateGreedy(gen, tok, evalSet, grade, config.eval.maxNewTokens);
-      log(`eval ${label}: accuracy ${(100 * r.accuracy).toFixed(1)}% on ${r.n} held-out problems`);
-      return r;
+    // ---- state: fresh, or from the latest checkpoint
+    let state: TrainerState = initialState();
+    const sftOpt = new AdamW(policyParams, { lr: config.sft.lr, weightDecay: 0 });
+    const algo = preset(config.rl.algo as AlgoName);
+    const usesCritic = algo.value.coef > 0;
+    const critic = usesCritic ? new Critic(lora, decoder, { ...loraCfg, seed: config.seed + 1 }) : undefined;
+    const rlParams: Tensor[] = [...policyParams, ...(critic?.params ?? [])];
+    const rlOpt = new AdamW(rlParams, { lr: config.rl.lr, weightDecay: 0 });
+    const groups = (): TensorGroup[] => {
+      const g: TensorGroup[] = state.phase === "sft" ? [{ name: "policy", tensors: policyParams, optimizer: sftOpt }] : [{ name: "rl", tensors: rlParams, optimizer: rlOpt }];
+      if (state.reference) g.push({ name: "reference", tensors: lora.parameters(state.reference) });
+      return g;
     };
-    const evalBase = await lora.withAdapter(null, () => evalNow("base (no adapter)"));
-    lora.select("policy");
+    const ensureReference = async () => {
+      // π_ref after an SFT cold start is the SFT model (a frozen copy of the adapter), else the bare base.
+      if (state.reference === null && config.sft.enabled) {
+        await lora.copyAdapter("policy", "reference");
+        state.reference = "reference";
+      }
+      lora.select("policy");
+    };
+    if (resumeFrom) {
+      const saved = readTrainerStateJson(resumeFrom);
+      state = { ...saved };
+      if (state.reference) await lora.copyAdapter("policy", state.reference);
+      await readTrainerTensors(resumeFrom, groups(), saved.optimizers);
+      lora.select("policy");
+      log(`resumed at step ${state.step} (${state.phase}, SFT ${state.sftStep}, RL ${state.rlStep})`);
+    }
+    const wallSoFar = state.elapsedSeconds;
+    const elapsed = () => wallSoFar + (performance.now() - t0) / 1000;
 
-    // ---- SFT
-    let step = 0;
-    const opt = new AdamW(params, { lr: config.sft.lr, weightDecay: 0 });
-    let sftSteps = 0;
-    if (config.sft.enabled) {
-      const examples: SftExampleIds[] = train.map((r) => ({
-        promptIds: tok.encode(promptText(r.problem)),
-        completionIds: [...tok.encode(sftTarget(r.solution ?? "", r.answer)), eos],
-      })).filter((x) => x.promptIds.length + x.completionIds.length <= config.sft.maxSeqLen);
-      const bs = config.sft.batchSize;
-      const perEpoch = Math.ceil(examples.length / bs);
-      const total = config.sft.steps ?? perEpoch * (config.sft.epochs ?? 1);
-      const bar = new ProgressBar({ total, label: "sft", unit: "steps" });
-      for (let s = 0; s < total; s++) {
-        const startIdx = (s % perEpoch) * bs;
-        const mb = examples.slice(startIdx, startIdx + bs);
-        const lr = learningRate({ kind: config.sft.schedule, lr: config.sft.lr, warmupSteps: config.sft.warmup, totalSteps: total }, s);
-        const st = await sftStep(engine, decoder, opt, [mb], { lr, clipGradNorm: 1, pad, checkpoint: config.sft.checkpointing });
-        step++;
-        sftSteps++;
-        await run.logMetrics({ step, phase: "sft", loss: st.loss, grad_norm: st.gradNorm, lr, tokens: st.tokens, skipped: st.skipped });
-        bar.tick(1, `loss ${st.loss.toFixed(3)}`);
+    // Last good state for the NaN guard: host copies of the current groups (refreshed at every checkpoint).
+    type Snapshot = { values: Float32Array[][]; opt: Awaited<ReturnType<AdamW["state"]>>[] };
+    let lastGood: Snapshot | null = null;
+    const snapshot = async (): Promise<Snapshot> => {
+      const gs = groups().filter((g) => g.optimizer);
+      return { values: await Promise.all(gs.map(async (g) => Promise.all(g.tensors.map(async (t) => Float32Array.from(await t.read()))))), opt: await Promise.all(gs.map((g) => g.optimizer!.state())) };
+    };
+    const restore = (s: Snapshot) => {
+      const gs = groups().filter((g) => g.optimizer);
+      gs.forEach((g, i) => {
+        g.tensors.forEach((t, j) => restoreTensor(t, s.values[i][j]));
+        g.optimizer!.loadState(s.opt[i]);
+      });
+    };
+    /** Count a skipped step; after maxBadSteps in a row, go back to the last good state. */
+    const guard = async (skipped: boolean, what: string) => {
+      if (!skipped) {
+        state.badStreak = 0;
+        return;
+      }
+      state.badStreak++;
+      log(`guard: non-finite loss or gradient at ${what}: update skipped (${state.badStreak}/${config.guards.maxBadSteps} in a row)`);
+      if (state.badStreak >= config.guards.maxBadSteps && lastGood) {
+        restore(lastGood);
+        state.rollbacks++;
+        state.badStreak = 0;
+        log(`guard: ${config.guards.maxBadSteps} bad steps in a row — rolled back the adapter and optimizer to the last good state (rollback #${state.rollbacks}); training continues with the next data`);
+      }
+    };
+
+    const checkpoint = async (force = false) => {
+      const every = config.checkpoint.every;
+      if (!force && !(every > 0 && state.step > 0 && state.step % every === 0)) return;
+      state.elapsedSeconds = elapsed();
+      await run.saveCheckpoint(
+        state.step,
+        async (tmp) => {
+          await savePeftAdapter(lora, "policy", join(tmp, "adapter"), { baseModel: config.model.dir ?? modelDir });
+          await writeTrainerState(tmp, state, groups());
+        },
+        { keepLast: config.checkpoint.keepLast, meta: { step: state.step, phase: state.phase } },
+      );
+      if (state.badStreak === 0) lastGood = await snapshot(); // never take a failing state as the rollback target
+    };
+
+    const evaluate = async (label: string): Promise<EvalRecord> => {
+      lora.setTraining(false);
+      let correct = 0;
+      const bar = new ProgressBar({ total: evalSet.length, label: `eval ${label}`, unit: "problems" });
+      const chunk = 32;
+      for (let i = 0; i < evalSet.length; i += chunk) {
+        const part = evalSet.slice(i, i + chunk);
+        const out = await gen.generateIds(part.map((r) => ({ promptIds: encodePrompt(r.problem), n: 1 })), { temperature: config.eval.temperature, maxNewTokens: config.eval.maxNewTokens, seed: config.seed });
+        for (let j = 0; j < part.length; j++) if (isCorrect(await grade(out[j][0].text, part[j].answer))) correct++;
+        bar.tick(part.length);
       }
       bar.finish();
+      const rec = { step: state.step, label, accuracy: evalSet.length ? correct / evalSet.length : 0, n: evalSet.length };
+      log(`eval ${label}: accuracy ${(100 * rec.accuracy).toFixed(1)}% on ${rec.n} held-out problems`);
+      run.logMetrics({ step: state.step, phase: "eval", eval_accuracy: rec.accuracy, eval_label: label, eval_n: rec.n });
+      return rec;
+    };
+
+    const gpuMemMiB = () => gpu.pool.getStats().peakAllocatedBytes / 2 ** 20;
+
+    // ---- pre-flight: one forward + backward at the longest sequences of each phase, before step 1
+    if (state.step === 0) await preflight({ gpu, engine, decoder, lora, config, sftExamples, rlPromptLen: Math.max(1, ...train.slice(0, 256).map((r) => encodePrompt(r.problem).length)), pad, log });
+
+    if (state.evalBase === null) state.evalBase = await lora.withAdapter(null, () => evaluate("base (no adapter)"));
+    lora.select("policy");
+    if (!lastGood) lastGood = await snapshot();
+
+    // ---- SFT: masked completion loss, length-bucketed batches, schedule with warm-up, gradient accumulation
+    const bs = config.sft.batchSize, accum = config.sft.gradAccum;
+    const perStep = bs * accum;
+    const perEpoch = Math.max(1, Math.floor(sftExamples.length / perStep));
+    const sftTotal = config.sft.enabled ? (config.sft.steps ?? Math.max(1, Math.round(perEpoch * (config.sft.epochs ?? 1)))) : 0;
+    if (config.sft.enabled && sftExamples.length === 0) throw new Error(`sft: no usable examples (records need a solution and must fit sft.maxSeqLen = ${config.sft.maxSeqLen} tokens)`);
+    const epochOrder = new Map<number, number[]>();
+    const sftBatch = (s: number): SftExampleIds[][] => {
+      const epoch = Math.floor(s / perEpoch);
+      let order = epochOrder.get(epoch);
+      if (!order) {
+        // Shuffle, then sort by length inside windows of 8 steps: similar lengths share a batch (less padding).
+        const p = permutation(sftExamples.length, config.seed * 7_919 + epoch);
+        const win = perStep * 8;
+        order = [];
+        for (let i = 0; i < p.length; i += win) order.push(...p.slice(i, i + win).sort((a, b) => sftExamples[a].promptIds.length + sftExamples[a].completionIds.length - (sftExamples[b].promptIds.length + sftExamples[b].completionIds.length)));
+        epochOrder.set(epoch, order);
+      }
+      const start = (s % perEpoch) * perStep;
+      const ex = order.slice(start, start + perStep).map((i) => sftExamples[i]);
+      return Array.from({ length: accum }, (_, k) => ex.slice(k * bs, (k + 1) * bs)).filter((mb) => mb.length > 0);
+    };
+    if (state.phase === "sft") {
+      if (sftTotal > 0) {
+        const bar = new ProgressBar({ total: sftTotal, label: "sft", unit: "steps" });
+        bar.tick(state.sftStep);
+        while (state.sftStep < sftTotal) {
+          const s = state.sftStep;
+          const lr = learningRate({ kind: config.sft.schedule, lr: config.sft.lr, warmupSteps: config.sft.warmup, totalSteps: sftTotal }, s);
+          const ts = performance.now();
+          gpu.pool.resetPeak();
+          if (nanAt.has(`sft:${s + 1}!`)) poison(policyParams[0]);
+          lora.setTraining(true);
+          const st = await sftStep(engine, decoder, sftOpt, sftBatch(s), { lr, clipGradNorm: 1, pad, checkpoint: config.sft.checkpointing, injectNan: nanAt.has(`sft:${s + 1}`) });
+          lora.setTraining(false);
+          const secs = (performance.now() - ts) / 1000;
+          state.sftStep++;
+          state.step++;
+          run.logMetrics({ step: state.step, phase: "sft", loss: st.loss, grad_norm: st.gradNorm, lr, tokens: st.tokens, tokens_per_s: st.tokens / secs, gpu_mem_mb: gpuMemMiB(), skipped: st.skipped, time: elapsed() });
+          bar.tick(1, `loss ${st.loss.toFixed(3)}`);
+          await guard(st.skipped, `SFT step ${state.sftStep}`);
+          await checkpoint();
+        }
+        bar.finish();
+      }
+      state.phase = "rl";
+      state.evalBefore = config.sft.enabled ? await evaluate("after SFT") : state.evalBase;
+      await ensureReference();
+      lastGood = await snapshot();
     }
-    const evalBefore = config.sft.enabled ? await evalNow("after SFT") : evalBase;
+    if (state.evalBefore === null) state.evalBefore = state.evalBase;
 
     // ---- RL
-    let rlSteps = 0;
-    if (config.rl.enabled) {
-      const algo = preset(config.rl.algo as AlgoName);
-      const rlOpt = new AdamW(params, { lr: config.rl.lr, weightDecay: 0 });
+    if (state.phase === "rl" && config.rl.enabled && config.rl.steps > 0) {
+      await ensureReference();
+      const order = permutation(train.length, config.seed * 104_729 + 1);
+      let cursor = state.rlStep * config.rl.promptsPerStep; // refills (dynamic sampling) read from a separate stream
+      const take = (n: number): RlPrompt[] => {
+        const out: RlPrompt[] = [];
+        for (let k = 0; k < n && train.length > 0; k++) {
+          const r = train[order[cursor++ % train.length]];
+          out.push({ promptIds: encodePrompt(r.problem), gold: r.answer, problem: r.problem });
+        }
+        return out;
+      };
       const reward = async (text: string, gold: string) => {
-        const g = await grade(text, gold);
-        const correct = typeof g === "boolean" ? g : g.correct;
+        const correct = isCorrect(await grade(text, gold));
         return { reward: correct ? 1 : 0, correct, formatOk: /<\/think>/.test(text) && /\\boxed\{/.test(text) };
       };
-      for (let s = 0; s < config.rl.steps; s++) {
-        const start = (s * config.rl.promptsPerStep) % Math.max(1, train.length);
-        const batch = train.slice(start, start + config.rl.promptsPerStep);
-        const st = await rlStep(engine, decoder, lora, rlOpt, gen, batch.map((r) => ({ promptIds: tok.encode(promptText(r.problem)), gold: r.answer })), {
-          algo,
+      const dyn = config.rl.dynamicSampling ? { ...algo, dynamicSampling: { ...algo.dynamicSampling, enabled: true } } : algo;
+      const bar = new ProgressBar({ total: config.rl.steps, label: "rl", unit: "steps" });
+      bar.tick(state.rlStep);
+      while (state.rlStep < config.rl.steps) {
+        const s = state.rlStep;
+        cursor = s * config.rl.promptsPerStep;
+        const batch = take(config.rl.promptsPerStep);
+        // Refills come from a stream of their own (offset by the step) so the main cursor stays a function of the step.
+        let refill = 0;
+        const more = (n: number) => {
+          const saved = cursor;
+          cursor = train.length * 1000 + s * 7_919 + refill;
+          const out = take(n);
+          refill += n;
+          cursor = saved;
+          return out;
+        };
+        state.stage = Math.max(state.stage, stageIndexAt(config, s));
+        const maxNew = config.rl.lengthStages.length ? config.rl.lengthStages[Math.min(state.stage, config.rl.lengthStages.length - 1)] : rlMaxNewTokensAt(config, s);
+        gpu.pool.resetPeak();
+        if (nanAt.has(`rl:${s + 1}!`)) poison(policyParams[0]);
+        const st = await rlStep(engine, decoder, lora, rlOpt, gen, batch, {
+          algo: dyn,
           G: config.rl.G,
           temperature: config.rl.temperature,
           topP: config.rl.topP,
-          maxNewTokens: rlMaxNewTokensAt(config, s), // context-lengthening stages when rl.lengthStages is set
+          maxNewTokens: maxNew,
           lr: config.rl.lr,
           clipGradNorm: config.rl.clipGradNorm,
           ppoEpochs: config.rl.ppoEpochs,
+          miniBatches: config.rl.miniBatches,
+          microBatchRows: config.rl.microBatchRows,
           seed: config.seed * 100_003 + s,
           pad,
           eos,
           reward,
+          checkpoint: config.sft.checkpointing,
+          reference: state.reference,
+          critic,
+          morePrompts: more,
+          injectNan: nanAt.has(`rl:${s + 1}`),
         });
-        step++;
-        rlSteps++;
-        await run.logMetrics({
-          step, phase: "rl", loss: st.loss, reward: st.rewardMean, reward_std: st.rewardStd, accuracy: st.accuracy, response_length: st.responseLengthMean,
+        state.rlStep++;
+        state.step++;
+        const problems = [...batch];
+        run.logMetrics({
+          step: state.step, phase: "rl", loss: st.loss, reward: st.rewardMean, reward_std: st.rewardStd, accuracy: st.accuracy, response_length: st.responseLengthMean,
           response_length_max: st.responseLengthMax, truncation_rate: st.truncationRate, frac_zero_std: st.fracZeroStdGroups, clip_frac: st.clipRatio,
-          entropy: st.entropy, grad_norm: st.gradNorm, lr: config.rl.lr, generate_ms: st.generateMs, train_ms: st.trainMs, skipped: st.skipped,
+          entropy: st.entropy, kl: st.kl, logp_mismatch: st.logpMismatch, grad_norm: st.gradNorm, lr: config.rl.lr, max_new_tokens: maxNew,
+          groups_kept: st.groupsKept, prompts_used: st.promptsUsed, generate_ms: st.generateMs, train_ms: st.trainMs,
+          generate_tokens_per_s: st.generatedTokens / Math.max(1e-3, st.generateMs / 1000), train_tokens_per_s: st.trainTokens / Math.max(1e-3, st.trainMs / 1000),
+          gpu_mem_mb: gpuMemMiB(), skipped: st.skipped, time: elapsed(),
+          ...(st.extra["value/explained_var"] !== undefined ? { value_loss: st.extra["loss/value"], value_explained_var: st.extra["value/explained_var"] } : {}),
         });
-        for (const smp of st.samples) await run.logSample({ step, phase: "rl", prompt: batch[smp.prompt].problem, completion: smp.text, gold: batch[smp.prompt].answer, reward: smp.reward, correct: smp.correct, advantage: smp.advantage, response_length: smp.length, finish_reason: smp.finishReason });
-        log(`rl step ${s + 1}/${config.rl.steps}: reward ${st.rewardMean.toFixed(3)} acc ${(100 * st.accuracy).toFixed(0)}% len ${st.responseLengthMean.toFixed(1)} trunc ${(100 * st.truncationRate).toFixed(0)}% loss ${st.loss.toFixed(4)} |g| ${st.gradNorm.toFixed(3)}`);
-        if (st.truncationRate > 0.5) log(`warning: ${(100 * st.truncationRate).toFixed(0)}% of completions hit max_new_tokens (${rlMaxNewTokensAt(config, s)})`);
-        if (st.fracZeroStdGroups > 0.8) log(`warning: ${(100 * st.fracZeroStdGroups).toFixed(0)}% of groups have zero reward spread (no learning signal)`);
+        for (const smp of st.samples) {
+          const p: Partial<RlPrompt> = problems[smp.prompt] ?? {};
+          run.logSample({ step: state.step, phase: "rl", prompt: p.problem, completion: smp.text, gold: p.gold, reward: smp.reward, correct: smp.correct, advantage: smp.advantage, response_length: smp.length, finish_reason: smp.finishReason });
+        }
+        bar.tick(1, `reward ${st.rewardMean.toFixed(2)} acc ${(100 * st.accuracy).toFixed(0)}%`);
+        log(`rl step ${state.rlStep}/${config.rl.steps}: reward ${st.rewardMean.toFixed(3)} acc ${(100 * st.accuracy).toFixed(0)}% len ${st.responseLengthMean.toFixed(1)} trunc ${(100 * st.truncationRate).toFixed(0)}% loss ${st.loss.toFixed(4)} |g| ${st.gradNorm.toFixed(3)} kl ${st.kl.toFixed(4)} (${(st.generateMs / 1000).toFixed(1)} s gen, ${(st.trainMs / 1000).toFixed(1)} s train)`);
+        if (st.truncationRate > 0.5) log(`warning: ${(100 * st.truncationRate).toFixed(0)}% of completions hit max_new_tokens (${maxNew}): raise rl.maxNewTokens or add rl.lengthStages`);
+        if (st.fracZeroStdGroups > 0.8) log(`warning: ${(100 * st.fracZeroStdGroups).toFixed(0)}% of groups have zero reward spread (no learning signal): the task is too hard or too easy for the model, or G is too small`);
+        if (st.noSignal) log(`rl step ${state.rlStep}: dynamic sampling kept no group — no update this step`);
+        const th = config.rl.lengthStageTruncation;
+        if (th > 0 && st.truncationRate > th && state.stage + 1 < config.rl.lengthStages.length) {
+          state.stage++;
+          log(`length curriculum: truncation ${(100 * st.truncationRate).toFixed(0)}% > ${(100 * th).toFixed(0)}% — advancing to stage ${state.stage + 1} (max_new_tokens ${config.rl.lengthStages[state.stage]})`);
+        }
+        await guard(st.skipped, `RL step ${state.rlStep}`);
+        if (config.eval.every > 0 && state.rlStep % config.eval.every === 0 && state.rlStep < config.rl.steps) {
+          const ev = await evaluate(`RL step ${state.rlStep}`);
+          state.evals.push(ev);
+          if (!state.best || ev.accuracy > state.best.accuracy) {
+            const dir = join(runDir, "best");
+            await savePeftAdapter(lora, "policy", dir, { baseModel: config.model.dir ?? modelDir });
+            state.best = { step: state.step, accuracy: ev.accuracy, dir };
+          }
+        }
+        await checkpoint();
       }
+      bar.finish();
     }
-    const evalAfter = config.rl.enabled ? await evalNow("after RL") : evalBefore;
-    await run.saveCheckpoint(step, async (tmp) => savePeftAdapter(lora, "policy", tmp, { baseModel: modelDir }), { keepLast: config.checkpoint.keepLast, meta: { step } });
-    const summary = { wall_seconds: (performance.now() - t0) / 1000, eval_base: evalBase, eval_before: evalBefore, eval_after: evalAfter, algo: config.rl.algo, steps: step, sft_steps: sftSteps, rl_steps: rlSteps, verifier: graderName };
-    await run.writeSummary(summary);
+    if (state.phase !== "done") {
+      state.evalAfter = config.rl.enabled && config.rl.steps > 0 ? await evaluate("after RL") : state.evalBefore;
+      if (state.evalAfter && (!state.best || state.evalAfter.accuracy >= state.best.accuracy)) state.best = { step: state.step, accuracy: state.evalAfter.accuracy, dir: join(runDir, "checkpoints", `step-${state.step}`, "adapter") };
+      state.phase = "done";
+      await checkpoint(true);
+    }
+    const ev = (r: EvalRecord | null) => (r ? { accuracy: r.accuracy, n: r.n } : null);
+    const summary = {
+      wall_seconds: elapsed(),
+      eval_base: ev(state.evalBase),
+      eval_before: ev(state.evalBefore),
+      eval_after: ev(state.evalAfter),
+      algo: config.rl.algo,
+      steps: state.step,
+      sft_steps: state.sftStep,
+      rl_steps: state.rlStep,
+      evals: state.evals,
+      best: state.best,
+      rollbacks: state.rollbacks,
+      resumed: resumeFrom !== null,
+      verifier: graderName,
+      adapter: gpu.adapterName,
+    };
+    run.writeSummary(summary);
     await writeReport(runDir);
-    await run.close();
+    run.close();
     log(`done in ${summary.wall_seconds.toFixed(0)} s → ${runDir} (report.html, metrics.jsonl, samples.jsonl, summary.json)`);
+    log(`held-out accuracy: base ${pct(state.evalBase)} → after SFT ${pct(state.evalBefore)} → after RL ${pct(state.evalAfter)}`);
     return { runDir, summary };
   } finally {
     gpu.destroy();
+  }
+}
+
+const poison = (t: Tensor) => restoreTensor(t, new Float32Array(t.size).fill(NaN));
+
+const pct = (r: EvalRecord | null) => (r ? `${(100 * r.accuracy).toFixed(1)}%` : "—");
+
+/** Length stage reached by step count alone. */
+function stageIndexAt(c: TrainConfig, step: number): number {
+  const st = c.rl.lengthStages;
+  if (st.length === 0 || c.rl.steps === 0) return 0;
+  return Math.min(st.length - 1, Math.floor((step * st.length) / c.rl.steps));
+}
+
+/**
+ * One forward + backward at the longest sequences each phase will see (SFT: batchSize × the longest example; RL: the
+ * rows of a minibatch × (longest prompt + the largest completion budget)), with no update. A GPU out-of-memory error
+ * here becomes a message with the knobs to turn, instead of a crash at step 137.
+ */
+async function preflight(a: { gpu: Gpu; engine: Engine; decoder: Decoder; lora: LoraModel; config: TrainConfig; sftExamples: SftExampleIds[]; rlPromptLen: number; pad: number; log: (l: string) => void }) {
+  const { gpu, engine: e, decoder, config, pad } = a;
+  const probe = async (phase: string, rows: number, len: number, checkpoint: boolean, knobs: string) => {
+    if (rows <= 0 || len < 2) return;
+    gpu.pool.resetPeak();
+    const ids = Array.from({ length: len }, (_, i) => (i * 7 + 3) % Math.max(2, decoder.config.vocabSize));
+    const { makeBatch } = await import("@nr/model");
+    try {
+      await e.scope(async () => {
+        const b = makeBatch(e, Array.from({ length: rows }, () => ids), { pad });
+        const res = decoder.forward(b, { checkpoint });
+        decoder.backward(res, new Float64Array(rows * len).fill(-1 / (rows * len)));
+        await res.logp.read();
+      });
+      for (const t of a.lora.parameters("policy")) {
+        t.grad?.dispose();
+        t.grad = null;
+      }
+    } catch (err) {
+      if (err instanceof GpuError && err.kind === "out-of-memory") throw new Error(`pre-flight: one ${phase} step at ${rows} sequences × ${len} tokens does not fit in GPU memory (${err.message}). ${knobs}`);
+      throw err;
+    }
+    a.log(`pre-flight: ${phase} step at ${rows} × ${len} tokens fits (GPU pool peak ${(gpu.pool.getStats().peakAllocatedBytes / 2 ** 20).toFixed(1)} MiB; largest buffer allowed ${(gpu.limits.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB)`);
+  };
+  if (config.sft.enabled && a.sftExamples.length) {
+    const longest = Math.max(...a.sftExamples.map((x) => x.promptIds.length + x.completionIds.length));
+    await probe("SFT", config.sft.batchSize, longest, config.sft.checkpointing, "Lower sft.batchSize (raise sft.gradAccum to keep the effective batch), set sft.checkpointing true, or lower sft.maxSeqLen.");
+  }
+  if (config.rl.enabled && config.rl.steps > 0) {
+    const budget = Math.max(config.rl.maxNewTokens, ...config.rl.lengthStages);
+    const rows = config.rl.microBatchRows > 0 ? config.rl.microBatchRows : Math.ceil((config.rl.promptsPerStep * config.rl.G) / config.rl.miniBatches);
+    await probe("RL", rows, a.rlPromptLen + budget, config.sft.checkpointing, "Set rl.microBatchRows (completions per forward pass), raise rl.miniBatches, lower rl.maxNewTokens / rl.G, or set sft.checkpointing true (used by RL too).");
   }
 }
