@@ -19,9 +19,10 @@ const { overrides, rest }: { overrides: Override[]; rest: string[] } = first ===
 const trainOptions = (y: Argv) =>
   y
     .option("preset", { type: "string", default: "default", describe: "configs/train/<preset>.json or a path to a JSON config" })
+    .option("resume", { type: "string", describe: "continue the run in this folder (runs/<name>) from its latest checkpoint; its config.json is used" })
     .epilog("Any config key can be overridden with a dotted flag, e.g. --rl.algo lpro --rl.G 4 --sft.lr 2e-4 --name my-run");
 
-async function train(argv: { preset: string }, phases: { sft: boolean; rl: boolean }) {
+async function train(argv: { preset: string; resume?: string }, phases: { sft: boolean; rl: boolean }) {
   const extra = [...overrides];
   if (!phases.sft) extra.push(["sft.enabled", false]);
   if (!phases.rl) extra.push(["rl.enabled", false]);
@@ -36,7 +37,7 @@ async function train(argv: { preset: string }, phases: { sft: boolean; rl: boole
     throw e;
   }
   const { runPipeline } = await import("./train/pipeline.js");
-  await runPipeline(config);
+  await runPipeline(config, { resumeDir: argv.resume });
 }
 
 await yargs(rest)
