@@ -5,6 +5,8 @@
 #   3. only on Linux, and only when Dawn finds no usable adapter: Mesa lavapipe (Vulkan on the CPU)
 #      from bookworm-backports. The backports source is used for this one install and not left in
 #      /etc/apt; a machine whose GPU already works is never touched.
+#   4. only on Debian/Ubuntu, and only when missing: the `chromium` package, which the report.html browser test
+#      uses (headless screenshot). NR_SKIP_CHROMIUM=1 skips it; without it that one test skips itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +64,24 @@ SRC
 else
   echo "setup: Dawn finds no WebGPU adapter on $(uname -s). Update your GPU driver (Metal on macOS, D3D12/Vulkan on Windows)." >&2
   exit 1
+fi
+
+if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then
+  log "chromium is installed (report.html browser test)"
+elif [ "${NR_SKIP_CHROMIUM:-0}" = "1" ]; then
+  log "NR_SKIP_CHROMIUM=1: not installing chromium (the report.html browser test will skip)"
+elif [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  log "installing chromium (Debian package) for the headless report.html test"
+  # A stale package list is the usual reason the first try fails; chromium is only for one test, so a second
+  # failure is reported and setup goes on.
+  if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; then
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; } ||
+      log "could not install chromium with apt-get (the report.html browser test will skip)"
+  fi
+else
+  log "no apt-get here: install Chromium yourself (or set NR_CHROMIUM=/path/to/chrome) to run the report.html browser test"
 fi
 
 log "building the workspace"
