@@ -8,6 +8,7 @@ import { benchCommand } from "./commands/bench.js";
 import { curateCommand } from "./commands/curate.js";
 import { evalCommand } from "./commands/eval.js";
 import { generateCommand } from "./commands/generate.js";
+import { serveCommand } from "./commands/serve.js";
 import { doctor, printDoctor } from "./doctor.js";
 import { ConfigError, parseOverrides, resolveConfig, type Override } from "./run/index.js";
 
@@ -63,6 +64,7 @@ await yargs(rest)
   .command(generateCommand)
   .command(curateCommand)
   .command(benchCommand)
+  .command(serveCommand)
   .command(
     "doctor",
     "Show the WebGPU adapter, its features and limits, and run one checked matmul",

@@ -1,0 +1,125 @@
+// `nr serve`: an OpenAI-compatible HTTP server (@nr/rollout serve) over a checkpoint on the GPU and any number of
+// PEFT LoRA adapters, each served under its own model name:
+//   nr serve --model DIR [--adapter name=DIR ...] [--host 127.0.0.1] [--port 8000]
+// Then e.g. `curl localhost:8000/v1/completions -d '{"model": "NAME", "prompt": "1+1=", "max_tokens": 8}'`, or
+// OpenAIGenerator / the openai SDK with baseURL http://127.0.0.1:8000/v1.
+import { basename, resolve } from "node:path";
+import type { Argv, CommandModule } from "yargs";
+import { loadModelConfig } from "@nr/model";
+import { LoraModel, loadPeftAdapter } from "@nr/lora";
+import { serve, type RunningServer } from "@nr/rollout";
+import { consoleIo, type CommandIo } from "./eval.js";
+import { checkNumber, openModel, resolveModelPaths, UsageError } from "./common.js";
+
+export interface ServeArgs {
+  model: string;
+  adapter?: string[];
+  name?: string;
+  host: string;
+  port: number;
+  contextLength?: number;
+  maxTokens?: number;
+  maxBatch: number;
+  maxBodyBytes: number;
+  quiet?: boolean;
+}
+
+/** `name=DIR` (or a bare DIR, served under its folder name) → [name, dir]; names must be unique. */
+export function parseAdapterSpecs(specs: string[], baseName: string): [string, string][] {
+  const out: [string, string][] = [];
+  for (const spec of specs) {
+    const eq = spec.indexOf("=");
+    const [name, dir] = eq > 0 ? [spec.slice(0, eq), spec.slice(eq + 1)] : [basename(resolve(spec)), spec];
+    if (!dir) throw new UsageError(`--adapter ${spec}: expected name=DIR (a PEFT adapter folder after the =)`);
+    if (!/^[\w.:/-]+$/.test(name)) throw new UsageError(`--adapter ${spec}: the name "${name}" may hold letters, digits and _ . : / - only`);
+    if (name === baseName) throw new UsageError(`--adapter ${spec}: "${name}" is the base model's served name; pick another adapter name (or --name for the base)`);
+    if (out.some(([n]) => n === name)) throw new UsageError(`--adapter ${spec}: the name "${name}" is given twice`);
+    out.push([name, dir]);
+  }
+  return out;
+}
+
+/** Load the model and adapters, start the server; resolves once it listens. */
+export async function startServe(a: ServeArgs, io: CommandIo = consoleIo): Promise<RunningServer> {
+  checkNumber("port", a.port, { int: true, min: 0, max: 65535 });
+  checkNumber("context-length", a.contextLength, { int: true, min: 2 });
+  checkNumber("max-tokens", a.maxTokens, { int: true, min: 1 });
+  checkNumber("max-batch", a.maxBatch, { int: true, min: 1 });
+  checkNumber("max-body-bytes", a.maxBodyBytes, { int: true, min: 1024 });
+  const paths = resolveModelPaths({ model: a.model });
+  const baseName = a.name ?? basename(paths.modelDir);
+  const specs = parseAdapterSpecs(a.adapter ?? [], baseName);
+  for (const [, dir] of specs) resolveModelPaths({ model: a.model, adapter: dir }); // every folder checked before the GPU starts
+  const config = await loadModelConfig(paths.modelDir);
+  const contextLength = a.contextLength ?? Math.min(config.maxPositionEmbeddings, 2048);
+  if (contextLength > config.maxPositionEmbeddings) io.err(`serve: --context-length ${contextLength} is above the model's max_position_embeddings (${config.maxPositionEmbeddings}); quality past it is not what the model was trained for`);
+  const m = await openModel({ model: a.model, contextLength });
+  try {
+    const lora = specs.length ? new LoraModel(m.decoder) : null;
+    for (const [name, dir] of specs) {
+      try {
+        await loadPeftAdapter(lora!, resolve(dir), name);
+      } catch (e) {
+        throw new UsageError(`--adapter ${name}=${dir}: ${(e as Error).message}`);
+      }
+    }
+    lora?.setTraining(false);
+    lora?.select(null);
+    const server = await serve({
+      generator: m.generator,
+      tokenizer: m.tokenizer.chatTemplate ? m.tokenizer : { encode: (t, o) => m.tokenizer.encode(t, o), decode: (ids, o) => m.tokenizer.decode(ids, o), stopTokenIds: m.tokenizer.stopTokenIds },
+      model: baseName,
+      adapters: specs.map(([n]) => n),
+      activate: (name) => lora?.select(name),
+      host: a.host,
+      port: a.port,
+      contextLength,
+      maxTokens: a.maxTokens,
+      maxBatchRows: a.maxBatch,
+      maxBodyBytes: a.maxBodyBytes,
+      log: a.quiet ? undefined : (l) => io.err(`serve: ${l}`),
+    });
+    io.err(`serve: ${baseName}${specs.length ? ` + adapters ${specs.map(([n]) => n).join(", ")}` : ""} on ${m.gpu.adapterName}; context ${contextLength} tokens, ${a.maxBatch} sequences at once`);
+    io.log(`serve: listening on ${server.url}  (GET /models, POST /completions, POST /chat/completions)`);
+    const close = server.close.bind(server);
+    return {
+      ...server,
+      close: async () => {
+        await close();
+        m.close();
+      },
+    };
+  } catch (e) {
+    m.close();
+    throw e;
+  }
+}
+
+export const serveCommand: CommandModule<object, ServeArgs> = {
+  command: "serve",
+  describe: "OpenAI-compatible HTTP server (completions, chat, models; streaming) over a checkpoint and its LoRA adapters, on the GPU",
+  builder: (y) =>
+    y
+      .option("model", { type: "string", demandOption: true, describe: "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json)" })
+      .option("adapter", { type: "string", array: true, describe: "name=DIR: serve a PEFT LoRA adapter under model name `name` (repeatable)" })
+      .option("name", { type: "string", describe: "served name of the base model (default: its folder name)" })
+      .option("host", { type: "string", default: "127.0.0.1", describe: "address to bind (0.0.0.0: every interface — there is no authentication)" })
+      .option("port", { type: "number", default: 8000, describe: "TCP port (0: any free port)" })
+      .option("context-length", { type: "number", describe: "prompt + completion limit per sequence (default: the model's max positions, at most 2048)" })
+      .option("max-tokens", { type: "number", describe: "largest max_tokens a request may ask for (default: the context length)" })
+      .option("max-batch", { type: "number", default: 16, describe: "sequences decoding at once (KV cache = this × context length)" })
+      .option("max-body-bytes", { type: "number", default: 1 << 20, describe: "largest request body" })
+      .option("quiet", { type: "boolean", default: false, describe: "no per-request log lines" })
+      .example("$0 serve --model ~/Qwen2.5-Math-1.5B-Instruct --adapter rl=runs/default/checkpoints/step-70", "serve the base as Qwen2.5-Math-1.5B-Instruct and the adapter as rl on 127.0.0.1:8000") as unknown as Argv<ServeArgs>,
+  handler: async (a) => {
+    const server = await startServe(a);
+    await new Promise<void>((done) => {
+      const stop = () => {
+        console.error("serve: shutting down");
+        void server.close().then(done);
+      };
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+    });
+  },
+};
