@@ -54,7 +54,7 @@ export interface Backend {
    */
   lmHead(h: Storage, W: Storage, targets: Storage, logp: Storage, entropy: Storage, lse: Storage, M: number, H: number, V: number, temperature: number): void;
   /** dh = Σ_v (gLogp·(onehot − p) − gEnt·p·(z − Σp·z))_v · W[v] / T. */
-  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number): void;
+  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number, dW?: Storage): void;
   /** Σ x² over n elements (host number; a sync point on the GPU). */
   sumSquares(x: Storage, n: number): Promise<number>;
   scale(x: Storage, alpha: number, n: number): void;

@@ -248,8 +248,9 @@ export class CpuBackend implements Backend {
     }
   }
 
-  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, _entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number) {
+  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, _entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number, dW?: Storage) {
     const hs = A(h), ws = A(W), ts = A(targets), ls = A(lse), gl = A(gLogp), ge = A(gEnt), d = A(dh);
+    const dw = dW ? A(dW) : null;
     for (let m = 0; m < M; m++) {
       const z = this.logits(hs, ws, m, H, V, temperature);
       let pz = 0;
@@ -264,6 +265,7 @@ export class CpuBackend implements Backend {
         const dz = gl[m] * ((v === ts[m] ? 1 : 0) - p[v]) - ge[m] * p[v] * (z[v] - pz);
         const dl = dz / temperature;
         for (let i = 0; i < H; i++) d[m * H + i] += dl * ws[v * H + i];
+        if (dw) for (let i = 0; i < H; i++) dw[v * H + i] += dl * hs[m * H + i];
       }
     }
   }

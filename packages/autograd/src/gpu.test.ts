@@ -62,6 +62,12 @@ describe(`GPU backend = float64 CPU backend (seed ${seed})`, () => {
       const { logp, entropy } = lmHeadLogprob(h, W, e.tensor([1, 49, 0], [3], { dtype: "u32" }), 0.8);
       return [logp, entropy];
     }, [[3, 16]]));
+  it("fused LM head with a trainable weight tied to the embedding (dW from both uses)", () =>
+    sameOnBoth((e, [h, W]) => {
+      const ids = e.tensor([7, 2, 7, 49], [4], { dtype: "u32" });
+      const { logp, entropy } = lmHeadLogprob(add(h, embedding(ids, W)), W, e.tensor([1, 49, 0, 7], [4], { dtype: "u32" }), 0.9);
+      return [logp, entropy];
+    }, [[4, 16], [50, 16]]));
 });
 
 describe("AdamW and clipping on the GPU = the float64 CPU backend", () => {

@@ -104,8 +104,8 @@ export class GpuBackend implements Backend {
   lmHead(h: Storage, W: Storage, targets: Storage, logp: Storage, entropy: Storage, lse: Storage, M: number, H: number, V: number, temperature: number) {
     K.lmHeadForward(this.gpu, { h: B(h), w: B(W), targets: B(targets), logp: B(logp), entropy: B(entropy), lse: B(lse), M, V, H, temperature });
   }
-  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number) {
-    K.lmHeadBackward(this.gpu, { h: B(h), w: B(W), targets: B(targets), lse: B(lse), entropy: B(entropy), gLogp: B(gLogp), gEntropy: B(gEnt), dh: B(dh), M, V, H, temperature });
+  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number, dW?: Storage) {
+    K.lmHeadBackward(this.gpu, { h: B(h), w: B(W), targets: B(targets), lse: B(lse), entropy: B(entropy), gLogp: B(gLogp), gEntropy: B(gEnt), dh: B(dh), M, V, H, temperature, dw: dW ? B(dW) : undefined });
   }
   adamw(p: Storage, g: Storage, m: Storage, v: Storage, n: number, h: AdamWStep) {
     if (n === 0) return;

@@ -80,6 +80,13 @@ describe(`gradcheck (float64, seed ${seed})`, () => {
       const { logp, entropy } = lmHeadLogprob(h, W, t, 0.7);
       return [logp, entropy];
     }, [[3, 4]]));
+  it("fused LM head with a trainable weight, tied to the embedding (pre-training)", () =>
+    gradcheck((e, [h, W]) => {
+      const ids = e.tensor([3, 1, 3], [3], { dtype: "u32" });
+      const t = e.tensor([1, 8, 0], [3], { dtype: "u32" });
+      const { logp, entropy } = lmHeadLogprob(add(h, embedding(ids, W)), W, t, 0.9);
+      return [logp, entropy];
+    }, [[3, 4], [9, 4]]));
 });
 
 /** A 2-layer Qwen2-shaped decoder built from the ops: the shape @nr/model's GPU decoder follows. */

@@ -207,12 +207,11 @@ export function lmHeadLogprob(h: Tensor, W: Tensor, targets: Tensor, temperature
   const [V, H2] = W.shape;
   if (H !== H2) throw new Error(`lmHeadLogprob: hidden size ${H} but W is [${W.shape}]`);
   if (targets.size !== M) throw new Error(`lmHeadLogprob: ${targets.size} targets for ${M} rows`);
-  if (W.requiresGrad) throw new Error("lmHeadLogprob: a trainable LM-head weight is not supported (the base head stays frozen; train it through LoRA or a separate head)");
   const logp = e.empty([M], "f32", "logp");
   const entropy = e.empty([M], "f32", "entropy");
   const lse = e.empty([M], "f32", "lse");
   B.lmHead(h.storage, W.storage, targets.storage, logp.storage, entropy.storage, lse.storage, M, H, V, temperature);
-  if (e.needsGrad(h)) {
+  if (e.needsGrad(h, W)) {
     logp.requiresGrad = true;
     entropy.requiresGrad = true;
     e.record("lmHeadLogprob", () => {
@@ -220,8 +219,10 @@ export function lmHeadLogprob(h: Tensor, W: Tensor, targets: Tensor, temperature
       const gl = logp.grad ?? e.zeros([M]);
       const ge = entropy.grad ?? e.zeros([M]);
       const dh = e.empty(h.shape, "f32");
-      B.lmHeadBackward(h.storage, W.storage, targets.storage, lse.storage, entropy.storage, gl.storage, ge.storage, dh.storage, M, H, V, temperature);
-      B.axpy(1, dh.storage, e.gradOf(h).storage, h.size);
+      // A trainable head (full fine-tuning / pre-training; tied with the embedding when they are one tensor) gets
+      // dW += dlogitsᵀ·h accumulated straight into its gradient.
+      B.lmHeadBackward(h.storage, W.storage, targets.storage, lse.storage, entropy.storage, gl.storage, ge.storage, dh.storage, M, H, V, temperature, W.requiresGrad ? e.gradOf(W).storage : undefined);
+      if (h.requiresGrad) B.axpy(1, dh.storage, e.gradOf(h).storage, h.size);
       dh.dispose();
       if (!logp.grad) gl.dispose();
       if (!entropy.grad) ge.dispose();
