@@ -12,6 +12,8 @@ import { generateSynthetic } from "@nr/data";
 import { runEval, type EvalArgs } from "./eval.js";
 import { runGenerate, type GenerateArgs } from "./generate.js";
 import { runCurate, type CurateArgs } from "./curate.js";
+import { makePrompter, runConfigOfAdapter } from "./common.js";
+import { DEFAULT_CONFIG } from "../run/config.js";
 
 const H = 32, HEADS = 2, KV = 1, I = 64, D = H / HEADS;
 let root: string;
@@ -135,6 +137,28 @@ describe("nr eval", () => {
     expect(rep.summary.problems).toBe(3);
     expect(warned.join("\n")).toMatch(/bad\.jsonl:3: malformed JSON/);
     await expect(runEval(ev({ n: 0 }), quiet)).rejects.toThrow(/--n 0: expected an integer >= 1/);
+  });
+});
+
+describe("prompt formats", () => {
+  it("auto follows the nr-train run an adapter comes from (its data.prompt), else the chat template", async () => {
+    const runDir = join(root, "runs", "r1");
+    const step = join(runDir, "checkpoints", "step-3");
+    mkdirSync(step, { recursive: true });
+    const cfg = (data: object, model: object) => writeFileSync(join(runDir, "config.json"), JSON.stringify({ ...DEFAULT_CONFIG, data: { ...DEFAULT_CONFIG.data, ...data }, model }));
+    const fmt = async () => (await makePrompter("auto", { modelDir: base, runConfig: runConfigOfAdapter(step) })).format;
+    cfg({ prompt: "auto" }, { generate: DEFAULT_CONFIG.model.generate });
+    expect(await fmt()).toBe("qa");
+    cfg({ prompt: "auto" }, { dir: base });
+    expect(await fmt()).toBe("chat");
+    cfg({ prompt: "qa" }, { dir: base });
+    expect(await fmt()).toBe("qa");
+    expect(runConfigOfAdapter(adapter)).toBeNull(); // not inside <run>/checkpoints/
+    const chat = await makePrompter("auto", { modelDir: base, runConfig: null });
+    expect(chat.format).toBe("chat");
+    expect(chat.build("What is 2 + 3?")).toMatch(/<\|im_start\|>user\nWhat is 2 \+ 3\?<\|im_end\|>\n<\|im_start\|>assistant\n$/);
+    expect((await makePrompter("qa", { modelDir: base, runConfig: null })).build("x")).toBe("Q: x\nA: ");
+    expect((await makePrompter("raw", { modelDir: base, runConfig: null })).build("x")).toBe("x");
   });
 });
 

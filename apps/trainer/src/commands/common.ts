@@ -128,13 +128,23 @@ export interface Prompter {
 }
 
 /**
+ * The prompt format an `nr train` run used: its `data.prompt` ("auto" = chat for a checkpoint given by model.dir,
+ * qa for a generated model); runs from before that key existed used qa.
+ */
+export function runPromptFormat(run: TrainConfig): "qa" | "chat" {
+  const p = (run.data as { prompt?: string }).prompt ?? "qa";
+  if (p === "chat" || p === "qa") return p;
+  return run.model.dir ? "chat" : "qa";
+}
+
+/**
  * How problems become prompts. `chat`: the checkpoint's chat template (built-in ChatML when it has none) with the
- * step-by-step/boxed system prompt; `qa`: `Q: …\nA: ` (what `nr train` trains on); `raw`: the text as is.
- * `auto`: `qa` for an adapter from an `nr train` run folder, else `chat`.
+ * step-by-step/boxed system prompt; `qa`: `Q: …\nA: ` (what `nr train` uses for generated models); `raw`: the text
+ * as is. `auto`: for an adapter from an `nr train` run folder, the format that run trained with; else `chat`.
  */
 export async function makePrompter(format: PromptFormat, m: Pick<ModelPaths, "modelDir" | "runConfig">): Promise<Prompter> {
-  const f = format === "auto" ? (m.runConfig ? "qa" : "chat") : format;
-  if (f === "qa") return { format: f, describe: "Q: …\\nA: (the nr train format)", build: qaPrompt };
+  const f = format === "auto" ? (m.runConfig ? runPromptFormat(m.runConfig) : "chat") : format;
+  if (f === "qa") return { format: f, describe: "Q: …\\nA: (nr train's format for generated models)", build: qaPrompt };
   if (f === "raw") return { format: f, describe: "raw text", build: (p) => p };
   let template: ChatTemplate;
   let describe = "the checkpoint's chat template";
