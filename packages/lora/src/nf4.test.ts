@@ -79,7 +79,7 @@ describe("LoRA over an NF4 base (WebGPU)", () => {
     expect(params.length).toBe(2 * 7 * 2);
   });
 
-  it("adapter gradients match the float64 CPU backend on the dequantised base", async () => {
+  it("adapter gradients match the float64 CPU backend on the dequantised base, and its finite differences", async () => {
     const dirM = await model("grad", 0.2);
     const gpuDec = (await loadDecoder(new Engine(new GpuBackend(gpu)), dirM, { quant: "nf4", doubleQuant: true })).decoder;
     const cpuDec = await dequantizedCopy(gpuDec, new Engine(new CpuBackend()));
@@ -95,7 +95,7 @@ describe("LoRA over an NF4 base (WebGPU)", () => {
         d.backward(res, Array.from(b.lossMask, (m, i) => (m ? Math.sin(3 * i + 1) : 0)), Array.from(b.lossMask, (m, i) => (m ? 0.3 * Math.cos(i) : 0)));
         return Promise.all(lora.parameters("a").map((p) => p.grad!.read()));
       });
-      return { grads, names: lora.parameters("a").map((p) => p.name), host: await adapterToHost(lora, "a") };
+      return { grads, names: lora.parameters("a").map((p) => p.name), host: await adapterToHost(lora, "a"), lora };
     };
     const g = await run(gpuDec);
     const c = await run(cpuDec, g.host);
@@ -110,6 +110,28 @@ describe("LoRA over an NF4 base (WebGPU)", () => {
       });
     });
     console.log(`LoRA grads over NF4, GPU vs float64: worst |Δ|/max|g| per tensor ${worst.toExponential(2)}`);
+    // And the float64 gradients against central differences of the same objective on the dequantised base.
+    const e = cpuDec.engine;
+    const objective = () =>
+      e.scope(async () => {
+        const b = makeBatch(e, ROWS, { leftPad: true });
+        const res = e.noGrad(() => cpuDec.forward(b, { temperature: 0.7 }));
+        const [lp, en] = [await res.logp.read(), await res.entropy.read()];
+        return lp.reduce((acc, v, i) => acc + (b.lossMask[i] ? Math.sin(3 * i + 1) * v + 0.3 * Math.cos(i) * en[i] : 0), 0);
+      });
+    const params = c.lora.parameters("a");
+    for (const j of [0, 1, 13, params.length - 1]) {
+      const data = params[j].storage as Float64Array;
+      for (const i of [0, Math.floor(data.length / 2), data.length - 1]) {
+        const keep = data[i];
+        data[i] = keep + 1e-6;
+        const up = await objective();
+        data[i] = keep - 1e-6;
+        const down = await objective();
+        data[i] = keep;
+        expect(Math.abs((up - down) / 2e-6 - c.grads[j][i]), `${c.names[j]}[${i}]`).toBeLessThan(1e-6 * Math.max(1, Math.abs(c.grads[j][i])));
+      }
+    }
   });
 
   it("a short AdamW SFT run lowers the loss; the NF4 base bytes are unchanged", async () => {
