@@ -1,5 +1,23 @@
-// Memory report for LoRA training over a frozen base: what each part costs in bytes.
-import { loraParameterCount, type LoraConfig } from "./lora.js";
+// Memory report for LoRA training over a frozen (NF4 or f32) base on the WebGPU backend: what each part costs in
+// device bytes, as the buffer pool (@nr/kernels runtime/pool.ts) allocates them.
+//
+//  base        NF4: per linear weight the packed codes (4 bits), the f32 per-block scales the fused matmul reads and,
+//              with double quantisation, the 8-bit absmax codes + per-256-block f32 + offset kept for saving
+//              (nf4MemoryFor); f32 otherwise. Embedding, untied LM head, norms and biases are f32 (as loadDecoder
+//              uploads them).
+//  adapters    LoRA A [r, in] and B [out, r] in f32; their gradients (f32) and AdamW m and v (2 × f32).
+//  activations the growth of the pool over one forward + backward of `tokens` tokens beyond the parameter
+//              gradients: what the autograd tape keeps (every op output, and a gradient for every output that needs
+//              one — the engine frees neither before the step's scope ends), the transient buffers of each backward,
+//              and kernel scratch (LM-head, attention, RMSNorm). With checkpointing only each layer's output (and
+//              its gradient) is kept and one layer at a time is recomputed.
+// Every buffer is counted at its pool size class (sizes round up to quarter-octave steps, at least 256 bytes), and
+// the activation peak is found by replaying the step's allocations and releases through the same size-class free
+// lists the pool keeps (a released buffer is reused by a later request of its class; the pool never shrinks
+// without a trim). The replay mirrors Decoder.layer / LoraProjection.forward / @nr/autograd ops: memory.test.ts
+// checks it against the pool on the GPU.
+import { lmHeadBackwardPlan, lmHeadForwardPlan, nf4MemoryFor, rmsNormBackwardRowsPerBlock, sizeClass, attentionBackwardScratchBytes, columnSumScratchBytes, type Gpu } from "@nr/kernels";
+import { LORA_TARGETS, loraParameterCount, resolveLoraConfig, type LoraConfig, type LoraTarget } from "./lora.js";
 
 export interface MemoryShape {
   numLayers: number;
@@ -10,51 +28,418 @@ export interface MemoryShape {
   headDim: number;
   vocabSize: number;
   tieWordEmbeddings: boolean;
+  /** Qwen2: q/k/v biases (f32, kept full precision). Default false. */
+  qkvBias?: boolean;
+  oBias?: boolean;
+  /** Qwen3: per-head q/k RMSNorm. Default false. */
+  qkNorm?: boolean;
+}
+
+export interface MemoryOptions {
+  /** Tokens in one micro-batch (B·T; every activation is proportional to it). */
+  tokens: number;
+  /** Gradient checkpointing per layer. */
+  checkpoint: boolean;
+  /** Base linear weights: "nf4" (default) or "none" (f32). */
+  quant?: "nf4" | "none";
+  doubleQuant?: boolean;
+  blocksize?: number;
+  /** The device: kernel scratch sizes follow its plans exactly. Without it a discrete GPU is assumed. */
+  gpu?: Gpu;
 }
 
 export interface MemoryReport {
+  /** Parameters of the seven linear weights of all layers. */
   baseLinearParams: number;
-  baseBytesNf4: number;
-  baseBytesF16: number;
-  embeddingBytesF16: number;
+  /** All base parameters (linear + embedding/head + norms + biases). */
+  baseParams: number;
   loraParams: number;
-  loraBytes: number;
-  optimizerBytes: number;
+  /** loraParams / baseParams. */
+  trainableFraction: number;
+  /** Device bytes of the linear weights (NF4 codes + scales + double-quant state, or f32). */
+  baseLinearBytes: number;
+  /** The same without the pool's size-class rounding (the tensors' own bytes). */
+  baseLinearTensorBytes: number;
+  /** baseLinearTensorBytes · 8 / baseLinearParams. */
+  baseLinearBitsPerParam: number;
+  /** The same NF4 weights in a bitsandbytes checkpoint (u8 absmax when double-quantised). */
+  baseLinearCheckpointBytes: number;
+  /** Embedding, untied LM head, norms and biases (f32). */
+  baseOtherBytes: number;
+  baseBytes: number;
+  adapterBytes: number;
   gradientBytes: number;
+  optimizerBytes: number;
+  /** Peak growth over one forward + backward, parameter gradients excluded (see the header). */
   activationBytes: number;
   totalBytes: number;
 }
 
-/**
- * Bytes for: base linear weights in NF4 (4 bits + 8-bit absmax per 64 + f32 per 256 blocks, double-quantised) or
- * f16; the embedding / LM head in f16 (never quantised, as in bitsandbytes); LoRA master weights, gradients and AdamW
- * m/v in f32; activations for one micro-batch of `tokens` tokens (f32 residual stream, per layer the tensors the
- * backward keeps: ~ (6·H + 2·(q+kv) + 3·I) floats per token without checkpointing, 1·H per layer with it).
- */
-export function memoryReport(s: MemoryShape, lora: LoraConfig, batch: { tokens: number; checkpoint: boolean }): MemoryReport {
+/** f32 tensor bytes as the GPU backend allocates them (at least 4), at the pool's size class. */
+const f32Bytes = (n: number) => sizeClass(Math.max(4, n * 4));
+
+export function memoryReport(s: MemoryShape, lora: LoraConfig, o: MemoryOptions): MemoryReport {
+  const c = resolveLoraConfig(lora);
   const H = s.hiddenSize, q = s.numHeads * s.headDim, kv = s.numKvHeads * s.headDim, I = s.intermediateSize;
-  const perLayer = H * q + 2 * H * kv + q * H + 3 * H * I;
-  const baseLinearParams = s.numLayers * perLayer;
-  const blocks = baseLinearParams / 64;
-  const baseBytesNf4 = baseLinearParams / 2 + blocks + (blocks / 256) * 4 + s.numLayers * 7 * (256 * 4 + 4);
-  const baseBytesF16 = baseLinearParams * 2;
-  const embeddingBytesF16 = s.vocabSize * H * 2 * (s.tieWordEmbeddings ? 1 : 2);
-  const loraParams = loraParameterCount(s, lora);
-  const loraBytes = loraParams * 4;
-  const optimizerBytes = loraParams * 8;
-  const gradientBytes = loraParams * 4;
-  const perTokenLayer = batch.checkpoint ? H : 6 * H + 2 * (q + kv) + 3 * I;
-  const activationBytes = batch.tokens * (s.numLayers * perTokenLayer + 4 * H) * 4;
+  const dims: Record<LoraTarget, [number, number]> = { q_proj: [H, q], k_proj: [H, kv], v_proj: [H, kv], o_proj: [q, H], gate_proj: [H, I], up_proj: [H, I], down_proj: [I, H] };
+  const quant = o.quant ?? "nf4";
+  const dq = o.doubleQuant ?? true;
+
+  let baseLinearParams = 0, baseLinearBytes = 0, baseLinearTensorBytes = 0, baseLinearCheckpointBytes = 0;
+  let adapterBytes = 0, loraParams = 0;
+  for (const t of LORA_TARGETS) {
+    const [inF, outF] = dims[t];
+    baseLinearParams += inF * outF;
+    if (quant === "nf4") {
+      const m = nf4MemoryFor(outF, inF, { blocksize: o.blocksize, doubleQuant: dq });
+      const blocks = Math.ceil((inF * outF) / (o.blocksize ?? 64));
+      const groups = Math.ceil(blocks / 256);
+      baseLinearBytes += sizeClass(m.codes) + sizeClass(m.scales) + (dq ? sizeClass(Math.ceil(blocks / 4) * 4) + sizeClass(groups * 4) + sizeClass(4) : 0);
+      baseLinearTensorBytes += m.total;
+      baseLinearCheckpointBytes += m.checkpoint;
+    } else {
+      baseLinearBytes += f32Bytes(inF * outF);
+      baseLinearTensorBytes += inF * outF * 4;
+      baseLinearCheckpointBytes += inF * outF * 4;
+    }
+    if (c.targets.includes(t)) {
+      adapterBytes += f32Bytes(c.r * inF) + f32Bytes(outF * c.r);
+      loraParams += c.r * (inF + outF);
+    }
+  }
+  const L = s.numLayers;
+  baseLinearParams *= L;
+  baseLinearBytes *= L;
+  baseLinearTensorBytes *= L;
+  baseLinearCheckpointBytes *= L;
+  adapterBytes *= L;
+  loraParams *= L;
+  if (loraParams !== loraParameterCount(s, c)) throw new Error("memoryReport: parameter count disagrees with loraParameterCount");
+
+  const layerOther = [H, H, ...(s.qkvBias ? [q, kv, kv] : []), ...(s.oBias ? [H] : []), ...(s.qkNorm ? [s.headDim, s.headDim] : [])];
+  const otherTensors = [s.vocabSize * H, ...(s.tieWordEmbeddings ? [] : [s.vocabSize * H]), H, ...Array.from({ length: L }, () => layerOther).flat()];
+  const baseOtherBytes = otherTensors.reduce((a, n) => a + f32Bytes(n), 0);
+  const otherParams = otherTensors.reduce((a, n) => a + n, 0);
+
+  const step = replayStep(s, c.targets, c.r, c.dropout > 0, o);
+  const gradientBytes = adapterBytes; // one f32 gradient per adapter tensor, same sizes
+  const optimizerBytes = 2 * adapterBytes;
+  const activationBytes = step - gradientBytes;
+  const baseBytes = baseLinearBytes + baseOtherBytes;
   return {
     baseLinearParams,
-    baseBytesNf4,
-    baseBytesF16,
-    embeddingBytesF16,
+    baseParams: baseLinearParams + otherParams,
     loraParams,
-    loraBytes,
-    optimizerBytes,
+    trainableFraction: loraParams / (baseLinearParams + otherParams),
+    baseLinearBytes,
+    baseLinearTensorBytes,
+    baseLinearBitsPerParam: (baseLinearTensorBytes * 8) / baseLinearParams,
+    baseLinearCheckpointBytes,
+    baseOtherBytes,
+    baseBytes,
+    adapterBytes,
     gradientBytes,
+    optimizerBytes,
     activationBytes,
-    totalBytes: baseBytesNf4 + embeddingBytesF16 + loraBytes + optimizerBytes + gradientBytes + activationBytes,
+    totalBytes: baseBytes + adapterBytes + optimizerBytes + gradientBytes + activationBytes,
   };
+}
+
+// ─────────────────────────────────────────────────────────────────────────────────────────────────────────────
+// Replay of one training step's allocations through a model of the buffer pool
+
+/** Size-class free lists; `allocated` only grows (as BufferPool.allocatedBytes between trims). */
+class PoolReplay {
+  private free = new Map<number, number>();
+  allocated = 0;
+  acquire(bytes: number): number {
+    const size = sizeClass(bytes);
+    const n = this.free.get(size) ?? 0;
+    if (n > 0) this.free.set(size, n - 1);
+    else this.allocated += size;
+    return size;
+  }
+  release(size: number) {
+    this.free.set(size, (this.free.get(size) ?? 0) + 1);
+  }
+  /** A kernel's scratch buffers: acquired together, released together. */
+  scratch(...bytes: number[]) {
+    const held = bytes.filter((b) => b > 0).map((b) => this.acquire(b));
+    for (const h of held) this.release(h);
+  }
+}
+
+/** A tensor of the replay: its element count, whether it needs a gradient, its buffer (null for views), its grad. */
+interface Rt {
+  n: number;
+  rg: boolean;
+  buf: number | null;
+  grad: number | null;
+}
+
+/** The slice of Engine the decoder step uses: tracked tensors, scopes, the tape, gradOf. */
+class EngineReplay {
+  tape: Array<() => void> = [];
+  recording = true;
+  private scopes: Rt[][] = [[]];
+  constructor(readonly pool: PoolReplay) {}
+
+  tensor(n: number, rg = false): Rt {
+    const t: Rt = { n, rg, buf: this.pool.acquire(Math.max(4, n * 4)), grad: null };
+    this.scopes[this.scopes.length - 1].push(t);
+    return t;
+  }
+  view(t: Rt): Rt {
+    const v: Rt = { n: t.n, rg: false, buf: null, grad: null };
+    this.scopes[this.scopes.length - 1].push(v);
+    if (this.recording && t.rg) {
+      v.rg = true;
+      this.record(() => v.grad !== null && this.gradOf(t));
+    }
+    return v;
+  }
+  gradOf(t: Rt) {
+    t.grad ??= this.pool.acquire(Math.max(4, t.n * 4));
+  }
+  dispose(t: Rt) {
+    if (t.buf !== null) this.pool.release(t.buf);
+    if (t.grad !== null) this.pool.release(t.grad);
+    t.buf = t.grad = null;
+  }
+  needs(...ts: Rt[]) {
+    return this.recording && ts.some((t) => t.rg);
+  }
+  record(fn: () => void) {
+    this.tape.push(fn);
+  }
+  scope<T>(fn: () => T, keep: (r: T) => Rt[]): T {
+    this.scopes.push([]);
+    const r = fn();
+    const created = this.scopes.pop()!;
+    const kept = new Set(keep(r));
+    for (const t of created) if (kept.has(t)) this.scopes[this.scopes.length - 1].push(t);
+    else this.dispose(t);
+    return r;
+  }
+  /** Engine.backward: seed gradients (host arrays are uploaded, then freed), then the tape in reverse. */
+  backward(seeds: Rt[], uploaded: boolean) {
+    for (const t of seeds) {
+      const up = uploaded ? this.pool.acquire(t.n * 4) : null;
+      this.gradOf(t);
+      if (up !== null) this.pool.release(up);
+    }
+    const tape = this.tape;
+    this.tape = [];
+    for (let i = tape.length - 1; i >= 0; i--) tape[i]();
+  }
+}
+
+interface KernelScratch {
+  lmHeadForward(M: number): number;
+  lmHeadBackward(M: number): number[];
+  rmsnormBackward(rows: number, H: number): number[];
+}
+
+function kernelScratch(s: MemoryShape, gpu: Gpu | undefined): KernelScratch {
+  const V = s.vocabSize, H = s.hiddenSize;
+  if (gpu) {
+    return {
+      lmHeadForward: (M) => Math.max(16, lmHeadForwardPlan(gpu, M, V, H).scratchBytes),
+      lmHeadBackward: (M) => {
+        const p = lmHeadBackwardPlan(gpu, M, V, H);
+        return [M * 16, M * 4, p.R * p.Vc * 4, p.S > 1 ? p.S * p.R * H * 4 : 0];
+      },
+      rmsnormBackward: (rows, h) => {
+        const blocks = Math.ceil(rows / rmsNormBackwardRowsPerBlock(gpu, rows));
+        return [blocks * h * 4, columnSumScratchBytes(blocks, h)];
+      },
+    };
+  }
+  // A discrete GPU with the kernels' default plans: 1024 target workgroups, a 32 MiB LM-head scratch budget, no
+  // split-K slab, RMSNorm partial sums over blocks of ⌈rows/256⌉ rows.
+  return {
+    lmHeadForward: (M) => M * 16 * Math.max(1, Math.ceil(1024 / Math.ceil(M / 32))),
+    lmHeadBackward: (M) => {
+      const R = Math.min(M, 256);
+      const Vc = Math.min(V, Math.max(256, Math.floor(32 * 2 ** 20 / (R * 4) / 256) * 256));
+      return [M * 16, M * 4, R * Vc * 4];
+    },
+    rmsnormBackward: (rows, h) => {
+      const blocks = Math.ceil(rows / Math.max(1, Math.ceil(rows / 256)));
+      return [blocks * h * 4, columnSumScratchBytes(blocks, h)];
+    },
+  };
+}
+
+/** Pool growth over one SFT-style step (forward, backward of logp + entropy seeds, on a trimmed pool). */
+function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: boolean, o: MemoryOptions): number {
+  const M = o.tokens;
+  const H = s.hiddenSize, q = s.numHeads * s.headDim, kv = s.numKvHeads * s.headDim, I = s.intermediateSize;
+  const pool = new PoolReplay();
+  const e = new EngineReplay(pool);
+  const ks = kernelScratch(s, o.gpu);
+  // Parameters: frozen (no gradient) or LoRA (gradient on first use). Their own buffers are static (not replayed).
+  const param = (n: number, rg: boolean): Rt => ({ n, rg, buf: null, grad: null });
+
+  const linear = (x: Rt, W: Rt, N: number): Rt => {
+    const y = e.tensor((x.n / (W.n / N)) * N); // rows × N, W = [N, in]
+    if (e.needs(x, W)) {
+      y.rg = true;
+      e.record(() => {
+        if (y.grad === null) return;
+        if (x.rg) e.gradOf(x);
+        if (W.rg) e.gradOf(W);
+      });
+    }
+    return y;
+  };
+  const add = (a: Rt, b: Rt): Rt => {
+    const y = e.tensor(a.n);
+    if (e.needs(a, b)) {
+      y.rg = true;
+      e.record(() => {
+        if (y.grad === null) return;
+        if (a.rg) e.gradOf(a);
+        if (b.rg) e.gradOf(b);
+      });
+    }
+    return y;
+  };
+  /** ops with one differentiable input whose backward allocates `temps` (element counts) around gradOf(x). */
+  const unary = (x: Rt, outN: number, extra: number[], temps: number[], scratch: () => number[] = () => []): Rt => {
+    const y = e.tensor(outN);
+    for (const n of extra) e.tensor(n);
+    if (e.needs(x)) {
+      y.rg = true;
+      e.record(() => {
+        if (y.grad === null) return;
+        const held = temps.map((n) => e.tensor(n));
+        pool.scratch(...scratch());
+        e.gradOf(x);
+        for (const t of held) e.dispose(t);
+      });
+    }
+    return y;
+  };
+  const rmsnorm = (x: Rt, width: number) => unary(x, x.n, [x.n / width], [x.n, width], () => ks.rmsnormBackward(x.n / width, width));
+  const rope = (x: Rt) => unary(x, x.n, [], [x.n]);
+
+  const adapters = new Map<string, { A: Rt; B: Rt }>();
+  const projection = (layer: number, t: LoraTarget, x: Rt, inF: number, outF: number): Rt => {
+    const base = linear(x, param(inF * outF, false), outF); // NF4 or dense frozen: output + dx only
+    if (!targets.includes(t)) return base;
+    const key = `${layer}.${t}`;
+    if (!adapters.has(key)) adapters.set(key, { A: param(r * inF, true), B: param(outF * r, true) });
+    const { A, B } = adapters.get(key)!;
+    let xin = x;
+    if (dropout) {
+      e.tensor(x.n); // the keep mask, uploaded
+      xin = e.tensor(x.n);
+      if (e.needs(x)) {
+        xin.rg = true;
+        e.record(() => {
+          if (xin.grad === null) return;
+          const tmp = e.tensor(x.n);
+          e.gradOf(x);
+          e.dispose(tmp);
+        });
+      }
+    }
+    // addLowRank: y += s·h·Bᵀ in place on the base output; backward dh and dB.
+    const h = linear(xin, A, r);
+    if (!e.needs(h, B)) return base;
+    base.rg = true;
+    e.record(() => {
+      if (base.grad === null) return;
+      if (h.rg) e.gradOf(h);
+      e.gradOf(B);
+    });
+    return base;
+  };
+
+  const layer = (i: number, x: Rt): Rt => {
+    const h = rmsnorm(x, H);
+    let qq = e.view(projection(i, "q_proj", h, H, q));
+    let kk = e.view(projection(i, "k_proj", h, H, kv));
+    const vv = e.view(projection(i, "v_proj", h, H, kv));
+    if (s.qkNorm) {
+      qq = rmsnorm(qq, s.headDim);
+      kk = rmsnorm(kk, s.headDim);
+    }
+    qq = rope(qq);
+    kk = rope(kk);
+    // attention: o, lse; backward dq, dk, dv + stats scratch, then the input gradients.
+    const att = e.tensor(M * q);
+    e.tensor(M * s.numHeads);
+    if (e.needs(qq, kk, vv)) {
+      att.rg = true;
+      e.record(() => {
+        if (att.grad === null) return;
+        const held = [e.tensor(qq.n), e.tensor(kk.n), e.tensor(vv.n)];
+        pool.scratch(attentionBackwardScratchBytes(1, M, s.numHeads));
+        for (const t of [qq, kk, vv]) if (t.rg) e.gradOf(t);
+        for (const t of held) e.dispose(t);
+      });
+    }
+    const x1 = add(x, projection(i, "o_proj", e.view(att), q, H));
+    const h2 = rmsnorm(x1, H);
+    const g = projection(i, "gate_proj", h2, H, I);
+    const u = projection(i, "up_proj", h2, H, I);
+    const sw = e.tensor(M * I);
+    if (e.needs(g, u)) {
+      sw.rg = true;
+      e.record(() => {
+        if (sw.grad === null) return;
+        const held = [e.tensor(g.n), e.tensor(u.n)];
+        if (g.rg) e.gradOf(g);
+        if (u.rg) e.gradOf(u);
+        for (const t of held) e.dispose(t);
+      });
+    }
+    return add(x1, projection(i, "down_proj", sw, I, H));
+  };
+
+  // Engine.checkpoint: run without recording and keep only the outputs; in backward recompute with recording and
+  // back-propagate the saved output gradient, freeing the recomputation.
+  const checkpointed = (i: number, xin: Rt): Rt => {
+    const saved = e.recording;
+    e.recording = false;
+    const out = e.scope(() => layer(i, xin), (y) => [y]);
+    e.recording = saved;
+    out.rg = true;
+    e.record(() => {
+      const outer = e.tape;
+      e.tape = [];
+      e.scope(() => {
+        const again = layer(i, xin);
+        if (out.grad !== null && again.rg) e.backward([again], false);
+        return null;
+      }, () => []);
+      e.tape = outer;
+    });
+    return out;
+  };
+
+  e.scope(() => {
+    for (let j = 0; j < 4; j++) e.tensor(M); // ids, positions, keyValid, targets (u32)
+    let x = e.tensor(M * H); // embedding (frozen table: no gradient)
+    for (let i = 0; i < s.numLayers; i++) x = o.checkpoint ? checkpointed(i, x) : layer(i, x);
+    const hidden = rmsnorm(x, H);
+    // fused LM head: logp, entropy, lse (+ forward scratch); backward dh + scratch, then the hidden gradient.
+    const logp = e.tensor(M), entropy = e.tensor(M);
+    e.tensor(M);
+    pool.scratch(ks.lmHeadForward(M));
+    if (e.needs(hidden)) {
+      logp.rg = entropy.rg = true;
+      e.record(() => {
+        const dh = e.tensor(hidden.n);
+        pool.scratch(...ks.lmHeadBackward(M));
+        e.gradOf(hidden);
+        e.dispose(dh);
+      });
+    }
+    e.backward([logp, entropy], true);
+    return null;
+  }, () => []);
+  return pool.allocated;
 }
