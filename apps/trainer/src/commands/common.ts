@@ -3,13 +3,17 @@
 // the model expects. Every failure names the path or line that was wrong and what to pass instead.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { createGpu, type Gpu } from "@nr/kernels";
-import { Engine, GpuBackend } from "@nr/autograd";
-import { loadDecoder, loadTokenizer, type Decoder, type ModelTokenizer } from "@nr/model";
-import { ADAPTER_CONFIG, LoraModel, loadPeftAdapter } from "@nr/lora";
-import { WebGpuGenerator } from "@nr/rollout";
-import { buildPrompt, ChatTemplate, DatasetError, formatBadRows, generateSynthetic, loadDataset, type MathRecord } from "@nr/data";
+// The GPU and data packages are imported when a command runs, not when the CLI starts (`nr --help` stays fast).
+import type { Gpu } from "@nr/kernels";
+import type { Engine } from "@nr/autograd";
+import type { Decoder, ModelTokenizer } from "@nr/model";
+import type { LoraModel } from "@nr/lora";
+import type { WebGpuGenerator } from "@nr/rollout";
+import type { MathRecord } from "@nr/data";
 import { DEFAULT_CONFIG, type TrainConfig } from "../run/config.js";
+
+/** @nr/lora's ADAPTER_CONFIG: the file that marks a PEFT adapter folder. */
+const ADAPTER_CONFIG = "adapter_config.json";
 
 /** A user error: the CLI prints its message (no stack) and exits with code 2. */
 export class UsageError extends Error {
@@ -86,6 +90,13 @@ export function resolveModelPaths(o: OpenModelOptions): ModelPaths {
 /** Load a checkpoint (and adapter) onto the GPU. Call `close()` when done (it destroys the device). */
 export async function openModel(o: OpenModelOptions): Promise<OpenedModel> {
   const { modelDir, adapterDir, runConfig } = resolveModelPaths(o);
+  const [{ createGpu }, { Engine, GpuBackend }, { loadDecoder, loadTokenizer }, { LoraModel, loadPeftAdapter }, { WebGpuGenerator }] = await Promise.all([
+    import("@nr/kernels"),
+    import("@nr/autograd"),
+    import("@nr/model"),
+    import("@nr/lora"),
+    import("@nr/rollout"),
+  ]);
   const gpu = await createGpu();
   try {
     const engine = new Engine(new GpuBackend(gpu));
@@ -146,7 +157,8 @@ export async function makePrompter(format: PromptFormat, m: Pick<ModelPaths, "mo
   const f = format === "auto" ? (m.runConfig ? runPromptFormat(m.runConfig) : "chat") : format;
   if (f === "qa") return { format: f, describe: "Q: …\\nA: (nr train's format for generated models)", build: qaPrompt };
   if (f === "raw") return { format: f, describe: "raw text", build: (p) => p };
-  let template: ChatTemplate;
+  const { ChatTemplate, buildPrompt } = await import("@nr/data/core");
+  let template: InstanceType<typeof ChatTemplate>;
   let describe = "the checkpoint's chat template";
   try {
     template = await ChatTemplate.fromTokenizerDir(m.modelDir);
@@ -184,11 +196,13 @@ export interface LoadProblemsOptions {
 export async function loadProblems(o: LoadProblemsOptions): Promise<{ records: MathRecord[]; source: string }> {
   if (o.n !== undefined && !(Number.isInteger(o.n) && o.n >= 1)) throw new UsageError(`--n ${o.n}: expected an integer >= 1`);
   if (o.data === "synthetic") {
+    const { generateSynthetic } = await import("@nr/data/core");
     const d = o.difficulty ?? DEFAULT_CONFIG.data.difficulty;
     const records = generateSynthetic({ count: o.n ?? 100, seed: o.seed ?? 0, split: o.syntheticSplit ?? "heldout", ...d });
     return { records, source: `synthetic (${o.syntheticSplit ?? "heldout"} split, seed ${o.seed ?? 0}, steps ${d.minSteps}..${d.maxSteps})` };
   }
   if (!existsSync(o.data)) throw new UsageError(`--data ${o.data}: no such file or folder (expected "synthetic" or a .jsonl/.json/.parquet file or dataset folder)`);
+  const { DatasetError, formatBadRows, loadDataset } = await import("@nr/data");
   let loaded;
   try {
     loaded = await loadDataset(o.data, { split: o.split, limit: o.n, onBadRow: o.skipBadRows ? "skip" : "error" });

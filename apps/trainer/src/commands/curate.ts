@@ -5,7 +5,7 @@
 import { existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Argv, CommandModule } from "yargs";
-import { buildHashEmbeddingModel, curate, formatCurationReport, hashTokenizer, OnnxEmbedder, WordPieceTokenizer, writeJsonl, type CurateOptions, type CurationResult, type MathRecord } from "@nr/data";
+import type { CurateOptions, CurationResult, MathRecord, OnnxEmbedder } from "@nr/data";
 import { writeJsonAtomic } from "../run/folder.js";
 import { consoleIo, type CommandIo } from "./eval.js";
 import { checkNumber, loadProblems, makePrompter, openModel, PROMPT_FORMATS, resolveModelPaths, UsageError, type OpenedModel, type PromptFormat } from "./common.js";
@@ -49,6 +49,7 @@ export interface CurateReport {
 
 /** "hash": the built-in hashed bag-of-words ONNX model; a folder: an ONNX sentence encoder + its WordPiece vocab.txt. */
 async function makeEmbedder(spec: string): Promise<OnnxEmbedder> {
+  const { buildHashEmbeddingModel, hashTokenizer, OnnxEmbedder, WordPieceTokenizer } = await import("@nr/data");
   const sessionOptions = { intraOpNumThreads: 1 };
   if (spec === "hash") return OnnxEmbedder.create(buildHashEmbeddingModel(), { tokenizer: hashTokenizer(), sessionOptions });
   if (!existsSync(spec) || !statSync(spec).isDirectory()) throw new UsageError(`--embedder ${spec}: expected "hash" or a folder with model.onnx (or onnx/model.onnx) and vocab.txt (a MiniLM-class sentence encoder)`);
@@ -71,6 +72,7 @@ export async function runCurate(a: CurateArgs, io: CommandIo = consoleIo): Promi
   if (a.model === undefined && a.adapter !== undefined) throw new UsageError("--adapter needs --model (the base checkpoint the adapter was trained on)");
   if (a.model !== undefined && !(a.minPass <= a.maxPass && a.maxPass <= a.samples)) throw new UsageError(`the difficulty filter needs --min-pass <= --max-pass <= --samples (got ${a.minPass}, ${a.maxPass}, ${a.samples})`);
   if (a.model !== undefined) resolveModelPaths({ model: a.model, adapter: a.adapter });
+  const { curate, formatCurationReport, writeJsonl } = await import("@nr/data");
   const { records, source } = await loadProblems({ data: a.data, n: a.n, split: a.split, skipBadRows: a.skipBadRows, seed: a.seed, syntheticSplit: "train", warn: io.err });
   const evalSets: Record<string, readonly MathRecord[]> = {};
   for (const f of a.evalSet ?? []) evalSets[f] = (await loadProblems({ data: f, skipBadRows: a.skipBadRows, warn: io.err })).records;

@@ -3,7 +3,7 @@
 // @nr/rewards verifier through @nr/data's evaluate(). Prints a table and writes a JSON summary.
 import { resolve } from "node:path";
 import type { Argv, CommandModule } from "yargs";
-import { evaluate, formatEvalTable, type EvalSummary } from "@nr/data";
+import type { EvalSummary } from "@nr/data";
 import { writeJsonAtomic } from "../run/folder.js";
 import { checkNumber, loadProblems, makePrompter, openModel, PROMPT_FORMATS, resolveModelPaths, UsageError, type PromptFormat } from "./common.js";
 
@@ -73,6 +73,7 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
     io.err(`eval: ${records.length} problems from ${source}; prompts: ${prompter.describe}; adapter ${m.gpu.adapterName}${m.adapterDir ? `; LoRA ${m.adapterDir}` : ""}`);
     // Greedy pass@1 always; sampled completions when asked for several, or for one at a temperature above 0.
     const sampled = a.samples > 1 || a.temperature > 0 ? a.samples : 0;
+    const { evaluate, formatEvalTable } = await import("@nr/data/core");
     const summary = await evaluate(m.generator, records, {
       prompt: (r) => prompter.build(r.problem),
       greedy: true,

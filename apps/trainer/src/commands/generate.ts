@@ -2,7 +2,7 @@
 // printed to stdout and/or written as JSONL (one line per completion).
 import { resolve } from "node:path";
 import type { Argv, CommandModule } from "yargs";
-import { JsonlWriter, type GenerationRequest } from "@nr/data";
+import type { GenerationRequest } from "@nr/data";
 import { consoleIo, modelOptions, type CommandIo } from "./eval.js";
 import { checkNumber, loadProblems, makePrompter, openModel, resolveModelPaths, UsageError, type PromptFormat } from "./common.js";
 
@@ -53,6 +53,7 @@ export async function runGenerate(a: GenerateArgs, io: CommandIo = consoleIo): P
     a.data !== undefined
       ? (await loadProblems({ data: a.data, n: a.n ?? (a.data === "synthetic" ? 10 : undefined), split: a.split, skipBadRows: a.skipBadRows, seed: a.seed, difficulty: paths.runConfig?.data.difficulty, warn: io.err })).records.map((r) => ({ id: r.id, text: r.problem, gold: r.answer as string | undefined }))
       : prompts.map((p, i) => ({ id: `prompt-${i + 1}`, text: p, gold: undefined as string | undefined }));
+  const { JsonlWriter } = await import("@nr/data");
   const m = await openModel({ model: a.model, adapter: a.adapter });
   const writer = a.out ? new JsonlWriter(resolve(a.out)) : null;
   try {
