@@ -12,7 +12,11 @@ export type DecoderConfig = Pick<
   "hiddenSize" | "intermediateSize" | "numLayers" | "numHeads" | "numKvHeads" | "headDim" | "vocabSize" | "rmsNormEps" | "ropeTheta" | "qkvBias" | "qkNorm" | "tieWordEmbeddings"
 >;
 
-/** A projection y = f(x); dense here, NF4 base + LoRA adapters in @nr/lora. */
+/**
+ * A projection y = f(x): dense here, the frozen NF4 base in load.ts (Nf4Projection), LoRA adapters in @nr/lora.
+ * forward returns a fresh tensor, and a projection's backward never reads its output's values (LoRA adds its
+ * low-rank term into that output in place).
+ */
 export interface Projection {
   forward(x: Tensor): Tensor;
   readonly outFeatures: number;

@@ -87,6 +87,9 @@ describe("loadDecoder with quant: nf4", () => {
       c.dNorm.forEach((w, i) => expect(Math.abs(g.dNorm[i] - w), `dNorm[${i}]`).toBeLessThan(1e-4 * scale));
       const maxDiff = (a: Float64Array, b: Float64Array) => Math.max(...Array.from(a, (w, i) => (c.mask[i] || a.length !== c.mask.length ? Math.abs(w - b[i]) : 0)));
       console.log(`NF4 GPU vs float64 on dequantised codes (doubleQuant ${doubleQuant}): max |Δlogp| ${maxDiff(g.logp, c.logp).toExponential(2)}, max |Δentropy| ${maxDiff(g.entropy, c.entropy).toExponential(2)}, max |Δgrad|/max|grad| ${(maxDiff(g.dNorm, c.dNorm) / scale).toExponential(2)}`);
+      // quant: "nf4" on the float64 CPU backend quantises on the host (bitsandbytes' arithmetic): the same model.
+      const host = await run(trainFirstNorm((await loadDecoder(new Engine(new CpuBackend()), modelDir, { quant: "nf4", doubleQuant })).decoder));
+      c.logp.forEach((w, i) => c.mask[i] && expect(Math.abs(host.logp[i] - w), `host-quantised logp[${i}]`).toBeLessThan(2e-5));
       // The quantisation is real: the unquantised model gives different log-probs.
       const full = await run(trainFirstNorm((await loadDecoder(new Engine(new CpuBackend()), modelDir)).decoder));
       expect(Math.max(...Array.from(c.logp, (w, i) => (c.mask[i] ? Math.abs(full.logp[i] - w) : 0)))).toBeGreaterThan(1e-3);
