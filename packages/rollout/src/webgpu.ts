@@ -276,6 +276,7 @@ export class WebGpuGenerator implements Generator {
     const ids = gpu.alloc(R * 4, "sampled-ids");
     const logp = gpu.alloc(R * 4, "sampled-logp");
     const seqBuf = gpu.alloc(R * 4, "seq-ids");
+    const picked = gpu.alloc(2 * R * 4, "sampled"); // ids then log-probs: one read-back per step
     // Scratch batch for sampling groups that are not the whole batch.
     const gLogits = gpu.alloc(R * V * 4, "group-logits");
     const gSeq = gpu.alloc(R * 4, "group-seq-ids");
@@ -339,7 +340,10 @@ export class WebGpuGenerator implements Generator {
         // ---- sample one token for every live row, then record it
         const t1 = performance.now();
         this.sampleRows(slots, live, { logits, ids, logp, seqBuf, gLogits, gSeq, gIds, gLogp, R, V });
-        const [idv, lpv] = await Promise.all([gpu.readU32(ids, R), gpu.readF32(logp, R)]);
+        gpu.copy(ids, 0, picked, 0, R * 4);
+        gpu.copy(logp, 0, picked, R * 4, R * 4);
+        const back = await gpu.read(picked, 2 * R * 4);
+        const idv = new Uint32Array(back, 0, R), lpv = new Float32Array(back, R * 4, R);
         timing.steps++;
         liveSum += live.length;
         for (const b of live) {
@@ -392,7 +396,7 @@ export class WebGpuGenerator implements Generator {
       throw err;
     } finally {
       for (const cch of caches) gpu.release(cch.k, cch.v);
-      gpu.release(logits, ids, logp, seqBuf, gLogits, gSeq, gIds, gLogp);
+      gpu.release(logits, ids, logp, seqBuf, picked, gLogits, gSeq, gIds, gLogp);
     }
   }
 
