@@ -1,0 +1,131 @@
+// `pnpm bench rollout`: generation throughput of the WebGpuGenerator — prefill and decode tokens/s at batch 1, 8
+// and 64 completions (batch ≥ 8: G = 8 completions per prompt sharing that prompt's prefill) — against
+// onnxruntime-node running the same checkpoint exported to ONNX (our exporter), greedily, in the same run.
+// The exported graph has no KV cache, so the peer decodes by FULL RECOMPUTE: every new token re-runs the whole
+// sequence [batch, prompt + generated] and takes the argmax of the last position (its prefill is one run over the
+// distinct prompts). Both sides decode greedily with no end token, so every sequence is exactly --new tokens long,
+// and their tokens are compared (agreement is printed; f32 near-ties may legitimately differ).
+// GPU memory: the buffer pool's peak during each case (weights included) and the KV cache's share of it.
+// Default: Qwen2.5-1.5B scaled down as in `pnpm bench model` (4 layers, hidden 192, MLP 1120, vocab 8192, 6:1 heads
+// of dim 32), 32-token prompts, 32 new tokens, ORT's CPU EP (the faster peer on a CPU-backed adapter) — a few
+// minutes on lavapipe.
+//   pnpm bench rollout [--prompt 32] [--new 32] [--batches 1,8,64] [--ep cpu|webgpu] [--full]
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createGpu } from "@nr/kernels";
+import { Engine, GpuBackend } from "@nr/autograd";
+import { exportOnnx, generateModel, loadDecoder } from "@nr/model";
+import { WebGpuGenerator } from "@nr/rollout";
+import { ort, ortSession, tensor, type OrtEp } from "../lib/ort.js";
+import { higherIsBetter, writeResults, type BenchRow } from "../lib/report.js";
+
+const arg = (name: string, dflt: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : dflt;
+};
+const full = process.argv.includes("--full");
+const P = Number(arg("prompt", "32"));
+const N = Number(arg("new", "32"));
+const batches = arg("batches", "1,8,64").split(",").map(Number);
+const ep = arg("ep", "cpu") as OrtEp;
+const G = 8;
+for (const [k, v] of [["prompt", P], ["new", N], ...batches.map((b) => ["batches", b] as const)] as const) {
+  if (!Number.isInteger(v) || v < 1) throw new Error(`--${k}: expected positive integers (got ${v})`);
+}
+const config = full
+  ? { architecture: "qwen2" as const, hiddenSize: 1536, intermediateSize: 8960, numLayers: 28, numHeads: 12, numKvHeads: 2, vocabSize: 151936, tieWordEmbeddings: true }
+  : { architecture: "qwen2" as const, hiddenSize: 192, intermediateSize: 1120, numLayers: 4, numHeads: 6, numKvHeads: 1, vocabSize: 8192, tieWordEmbeddings: true };
+
+/** Prompts of a case: batch b = (b / G) prompts × G completions when b ≥ G, else one prompt × b. */
+const layout = (b: number) => (b >= G && b % G === 0 ? { prompts: b / G, n: G } : { prompts: 1, n: b });
+const promptIds = (i: number) => Array.from({ length: P }, (_, t) => (i * 7919 + t * 131 + 17) % config.vocabSize);
+// Ids only: no end token, so every sequence decodes exactly N tokens on both sides.
+const idTokenizer = { encode: () => [], decode: (ids: readonly number[]) => ids.join(" "), stopTokenIds: [] as number[] };
+
+const argmaxLast = (data: Float32Array, b: number, T: number, V: number) =>
+  Array.from({ length: b }, (_, r) => {
+    const off = (r * T + T - 1) * V;
+    let best = 0;
+    for (let v = 1; v < V; v++) if (data[off + v] > data[off + best]) best = v;
+    return best;
+  });
+
+/** Greedy generation by full recompute in ORT: returns tokens and the prefill / decode times. */
+async function ortGreedy(session: ort.InferenceSession, b: number): Promise<{ tokens: number[][]; prefillMs: number; decodeMs: number }> {
+  const { prompts, n } = layout(b);
+  const run = async (rows: number[][]) => {
+    const T = rows[0].length;
+    const feeds = {
+      input_ids: tensor("int64", BigInt64Array.from(rows.flat(), BigInt), [rows.length, T]),
+      attention_mask: tensor("int64", new BigInt64Array(rows.length * T).fill(1n), [rows.length, T]),
+      position_ids: tensor("int64", BigInt64Array.from(rows.flatMap(() => Array.from({ length: T }, (_, t) => BigInt(t)))), [rows.length, T]),
+    };
+    const out = await session.run(feeds);
+    return argmaxLast(out.logits.data as Float32Array, rows.length, T, config.vocabSize);
+  };
+  const t0 = performance.now();
+  const first = await run(Array.from({ length: prompts }, (_, i) => promptIds(i)));
+  const prefillMs = performance.now() - t0;
+  const seqs = Array.from({ length: b }, (_, r) => [...promptIds(Math.floor(r / n)), first[Math.floor(r / n)]]);
+  const t1 = performance.now();
+  for (let s = 1; s < N; s++) {
+    const next = await run(seqs);
+    seqs.forEach((q, r) => q.push(next[r]));
+  }
+  return { tokens: seqs.map((q) => q.slice(P)), prefillMs, decodeMs: performance.now() - t1 };
+}
+
+const dir = await mkdtemp(join(tmpdir(), "nr-bench-rollout-"));
+try {
+  console.log(`generating a ${full ? "Qwen2.5-1.5B-shaped" : "scaled-down Qwen2.5-1.5B-shaped"} model (${JSON.stringify(config)}); prompts ${P} tokens, ${N} new tokens, batches ${batches.join(", ")}`);
+  await generateModel(join(dir, "m"), config, { seed: 0, dtype: "f32", tokenizer: false });
+  const gpu = await createGpu();
+  const engine = new Engine(new GpuBackend(gpu));
+  const { decoder } = await loadDecoder(engine, join(dir, "m"));
+  const gen = new WebGpuGenerator(engine, decoder, idTokenizer);
+  // Warm-up: compile every pipeline (prefill and decode at each batch shape) once.
+  for (const b of batches) {
+    const { prompts, n } = layout(b);
+    await gen.generateIds(Array.from({ length: prompts }, (_, i) => ({ promptIds: promptIds(i), n })), { temperature: 0, maxNewTokens: 2 });
+  }
+  await exportOnnx(join(dir, "m"), join(dir, "m.onnx"));
+  const { session, error } = await ortSession(new Uint8Array(await readFile(join(dir, "m.onnx"))), ep);
+  if (session) await ortGreedy(session, 1); // warm-up
+  const peer = `onnxruntime-node ${ep} EP, greedy by full recompute (no KV cache)`;
+  const rows: BenchRow[] = [];
+  for (const b of batches) {
+    const { prompts, n } = layout(b);
+    // Free the pool's cached buffers so the peak counts what this case allocates on top of the weights.
+    gpu.pool.trim();
+    gpu.pool.resetPeak();
+    const base = gpu.pool.getStats().allocatedBytes;
+    const out = await gen.generateIds(Array.from({ length: prompts }, (_, i) => ({ promptIds: promptIds(i), n })), { temperature: 0, maxNewTokens: N });
+    const t = gen.lastTiming!;
+    const peak = gpu.pool.getStats().peakAllocatedBytes;
+    const ours = { prefill: t.prefillTokens / (t.prefillMs / 1000), decode: t.decodeTokens / (t.decodeMs / 1000) };
+    const theirs = session ? await ortGreedy(session, b) : null;
+    const mine = out.flat().map((s) => s.tokenIds);
+    const agree = theirs ? mine.filter((q, r) => q.join() === theirs.tokens[r].join()).length : null;
+    const extra = {
+      prompts,
+      completionsPerPrompt: n,
+      promptTokens: P,
+      newTokens: N,
+      poolPeakMiB: +(peak / 2 ** 20).toFixed(1),
+      poolPeakAboveWeightsMiB: +((peak - base) / 2 ** 20).toFixed(1),
+      kvCacheMiB: +(gen.kvCacheBytes(b, P + N) / 2 ** 20).toFixed(2),
+      greedyAgreement: agree === null ? null : `${agree}/${b}`,
+      ...(error ? { note: error } : {}),
+    };
+    const name = `batch ${b} (${prompts} prompt${prompts > 1 ? "s" : ""} × ${n}${n > 1 ? ", shared prefill" : ""})`;
+    rows.push(higherIsBetter(name, "prefill tokens/s", ours.prefill, peer, theirs ? (prompts * P) / (theirs.prefillMs / 1000) : null, extra));
+    rows.push(higherIsBetter(name, "decode tokens/s", ours.decode, peer, theirs ? (b * N) / (theirs.decodeMs / 1000) : null, extra));
+    console.log(`${name}: ours prefill ${ours.prefill.toFixed(0)} tok/s, decode ${ours.decode.toFixed(1)} tok/s; peer ${theirs ? `prefill ${((prompts * P) / (theirs.prefillMs / 1000)).toFixed(0)}, decode ${((b * N) / (theirs.decodeMs / 1000)).toFixed(1)} tok/s` : `unavailable (${error})`}; pool peak ${extra.poolPeakMiB} MiB (${extra.poolPeakAboveWeightsMiB} MiB above the weights, KV cache ${extra.kvCacheMiB} MiB); greedy agreement ${extra.greedyAgreement}`);
+  }
+  await session?.release();
+  writeResults("rollout", gpu.adapter, rows, { config, scaledDown: !full, promptTokens: P, newTokens: N, G, peerMode: "full recompute (the exported ONNX graph has no KV cache)", peerEp: ep });
+  gpu.destroy();
+} finally {
+  await rm(dir, { recursive: true, force: true });
+}
