@@ -162,6 +162,23 @@ describe("prompt formats", () => {
   });
 });
 
+describe("NF4 base", () => {
+  it("--quant nf4 loads the base as 4-bit NormalFloat; an adapter from a QLoRA run gets it by default", async () => {
+    const runDir = join(root, "runs", "qlora");
+    const step = join(runDir, "checkpoints", "step-1");
+    mkdirSync(step, { recursive: true });
+    for (const f of ["adapter_config.json", "adapter_model.safetensors"]) writeFileSync(join(step, f), readFileSync(join(adapter, f)));
+    writeFileSync(join(runDir, "config.json"), JSON.stringify({ ...DEFAULT_CONFIG, model: { dir: base, quant: "nf4", doubleQuant: true } }));
+    const byRun = await runEval(ev({ adapter: step, n: 2, promptFormat: "auto", out: join(root, "nf4.json") }), quiet);
+    expect(byRun.quant).toBe("nf4");
+    expect(byRun.promptFormat).toBe("chat"); // that run's data.prompt "auto" with model.dir → chat
+    const forced = await runEval(ev({ adapter: step, n: 2, quant: "none", out: join(root, "f32.json") }), quiet);
+    expect(forced.quant).toBe("none");
+    const lines = await runGenerate(gen({ quant: "nf4", prompt: ["Ann has 3 apples."] }), quiet);
+    expect(lines).toHaveLength(1);
+  });
+});
+
 describe("nr curate", () => {
   it("answer check, exact and near dedup, contamination; report lists each removal", async () => {
     const data = join(root, "train.jsonl");

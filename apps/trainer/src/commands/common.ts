@@ -34,6 +34,9 @@ export interface OpenModelOptions {
   adapter?: string;
   /** Context window for generation (default: the generator's). */
   contextLength?: number;
+  /** Base weights: "nf4" quantises the linear layers at load, as a QLoRA run trains (default: the adapter's run
+   * config model.quant when known, else "none"). */
+  quant?: "none" | "nf4";
 }
 
 export interface OpenedModel {
@@ -48,6 +51,8 @@ export interface OpenedModel {
   adapterDir: string | null;
   /** The run folder's config.json when the adapter sits in `<run>/checkpoints/step-N` of an `nr train` run. */
   runConfig: TrainConfig | null;
+  /** How the base's linear weights are held. */
+  quant: "none" | "nf4";
   close(): void;
 }
 
@@ -100,7 +105,8 @@ export async function openModel(o: OpenModelOptions): Promise<OpenedModel> {
   const gpu = await createGpu();
   try {
     const engine = new Engine(new GpuBackend(gpu));
-    const { decoder } = await loadDecoder(engine, modelDir);
+    const quant = o.quant ?? runConfig?.model.quant ?? "none";
+    const { decoder } = await loadDecoder(engine, modelDir, { quant, doubleQuant: runConfig?.model.doubleQuant });
     const tokenizer = await loadTokenizer(modelDir);
     let lora: LoraModel | null = null;
     if (adapterDir) {
@@ -114,7 +120,7 @@ export async function openModel(o: OpenModelOptions): Promise<OpenedModel> {
       lora.setTraining(false);
     }
     const generator = new WebGpuGenerator(engine, decoder, tokenizer, { contextLength: o.contextLength });
-    return { gpu, engine, decoder, tokenizer, generator, lora, modelDir, adapterDir, runConfig, close: () => gpu.destroy() };
+    return { gpu, engine, decoder, tokenizer, generator, lora, modelDir, adapterDir, runConfig, quant, close: () => gpu.destroy() };
   } catch (e) {
     gpu.destroy();
     throw e;

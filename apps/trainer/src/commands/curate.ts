@@ -28,6 +28,7 @@ export interface CurateArgs {
   ngramThreshold: number;
   model?: string;
   adapter?: string;
+  quant?: "none" | "nf4";
   samples: number;
   minPass: number;
   maxPass: number;
@@ -83,7 +84,7 @@ export async function runCurate(a: CurateArgs, io: CommandIo = consoleIo): Promi
     if (embedder) opts.nearDedup = { embedder, threshold: a.nearThreshold, requireSameAnswer: a.sameAnswer };
     if (Object.keys(evalSets).length) opts.contamination = { evalSets, ngram: a.ngram, ngramThreshold: a.ngramThreshold, ...(embedder ? { embedder, embeddingThreshold: a.nearThreshold } : {}) };
     if (a.model !== undefined) {
-      model = await openModel({ model: a.model, adapter: a.adapter });
+      model = await openModel({ model: a.model, adapter: a.adapter, quant: a.quant });
       const prompter = await makePrompter(a.promptFormat, model);
       io.err(`curate: difficulty filter with ${model.adapterDir ?? model.modelDir} on ${model.gpu.adapterName} (${a.samples} samples at temperature ${a.temperature}; keep ${a.minPass}..${a.maxPass} correct; prompts: ${prompter.describe})`);
       opts.difficulty = { generator: model.generator, n: a.samples, minPass: a.minPass, maxPass: a.maxPass, temperature: a.temperature, maxNewTokens: a.maxNewTokens, seed: a.seed, prompt: (r) => prompter.build(r.problem), progress: a.progress ?? true };
@@ -127,6 +128,7 @@ export const curateCommand: CommandModule<object, CurateArgs> = {
       .option("ngram-threshold", { type: "number", default: 0.5, describe: "shared n-gram fraction that flags contamination" })
       .option("model", { type: "string", describe: "checkpoint for the difficulty filter (runs only when given)" })
       .option("adapter", { type: "string", describe: "PEFT LoRA adapter for the difficulty filter's model" })
+      .option("quant", { choices: ["none", "nf4"] as const, describe: "difficulty filter: base weights as NF4 (default: the adapter's run config, else none)" })
       .option("samples", { type: "number", default: 8, describe: "difficulty filter: samples per problem" })
       .option("min-pass", { type: "number", default: 2, describe: "difficulty filter: keep problems solved at least this often" })
       .option("max-pass", { type: "number", default: 5, describe: "… and at most this often" })

@@ -10,6 +10,7 @@ import { checkNumber, loadProblems, makePrompter, openModel, PROMPT_FORMATS, res
 export interface EvalArgs {
   model: string;
   adapter?: string;
+  quant?: "none" | "nf4";
   data: string;
   split?: string;
   n: number;
@@ -31,8 +32,9 @@ export interface EvalReport {
   adapter: string | null;
   data: string;
   promptFormat: string;
+  quant: "none" | "nf4";
   adapterName: string;
-  options: Omit<EvalArgs, "model" | "adapter" | "data" | "out" | "details" | "progress">;
+  options: Omit<EvalArgs, "model" | "adapter" | "quant" | "data" | "out" | "details" | "progress">;
   summary: Omit<EvalSummary, "results">;
   out: string;
   details: string | null;
@@ -67,10 +69,10 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
     difficulty: run?.data.difficulty,
     warn: io.err,
   });
-  const m = await openModel({ model: a.model, adapter: a.adapter });
+  const m = await openModel({ model: a.model, adapter: a.adapter, quant: a.quant });
   try {
     const prompter = await makePrompter(a.promptFormat, m);
-    io.err(`eval: ${records.length} problems from ${source}; prompts: ${prompter.describe}; adapter ${m.gpu.adapterName}${m.adapterDir ? `; LoRA ${m.adapterDir}` : ""}`);
+    io.err(`eval: ${records.length} problems from ${source}; prompts: ${prompter.describe}; adapter ${m.gpu.adapterName}${m.quant === "nf4" ? "; NF4 base" : ""}${m.adapterDir ? `; LoRA ${m.adapterDir}` : ""}`);
     // Greedy pass@1 always; sampled completions when asked for several, or for one at a temperature above 0.
     const sampled = a.samples > 1 || a.temperature > 0 ? a.samples : 0;
     const { evaluate, formatEvalTable } = await import("@nr/data/core");
@@ -96,6 +98,7 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
       adapter: m.adapterDir,
       data: source,
       promptFormat: prompter.format,
+      quant: m.quant,
       adapterName: m.gpu.adapterName,
       options: { split: a.split, n: a.n, samples: a.samples, temperature: a.temperature, topP: a.topP, maxNewTokens: a.maxNewTokens, seed: a.seed, batchSize: a.batchSize, promptFormat: a.promptFormat, skipBadRows: a.skipBadRows },
       summary: rest,
@@ -119,7 +122,8 @@ export const modelOptions = <T>(y: Argv<T>) =>
     .option("max-new-tokens", { type: "number", default: 256, describe: "token budget per completion" })
     .option("temperature", { type: "number", default: 0, describe: "sampling temperature (0 = greedy)" })
     .option("top-p", { type: "number", default: 0.95, describe: "nucleus mass when sampling" })
-    .option("seed", { type: "number", default: 0, describe: "sampling seed (and the synthetic task's seed)" });
+    .option("seed", { type: "number", default: 0, describe: "sampling seed (and the synthetic task's seed)" })
+    .option("quant", { choices: ["none", "nf4"] as const, describe: "base weights: nf4 = 4-bit NormalFloat as QLoRA trains (default: the adapter's run config, else none)" });
 
 export const evalCommand: CommandModule<object, EvalArgs> = {
   command: "eval",

@@ -9,6 +9,7 @@ import { checkNumber, loadProblems, makePrompter, openModel, resolveModelPaths, 
 export interface GenerateArgs {
   model: string;
   adapter?: string;
+  quant?: "none" | "nf4";
   prompt?: string[];
   data?: string;
   split?: string;
@@ -54,7 +55,7 @@ export async function runGenerate(a: GenerateArgs, io: CommandIo = consoleIo): P
       ? (await loadProblems({ data: a.data, n: a.n ?? (a.data === "synthetic" ? 10 : undefined), split: a.split, skipBadRows: a.skipBadRows, seed: a.seed, difficulty: paths.runConfig?.data.difficulty, warn: io.err })).records.map((r) => ({ id: r.id, text: r.problem, gold: r.answer as string | undefined }))
       : prompts.map((p, i) => ({ id: `prompt-${i + 1}`, text: p, gold: undefined as string | undefined }));
   const { JsonlWriter } = await import("@nr/data");
-  const m = await openModel({ model: a.model, adapter: a.adapter });
+  const m = await openModel({ model: a.model, adapter: a.adapter, quant: a.quant });
   const writer = a.out ? new JsonlWriter(resolve(a.out)) : null;
   try {
     const prompter = await makePrompter(a.promptFormat, m);
