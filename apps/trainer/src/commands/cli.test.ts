@@ -1,12 +1,17 @@
-// The built `nr` binary: every new subcommand has --help with an example, bad input exits 2 with a message that
-// names the problem, and `nr bench` lists / rejects benchmark names. No GPU work here.
+// The `nr` subcommands' flags (in-process yargs: --help with examples, required flags, choices) and the built binary
+// (bad input exits 2 with a message that names the problem; `nr bench` lists / rejects names). No GPU work here;
+// the handlers' own checks are tested in commands.test.ts.
 import { describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { benchmarksDir, listBenchmarks, runBench } from "./bench.js";
+import yargs from "yargs";
+import { benchCommand, benchmarksDir, listBenchmarks, runBench } from "./bench.js";
+import { curateCommand } from "./curate.js";
+import { evalCommand } from "./eval.js";
+import { generateCommand } from "./generate.js";
 
 const cli = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
 const nr = (...args: string[]) => {
@@ -15,37 +20,17 @@ const nr = (...args: string[]) => {
 };
 
 describe.skipIf(!existsSync(cli))("nr (built CLI)", () => {
-  it.each(["eval", "generate", "curate", "bench"])("nr %s --help shows its options and an example", (cmd) => {
-    const r = nr(cmd, "--help");
-    expect(r.code).toBe(0);
-    expect(r.out).toContain(`nr ${cmd}`);
-    expect(r.out).toContain("Examples:");
-  });
-
   it("bad input exits 2 with a message naming what was wrong", () => {
     const dir = mkdtempSync(join(tmpdir(), "nr-cli-"));
     try {
       let r = nr("eval", "--model", join(dir, "nope"));
       expect(r.code).toBe(2);
       expect(r.err).toMatch(/nr: --model .*nope: no such folder/);
-      r = nr("eval");
-      expect(r.code).toBe(2);
-      expect(r.err).toMatch(/Missing required argument: model/);
-      r = nr("generate", "--model", dir, "--prompt", "1 + 1 =");
-      expect(r.code).toBe(2);
-      expect(r.err).toMatch(/--model .*: no config\.json there/);
       writeFileSync(join(dir, "config.json"), "{}");
       writeFileSync(join(dir, "tokenizer.json"), "{}");
-      r = nr("generate", "--model", dir);
-      expect(r.err).toMatch(/nothing to generate: pass --prompt TEXT/);
-      r = nr("eval", "--model", dir, "--samples", "4");
-      expect(r.err).toMatch(/--samples 4 at --temperature 0/);
       r = nr("eval", "--model", dir, "--n", "abc");
       expect(r.code).toBe(2);
       expect(r.err).toMatch(/--n NaN: expected an integer >= 1/);
-      r = nr("curate", "--data", join(dir, "missing.jsonl"), "--out", join(dir, "o.jsonl"));
-      expect(r.code).toBe(2);
-      expect(r.err).toMatch(/--data .*missing\.jsonl: no such file/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -71,6 +56,29 @@ describe.skipIf(!existsSync(cli))("nr (built CLI)", () => {
     const bad = nr("bench", `${names[0]}x`);
     expect(bad.code).toBe(2);
     expect(bad.err).toContain(`unknown benchmark "${names[0]}x"; did you mean "${names[0]}"?`);
+  });
+});
+
+/** Parse in-process (no exit) with the command modules; resolves with what yargs printed and any error. */
+function parseWith(args: string[]): Promise<{ output: string; error: string | null }> {
+  const y = yargs().scriptName("nr").command(evalCommand).command(generateCommand).command(curateCommand).command(benchCommand).strict().help();
+  return new Promise((res) => {
+    y.parse(args, {}, (err, _argv, output) => res({ output, error: err ? err.message : null }));
+  });
+}
+
+describe("the subcommands' yargs definitions", () => {
+  it.each(["eval", "generate", "curate", "bench"])("nr %s --help shows its options and an example", async (cmd) => {
+    const { output } = await parseWith([cmd, "--help"]);
+    expect(output).toContain(`nr ${cmd}`);
+    expect(output).toContain("Examples:");
+  });
+
+  it("required flags and choices are enforced before anything runs", async () => {
+    expect((await parseWith(["eval"])).error).toMatch(/Missing required argument: model/);
+    expect((await parseWith(["curate", "--data", "x.jsonl"])).error).toMatch(/Missing required argument: out/);
+    expect((await parseWith(["eval", "--model", "m", "--prompt-format", "xml"])).error).toMatch(/Invalid values:[\s\S]*prompt-format/);
+    expect((await parseWith(["generate", "--model", "m", "--quant", "int8"])).error).toMatch(/Invalid values:[\s\S]*quant/);
   });
 });
 
