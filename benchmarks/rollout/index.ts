@@ -9,7 +9,10 @@
 // Default: Qwen2.5-1.5B scaled down as in `pnpm bench model` (4 layers, hidden 192, MLP 1120, vocab 8192, 6:1 heads
 // of dim 32), 32-token prompts, 32 new tokens, ORT's CPU EP (the faster peer on a CPU-backed adapter) — a few
 // minutes on lavapipe.
-//   pnpm bench rollout [--prompt 32] [--new 32] [--batches 1,8,64] [--ep cpu|webgpu] [--full]
+// Last row: continuous batching (finished rows leave, queued prompts join) against our own static batching on the
+// same number of rows, with mixed completion budgets.
+// Each side's rate is the best of --iters runs.
+//   pnpm bench rollout [--prompt 32] [--new 32] [--batches 1,8,64] [--iters 2] [--ep cpu|webgpu] [--full] [--no-continuous]
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -29,8 +32,9 @@ const P = Number(arg("prompt", "32"));
 const N = Number(arg("new", "32"));
 const batches = arg("batches", "1,8,64").split(",").map(Number);
 const ep = arg("ep", "cpu") as OrtEp;
+const iters = Number(arg("iters", "2"));
 const G = 8;
-for (const [k, v] of [["prompt", P], ["new", N], ...batches.map((b) => ["batches", b] as const)] as const) {
+for (const [k, v] of [["prompt", P], ["new", N], ["iters", iters], ...batches.map((b) => ["batches", b] as const)] as const) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${k}: expected positive integers (got ${v})`);
 }
 const config = full
@@ -76,6 +80,30 @@ async function ortGreedy(session: ort.InferenceSession, b: number): Promise<{ to
   return { tokens: seqs.map((q) => q.slice(P)), prefillMs, decodeMs: performance.now() - t1 };
 }
 
+/**
+ * Continuous vs static batching on the same slots: 16 prompts × 4 completions with budgets cycling 4, 8, 16, 32
+ * tokens through 16 rows. Static: waves of 4 prompts, each wave decoding until its longest completion ends;
+ * continuous: finished rows take the next prompt's samples at once. Both greedy, so the tokens must be identical.
+ */
+async function continuousCase(gen: WebGpuGenerator): Promise<BenchRow> {
+  const slots = 16, per = 4, count = 16;
+  const budgets = [4, 8, 16, 32].map((x) => Math.max(1, Math.round((x * N) / 32)));
+  const specs = Array.from({ length: count }, (_, i) => ({ promptIds: promptIds(100 + i), n: per, maxNewTokens: budgets[i % 4] }));
+  const o = { temperature: 0, maxNewTokens: N };
+  let t0 = performance.now();
+  const waves: number[][][] = [];
+  for (let i = 0; i < count; i += slots / per) waves.push(...(await gen.generateIds(specs.slice(i, i + slots / per), o)).map((p) => p.map((s) => s.tokenIds)));
+  const staticMs = performance.now() - t0;
+  t0 = performance.now();
+  const cont = (await gen.generateIds(specs, { ...o, maxBatchRows: slots })).map((p) => p.map((s) => s.tokenIds));
+  const contMs = performance.now() - t0;
+  const t = gen.lastTiming!;
+  const tokens = cont.flat().reduce((a, q) => a + q.length, 0);
+  const same = JSON.stringify(cont) === JSON.stringify(waves);
+  console.log(`continuous batching: ${tokens} tokens in ${contMs.toFixed(0)} ms (mean ${t.meanLiveRows.toFixed(1)} of ${slots} rows live) vs static waves ${staticMs.toFixed(0)} ms; identical tokens: ${same}`);
+  return higherIsBetter(`${count} prompts × ${per} (budgets ${budgets.join("/")}) through ${slots} rows`, "completion tokens/s (prefill included)", tokens / (contMs / 1000), "ours, static batching in waves of 16 rows", tokens / (staticMs / 1000), { meanLiveRows: +t.meanLiveRows.toFixed(2), identicalTokens: same });
+}
+
 const dir = await mkdtemp(join(tmpdir(), "nr-bench-rollout-"));
 try {
   console.log(`generating a ${full ? "Qwen2.5-1.5B-shaped" : "scaled-down Qwen2.5-1.5B-shaped"} model (${JSON.stringify(config)}); prompts ${P} tokens, ${N} new tokens, batches ${batches.join(", ")}`);
@@ -100,11 +128,23 @@ try {
     gpu.pool.trim();
     gpu.pool.resetPeak();
     const base = gpu.pool.getStats().allocatedBytes;
-    const out = await gen.generateIds(Array.from({ length: prompts }, (_, i) => ({ promptIds: promptIds(i), n })), { temperature: 0, maxNewTokens: N });
-    const t = gen.lastTiming!;
+    // Best of `iters` runs on each side (the machine may be shared: the best run is the least disturbed one).
+    let out: Awaited<ReturnType<typeof gen.generateIds>> = [];
+    const ours = { prefill: 0, decode: 0 };
+    for (let it = 0; it < iters; it++) {
+      out = await gen.generateIds(Array.from({ length: prompts }, (_, i) => ({ promptIds: promptIds(i), n })), { temperature: 0, maxNewTokens: N });
+      const t = gen.lastTiming!;
+      ours.prefill = Math.max(ours.prefill, t.prefillTokens / (t.prefillMs / 1000));
+      ours.decode = Math.max(ours.decode, t.decodeTokens / (t.decodeMs / 1000));
+    }
     const peak = gpu.pool.getStats().peakAllocatedBytes;
-    const ours = { prefill: t.prefillTokens / (t.prefillMs / 1000), decode: t.decodeTokens / (t.decodeMs / 1000) };
-    const theirs = session ? await ortGreedy(session, b) : null;
+    let theirs: Awaited<ReturnType<typeof ortGreedy>> | null = null;
+    for (let it = 0; session && it < iters; it++) {
+      const r = await ortGreedy(session, b);
+      if (!theirs) theirs = r;
+      theirs.prefillMs = Math.min(theirs.prefillMs, r.prefillMs);
+      theirs.decodeMs = Math.min(theirs.decodeMs, r.decodeMs);
+    }
     const mine = out.flat().map((s) => s.tokenIds);
     const agree = theirs ? mine.filter((q, r) => q.join() === theirs.tokens[r].join()).length : null;
     const extra = {
@@ -124,7 +164,8 @@ try {
     console.log(`${name}: ours prefill ${ours.prefill.toFixed(0)} tok/s, decode ${ours.decode.toFixed(1)} tok/s; peer ${theirs ? `prefill ${((prompts * P) / (theirs.prefillMs / 1000)).toFixed(0)}, decode ${((b * N) / (theirs.decodeMs / 1000)).toFixed(1)} tok/s` : `unavailable (${error})`}; pool peak ${extra.poolPeakMiB} MiB (${extra.poolPeakAboveWeightsMiB} MiB above the weights, KV cache ${extra.kvCacheMiB} MiB); greedy agreement ${extra.greedyAgreement}`);
   }
   await session?.release();
-  writeResults("rollout", gpu.adapter, rows, { config, scaledDown: !full, promptTokens: P, newTokens: N, G, peerMode: "full recompute (the exported ONNX graph has no KV cache)", peerEp: ep });
+  if (!process.argv.includes("--no-continuous")) rows.push(await continuousCase(gen));
+  writeResults("rollout", gpu.adapter, rows, { config, scaledDown: !full, promptTokens: P, newTokens: N, G, iters, timing: "best of iters runs, each side", peerMode: "full recompute (the exported ONNX graph has no KV cache)", peerEp: ep });
   gpu.destroy();
 } finally {
   await rm(dir, { recursive: true, force: true });
