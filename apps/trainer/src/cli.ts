@@ -8,6 +8,7 @@ import { benchCommand } from "./commands/bench.js";
 import { curateCommand } from "./commands/curate.js";
 import { evalCommand } from "./commands/eval.js";
 import { generateCommand } from "./commands/generate.js";
+import { pretrainCommand } from "./commands/pretrain.js";
 import { serveCommand } from "./commands/serve.js";
 import { doctor, printDoctor } from "./doctor.js";
 import { ConfigError, parseOverrides, resolveConfig, type Override } from "./run/index.js";
@@ -65,6 +66,7 @@ await yargs(rest)
   .command(curateCommand)
   .command(benchCommand)
   .command(serveCommand)
+  .command(pretrainCommand)
   .command(
     "doctor",
     "Show the WebGPU adapter, its features and limits, and run one checked matmul",

@@ -1,36 +1,8 @@
-// `nr pretrain`: makes the small base model of the embedded default. A Qwen2-architecture model with the synthetic
-// task's tokenizer is generated at random (seeded), then every weight is trained on the GPU (full-parameter causal LM,
-// AdamW, cosine schedule) on synthetic problems written in a plain format — `Q: … A: 18 + 3 = 21. The answer is
-// 21.` — drawn from the train split only (held-out problems are disjoint by construction). The SFT cold start of
-// `pnpm train` then teaches the `<think>…</think> \boxed{}` format; RL improves what the model gets right. The result
-// is an HF checkpoint folder (config.json, model.safetensors, tokenizer files) plus PRETRAIN.md saying how it was made.
-import { copyFile, mkdir, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+// `nr pretrain`: the seeded pre-training that makes the embedded default's base model (see train/pretrain.ts).
 import type { Argv, CommandModule } from "yargs";
-import { createGpu } from "@nr/kernels";
-import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autograd";
-import { generateModel, loadDecoder, loadTokenizer, writeSafetensorsCheckpoint, type Decoder, type DenseProjection } from "@nr/model";
-import { generateSynthetic, ProgressBar, type MathRecord } from "@nr/data";
-import { sftStep, type SftExampleIds } from "../train/loop.js";
-import { taskTokenizerWords } from "../train/pipeline.js";
+import type { PretrainOptions } from "../train/pretrain.js";
 
-export interface PretrainOptions {
-  out: string;
-  seed: number;
-  steps: number;
-  batchSize: number;
-  lr: number;
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  intermediate: number;
-  problems: number;
-  minSteps: number;
-  maxSteps: number;
-  log?: (line: string) => void;
-}
-
+/** Defaults of `nr pretrain` (the committed models/nr-tiny-math was made with them). */
 export const PRETRAIN_DEFAULTS: Omit<PretrainOptions, "out" | "log"> = {
   seed: 0,
   steps: 600,
@@ -45,89 +17,6 @@ export const PRETRAIN_DEFAULTS: Omit<PretrainOptions, "out" | "log"> = {
   minSteps: 1,
   maxSteps: 2,
 };
-
-/** The plain pre-training text of a problem (not the SFT format: that one is left for the SFT cold start). */
-export function pretrainText(r: MathRecord): string {
-  const work = (r.solution ?? "").split("\n").filter(Boolean).join(", ");
-  return `Q: ${r.problem}\nA: ${work}. The answer is ${r.answer}.`;
-}
-
-/** Every weight tensor of a decoder under its Hugging Face name. */
-function namedWeights(d: Decoder): Tensor[] {
-  const out: Tensor[] = [d.weights.embed];
-  for (const L of d.weights.layers) {
-    out.push(L.inputNorm, L.postAttentionNorm);
-    if (L.qNorm) out.push(L.qNorm);
-    if (L.kNorm) out.push(L.kNorm);
-    for (const p of [L.q, L.k, L.v, L.o, L.gate, L.up, L.down] as DenseProjection[]) {
-      out.push(p.weight);
-      if (p.bias) out.push(p.bias);
-    }
-  }
-  out.push(d.weights.finalNorm);
-  if (d.weights.lmHead !== d.weights.embed) out.push(d.weights.lmHead);
-  return out;
-}
-
-export async function pretrain(o: PretrainOptions): Promise<{ dir: string; finalLoss: number; seconds: number }> {
-  const log = o.log ?? ((l: string) => console.log(l));
-  const t0 = performance.now();
-  const dir = resolve(o.out);
-  const scratch = join(dir, ".init");
-  await generateModel(
-    scratch,
-    { architecture: "qwen2", hiddenSize: o.hidden, intermediateSize: o.intermediate, numLayers: o.layers, numHeads: o.heads, numKvHeads: o.kvHeads, tieWordEmbeddings: true, maxPositionEmbeddings: 512 },
-    { seed: o.seed, dtype: "f32", init: { std: 0.02 }, tokenizer: { words: taskTokenizerWords() } },
-  );
-  const tok = await loadTokenizer(scratch);
-  const eos = tok.stopTokenIds[0];
-  const records = generateSynthetic({ count: o.problems, seed: 1_000_003 + o.seed, split: "train", minSteps: o.minSteps, maxSteps: o.maxSteps });
-  const examples: SftExampleIds[] = records.map((r) => {
-    const ids = [...tok.encode(pretrainText(r)), eos];
-    return { promptIds: ids.slice(0, 1), completionIds: ids.slice(1) };
-  });
-  const gpu = await createGpu();
-  let finalLoss = NaN;
-  try {
-    const e = new Engine(new GpuBackend(gpu));
-    const { decoder, config } = await loadDecoder(e, scratch, { trainable: true });
-    const params = namedWeights(decoder);
-    const opt = new AdamW(params, { lr: o.lr, weightDecay: 0.01 });
-    log(`pre-training ${params.reduce((a, p) => a + p.size, 0)} parameters (hidden ${o.hidden}, ${o.layers} layers) on ${examples.length} synthetic problems, ${o.steps} steps × ${o.batchSize}`);
-    const bar = new ProgressBar({ total: o.steps, label: "pretrain", unit: "steps" });
-    let ema = NaN;
-    for (let s = 0; s < o.steps; s++) {
-      const start = (s * o.batchSize) % examples.length;
-      const mb = examples.slice(start, start + o.batchSize);
-      const lr = learningRate({ kind: "cosine", lr: o.lr, warmupSteps: Math.min(50, Math.floor(o.steps / 10)), totalSteps: o.steps }, s);
-      const st = await sftStep(e, decoder, opt, [mb], { lr, clipGradNorm: 1, pad: tok.padTokenId ?? 0 });
-      if (st.skipped) throw new Error(`pretrain: non-finite loss or gradient at step ${s + 1} (lr ${lr}); lower --lr`);
-      ema = Number.isNaN(ema) ? st.loss : 0.95 * ema + 0.05 * st.loss;
-      finalLoss = ema;
-      bar.tick(1, `loss ${ema.toFixed(3)}`);
-    }
-    bar.finish();
-    await mkdir(dir, { recursive: true });
-    const tensors = await Promise.all(params.map(async (p) => ({ name: p.name, dtype: "F32" as const, shape: [...p.shape], data: new Uint8Array(Float32Array.from(await p.read()).buffer) })));
-    await writeSafetensorsCheckpoint(dir, tensors, { metadata: { format: "pt", generator: "nr pretrain", seed: String(o.seed) } });
-    for (const f of ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) await copyFile(join(scratch, f), join(dir, f));
-    const seconds = (performance.now() - t0) / 1000;
-    const args = Object.entries(o).filter(([k]) => k !== "log" && k !== "out").map(([k, v]) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${v}`).join(" ");
-    await writeFile(
-      join(dir, "PRETRAIN.md"),
-      `# ${config.architecture} base model of the embedded default\n\nMade by \`pnpm nr pretrain --out ${o.out} ${args}\` (seeded; ${gpu.adapterName}, ${seconds.toFixed(0)} s).\n\n` +
-        `Full-parameter causal-LM training from a random init on ${examples.length} synthetic problems (train split only, data seed ${1_000_003 + o.seed}) in the plain format\n\n` +
-        "```\n" + pretrainText(records[0]) + "\n```\n\n" +
-        `Final loss (EMA over steps): ${finalLoss.toFixed(4)} nats/token. The held-out split of the synthetic task is never seen.\n`,
-    );
-    const { rm } = await import("node:fs/promises");
-    await rm(scratch, { recursive: true, force: true });
-    log(`wrote ${dir} (final loss ${finalLoss.toFixed(3)}, ${seconds.toFixed(0)} s)`);
-    return { dir, finalLoss, seconds };
-  } finally {
-    gpu.destroy();
-  }
-}
 
 export const pretrainCommand: CommandModule<object, PretrainOptions> = {
   command: "pretrain",
@@ -149,6 +38,7 @@ export const pretrainCommand: CommandModule<object, PretrainOptions> = {
       .option("max-steps", { type: "number", default: PRETRAIN_DEFAULTS.maxSteps })
       .example("$0 pretrain --out models/nr-tiny-math", "make the default's base model (the committed one was made this way)") as unknown as Argv<PretrainOptions>,
   handler: async (a) => {
+    const { pretrain } = await import("../train/pretrain.js"); // the GPU stack loads only when the command runs
     await pretrain(a);
   },
 };

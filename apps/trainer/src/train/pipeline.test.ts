@@ -36,9 +36,9 @@ afterAll(async () => {
 });
 
 describe("nr train (miniature config)", () => {
-  it("writes config, metrics, samples, summary, checkpoints and the report", async () => {
+  it("writes config, metrics, samples, summary, checkpoints and the report (QLoRA: NF4 base)", async () => {
     const lines: string[] = [];
-    const { runDir, summary } = await runPipeline(mini("e2e", [["rl.steps", 2], ["eval.every", 1]]), { cwd, log: (l) => lines.push(l) });
+    const { runDir, summary } = await runPipeline(mini("e2e", [["rl.steps", 2], ["eval.every", 1], ["model.quant", "nf4"], ["model.doubleQuant", true]]), { cwd, log: (l) => lines.push(l) });
     for (const f of ["config.json", "metrics.jsonl", "samples.jsonl", "summary.json", "report.html", "best/adapter_config.json"]) expect(existsSync(join(runDir, f)), f).toBe(true);
     const metrics = await readJsonl(join(runDir, "metrics.jsonl"));
     expect(metrics.filter((m) => m.phase === "sft")).toHaveLength(3);
@@ -60,6 +60,7 @@ describe("nr train (miniature config)", () => {
     expect(summary.wall_seconds).toBeGreaterThan(0);
     expect(lines.some((l) => l.startsWith("pre-flight: SFT step at 4 ×"))).toBe(true);
     expect(lines.some((l) => l.startsWith("eval after RL"))).toBe(true);
+    expect(lines.some((l) => l.includes("base NF4 (double-quantised scales)"))).toBe(true);
     const ckpts = readdirSync(join(runDir, "checkpoints")).filter((d) => d.startsWith("step-"));
     expect(ckpts.length).toBe(5);
     for (const f of ["adapter/adapter_model.safetensors", "adapter/adapter_config.json", "trainer_state.json", "trainer_state.safetensors", "checkpoint.json"]) expect(existsSync(join(runDir, "checkpoints", "step-5", f)), f).toBe(true);
