@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createGpu, type Gpu } from "@nr/kernels";
 import { Engine, GpuBackend } from "@nr/autograd";
-import { generateModel, loadDecoder, loadTokenizer, type ModelTokenizer } from "@nr/model";
+import { repetitionPenaltyReference } from "@nr/kernels";
+import { generateModel, loadDecoder, loadModel, loadTokenizer, referenceForward, type ModelTokenizer } from "@nr/model";
 import { WebGpuGenerator, type PromptSpec } from "./webgpu.js";
 
 let gpu: Gpu;
@@ -98,5 +99,36 @@ describe("stop strings", () => {
     expect(cut.logprobs).toHaveLength(cut.tokenIds.length);
     expect(hex.decode(cut.tokenIds)).toContain(stop);
     expect(hex.decode(cut.tokenIds.slice(0, -1))).not.toContain(stop);
+  });
+});
+
+describe("repetition penalty", () => {
+  it("greedy with a penalty equals the float64 model with HF's penalty over prompt + generated tokens; rows with other penalties are untouched", async () => {
+    const prompt = tok.encode("x = x = x = x");
+    const pen = 1.8;
+    const [[got]] = await gen.generateIds([{ promptIds: prompt, n: 1, repetitionPenalty: pen }], { temperature: 0, maxNewTokens: 8 });
+    const ref = await loadModel(dir);
+    const seq = [...prompt];
+    const want: number[] = [];
+    for (let s = 0; s < 8; s++) {
+      const r = referenceForward(ref, [seq]);
+      const V = r.shape[2];
+      const last = repetitionPenaltyReference(r.logits.subarray((seq.length - 1) * V, seq.length * V), seq, pen);
+      const sorted = [...last].sort((a, b) => b - a);
+      if (sorted[0] - sorted[1] < 1e-4) break; // a near-tie: f32 and float64 may pick differently
+      const next = last.indexOf(sorted[0]);
+      if (tok.stopTokenIds.includes(next)) break;
+      want.push(next);
+      seq.push(next);
+    }
+    expect(want.length).toBeGreaterThan(2);
+    expect(got.tokenIds.slice(0, want.length)).toEqual(want);
+    const [[plain]] = await gen.generateIds([{ promptIds: prompt, n: 1 }], { temperature: 0, maxNewTokens: 8 });
+    expect(plain.tokenIds).not.toEqual(got.tokenIds); // the penalty changed the greedy path
+    // One batch holding penalties 1.8 and 1.3 and none: each row as when alone.
+    const other = { promptIds: tok.encode("ab ab ab"), n: 1, repetitionPenalty: 1.3 };
+    const [[alone13]] = await gen.generateIds([other], { temperature: 0, maxNewTokens: 8 });
+    const mixed = await gen.generateIds([{ promptIds: prompt, n: 1, repetitionPenalty: pen }, other, { promptIds: prompt, n: 1 }], { temperature: 0, maxNewTokens: 8 });
+    expect(mixed.map((p) => p[0].tokenIds)).toEqual([got.tokenIds, alone13.tokenIds, plain.tokenIds]);
   });
 });

@@ -136,6 +136,21 @@ describe("nr serve", () => {
     expect(activations).toContain("doubled");
   });
 
+  it("repetition_penalty reaches the sampler", async () => {
+    // A prompt where the penalty changes the greedy completion (found with the generator directly).
+    const texts = ["x = x = x = x", "1 1 1 1", "abcabc", "Tom Tom Tom", "0000", "zz zz", "==", "a+a+a", "))))", "no no no", "3*3*3", "qqq"];
+    const o = { temperature: 0, maxNewTokens: 8 };
+    const plain = await gen.generateIds(texts.map((t) => ({ promptIds: tok.encode(t), n: 1 })), o);
+    const pen = await gen.generateIds(texts.map((t) => ({ promptIds: tok.encode(t), n: 1, repetitionPenalty: 3 })), o);
+    const i = texts.findIndex((_, k) => pen[k][0].tokenIds.join() !== plain[k][0].tokenIds.join());
+    expect(i, "the penalty changed no candidate's greedy completion").toBeGreaterThanOrEqual(0);
+    const body = { model: "tiny", prompt: texts[i], max_tokens: 8, temperature: 0, logprobs: 0 };
+    const tokens = async (b: object) => (await postJson("/completions", b)).json.choices[0].logprobs.tokens as string[];
+    expect(await tokens({ ...body, repetition_penalty: 3 })).toEqual(pen[i][0].tokenIds.map((t) => tok.decode([t])));
+    expect(await tokens(body)).toEqual(plain[i][0].tokenIds.map((t) => tok.decode([t])));
+    expect((await postJson("/completions", { ...body, repetition_penalty: 0 })).status).toBe(400);
+  });
+
   it("chat uses the chat template with the generation prompt; usage counts tokens", async () => {
     const messages = [{ role: "system", content: "Be brief." }, { role: "user", content: "2+2?" }];
     const { status, json } = await postJson("/chat/completions", { model: "tiny", messages, max_tokens: 6, temperature: 0, logprobs: true });

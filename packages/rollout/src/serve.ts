@@ -8,7 +8,8 @@
 //   GET  /health                200 when the server is up
 //
 // Fields: model (the base model's or an adapter's name; default the base), n, max_tokens (chat: also
-// max_completion_tokens), temperature, top_p, top_k (−1/0 = off), min_p, seed, stop, logprobs (completions: 0/1;
+// max_completion_tokens), temperature, top_p, top_k (−1/0 = off), min_p, repetition_penalty (vLLM's extension, HF
+// semantics over prompt + output), seed, stop, logprobs (completions: 0/1;
 // chat: true, top_logprobs 0), stream (+ stream_options.include_usage). Log-probs are those of the sampled tokens
 // under the sampling distribution (after temperature / top-k / top-p / min-p; 0 for greedy), which is what RL needs;
 // alternatives (top_logprobs) are not computed. finish_reason is "stop" (EOS or a stop string; vLLM's stop_reason
@@ -148,7 +149,7 @@ interface Common {
   model: string;
   n: number;
   maxTokens: number | null;
-  sampling: Pick<PromptSpec, "temperature" | "topP" | "topK" | "minP" | "stop" | "seed">;
+  sampling: Pick<PromptSpec, "temperature" | "topP" | "topK" | "minP" | "repetitionPenalty" | "stop" | "seed">;
   stream: boolean;
   includeUsage: boolean;
 }
@@ -234,6 +235,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     const topP = num(b, "top_p", 1, 0, 1, true);
     const topK = int(b, "top_k", 0, -1, V)!;
     const minP = num(b, "min_p", 0, 0, 1);
+    const repetitionPenalty = num(b, "repetition_penalty", 1, 0, 10, true);
     let stop: string[] = [];
     if (typeof b.stop === "string") stop = [b.stop];
     else if (Array.isArray(b.stop)) stop = b.stop;
@@ -246,10 +248,9 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     const includeUsage = Boolean((so as Body | null | undefined)?.include_usage);
     unsupported(b, "presence_penalty", (v) => v === 0, "only 0");
     unsupported(b, "frequency_penalty", (v) => v === 0, "only 0");
-    unsupported(b, "repetition_penalty", (v) => v === 1, "only 1");
     unsupported(b, "logit_bias", (v) => typeof v === "object" && Object.keys(v as object).length === 0, "no logit bias");
     unsupported(b, "best_of", (v) => v === n, "best_of must equal n");
-    return { adapter: model === opts.model ? null : model, model, n, maxTokens, sampling: { temperature, topP, topK: topK < 0 ? 0 : topK, minP, stop, seed: seed ?? randomInt(2 ** 47) }, stream, includeUsage };
+    return { adapter: model === opts.model ? null : model, model, n, maxTokens, sampling: { temperature, topP, topK: topK < 0 ? 0 : topK, minP, repetitionPenalty, stop, seed: seed ?? randomInt(2 ** 47) }, stream, includeUsage };
   };
 
   /** Prompts → token ids with the context-window check; returns the completion budget of each. */

@@ -39,6 +39,8 @@ export interface SamplingSettings {
   /** 0 = off. */
   topK?: number;
   minP?: number;
+  /** HF repetition penalty over the prompt and the tokens so far (1 = off): logit x → x/p if x > 0, else x·p. */
+  repetitionPenalty?: number;
   maxNewTokens: number;
   seed?: number;
   /** Strings that end a completion (cut from the text; the tokens that produced them stay in tokenIds). */
@@ -95,6 +97,7 @@ export interface GenerationJob {
   topP: number;
   topK: number;
   minP: number;
+  repetitionPenalty: number;
   maxNewTokens: number;
   stop: string[];
   /** RNG key and the counter's sequence id of each sample. */
@@ -208,6 +211,8 @@ export class WebGpuGenerator implements Generator {
     if (!(topP > 0 && topP <= 1)) throw new Error(`generate: top_p must be in (0, 1] (got ${topP})`);
     if (!Number.isInteger(topK) || topK < 0) throw new Error(`generate: top_k must be a non-negative integer, 0 = off (got ${topK})`);
     if (!(minP >= 0 && minP <= 1)) throw new Error(`generate: min_p must be in [0, 1] (got ${minP})`);
+    const repetitionPenalty = p.repetitionPenalty ?? d.repetitionPenalty ?? 1;
+    if (!(repetitionPenalty > 0) || !Number.isFinite(repetitionPenalty)) throw new Error(`generate: repetition_penalty must be a positive number, 1 = off (got ${repetitionPenalty})`);
     const want = p.maxNewTokens ?? d.maxNewTokens;
     if (!Number.isInteger(want) || want < 1) throw new Error(`generate: maxNewTokens must be a positive integer (got ${want})`);
     const maxNewTokens = Math.min(want, contextLength - L);
@@ -219,7 +224,7 @@ export class WebGpuGenerator implements Generator {
     if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`generate: seed must be a non-negative integer (got ${seed})`);
     const h = own ? hashIds(p.promptIds) : 0;
     const seqIds = Array.from({ length: p.n }, (_, s) => (own ? (h + s) >>> 0 : (rowBase + s) >>> 0));
-    return { promptIds: p.promptIds, n: p.n, temperature, topP, topK, minP, maxNewTokens, stop, seed, seqIds, onToken: p.onToken, onSequence: p.onSequence, done };
+    return { promptIds: p.promptIds, n: p.n, temperature, topP, topK, minP, repetitionPenalty, maxNewTokens, stop, seed, seqIds, onToken: p.onToken, onSequence: p.onSequence, done };
   }
 
   async generateIds(prompts: PromptSpec[], o: SampleOptions): Promise<GeneratedSequence[][]> {
@@ -282,6 +287,8 @@ export class WebGpuGenerator implements Generator {
     const gSeq = gpu.alloc(R * 4, "group-seq-ids");
     const gIds = gpu.alloc(R * 4, "group-ids");
     const gLogp = gpu.alloc(R * 4, "group-logp");
+    // Repetition penalty: each row's history (prompt + sampled tokens) mirrored on the host, uploaded when needed.
+    const hist = { host: new Uint32Array(0), buf: null as GpuBuffer | null, lens: null as GpuBuffer | null };
     const slots: (Slot | null)[] = new Array(R).fill(null);
     const lens = new Array<number>(R).fill(0);
     const states = new Map<GenerationJob, JobState>();
@@ -321,6 +328,14 @@ export class WebGpuGenerator implements Generator {
             gpu.write(seqBuf, Uint32Array.of(job.seqIds[s]), dst * 4);
             lens[dst] = L;
             slots[dst] = { job, sample: s, step: 0, tokenIds: [], logprobs: [], done: null };
+            if (job.repetitionPenalty !== 1) {
+              if (!hist.buf) {
+                hist.host = new Uint32Array(R * Tmax);
+                hist.buf = gpu.alloc(R * Tmax * 4, "token-history");
+                hist.lens = gpu.alloc(R * 4, "history-lengths");
+              }
+              hist.host.set(job.promptIds, dst * Tmax);
+            }
           });
           for (const pk of promptKv) gpu.release(pk.k, pk.v);
           gpu.release(promptLogits);
@@ -339,6 +354,7 @@ export class WebGpuGenerator implements Generator {
         if (live.length === 0) break;
         // ---- sample one token for every live row, then record it
         const t1 = performance.now();
+        if (hist.buf) this.penalize(slots, live, lens, hist as { host: Uint32Array; buf: GpuBuffer; lens: GpuBuffer }, logits, Tmax);
         this.sampleRows(slots, live, { logits, ids, logp, seqBuf, gLogits, gSeq, gIds, gLogp, R, V });
         gpu.copy(ids, 0, picked, 0, R * 4);
         gpu.copy(logp, 0, picked, R * 4, R * 4);
@@ -355,6 +371,7 @@ export class WebGpuGenerator implements Generator {
           else {
             sq.tokenIds.push(tok);
             sq.logprobs.push(lpv[b]);
+            if (job.repetitionPenalty !== 1) hist.host[b * Tmax + job.promptIds.length + sq.tokenIds.length - 1] = tok;
             timing.decodeTokens++;
             if (job.stop.length) {
               const tail = this.tokenizer.decode(sq.tokenIds.slice(-32));
@@ -396,7 +413,7 @@ export class WebGpuGenerator implements Generator {
       throw err;
     } finally {
       for (const cch of caches) gpu.release(cch.k, cch.v);
-      gpu.release(logits, ids, logp, seqBuf, picked, gLogits, gSeq, gIds, gLogp);
+      gpu.release(logits, ids, logp, seqBuf, picked, gLogits, gSeq, gIds, gLogp, hist.buf, hist.lens);
     }
   }
 
@@ -409,6 +426,23 @@ export class WebGpuGenerator implements Generator {
       if (at >= 0) text = text.slice(0, at);
     }
     return { promptIds: job.promptIds, tokenIds: sq.tokenIds, logprobs: sq.logprobs, text, finishReason: sq.done!, ...(sq.stopString !== undefined ? { stopString: sq.stopString } : {}) };
+  }
+
+  /**
+   * Apply each live row's repetition penalty to its logits in place (one dispatch per distinct penalty ≠ 1). A row's
+   * history is its prompt and sampled tokens: lens[b] of them (the tokens already in its KV cache).
+   */
+  private penalize(slots: (Slot | null)[], live: number[], lens: number[], hist: { host: Uint32Array; buf: GpuBuffer; lens: GpuBuffer }, logits: GpuBuffer, Tmax: number) {
+    const R = slots.length;
+    const penalties = new Set(live.map((b) => slots[b]!.job.repetitionPenalty).filter((p) => p !== 1));
+    if (penalties.size === 0) return;
+    this.gpu.write(hist.buf, hist.host);
+    for (const penalty of penalties) {
+      // Rows with another penalty get an empty history (untouched) in this dispatch.
+      const n = Uint32Array.from({ length: R }, (_, b) => (slots[b]?.job.repetitionPenalty === penalty ? lens[b] : 0));
+      this.gpu.write(hist.lens, n);
+      K.repetitionPenalty(this.gpu, { logits, B: R, V: this.decoder.config.vocabSize, tokens: hist.buf, lengths: hist.lens, L: Tmax, penalty });
+    }
   }
 
   /**
