@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGpu, type Gpu, toF16Array, f32ToF16Bits, f16BitsToF32 } from "./runtime/device.js";
-import { matmul, matmulReference, type MatmulDtype } from "./matmul.js";
-import { compare, describeReport, freshSeed, NAN_F16X2_BITS, NAN_F32_BITS, randInt, randn, rng, roundToF16 } from "./testing.js";
+import { chooseSplitK, matmul, matmulPlan, matmulReference, type MatmulDtype, type MatmulPath } from "./matmul.js";
+import { asDtype, compare, describeReport, freshSeed, NAN_F16X2_BITS, NAN_F32_BITS, randInt, randn, rng, roundToF16 } from "./testing.js";
 
 // Error bound per element: |c − ref| ≤ rtol·Σ_k|a_ik·b_kj| (+ the f16 output rounding of 2⁻¹¹·|ref|).
 // f32 accumulation of K products has a worst-case relative error ≈ K·2⁻²⁴ of Σ|ab|; in practice ~√K·2⁻²⁴.
@@ -31,7 +31,8 @@ interface Case {
   outDtype?: MatmulDtype;
   alpha?: number;
   accumulate?: boolean;
-  path?: "tiled" | "direct";
+  path?: MatmulPath;
+  splitK?: number;
 }
 
 async function check(c: Case) {
@@ -39,6 +40,7 @@ async function check(c: Case) {
   const dtype = c.dtype ?? "f32";
   const outDtype = c.outDtype ?? "f32";
   if ((dtype === "f16" || outDtype === "f16") && !gpu.hasF16) return;
+  if (c.path === "broadcast" && !gpu.hasSubgroups) return;
   const { M, N, K } = c;
   let a = randn(batch * M * K, rand);
   const bCount = (c.broadcastB ? 1 : batch) * K * N;
@@ -52,12 +54,23 @@ async function check(c: Case) {
   const bBuf = up(b);
   const outBytes = batch * M * N * (outDtype === "f16" ? 2 : 4);
   const cBuf = gpu.alloc(outBytes, "C");
-  const prior = c.accumulate ? randn(batch * M * N, rand) : null;
-  if (prior) gpu.write(cBuf, prior);
+  // An f16 output accumulates onto f16 values: round the prior the same way the buffer stores it.
+  const prior = c.accumulate ? asDtype(randn(batch * M * N, rand), outDtype) : null;
+  if (prior) gpu.write(cBuf, outDtype === "f16" ? toF16Array(prior) : prior);
   else gpu.fill32(cBuf, outDtype === "f16" ? NAN_F16X2_BITS : NAN_F32_BITS);
 
   const strideB = c.broadcastB ? 0 : K * N;
-  matmul(gpu, { a: aBuf, b: bBuf, c: cBuf, M, N, K, transA: c.transA, transB: c.transB, batch, strideB, dtype, outDtype, alpha: c.alpha, accumulate: c.accumulate, path: c.path });
+  const args = { M, N, K, transA: c.transA, transB: c.transB, batch, strideB, dtype, outDtype, alpha: c.alpha, accumulate: c.accumulate, path: c.path, splitK: c.splitK };
+  const plan = matmulPlan(gpu, args);
+  if (c.path) expect(plan.path).toBe(c.path);
+  if ((c.splitK ?? 1) > 1) expect(plan.slices, `${JSON.stringify(c)}: forced split`).toBeGreaterThan(1);
+  if (plan.slices > 1) {
+    // The pool hands the most recently released buffer of a size class out first: poison the split's scratch.
+    const scratch = gpu.alloc(plan.scratchBytes, "poisoned_scratch");
+    gpu.fill32(scratch, NAN_F32_BITS);
+    gpu.release(scratch);
+  }
+  matmul(gpu, { a: aBuf, b: bBuf, c: cBuf, ...args });
   const got = outDtype === "f16" ? await gpu.readF16(cBuf, batch * M * N) : await gpu.readF32(cBuf, batch * M * N);
 
   const want = matmulReference(a, b, { M, N, K, transA: c.transA, transB: c.transB, batch, strideB, alpha: c.alpha });
@@ -71,7 +84,7 @@ async function check(c: Case) {
   const bound = mag.map((m, i) => RTOL_ACCUM * m + (outDtype === "f16" ? RTOL_F16_OUT * Math.abs(want[i]) : 0) + 1e-30);
   const report = compare(got, want, bound);
   gpu.release(aBuf, bBuf, cBuf);
-  expect(report.ok, `${JSON.stringify(c)}: ${describeReport(report)} (seed ${seed})`).toBe(true);
+  expect(report.ok, `${JSON.stringify(c)} (${plan.label}, ${plan.slices} K slices of ${plan.kLen}): ${describeReport(report)} (seed ${seed})`).toBe(true);
 }
 
 describe("matmul vs float64 reference", () => {
@@ -103,6 +116,31 @@ describe("matmul vs float64 reference", () => {
     { M: 3, N: 261, K: 68, transB: true, path: "direct" }, // GEMV-shaped (M ≤ 8)
     { M: 13, N: 31, K: 36, transB: true, path: "direct", batch: 2, accumulate: true, alpha: 2 },
     { M: 20, N: 45, K: 64, transB: true, path: "direct", dtype: "f16", outDtype: "f16" },
+    // The subgroup-broadcast kernel (CPU adapters' default): every orientation, lane operand vec4 and scalar,
+    // tiles past the edge, batches, f16.
+    { M: 37, N: 70, K: 96, transB: true, path: "broadcast" }, // lanes along N, vec4
+    { M: 37, N: 70, K: 95, transB: true, path: "broadcast" }, // K % 4 ≠ 0: scalar lane loads
+    { M: 45, N: 29, K: 61, path: "broadcast" }, // A·B: lanes along M (computes Cᵀ), vec4 needs K % 4
+    { M: 45, N: 29, K: 64, path: "broadcast" },
+    { M: 23, N: 41, K: 77, transA: true, path: "broadcast" }, // Aᵀ·B: scalar lanes
+    { M: 9, N: 13, K: 50, transA: true, transB: true, path: "broadcast" },
+    { M: 3, N: 150, K: 36, transB: true, path: "broadcast", batch: 2, accumulate: true, alpha: -1.5 },
+    { M: 17, N: 33, K: 40, transB: true, path: "broadcast", batch: 3, broadcastB: true },
+    { M: 1, N: 1, K: 3, path: "broadcast" },
+    { M: 26, N: 35, K: 72, transB: true, path: "broadcast", dtype: "f16", outDtype: "f16" },
+    { M: 30, N: 18, K: 41, path: "broadcast", dtype: "f16" },
+    // Split-K on every kernel: skinny outputs with a long reduction (down_proj at small M; weight gradients where
+    // K is the token count), slices that do not divide K, alpha/accumulate/f16 output applied once by the reduction.
+    { M: 5, N: 40, K: 1000, transB: true, path: "tiled", splitK: 5 },
+    { M: 5, N: 40, K: 1000, transB: true, path: "direct", splitK: 7 },
+    { M: 5, N: 40, K: 1000, transB: true, path: "broadcast", splitK: 3 },
+    { M: 19, N: 37, K: 777, transA: true, path: "tiled", splitK: 4, accumulate: true, alpha: 0.75 }, // dWᵀ-shaped
+    { M: 19, N: 37, K: 777, transA: true, path: "broadcast", splitK: 4, accumulate: true, alpha: 0.75 },
+    { M: 12, N: 21, K: 515, path: "broadcast", splitK: 6, batch: 2, broadcastB: true },
+    { M: 12, N: 21, K: 515, path: "tiled", splitK: 2, batch: 3, alpha: -2 },
+    { M: 8, N: 24, K: 640, transB: true, path: "direct", splitK: 4, dtype: "f16", outDtype: "f16", accumulate: true },
+    { M: 6, N: 30, K: 600, transB: true, path: "broadcast", splitK: 5, dtype: "f16", outDtype: "f16" },
+    { M: 4, N: 6, K: 2100, transB: true }, // default path; the heuristic splits this (checked below)
   ];
   for (const c of fixed) it(`fixed ${JSON.stringify(c)}`, () => check(c));
 
@@ -117,11 +155,42 @@ describe("matmul vs float64 reference", () => {
         batch: randInt(1, 3, rand),
         dtype: rand() < 0.3 ? "f16" : "f32",
         accumulate: rand() < 0.2,
-        path: rand() < 0.5 ? "tiled" : "direct",
+        alpha: rand() < 0.3 ? randn(1, rand)[0] : undefined,
+        path: (["tiled", "direct", "broadcast"] as const)[randInt(0, 2, rand)],
       };
-      if (c.transB && rand() < 0.5) c.K = Math.max(4, c.K - (c.K % 4)); // reach the direct kernel
+      if (rand() < 0.4) c.K = randInt(300, 1500, rand); // long reduction, split into 2–6 slices
+      if (c.K >= 300) c.splitK = randInt(2, 6, rand);
+      if (c.path === "direct") {
+        c.transA = false;
+        c.transB = true;
+        c.K = Math.max(4, c.K - (c.K % 4));
+      }
       await check(c);
     }
+  });
+});
+
+describe("split-K heuristic", () => {
+  const base = { granule: 16, outElems: 64 * 1536, batch: 1, maxScratchBytes: 2 ** 27 };
+  it("splits GPU products with few output tiles and a long K (documented examples)", () => {
+    expect(chooseSplitK({ ...base, tiles: 24, K: 8960, cpu: false })).toEqual({ slices: 11, kLen: 816 }); // M=64 down_proj
+    expect(chooseSplitK({ ...base, tiles: 24, K: 512, cpu: false, outElems: 16 * 1536 })).toEqual({ slices: 4, kLen: 128 }); // LoRA dA
+  });
+  it("does not split when the tiles already fill the device or K is short", () => {
+    expect(chooseSplitK({ ...base, tiles: 576, K: 8960, cpu: false }).slices).toBe(1);
+    expect(chooseSplitK({ ...base, tiles: 2, K: 200, cpu: false }).slices).toBe(1);
+    expect(chooseSplitK({ ...base, tiles: 1000, K: 100000, cpu: true }).slices).toBe(1);
+  });
+  it("keeps the partials within the scratch cap and covers K exactly", () => {
+    const s = chooseSplitK({ ...base, tiles: 1, K: 100000, cpu: false, outElems: 2 ** 22, maxScratchBytes: 2 ** 26 });
+    expect(s.slices * 2 ** 22 * 4).toBeLessThanOrEqual(2 ** 26);
+    expect(s.kLen % 16).toBe(0);
+    expect((s.slices - 1) * s.kLen).toBeLessThan(100000);
+    expect(s.slices * s.kLen).toBeGreaterThanOrEqual(100000);
+  });
+  it("is what matmul picks by default for a skinny product with a long K", () => {
+    expect(matmulPlan(gpu, { M: 4, N: 6, K: 2100, transB: true }).slices).toBeGreaterThan(1);
+    expect(matmulPlan(gpu, { M: 512, N: 1536, K: 1536, transB: true }).slices).toBe(1);
   });
 });
 
@@ -136,6 +205,8 @@ describe("matmul argument checks", () => {
   it("rejects non-integer sizes", () => {
     const a = gpu.alloc(64);
     expect(() => matmul(gpu, { a, b: a, c: a, M: 0, N: 4, K: 4 })).toThrow(/positive integers/);
+    expect(() => matmul(gpu, { a, b: a, c: a, M: 2, N: 2, K: 4, splitK: 0 })).toThrow(/splitK must be a positive integer/);
+    expect(() => matmul(gpu, { a, b: a, c: a, M: 2, N: 2, K: 4, path: "direct" })).toThrow(/path "direct" needs transB/);
     gpu.release(a);
   });
 });
