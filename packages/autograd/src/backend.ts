@@ -57,6 +57,8 @@ export interface Backend {
   lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number, dW?: Storage): void;
   /** Σ x² over n elements (host number; a sync point on the GPU). */
   sumSquares(x: Storage, n: number): Promise<number>;
+  /** Σ over tensors of Σ x² with one read-back for all of them (the global grad norm of a step). */
+  sumSquaresMany(xs: ReadonlyArray<readonly [Storage, number]>): Promise<number>;
   scale(x: Storage, alpha: number, n: number): void;
   /** One AdamW step over n f32 elements (PyTorch semantics, decoupled weight decay, bias correction). */
   adamw(p: Storage, g: Storage, m: Storage, v: Storage, n: number, h: AdamWStep): void;

@@ -49,6 +49,11 @@ export class CpuBackend implements Backend {
       ps[i] -= (h.lr * (ms[i] / bc1)) / (Math.sqrt(vs[i] / bc2) + h.eps);
     }
   }
+  async sumSquaresMany(xs: ReadonlyArray<readonly [Storage, number]>) {
+    let s = 0;
+    for (const [x, n] of xs) s += await this.sumSquares(x, n);
+    return s;
+  }
   async sumSquares(x: Storage, n: number) {
     let s = 0;
     const xs = A(x);

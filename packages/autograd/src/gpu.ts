@@ -62,6 +62,24 @@ export class GpuBackend implements Backend {
     this.gpu.release(out);
     return norm * norm;
   }
+  async sumSquaresMany(xs: ReadonlyArray<readonly [Storage, number]>): Promise<number> {
+    const live = xs.filter(([, n]) => n > 0);
+    if (live.length === 0) return 0;
+    // One norm per tensor, gathered into one buffer: a single read-back instead of one sync per parameter.
+    const all = this.gpu.alloc(live.length * 4, "sumsq_all");
+    const one = live.map(([x, n], i) => {
+      const out = this.gpu.alloc(4, "sumsq");
+      K.gradNorm(this.gpu, { grads: B(x), n, out });
+      this.gpu.copy(out, 0, all, i * 4, 4);
+      return out;
+    });
+    const norms = await this.gpu.readF32(all, live.length);
+    for (const o of one) this.gpu.release(o);
+    this.gpu.release(all);
+    let s = 0;
+    for (const v of norms) s += v * v;
+    return s;
+  }
   matmul(a: Storage, b: Storage, c: Storage, o: { M: number; N: number; K: number; transA?: boolean; transB?: boolean; alpha?: number; accumulate?: boolean }) {
     K.matmul(this.gpu, { a: B(a), b: B(b), c: B(c), ...o });
   }

@@ -43,9 +43,8 @@ export class AdamW {
 
   /** Global L2 norm of all gradients (missing grads count as zero). */
   async gradNorm(): Promise<number> {
-    let s = 0;
-    for (const p of this.params) if (p.grad) s += await p.engine.backend.sumSquares(p.grad.storage, p.size);
-    return Math.sqrt(s);
+    const grads = this.params.filter((p) => p.grad).map((p) => [p.grad!.storage, p.size] as const);
+    return Math.sqrt(await this.params[0].engine.backend.sumSquaresMany(grads));
   }
 
   /** Scale gradients so their global norm is at most maxNorm; returns the norm before clipping. */
