@@ -538,8 +538,11 @@ export function validateConfig(config: unknown, opts: ValidateOptions = {}): Tra
     const dir = c.model.dir;
     if (dir !== undefined) {
       if (isPlaceholder(dir)) problems.push(`model.dir = ${show(dir)} is a placeholder: set it to a downloaded HF checkpoint folder (--model.dir DIR)`);
-      else if (!existsSync(resolve(cwd, dir)) || !statSync(resolve(cwd, dir)).isDirectory()) problems.push(`model.dir = ${show(dir)} does not exist (or is not a folder): set it to a downloaded HF checkpoint folder (--model.dir DIR)`);
-      else if (!existsSync(join(resolve(cwd, dir), "config.json"))) problems.push(`model.dir = ${show(dir)} has no config.json: point it at an HF checkpoint folder`);
+      else {
+        const abs = resolveModelDir(dir, cwd);
+        if (!existsSync(abs) || !statSync(abs).isDirectory()) problems.push(`model.dir = ${show(dir)} does not exist (or is not a folder): set it to a downloaded HF checkpoint folder (--model.dir DIR)`);
+        else if (!existsSync(join(abs, "config.json"))) problems.push(`model.dir = ${show(dir)} has no config.json: point it at an HF checkpoint folder`);
+      }
     }
     const s = c.data.source;
     if (s !== "synthetic") {
@@ -569,6 +572,19 @@ export function presetDir(): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * Where a config's model.dir points: absolute as is; relative to `cwd` when it exists there; otherwise relative to the
+ * repository root (the folder holding configs/), so the embedded default's committed `models/nr-tiny-math` is found
+ * from any working directory inside the checkout.
+ */
+export function resolveModelDir(dir: string, cwd = process.cwd()): string {
+  const here = resolve(cwd, dir);
+  if (isAbsolute(dir) || existsSync(here)) return here;
+  const presets = presetDir();
+  const fromRepo = presets ? resolve(dirname(dirname(presets)), dir) : here;
+  return existsSync(fromRepo) ? fromRepo : here;
 }
 
 export function listPresets(dir = presetDir()): string[] {

@@ -13,7 +13,7 @@ import { LoraModel, savePeftAdapter, type LoraConfig, type LoraTarget } from "@n
 import { WebGpuGenerator } from "@nr/rollout";
 import { preset, type AlgoName } from "@nr/algos";
 import { buildMessages, defaultGrader, generateSynthetic, loadDataset, ProgressBar, sftTarget, syntheticWords, type GradeFn, type MathRecord } from "@nr/data";
-import { RunFolder, rlMaxNewTokensAt, writeReport, type TrainConfig } from "../run/index.js";
+import { RunFolder, resolveModelDir, rlMaxNewTokensAt, writeReport, type TrainConfig } from "../run/index.js";
 import { Critic, rlStep, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
 import { initialState, readTrainerStateJson, readTrainerTensors, restoreTensor, writeTrainerState, type EvalRecord, type TensorGroup, type TrainerState } from "./state.js";
 
@@ -128,7 +128,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
   const nanAt = injectedNanSteps();
 
   // ---- model
-  let modelDir = config.model.dir ? resolve(cwd, config.model.dir) : undefined;
+  let modelDir = config.model.dir ? resolveModelDir(config.model.dir, cwd) : undefined;
   if (!modelDir) {
     const g = config.model.generate!;
     modelDir = join(runDir, "model");
