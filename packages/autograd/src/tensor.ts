@@ -194,16 +194,30 @@ export class Engine {
    * Gradient checkpointing: run `fn` without recording; in backward, recompute it with recording on and
    * back-propagate the saved output gradients through the recomputation. Saves the activations inside fn.
    */
+  /** Host RNGs drawn from inside forward passes (e.g. LoRA dropout masks); see {@link registerRng}. */
+  private readonly rngs: Array<{ getState(): number; setState(s: number): void }> = [];
+
+  /**
+   * Register a host RNG used inside forwards: `checkpoint` replays it, so a recomputed forward draws the same values
+   * (the same dropout masks) as the original one, and the stream continues afterwards as if it ran once.
+   */
+  registerRng(r: { getState(): number; setState(s: number): void }) {
+    this.rngs.push(r);
+  }
+
   checkpoint(fn: () => Tensor[], label = "checkpoint"): Tensor[] {
     // Whether anything inside fn is trainable (e.g. LoRA weights) is only known by running it with recording on,
     // so outputs are marked as needing grad; a recompute that records nothing trainable makes backward a no-op.
     if (!this.recording) return fn();
+    const rngBefore = this.rngs.map((r) => r.getState());
     // The layer's internals are freed as soon as its outputs exist: that is the memory checkpointing saves.
     const outputs = this.scope(() => this.noGrad(fn));
     for (const o of outputs) o.requiresGrad = true;
     this.record(label, () => {
       const outerTape = this.tape;
       this.tape = [];
+      const rngAfter = this.rngs.map((r) => r.getState());
+      this.rngs.forEach((r, i) => r.setState(rngBefore[i]));
       // Recompute with recording on; inputs keep their requiresGrad so their grads accumulate as usual.
       this.scope(() => {
         const again = fn();
@@ -213,6 +227,7 @@ export class Engine {
         return null;
       });
       this.tape = outerTape;
+      this.rngs.forEach((r, i) => r.setState(rngAfter[i]));
     });
     return outputs;
   }

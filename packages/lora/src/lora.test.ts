@@ -110,6 +110,30 @@ describe("LoRA over a frozen base (float64 CPU backend)", () => {
       }
     }));
 
+  it("dropout with gradient checkpointing: the recompute draws the same masks (grads equal checkpointing off)", () =>
+    withModel(async (dir) => {
+      const grads: Float64Array[][] = [];
+      for (const checkpoint of [false, true]) {
+        const e = new Engine(new CpuBackend());
+        const { decoder } = await loadDecoder(e, join(dir, "base"));
+        const lora = new LoraModel(decoder);
+        const params = lora.addAdapter("policy", { r: 4, alpha: 8, dropout: 0.3, seed: 5 });
+        await randomiseB(lora, "policy", 9);
+        lora.setTraining(true);
+        const state = lora.dropoutState();
+        await e.scope(async () => {
+          const b = makeBatch(e, ROWS, { leftPad: true });
+          const res = decoder.forward(b, { checkpoint });
+          decoder.backward(res, Array.from(b.lossMask, (m) => -m));
+        });
+        // The stream moved on exactly as far as one forward's masks, recompute or not.
+        expect(lora.dropoutState()).not.toEqual(state);
+        grads.push(await Promise.all(lora.parameters("policy").map((p) => p.grad!.read())));
+        void params;
+      }
+      grads[0].forEach((g, i) => g.forEach((v, j) => expect(Math.abs(grads[1][i][j] - v)).toBeLessThan(1e-12)));
+    }));
+
   it("a short SFT run lowers the loss and changes only adapter tensors", () =>
     withModel(async (dir) => {
       const e = new Engine(new CpuBackend());

@@ -44,20 +44,43 @@ export interface AdapterWeights {
   B: Tensor;
 }
 
+/** mulberry32 with a readable state. */
+export class DropoutRng {
+  constructor(private s: number) {
+    this.s >>>= 0;
+  }
+  getState() {
+    return this.s;
+  }
+  setState(s: number) {
+    this.s = s >>> 0;
+  }
+  next(): number {
+    this.s = (this.s + 0x6d2b79f5) >>> 0;
+    let t = this.s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+}
+
 /** A projection with named LoRA adapters over a frozen base projection. */
 export class LoraProjection implements Projection {
   readonly adapters = new Map<string, { weights: AdapterWeights; config: ResolvedLoraConfig }>();
   active: string | null = null;
   /** Dropout is applied only while training. */
   training = false;
-  private dropoutRand: () => number = uniform(0);
+  /** Dropout-mask RNG (mulberry32) with its state visible: checkpoint recomputes and resumed runs replay it. */
+  readonly dropoutRng = new DropoutRng(0);
 
   constructor(
     readonly engine: Engine,
     readonly base: Projection,
     readonly target: LoraTarget,
     readonly layer: number,
-  ) {}
+  ) {
+    engine.registerRng(this.dropoutRng);
+  }
 
   get outFeatures() {
     return this.base.outFeatures;
@@ -77,7 +100,7 @@ export class LoraProjection implements Projection {
       B: this.engine.tensor(new Float64Array(this.outFeatures * config.r), [this.outFeatures, config.r], { requiresGrad: true, name: `${name}.layers.${this.layer}.${this.target}.lora_B` }),
     };
     this.adapters.set(name, { weights, config });
-    this.dropoutRand = uniform(config.seed ^ 0x5eed ^ (this.layer * 7919 + LORA_TARGETS.indexOf(this.target)));
+    this.dropoutRng.setState(config.seed ^ 0x5eed ^ (this.layer * 7919 + LORA_TARGETS.indexOf(this.target)));
     return weights;
   }
 
@@ -106,7 +129,7 @@ export class LoraProjection implements Projection {
     let xin = x;
     const p = ad.config.dropout;
     if (this.training && p > 0) {
-      const keep = Array.from({ length: x.size }, () => (this.dropoutRand() < p ? 0 : 1 / (1 - p)));
+      const keep = Array.from({ length: x.size }, () => (this.dropoutRng.next() < p ? 0 : 1 / (1 - p)));
       xin = mul(x, this.engine.tensor(keep, [...x.shape]));
     }
     return addLowRank(y, linear(xin, A), B, loraScale(ad.config));
@@ -209,6 +232,16 @@ export class LoraModel {
     } finally {
       this.select(prev);
     }
+  }
+
+  /** States of every projection's dropout RNG (saved in trainer checkpoints so a resumed run draws the same masks). */
+  dropoutState(): number[] {
+    return this.projections.map((p) => p.dropoutRng.getState());
+  }
+
+  setDropoutState(states: readonly number[]) {
+    if (states.length !== this.projections.length) throw new Error(`lora: ${states.length} dropout RNG states for ${this.projections.length} projections`);
+    this.projections.forEach((p, i) => p.dropoutRng.setState(states[i]));
   }
 
   setTraining(on: boolean) {

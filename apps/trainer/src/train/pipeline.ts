@@ -194,6 +194,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
       state = { ...saved };
       if (state.reference) await lora.copyAdapter("policy", state.reference);
       await readTrainerTensors(resumeFrom, groups(), saved.optimizers);
+      if (saved.dropout) lora.setDropoutState(saved.dropout);
       lora.select("policy");
       log(`resumed at step ${state.step} (${state.phase}, SFT ${state.sftStep}, RL ${state.rlStep})`);
     }
@@ -234,6 +235,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
       const every = config.checkpoint.every;
       if (!force && !(every > 0 && state.step > 0 && state.step % every === 0)) return;
       state.elapsedSeconds = elapsed();
+      state.dropout = lora.dropoutState();
       await run.saveCheckpoint(
         state.step,
         async (tmp) => {

@@ -40,6 +40,8 @@ export interface TrainerState {
   reference: string | null;
   /** Seconds spent before this process started (a resumed run's wall time continues). */
   elapsedSeconds: number;
+  /** LoRA dropout RNG states, one per adapted projection (dropout > 0 resumes with the same masks). */
+  dropout?: number[];
 }
 
 export function initialState(): TrainerState {
