@@ -17,6 +17,7 @@ import type { GpuBuffer } from "../../packages/kernels/src/runtime/pool.js";
 import { attention, attentionBackward, attentionDecode, attentionReference, type AttentionTuning } from "../../packages/kernels/src/attention.js";
 import { buildModel, ortSession, tensor, timeOrt } from "../lib/ort.js";
 import { higherIsBetter, timeIt, type BenchRow } from "../lib/report.js";
+import { work } from "./peak.js";
 
 const HQ = 12;
 const HKV = 2;
@@ -89,6 +90,7 @@ export async function benchAttention(gpu: Gpu, opts: { iters?: number; tuning?: 
   const tuning = opts.tuning ?? {};
   const rows: BenchRow[] = [];
   const Ts = process.env.NR_HEAVY === "1" ? [128, 512, 1024, 2048] : [128, 512];
+  if (process.env.NR_HEAVY !== "1") console.log("  attention: prefill T ∈ {128, 512} (T = 1024, 2048 only with NR_HEAVY=1); full Qwen2.5-1.5B heads");
   const peerName = "onnxruntime-node webgpu EP GroupQueryAttention (com.microsoft)";
   // Our kernels are timed first, every ORT session afterwards: ORT's host thread pool keeps spinning between runs
   // and took half of this 2-core machine from whatever ran next.
@@ -145,7 +147,9 @@ export async function benchAttention(gpu: Gpu, opts: { iters?: number; tuning?: 
       gpu.release(qi, ki, vi);
     }, { warmup: 0, iters });
     const oursE2e = fwdFlops / e2e.medianMs / 1e6;
-    const row = higherIsBetter(`GQA causal fwd T=${T} Hq=${HQ} Hkv=${HKV} D=${D} f32`, "GFLOP/s end-to-end (upload q/k/v, run, download o)", oursE2e, peerName, null, { fwdMs, oursKernelGflops: oursKernel, T });
+    // Bytes: q, k, v read, o and lse written.
+    const fwdBytes = 4 * (2 * T * HQ * D + 2 * T * HKV * D + HQ * T);
+    const row = higherIsBetter(`GQA causal fwd T=${T} Hq=${HQ} Hkv=${HKV} D=${D} f32`, "GFLOP/s end-to-end (upload q/k/v, run, download o)", oursE2e, peerName, null, { fwdMs, oursKernelGflops: oursKernel, T, ...work(fwdFlops, fwdBytes, fwdMs) });
     rows.push(row);
     console.log(`attention fwd T=${T}: kernel ${oursKernel.toFixed(2)} GFLOP/s (${fwdMs.toFixed(1)} ms), e2e ${oursE2e.toFixed(2)} GFLOP/s`);
     addPeer(row, gqaModel(T, 0), {
@@ -165,7 +169,7 @@ export async function benchAttention(gpu: Gpu, opts: { iters?: number; tuning?: 
     await gpu.sync();
     const bwdMs = await kernelMs(gpu, () => attentionBackward(gpu, bargs), R, iters);
     const bwd = (2.5 * fwdFlops) / bwdMs / 1e6;
-    rows.push(higherIsBetter(`GQA causal bwd T=${T} Hq=${HQ} Hkv=${HKV} D=${D} f32 (dq, dk, dv)`, "GFLOP/s kernel only (2.5× fwd flops)", bwd, "none (ORT has no attention backward)", null, { bwdMs, T, note: "no peer: onnxruntime has no attention backward op" }));
+    rows.push(higherIsBetter(`GQA causal bwd T=${T} Hq=${HQ} Hkv=${HKV} D=${D} f32 (dq, dk, dv)`, "GFLOP/s kernel only (2.5× fwd flops)", bwd, "none (ORT has no attention backward)", null, { bwdMs, T, note: "no peer: onnxruntime has no attention backward op", ...work(2.5 * fwdFlops, 4 * (4 * T * HQ * D + 4 * T * HKV * D + HQ * T), bwdMs) }));
     console.log(`attention bwd T=${T}: ${bwd.toFixed(2)} GFLOP/s (${bwdMs.toFixed(1)} ms)`);
     gpu.release(q, k, v, o, lse, dO, dq, dk, dv);
   }
@@ -183,7 +187,7 @@ export async function benchAttention(gpu: Gpu, opts: { iters?: number; tuning?: 
     const ours = await gpu.readF32(o, qH.length);
     const ms = await kernelMs(gpu, () => attentionDecode(gpu, dargs), R, iters + 2);
     const gf = flops / ms / 1e6;
-    const row = higherIsBetter(`GQA decode step, 512-long cache, Hq=${HQ} Hkv=${HKV} D=${D} f32`, "GFLOP/s kernel only", gf, peerName, null, { ms, cacheGBps: (2 * L * HKV * D * 4) / ms / 1e6 });
+    const row = higherIsBetter(`GQA decode step, 512-long cache, Hq=${HQ} Hkv=${HKV} D=${D} f32`, "GFLOP/s kernel only", gf, peerName, null, { ms, cacheGBps: (2 * L * HKV * D * 4) / ms / 1e6, ...work(flops, 4 * (2 * L * HKV * D + 2 * HQ * D), ms) });
     rows.push(row);
     console.log(`attention decode L=${L}: ${gf.toFixed(2)} GFLOP/s (${(ms * 1000).toFixed(0)} µs)`);
     const rowsOf = (x: Float32Array, from: number, n: number) => x.slice(from * HKV * D, (from + n) * HKV * D);

@@ -4,6 +4,7 @@
 import { existsSync } from "node:fs";
 import { createGpu, type Gpu } from "@nr/kernels";
 import { writeResults, type BenchRow } from "../lib/report.js";
+import { measurePeak, peakMeta, ratePeak } from "./peak.js";
 
 const FAMILIES: Array<{ file: string; fn: string }> = [
   { file: "matmul", fn: "benchMatmul" },
@@ -18,6 +19,8 @@ const only = onlyArg >= 0 ? process.argv[onlyArg + 1].split(",") : null;
 
 const gpu: Gpu = await createGpu();
 console.log(`adapter: ${gpu.adapterName}`);
+// The adapter's measured peak, before any ORT session exists (rows are rated against it: see ./peak.ts).
+const peak = await measurePeak(gpu);
 const rows: BenchRow[] = [];
 for (const f of FAMILIES) {
   if (only && !only.includes(f.file)) continue;
@@ -33,5 +36,5 @@ for (const f of FAMILIES) {
   console.log(`  ${got.length} rows in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   rows.push(...got.map((r) => ({ ...r, case: `${f.file}: ${r.case}` })));
 }
-writeResults("kernels", gpu.adapter, rows, { note: "ratio = ours / peer measured in the same run; see each row's note" });
+writeResults("kernels", gpu.adapter, ratePeak(rows, peak), { note: "ratio = ours / peer measured in the same run; see each row's note", ...peakMeta(peak) });
 gpu.destroy();

@@ -15,6 +15,7 @@ import type { GpuBuffer } from "../../packages/kernels/src/runtime/pool.js";
 import { lmHeadBackward, lmHeadForward, lmHeadForwardPlan, lmHeadBackwardPlan, uploadLmHeadWeight } from "../../packages/kernels/src/lmhead.js";
 import { buildModel, ortSession, tensor, timeOrt } from "../lib/ort.js";
 import { higherIsBetter, lowerIsBetter, timeIt, type BenchRow } from "../lib/report.js";
+import { work } from "./peak.js";
 
 const H = 1536;
 const V = 151936;
@@ -52,6 +53,7 @@ export async function benchLmHead(gpu: Gpu, opts: { iters?: number } = {}): Prom
   const heavy = process.env.NR_HEAVY === "1";
   const iters = opts.iters ?? (slow ? 1 : 5);
   const Ms = heavy ? [64, 256] : [64];
+  if (!heavy) console.log(`  lmhead: M = 64 rows only (256 with NR_HEAVY=1); full vocabulary ${V} × hidden ${H}`);
   const rows: BenchRow[] = [];
 
   const wHost = randomF32(V * H, 1234, 0.05);
@@ -134,9 +136,11 @@ export async function benchLmHead(gpu: Gpu, opts: { iters?: number } = {}): Prom
     for (const p of peerRows) {
       rows.push(higherIsBetter(`${caseName} fwd logp+entropy`, "GFLOP/s (2·M·V·H)", gf(flop, fwdMs), `onnxruntime-node ${p.ep} EP MatMul+LogSoftmax+GatherElements (logp only)`, p.ms ? gf(flop, p.ms) : null, {
         ms: fwdMs, peerMs: p.ms, iters, ...(p.note ? { note: p.note } : {}),
+        // Bytes: the weight once, h in, logp/entropy/lse out.
+        ...work(flop, 4 * (V * H + M * H + 3 * M), fwdMs),
       }));
     }
-    rows.push(higherIsBetter(`${caseName} bwd dh (g_logp + g_entropy)`, "GFLOP/s (4·M·V·H)", gf(2 * flop, bwdMs), "none (ORT has no backward for this graph)", null, { ms: bwdMs, iters }));
+    rows.push(higherIsBetter(`${caseName} bwd dh (g_logp + g_entropy)`, "GFLOP/s (4·M·V·H)", gf(2 * flop, bwdMs), "none (ORT has no backward for this graph)", null, { ms: bwdMs, iters, ...work(2 * flop, 4 * (V * H + 2 * M * H + 5 * M), bwdMs) }));
     rows.push(lowerIsBetter(`${caseName} fwd extra memory`, "bytes", fwdScratch, "naive: full logits M×V×4", naive, { planned: plan.fwd }));
     rows.push(lowerIsBetter(`${caseName} bwd extra memory`, "bytes", bwdScratch, "naive: full logits M×V×4", naive, { planned: plan.bwd }));
     const wg = peerRows.find((p) => p.ep === "webgpu")!;

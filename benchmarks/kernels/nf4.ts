@@ -19,6 +19,7 @@ import { downloadNf4, nf4DequantizeReference, nf4HostScales, nf4Matmul, nf4Matmu
 import { isCpuAdapter } from "../../packages/kernels/src/matmul.js";
 import { buildModel, ort, tensor, timeOrt } from "../lib/ort.js";
 import { higherIsBetter, timeIt, type BenchRow } from "../lib/report.js";
+import { work } from "./peak.js";
 
 export const NF4_SHAPES = [
   { name: "q/o_proj", N: 1536, K: 1536 },
@@ -106,6 +107,7 @@ export async function benchNf4(gpu: Gpu, opts: { Ms?: number[]; iters?: number; 
   const cpu = isCpuAdapter(gpu);
   const heavy = process.env.NR_HEAVY === "1";
   const Ms = opts.Ms ?? (cpu && !heavy ? [1, 64] : [1, 64, 512]);
+  if (!opts.Ms && cpu && !heavy) console.log("  nf4: M = 512 skipped on this CPU adapter (NR_HEAVY=1 runs it); M ∈ {1, 64} at full Qwen shapes");
   const iters = opts.iters ?? (cpu ? 5 : 7);
   const rows: BenchRow[] = [];
   const transB0 = await probeOrtTransB0();
@@ -183,6 +185,8 @@ export async function benchNf4(gpu: Gpu, opts: { Ms?: number[]; iters?: number; 
           higherIsBetter(caseName, "GFLOP/s (kernel)", gf(kernel.medianMs / R), `onnxruntime-node MatMulBnb4 ${peer.ep} EP${mode === "inputGrad" ? " on NF4(Wᵀ)" : ""} (session.run, end to end)`, peerMs ? gf(peerMs) : null, {
             oursEndToEndGflops: gf(e2e.medianMs),
             maxRelDiffVsOrt: maxRelDiff,
+            // 4-bit codes + f32 block scales + f32 activations in and out.
+            ...work(flop, (N * K) / 2 + (N * K / 64) * 4 + 4 * M * (inCols + outCols), kernel.medianMs / R),
             ...(note ? { note } : {}),
           }),
         );

@@ -13,6 +13,7 @@ import { rope } from "../../packages/kernels/src/rope.js";
 import { swiglu } from "../../packages/kernels/src/elementwise.js";
 import { buildModel, ortSession, tensor, timeOrt } from "../lib/ort.js";
 import { higherIsBetter, timeIt, type BenchRow } from "../lib/report.js";
+import { work } from "./peak.js";
 
 const H = 1536;
 const EPS = 1e-6;
@@ -52,11 +53,12 @@ export async function benchNorm(gpu: Gpu, opts: { iters?: number } = {}): Promis
   const R = slow ? 2 : 20;
   const rows: BenchRow[] = [];
   const gbps = (bytes: number, ms: number) => bytes / ms / 1e6;
-  const addRow = async (name: string, bytes: number, ms: number, extra: Record<string, unknown> = {}) => {
+  // FLOPs are a few per element (memory-bound everywhere): `flops` per row is an estimate for the roofline.
+  const addRow = async (name: string, bytes: number, ms: number, flops: number, extra: Record<string, unknown> = {}) => {
     const copy = await copyGBps(gpu, bytes, R, iters);
     const ours = gbps(bytes, ms);
     rows.push(higherIsBetter(name, "GB/s (kernel only)", ours, "buffer copy, same bytes (ratio = fraction of copy bandwidth)", copy, {
-      ms, bytes, fractionOfCopy: ours / copy, ...extra,
+      ms, fractionOfCopy: ours / copy, ...extra, ...work(flops, bytes, ms),
     }));
     console.log(`${name}: ${ours.toFixed(2)} GB/s, ${ms.toFixed(3)} ms; copy ${copy.toFixed(2)} GB/s → ${((100 * ours) / copy).toFixed(1)}% of copy`);
     return ours;
@@ -80,7 +82,7 @@ export async function benchNorm(gpu: Gpu, opts: { iters?: number } = {}): Promis
     const fwdBytes = (2 * M * H + H + M) * 4; // x, w in; y, rstd out
     const fwdMs = await kernelMs(gpu, () => rmsNorm(gpu, { x, w, y, rstd, rows: M, H, eps: EPS }), R, iters);
     const name = `RMSNorm fwd [${M}×${H}] f32`;
-    const oursKernel = await addRow(name, fwdBytes, fwdMs);
+    const oursKernel = await addRow(name, fwdBytes, fwdMs, 4 * M * H);
 
     // End to end (the unit session.run measures): upload x, normalize, read y back.
     const e2e = await timeIt(async () => {
@@ -101,6 +103,7 @@ export async function benchNorm(gpu: Gpu, opts: { iters?: number } = {}): Promis
     }
     rows.push(higherIsBetter(`${name} end-to-end`, "GB/s end-to-end (upload x, run, download y)", gbps(e2eBytes, e2e.medianMs), "onnxruntime-node webgpu EP SimplifiedLayerNormalization", peerMs ? gbps(e2eBytes, peerMs) : null, {
       oursKernelGBps: oursKernel,
+      ...work(4 * M * H, fwdBytes, fwdMs),
       ...(note ? { note } : {}),
     }));
     console.log(`${name} end-to-end: ours ${gbps(e2eBytes, e2e.medianMs).toFixed(2)} GB/s | ORT webgpu ${peerMs ? gbps(e2eBytes, peerMs).toFixed(2) : `- (${note})`}`);
@@ -111,7 +114,7 @@ export async function benchNorm(gpu: Gpu, opts: { iters?: number } = {}): Promis
     rmsNorm(gpu, { x, w, y, rstd, rows: M, H, eps: EPS });
     const bwdBytes = (3 * M * H + 2 * H + M) * 4; // dy, x, w, rstd in; dx, dw out (scratch partials not counted)
     const bwdMs = await kernelMs(gpu, () => rmsNormBackward(gpu, { dy, x, w, rstd, dx, dw, rows: M, H }), R, iters);
-    await addRow(`RMSNorm bwd [${M}×${H}] f32 (dx + dw)`, bwdBytes, bwdMs);
+    await addRow(`RMSNorm bwd [${M}×${H}] f32 (dx + dw)`, bwdBytes, bwdMs, 8 * M * H);
     gpu.release(x, y, rstd, dy, dx, dw);
   }
   gpu.release(w);
@@ -124,7 +127,7 @@ export async function benchNorm(gpu: Gpu, opts: { iters?: number } = {}): Promis
     const upB = gpu.upload(randomF32(M * I, 12));
     const h = gpu.alloc(M * I * 4, "h");
     const ms = await kernelMs(gpu, () => swiglu(gpu, { gate, up: upB, h, M, I }), R, iters);
-    await addRow(`SwiGLU fwd [${M}×${I}] f32`, 3 * M * I * 4, ms);
+    await addRow(`SwiGLU fwd [${M}×${I}] f32`, 3 * M * I * 4, ms, 6 * M * I);
     gpu.release(gate, upB, h);
   }
 
@@ -135,7 +138,7 @@ export async function benchNorm(gpu: Gpu, opts: { iters?: number } = {}): Promis
     const q = gpu.upload(randomF32(tokens * Hq * D, 13));
     const positions = gpu.upload(Uint32Array.from({ length: tokens }, (_, i) => i));
     const ms = await kernelMs(gpu, () => rope(gpu, { q, positions, tokens, Hq, D, theta: 10000 }), R, iters);
-    await addRow(`RoPE fwd q [${tokens} tok × ${Hq} heads × ${D}] f32 in place`, (2 * tokens * Hq * D + tokens) * 4, ms);
+    await addRow(`RoPE fwd q [${tokens} tok × ${Hq} heads × ${D}] f32 in place`, (2 * tokens * Hq * D + tokens) * 4, ms, 3 * tokens * Hq * D);
     gpu.release(q, positions);
   }
   return rows;

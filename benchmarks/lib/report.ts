@@ -37,7 +37,8 @@ const fmt = (v: unknown) =>
   typeof v === "number" ? (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(3)) : v === null || v === undefined ? "-" : String(v);
 
 export function printTable(rows: BenchRow[]) {
-  const cols = ["case", "metric", "ours", "peer", "peerValue", "ratio"] as const;
+  // ofPeak (benchmarks/kernels/peak.ts: kernel rate as a fraction of the measured adapter peak) when rows carry it.
+  const cols = ["case", "metric", "ours", "peer", "peerValue", "ratio", ...(rows.some((r) => r.ofPeak !== undefined) ? ["ofPeak"] : [])];
   const cells = rows.map((r) => cols.map((c) => fmt(r[c])));
   const widths = cols.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i].length)));
   const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i])).join("  ");
