@@ -266,8 +266,11 @@ export function chooseBroadcastConfig(o: { M: number; N: number; K: number; tran
   const vec4 = laneContiguous && o.K % 4 === 0 && laneStride % 4 === 0 && o.W % 4 === 0;
   const rows = lanesAlong === "n" ? o.M : o.N;
   const cols = lanesAlong === "n" ? o.N : o.M;
-  const TM = rows >= 16 ? 16 : rows >= 8 ? 8 : rows >= 4 ? 4 : rows >= 2 ? 2 : 1;
-  const TN = cols > 2 * o.W ? 4 : cols > o.W ? 2 : 1;
+  // 16×4 measured best at Qwen shapes (vs 8×2, 16×2, 8×8, 32×2, 32×4). It unrolls 512 FMAs and takes seconds to JIT
+  // on lavapipe, so small products (< 2²² multiply-adds, milliseconds of work) use at most 4×2.
+  const small = o.M * o.N * o.K < 2 ** 22;
+  const TM = Math.min(small ? 4 : 16, rows >= 16 ? 16 : rows >= 8 ? 8 : rows >= 4 ? 4 : rows >= 2 ? 2 : 1);
+  const TN = Math.min(small ? 2 : 4, cols > 2 * o.W ? 4 : cols > o.W ? 2 : 1);
   return { lanesAlong, W: o.W, TM, TN, vec4 };
 }
 
