@@ -211,6 +211,7 @@ describe("matmul argument checks", () => {
     expect(() => matmul(gpu, { a, b: a, c: a, M: 0, N: 4, K: 4 })).toThrow(/positive integers/);
     expect(() => matmul(gpu, { a, b: a, c: a, M: 2, N: 2, K: 4, splitK: 0 })).toThrow(/splitK must be a positive integer/);
     expect(() => matmul(gpu, { a, b: a, c: a, M: 2, N: 2, K: 4, path: "direct" })).toThrow(/path "direct" needs transB/);
+    expect(() => matmulPlan(gpu, { M: 8192, N: 8192, K: 65536, splitK: 32 })).toThrow(/partial sums .* maxStorageBufferBindingSize/);
     gpu.release(a);
   });
 });

@@ -516,6 +516,10 @@ export function matmulPlan(gpu: Gpu, args: Omit<MatmulArgs, "a" | "b" | "c">): M
     ? args.splitK > 1 ? splitSlices(K, args.splitK, granule) : { slices: 1, kLen: K }
     : chooseSplitK({ tiles: grid[0] * grid[1] * batch, K, granule, cpu, outElems: M * N, batch, maxScratchBytes: gpu.limits.maxStorageBufferBindingSize ?? 2 ** 27 });
   const scratchBytes = split.slices > 1 ? split.slices * batch * M * N * 4 : 0;
+  const maxBinding = gpu.limits.maxStorageBufferBindingSize ?? 2 ** 27;
+  if (scratchBytes > maxBinding) {
+    throw new Error(`matmul: splitK=${args.splitK} needs ${scratchBytes} bytes of partial sums (slices·batch·M·N·4), over this adapter's maxStorageBufferBindingSize (${maxBinding}); use fewer slices or leave splitK unset`);
+  }
   return { path, label, grid, ...split, scratchBytes, wgsl };
 }
 
