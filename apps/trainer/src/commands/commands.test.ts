@@ -13,7 +13,7 @@ import { runEval, type EvalArgs } from "./eval.js";
 import { runGenerate, type GenerateArgs } from "./generate.js";
 import { runCurate, type CurateArgs } from "./curate.js";
 import { makePrompter, runConfigOfAdapter } from "./common.js";
-import { DEFAULT_CONFIG } from "../run/config.js";
+import { DEFAULT_CONFIG, GENERATED_MODEL_DEFAULTS } from "../run/config.js";
 
 const H = 32, HEADS = 2, KV = 1, I = 64, D = H / HEADS;
 let root: string;
@@ -78,7 +78,7 @@ describe("nr generate", () => {
     expect(file).toHaveLength(6);
     expect(file).toEqual(JSON.parse(JSON.stringify(lines)));
     expect(file.map((l) => l.sample)).toEqual([0, 1, 0, 1, 0, 1]);
-    const syn = generateSynthetic({ count: 3, seed: 0, split: "heldout", minSteps: 1, maxSteps: 2, maxOperand: 20, maxValue: 100 });
+    const syn = generateSynthetic({ count: 3, seed: 0, split: "heldout", ...DEFAULT_CONFIG.data.difficulty });
     expect(file.filter((l) => l.sample === 0).map((l) => l.prompt)).toEqual(syn.map((r) => `Q: ${r.problem}\nA: `));
     expect(file.filter((l) => l.sample === 0).map((l) => l.gold)).toEqual(syn.map((r) => r.answer));
     expect(printed).toHaveLength(6);
@@ -147,7 +147,7 @@ describe("prompt formats", () => {
     mkdirSync(step, { recursive: true });
     const cfg = (data: object, model: object) => writeFileSync(join(runDir, "config.json"), JSON.stringify({ ...DEFAULT_CONFIG, data: { ...DEFAULT_CONFIG.data, ...data }, model }));
     const fmt = async () => (await makePrompter("auto", { modelDir: base, runConfig: runConfigOfAdapter(step) })).format;
-    cfg({ prompt: "auto" }, { generate: DEFAULT_CONFIG.model.generate });
+    cfg({ prompt: "auto" }, { generate: GENERATED_MODEL_DEFAULTS });
     expect(await fmt()).toBe("qa");
     cfg({ prompt: "auto" }, { dir: base });
     expect(await fmt()).toBe("chat");
@@ -168,7 +168,7 @@ describe("NF4 base", () => {
     const step = join(runDir, "checkpoints", "step-1");
     mkdirSync(step, { recursive: true });
     for (const f of ["adapter_config.json", "adapter_model.safetensors"]) writeFileSync(join(step, f), readFileSync(join(adapter, f)));
-    writeFileSync(join(runDir, "config.json"), JSON.stringify({ ...DEFAULT_CONFIG, model: { dir: base, quant: "nf4", doubleQuant: true } }));
+    writeFileSync(join(runDir, "config.json"), JSON.stringify({ ...DEFAULT_CONFIG, data: { ...DEFAULT_CONFIG.data, prompt: "auto" }, model: { dir: base, quant: "nf4", doubleQuant: true } }));
     const byRun = await runEval(ev({ adapter: step, n: 2, promptFormat: "auto", out: join(root, "nf4.json") }), quiet);
     expect(byRun.quant).toBe("nf4");
     expect(byRun.promptFormat).toBe("chat"); // that run's data.prompt "auto" with model.dir → chat

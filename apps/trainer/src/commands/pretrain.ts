@@ -5,17 +5,19 @@ import type { PretrainOptions } from "../train/pretrain.js";
 /** Defaults of `nr pretrain` (the committed models/nr-tiny-math was made with them). */
 export const PRETRAIN_DEFAULTS: Omit<PretrainOptions, "out" | "log"> = {
   seed: 0,
-  steps: 600,
+  steps: 300,
   batchSize: 32,
-  lr: 3e-3,
-  hidden: 96,
-  layers: 4,
+  lr: 5e-3,
+  hidden: 64,
+  layers: 3,
   heads: 4,
   kvHeads: 2,
-  intermediate: 256,
+  intermediate: 192,
   problems: 20000,
   minSteps: 1,
-  maxSteps: 2,
+  maxSteps: 1,
+  maxOperand: 12,
+  maxValue: 40,
 };
 
 export const pretrainCommand: CommandModule<object, PretrainOptions> = {
@@ -36,6 +38,8 @@ export const pretrainCommand: CommandModule<object, PretrainOptions> = {
       .option("problems", { type: "number", default: PRETRAIN_DEFAULTS.problems })
       .option("min-steps", { type: "number", default: PRETRAIN_DEFAULTS.minSteps })
       .option("max-steps", { type: "number", default: PRETRAIN_DEFAULTS.maxSteps })
+      .option("max-operand", { type: "number", default: PRETRAIN_DEFAULTS.maxOperand })
+      .option("max-value", { type: "number", default: PRETRAIN_DEFAULTS.maxValue })
       .example("$0 pretrain --out models/nr-tiny-math", "make the default's base model (the committed one was made this way)") as unknown as Argv<PretrainOptions>,
   handler: async (a) => {
     const { pretrain } = await import("../train/pretrain.js"); // the GPU stack loads only when the command runs

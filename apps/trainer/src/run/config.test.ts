@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import {
   ConfigError,
   DEFAULT_CONFIG,
+  GENERATED_MODEL_DEFAULTS,
   LORA_TARGET_NAMES,
   applyOverrides,
   closest,
@@ -168,7 +169,8 @@ describe("overrides", () => {
     expect(c.sft.epochs).toBeUndefined();
     expect(c.output.wandb).toEqual({ project: "p", baseUrl: "https://api.wandb.ai" });
     const back = applyOverrides(base, [["model.generate.layers", "2"]]);
-    expect(validateConfig(back).model.generate).toEqual({ ...DEFAULT_CONFIG.model.generate, layers: 2 });
+    expect(validateConfig(back).model.generate).toEqual({ ...GENERATED_MODEL_DEFAULTS, layers: 2 });
+    expect(validateConfig(back).model.dir).toBeUndefined();
     const noW = applyOverrides(applyOverrides(base, [["output.wandb.project", "p"]]), [["output.wandb", "null"]]);
     expect(validateConfig(noW).output.wandb).toBeUndefined();
     // yargs-style nested objects flatten to the same overrides.

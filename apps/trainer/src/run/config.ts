@@ -156,35 +156,38 @@ export interface TrainConfig {
   output: OutputConfig;
 }
 
+/** Shape filled in when a config asks for a generated model (`--model.generate.hidden 32` …) without all fields. */
+export const GENERATED_MODEL_DEFAULTS: GeneratedModelConfig = { hidden: 64, layers: 3, heads: 4, kvHeads: 2, intermediate: 192 };
+
 /** The embedded default (identical to configs/train/default.json; a test keeps them equal). */
 export const DEFAULT_CONFIG: TrainConfig = {
   name: "default",
-  description: "Embedded default: tiny generated Qwen2-architecture model, synthetic math task, SFT then Dr. GRPO; minutes on a CPU.",
+  description: "Embedded default: the committed tiny Qwen2-architecture model (models/nr-tiny-math, made by nr pretrain), the synthetic math task, SFT cold start then Dr. GRPO; minutes on a CPU.",
   seed: 0,
-  model: { generate: { hidden: 128, layers: 4, heads: 4, kvHeads: 2, intermediate: 352 }, quant: "none", doubleQuant: false },
-  data: { source: "synthetic", trainSize: 800, evalSize: 100, difficulty: { minSteps: 1, maxSteps: 2, maxOperand: 20, maxValue: 100 }, prompt: "auto" },
+  model: { dir: "models/nr-tiny-math", quant: "none", doubleQuant: false },
+  data: { source: "synthetic", trainSize: 2000, evalSize: 100, difficulty: { minSteps: 1, maxSteps: 1, maxOperand: 12, maxValue: 40 }, prompt: "qa" },
   lora: { r: 16, alpha: 32, dropout: 0, targets: [...LORA_TARGET_NAMES] },
-  sft: { enabled: true, lr: 1e-3, batchSize: 16, epochs: 1, warmup: 10, schedule: "cosine", gradAccum: 1, checkpointing: false, maxSeqLen: 256 },
+  sft: { enabled: true, lr: 2e-3, batchSize: 16, steps: 40, warmup: 5, schedule: "cosine", gradAccum: 1, checkpointing: false, maxSeqLen: 160 },
   rl: {
     enabled: true,
     algo: "dr_grpo",
     G: 8,
     temperature: 1.0,
     topP: 1.0,
-    maxNewTokens: 64,
+    maxNewTokens: 40,
     ppoEpochs: 1,
     miniBatches: 1,
-    lr: 2e-4,
+    lr: 1e-3,
     clipGradNorm: 1.0,
-    steps: 20,
+    steps: 30,
     promptsPerStep: 8,
     dynamicSampling: false,
     lengthStages: [],
     lengthStageTruncation: 0,
     microBatchRows: 0,
   },
-  eval: { every: 20, n: 100, temperature: 0, maxNewTokens: 64 },
-  checkpoint: { every: 50, keepLast: 2 },
+  eval: { every: 15, n: 100, temperature: 0, maxNewTokens: 40 },
+  checkpoint: { every: 10, keepLast: 2 },
   guards: { maxBadSteps: 3 },
   output: { dir: "runs" },
 };
@@ -235,7 +238,7 @@ export const CONFIG_SCHEMA: ObjNode = {
         dir: str,
         generate: {
           kind: "object",
-          defaults: { ...DEFAULT_CONFIG.model.generate },
+          defaults: { ...GENERATED_MODEL_DEFAULTS },
           fields: { hidden: int(8), layers: int(1), heads: int(1), kvHeads: int(1), intermediate: int(1) },
         },
         quant: en(...BASE_QUANTS),

@@ -27,6 +27,9 @@ export interface PretrainOptions {
   problems: number;
   minSteps: number;
   maxSteps: number;
+  /** Largest number added/subtracted/started from, and largest intermediate value (synthetic difficulty). */
+  maxOperand: number;
+  maxValue: number;
   log?: (line: string) => void;
 }
 
@@ -67,7 +70,7 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
   );
   const tok = await loadTokenizer(scratch);
   const eos = tok.stopTokenIds[0];
-  const records = generateSynthetic({ count: o.problems, seed: 1_000_003 + o.seed, split: "train", minSteps: o.minSteps, maxSteps: o.maxSteps });
+  const records = generateSynthetic({ count: o.problems, seed: 1_000_003 + o.seed, split: "train", minSteps: o.minSteps, maxSteps: o.maxSteps, maxOperand: o.maxOperand, maxValue: o.maxValue });
   const examples: SftExampleIds[] = records.map((r) => {
     const ids = [...tok.encode(pretrainText(r)), eos];
     return { promptIds: ids.slice(0, 1), completionIds: ids.slice(1) };
