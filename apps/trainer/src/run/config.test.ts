@@ -42,7 +42,8 @@ describe("presets", () => {
     expect(c).toEqual(DEFAULT_CONFIG);
     expect(c.rl.algo).toBe("dr_grpo");
     expect(c.sft.enabled && c.rl.enabled).toBe(true);
-    expect(c.model.generate).toBeDefined();
+    expect(c.model.dir).toBe("models/nr-tiny-math");
+    expect(c.model.generate).toBeUndefined();
     expect(listPresets()).toEqual(expect.arrayContaining(["default", "qwen2.5-math-1.5b-dr-grpo"]));
   });
 
@@ -108,8 +109,10 @@ describe("validation", () => {
 
   it("cross-field rules", () => {
     const c = structuredClone(DEFAULT_CONFIG);
+    delete c.model.dir;
     c.model.generate = { hidden: 100, layers: 1, heads: 3, kvHeads: 2, intermediate: 8 };
     c.rl.G = 1;
+    c.rl.maxNewTokens = 64;
     c.rl.lengthStages = [64, 32, 999];
     c.model.doubleQuant = true;
     const text = errorOf(() => validateConfig(c)).problems.join("\n");
@@ -120,14 +123,14 @@ describe("validation", () => {
     expect(text).toContain("rl.lengthStages[2] = 999 exceeds rl.maxNewTokens = 64");
     expect(text).toContain(`model.doubleQuant = true needs model.quant = "nf4"`);
     const both = structuredClone(DEFAULT_CONFIG) as unknown as Record<string, any>;
-    both.model.dir = "/x";
+    both.model.generate = { hidden: 64, layers: 1, heads: 4, kvHeads: 2, intermediate: 128 };
     expect(errorOf(() => validateConfig(both, { checkPaths: false })).message).toContain("set only one of model.dir | model.generate");
   });
 });
 
 describe("overrides", () => {
   it("parses dotted flags, coerces to the schema's types, leaves other args alone", () => {
-    const { overrides, rest } = parseOverrides(["train", "--rl.algo", "lpro", "--rl.G", "4", "--sft.lr=3e-4", "--no-sft.checkpointing", "--rl.dynamicSampling", "--verbose", "--rl.lengthStages", "16,32,64", "--name", "run-1", "--lora.targets", "q_proj,v_proj", "--seed", "7", "--rl.steps", "60"]);
+    const { overrides, rest } = parseOverrides(["train", "--rl.algo", "lpro", "--rl.G", "4", "--sft.lr=3e-4", "--no-sft.checkpointing", "--rl.dynamicSampling", "--verbose", "--rl.lengthStages", "16,32,64", "--name", "run-1", "--lora.targets", "q_proj,v_proj", "--seed", "7", "--rl.steps", "60", "--rl.maxNewTokens", "64"]);
     expect(rest).toEqual(["train", "--verbose"]);
     const c = resolveConfig({ overrides });
     expect(c.rl.algo).toBe("lpro");
