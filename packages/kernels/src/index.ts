@@ -13,7 +13,6 @@ export type { MatmulPath, MatmulPlan, BroadcastConfig } from "./matmul.js";
 export * from "./peak.js";
 export * from "./blas1.js";
 export * from "./elementwise.js";
-export * from "./cast.js";
 export * from "./norm.js";
 export * from "./rope.js";
 export * from "./lmhead.js";
