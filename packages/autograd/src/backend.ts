@@ -28,8 +28,13 @@ export interface Backend {
   mul(a: Storage, b: Storage, out: Storage, n: number): void;
   /** out = a + b. */
   add(a: Storage, b: Storage, out: Storage, n: number): void;
-  /** C (+)= alpha·op(A)·op(B); shapes as in @nr/kernels matmul. */
-  matmul(a: Storage, b: Storage, c: Storage, o: { M: number; N: number; K: number; transA?: boolean; transB?: boolean; alpha?: number; accumulate?: boolean }): void;
+  /**
+   * C (+)= alpha·op(A)·op(B); shapes as in @nr/kernels matmul. `dtype`: the storage dtype of both A and B (default
+   * f32; "f16" needs shader-f16 on the GPU); C is always f32 and the products accumulate in f32 (float64 on the CPU).
+   */
+  matmul(a: Storage, b: Storage, c: Storage, o: MatmulOptions): void;
+  /** out = x converted from one float dtype to the other (f32 → f16 rounds; on the CPU backend to the f16 value). */
+  cast(x: Storage, out: Storage, n: number, from: FloatDType, to: FloatDType): void;
   /** y[m, n] += bias[n]. */
   biasAdd(y: Storage, bias: Storage, M: number, N: number): void;
   /** dbias[n] += Σ_m dy[m, n]. */
@@ -44,17 +49,17 @@ export interface Backend {
   /** Causal GQA attention; keyValid [B, T] (1 = real token). o [B,T,Hq,D], lse [B,Hq,T]. */
   attention(q: Storage, k: Storage, v: Storage, keyValid: Storage, o: Storage, lse: Storage, d: AttentionDims): void;
   attentionBackward(dO: Storage, q: Storage, k: Storage, v: Storage, keyValid: Storage, o: Storage, lse: Storage, dq: Storage, dk: Storage, dv: Storage, d: AttentionDims): void;
-  /** out[m, :] = table[ids[m], :]. */
-  embedding(ids: Storage, table: Storage, out: Storage, M: number, H: number): void;
+  /** out[m, :] = table[ids[m], :] (table f32, or f16 widened exactly; out f32). */
+  embedding(ids: Storage, table: Storage, out: Storage, M: number, H: number, tableDtype?: FloatDType): void;
   /** dtable[ids[m], :] += dy[m, :]. */
   embeddingBackward(ids: Storage, dy: Storage, dtable: Storage, M: number, H: number, V: number): void;
   /**
    * Per row m: z = h[m]·Wᵀ / T; logp[m] = z[target] − lse(z); entropy[m] = lse − Σ softmax(z)·z; lse stored.
    * Never materialises all [M, V] logits at once on the GPU.
    */
-  lmHead(h: Storage, W: Storage, targets: Storage, logp: Storage, entropy: Storage, lse: Storage, M: number, H: number, V: number, temperature: number): void;
-  /** dh = Σ_v (gLogp·(onehot − p) − gEnt·p·(z − Σp·z))_v · W[v] / T. */
-  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number, dW?: Storage): void;
+  lmHead(h: Storage, W: Storage, targets: Storage, logp: Storage, entropy: Storage, lse: Storage, M: number, H: number, V: number, temperature: number, wDtype?: FloatDType): void;
+  /** dh = Σ_v (gLogp·(onehot − p) − gEnt·p·(z − Σp·z))_v · W[v] / T. W may be f16 (wDtype) only without dW. */
+  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number, dW?: Storage, wDtype?: FloatDType): void;
   /** Σ x² over n elements (host number; a sync point on the GPU). */
   sumSquares(x: Storage, n: number): Promise<number>;
   /** Σ over tensors of Σ x² with one read-back for all of them (the global grad norm of a step). */
@@ -62,6 +67,20 @@ export interface Backend {
   scale(x: Storage, alpha: number, n: number): void;
   /** One AdamW step over n f32 elements (PyTorch semantics, decoupled weight decay, bias correction). */
   adamw(p: Storage, g: Storage, m: Storage, v: Storage, n: number, h: AdamWStep): void;
+}
+
+export type FloatDType = "f32" | "f16";
+
+export interface MatmulOptions {
+  M: number;
+  N: number;
+  K: number;
+  transA?: boolean;
+  transB?: boolean;
+  alpha?: number;
+  accumulate?: boolean;
+  /** Storage dtype of A and B (default f32). */
+  dtype?: FloatDType;
 }
 
 export interface AdamWStep {

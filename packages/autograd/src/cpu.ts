@@ -1,9 +1,15 @@
 // The float64 CPU reference backend: plain loops, written for clarity, used by gradchecks (finite differences) and
 // as the oracle the GPU backend is compared with. Storage is a Float64Array (integer tensors hold exact integers).
-import type { AdamWStep, AttentionDims, Backend, Storage } from "./backend.js";
+import { f16BitsToF32, f32ToF16Bits } from "@nr/kernels";
+import type { AdamWStep, AttentionDims, Backend, FloatDType, MatmulOptions, Storage } from "./backend.js";
 import type { DType } from "./tensor.js";
 
 const A = (s: Storage) => s as Float64Array;
+/**
+ * The f16 value of x: rounded to f32 first, then to f16 (nearest even), as the GPU converts its f32 storage; ±Inf
+ * beyond the f16 range.
+ */
+const toF16 = (x: number) => f16BitsToF32(f32ToF16Bits(x));
 
 export class CpuBackend implements Backend {
   readonly name = "cpu-f64";
@@ -14,7 +20,13 @@ export class CpuBackend implements Backend {
   upload(values: ArrayLike<number>, dtype: DType): Storage {
     const out = Float64Array.from(values);
     if (dtype === "u32") for (let i = 0; i < out.length; i++) out[i] = out[i] >>> 0;
+    if (dtype === "f16") for (let i = 0; i < out.length; i++) out[i] = toF16(out[i]);
     return out;
+  }
+  /** f16 tensors hold f16 values (as float64): f32 → f16 rounds to nearest even, f16 → f32 copies. */
+  cast(x: Storage, out: Storage, n: number, _from: FloatDType, to: FloatDType) {
+    const xs = A(x), o = A(out);
+    for (let i = 0; i < n; i++) o[i] = to === "f16" ? toF16(xs[i]) : xs[i];
   }
   async read(s: Storage, n: number): Promise<Float64Array> {
     return A(s).slice(0, n);
@@ -61,7 +73,8 @@ export class CpuBackend implements Backend {
     return s;
   }
 
-  matmul(a: Storage, b: Storage, c: Storage, o: { M: number; N: number; K: number; transA?: boolean; transB?: boolean; alpha?: number; accumulate?: boolean }) {
+  // Operand dtype does not matter here: f16 tensors already hold their f16 values (see upload / cast).
+  matmul(a: Storage, b: Storage, c: Storage, o: MatmulOptions) {
     const { M, N, K } = o;
     const as = A(a), bs = A(b), cs = A(c);
     const alpha = o.alpha ?? 1;

@@ -5,7 +5,7 @@ import { createGpu, type Gpu } from "@nr/kernels";
 import { CpuBackend } from "./cpu.js";
 import { GpuBackend } from "./gpu.js";
 import { Engine, type Tensor } from "./tensor.js";
-import { add, attention, embedding, linear, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
+import { add, attention, embedding, linear, linearF16, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
 
 let gpu: Gpu;
 beforeAll(async () => (gpu = await createGpu()));
@@ -68,6 +68,25 @@ describe(`GPU backend = float64 CPU backend (seed ${seed})`, () => {
       const { logp, entropy } = lmHeadLogprob(add(h, embedding(ids, W)), W, e.tensor([1, 49, 0, 7], [4], { dtype: "u32" }), 0.9);
       return [logp, entropy];
     }, [[4, 16], [50, 16]]));
+});
+
+describe(`f16 weights on the GPU = the float64 CPU backend (seed ${seed})`, () => {
+  // The CPU backend rounds x and W to their f16 values exactly as the GPU does (round to nearest even from f32), so
+  // the two differ only by f32 accumulation: the same 2e-4 relative bound as the f32 ops. Shapes: K odd (scalar
+  // loads), K % 4 == 0 with more rows (vec4 and tiled/broadcast paths).
+  for (const [M, K, N] of [[7, 13, 9], [37, 64, 24], [3, 40, 130]]) {
+    const w = randn(N * K);
+    it(`linearF16 [${M}×${K}]·[${N}×${K}]ᵀ + bias (forward, dx, dbias)`, () =>
+      sameOnBoth((e, [x, b]) => [linearF16(x, e.tensor(w, [N, K], { dtype: "f16" }), b)], [[M, K], [N]]));
+  }
+  const table = randn(50 * 16);
+  it("embedding and fused LM head over one f16 table (tied, frozen)", () =>
+    sameOnBoth((e, [h]) => {
+      const W = e.tensor(table, [50, 16], { dtype: "f16" });
+      const ids = e.tensor([7, 2, 7, 49], [4], { dtype: "u32" });
+      const { logp, entropy } = lmHeadLogprob(add(h, embedding(ids, W)), W, e.tensor([1, 49, 0, 7], [4], { dtype: "u32" }), 0.9);
+      return [logp, entropy];
+    }, [[4, 16]]));
 });
 
 describe("AdamW and clipping on the GPU = the float64 CPU backend", () => {

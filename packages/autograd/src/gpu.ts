@@ -3,11 +3,12 @@
 // hold f32, u32 tensors hold u32, f16 tensors hold f16.
 import * as K from "@nr/kernels";
 import type { Gpu, GpuBuffer } from "@nr/kernels";
-import type { AdamWStep, AttentionDims, Backend, Storage } from "./backend.js";
+import type { AdamWStep, AttentionDims, Backend, FloatDType, MatmulOptions, Storage } from "./backend.js";
 import type { DType } from "./tensor.js";
 
 const B = (s: Storage) => s as GpuBuffer;
-const bytesOf = (n: number, dtype: DType) => Math.max(4, n * (dtype === "f16" ? 2 : 4));
+// f16 buffers are whole 32-bit words (the cast kernels pack two halves per word, so an odd count needs the pad).
+const bytesOf = (n: number, dtype: DType) => Math.max(4, dtype === "f16" ? Math.ceil(n / 2) * 4 : n * 4);
 
 export class GpuBackend implements Backend {
   readonly name: string;
@@ -80,8 +81,13 @@ export class GpuBackend implements Backend {
     for (const v of norms) s += v * v;
     return s;
   }
-  matmul(a: Storage, b: Storage, c: Storage, o: { M: number; N: number; K: number; transA?: boolean; transB?: boolean; alpha?: number; accumulate?: boolean }) {
-    K.matmul(this.gpu, { a: B(a), b: B(b), c: B(c), ...o });
+  matmul(a: Storage, b: Storage, c: Storage, o: MatmulOptions) {
+    K.matmul(this.gpu, { a: B(a), b: B(b), c: B(c), ...o, outDtype: "f32" });
+  }
+  cast(x: Storage, out: Storage, n: number, from: FloatDType, to: FloatDType) {
+    if (from === to) throw new Error(`cast: from and to are both ${from}`);
+    // The bit-exact integer kernels of @nr/kernels (round to nearest even, overflow → ±Inf as tensor.half()).
+    if (n > 0) K.cast(this.gpu, { src: B(x), dst: B(out), n, kind: from === "f32" ? "f32->f16" : "f16->f32" });
   }
   biasAdd(y: Storage, bias: Storage, M: number, N: number) {
     K.biasAdd(this.gpu, { y: B(y), bias: B(bias), M, N });
@@ -112,18 +118,18 @@ export class GpuBackend implements Backend {
   attentionBackward(dO: Storage, q: Storage, k: Storage, v: Storage, keyValid: Storage, o: Storage, lse: Storage, dq: Storage, dk: Storage, dv: Storage, d: AttentionDims) {
     K.attentionBackward(this.gpu, { q: B(q), k: B(k), v: B(v), o: B(o), lse: B(lse), dO: B(dO), dq: B(dq), dk: B(dk), dv: B(dv), kvValid: B(keyValid), B: d.B, T: d.T, Hq: d.Hq, Hkv: d.Hkv, D: d.D, scale: d.scale });
   }
-  embedding(ids: Storage, table: Storage, out: Storage, M: number, H: number) {
-    const V = Math.floor(B(table).bytes / 4 / H);
-    K.embedding(this.gpu, { ids: B(ids), table: B(table), out: B(out), M, V, H });
+  embedding(ids: Storage, table: Storage, out: Storage, M: number, H: number, tableDtype: FloatDType = "f32") {
+    const V = Math.floor(B(table).bytes / (tableDtype === "f16" ? 2 : 4) / H);
+    K.embedding(this.gpu, { ids: B(ids), table: B(table), out: B(out), M, V, H, dtype: tableDtype });
   }
   embeddingBackward(ids: Storage, dy: Storage, dtable: Storage, M: number, H: number, V: number) {
     K.embeddingBackward(this.gpu, { ids: B(ids), dOut: B(dy), dTable: B(dtable), M, V, H, accumulate: true });
   }
-  lmHead(h: Storage, W: Storage, targets: Storage, logp: Storage, entropy: Storage, lse: Storage, M: number, H: number, V: number, temperature: number) {
-    K.lmHeadForward(this.gpu, { h: B(h), w: B(W), targets: B(targets), logp: B(logp), entropy: B(entropy), lse: B(lse), M, V, H, temperature });
+  lmHead(h: Storage, W: Storage, targets: Storage, logp: Storage, entropy: Storage, lse: Storage, M: number, H: number, V: number, temperature: number, wDtype: FloatDType = "f32") {
+    K.lmHeadForward(this.gpu, { h: B(h), w: B(W), targets: B(targets), logp: B(logp), entropy: B(entropy), lse: B(lse), M, V, H, temperature, wDtype });
   }
-  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number, dW?: Storage) {
-    K.lmHeadBackward(this.gpu, { h: B(h), w: B(W), targets: B(targets), lse: B(lse), entropy: B(entropy), gLogp: B(gLogp), gEntropy: B(gEnt), dh: B(dh), M, V, H, temperature, dw: dW ? B(dW) : undefined });
+  lmHeadBackward(h: Storage, W: Storage, targets: Storage, lse: Storage, entropy: Storage, gLogp: Storage, gEnt: Storage, dh: Storage, M: number, H: number, V: number, temperature: number, dW?: Storage, wDtype: FloatDType = "f32") {
+    K.lmHeadBackward(this.gpu, { h: B(h), w: B(W), targets: B(targets), lse: B(lse), entropy: B(entropy), gLogp: B(gLogp), gEntropy: B(gEnt), dh: B(dh), M, V, H, temperature, dw: dW ? B(dW) : undefined, wDtype });
   }
   adamw(p: Storage, g: Storage, m: Storage, v: Storage, n: number, h: AdamWStep) {
     if (n === 0) return;

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { CpuBackend } from "./cpu.js";
 import { Engine, type Tensor } from "./tensor.js";
-import { add, attention, embedding, linear, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
+import { add, attention, embedding, linear, linearF16, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
 
 const seed = process.env.NR_SEED ? Number(process.env.NR_SEED) : (Math.random() * 2 ** 31) >>> 0;
 let s = seed;
@@ -87,6 +87,108 @@ describe(`gradcheck (float64, seed ${seed})`, () => {
       const { logp, entropy } = lmHeadLogprob(add(h, embedding(ids, W)), W, t, 0.9);
       return [logp, entropy];
     }, [[3, 4], [9, 4]]));
+});
+
+/**
+ * The f16 value of x, written independently of the backends (which use @nr/kernels' bit conversion): 11 significant
+ * bits with ties to even for normal values, a fixed 2⁻²⁴ spacing below 2⁻¹⁴, ±Inf from 65520 on.
+ */
+function f16Value(x: number): number {
+  x = Math.fround(x); // the GPU rounds its f32 storage, so the reference starts from the f32 value too
+  if (x === 0 || !Number.isFinite(x)) return x;
+  const e = Math.max(Math.floor(Math.log2(Math.abs(x))), -14);
+  const ulp = 2 ** (e - 10);
+  const q = x / ulp;
+  let r = Math.round(q);
+  if (Math.abs(q - Math.trunc(q)) === 0.5) r = 2 * Math.round(q / 2); // ties to even
+  const v = r * ulp;
+  return Math.abs(v) >= 65520 ? Math.sign(v) * Infinity : v;
+}
+
+describe(`linearF16: frozen f16 weight, activations cast to f16 (float64, seed ${seed})`, () => {
+  // Awkward shapes: K = 13 (odd), N = 6, M = 5; values spread so that the f16 rounding is visible.
+  const [M, K, N] = [5, 13, 6];
+  it("forward = round_f16(x)·round_f16(W)ᵀ + b; dx = dy·W (straight through the cast), dbias by finite differences", async () => {
+    const e = new Engine(new CpuBackend());
+    const xv = randn(M * K, 1.3), wv = randn(N * K, 0.9), bv = randn(N, 0.5);
+    const x = e.tensor(xv, [M, K], { requiresGrad: true, name: "x" });
+    const W = e.tensor(wv, [N, K], { dtype: "f16", name: "W" });
+    const b = e.tensor(bv, [N], { requiresGrad: true, name: "b" });
+    // the f16 tensor holds the f16 values
+    (await W.read()).forEach((w, i) => expect(w, `W[${i}]`).toBe(f16Value(wv[i])));
+    const y = linearF16(x, W, b);
+    const yv = await y.read();
+    let maxRounding = 0;
+    for (let m = 0; m < M; m++)
+      for (let n = 0; n < N; n++) {
+        let want = bv[n], exact = bv[n];
+        for (let k = 0; k < K; k++) {
+          want += f16Value(xv[m * K + k]) * f16Value(wv[n * K + k]);
+          exact += xv[m * K + k] * wv[n * K + k];
+        }
+        expect(Math.abs(yv[m * N + n] - want), `y[${m},${n}] (seed ${seed})`).toBeLessThan(1e-12);
+        maxRounding = Math.max(maxRounding, Math.abs(want - exact));
+      }
+    expect(maxRounding).toBeGreaterThan(1e-5); // the activations and weights really are rounded
+    const dy = randn(M * N);
+    e.backward([[y, dy]]);
+    const dx = await x.grad!.read();
+    for (let m = 0; m < M; m++)
+      for (let k = 0; k < K; k++) {
+        let want = 0;
+        for (let n = 0; n < N; n++) want += dy[m * N + n] * f16Value(wv[n * K + k]);
+        expect(Math.abs(dx[m * K + k] - want), `dx[${m},${k}] (seed ${seed})`).toBeLessThan(1e-12);
+      }
+    expect(W.grad).toBeNull();
+    // the bias enters linearly: central differences of L = Σ dy∘y are exact up to float64 rounding
+    const db = await b.grad!.read();
+    const data = b.storage as Float64Array;
+    for (let n = 0; n < N; n++) {
+      const L = async () => {
+        const out = await e.noGrad(() => linearF16(x, W, b)).read();
+        return out.reduce((s, v, i) => s + v * dy[i], 0);
+      };
+      const keep = data[n];
+      data[n] = keep + H_FD;
+      const up = await L();
+      data[n] = keep - H_FD;
+      const down = await L();
+      data[n] = keep;
+      expect(Math.abs((up - down) / (2 * H_FD) - db[n]), `dbias[${n}]`).toBeLessThan(RTOL * Math.max(1, Math.abs(db[n])));
+    }
+  });
+
+  it("is linear's gradient on the f16 values, inside a composed graph (rmsnorm → linearF16 → swiglu)", async () => {
+    // The straight-through backward makes dx exactly the gradient of the same graph with an f32 copy of W's f16
+    // values and no activation rounding: compare the two tapes.
+    const xv = randn(4 * 8), nv = randn(8, 0.3).map((v) => 1 + v), w1 = randn(6 * 8, 0.5), w2 = randn(6 * 8, 0.5);
+    const dy = randn(24);
+    const grads: Float64Array[][] = [];
+    for (const f16 of [true, false]) {
+      const e = new Engine(new CpuBackend());
+      const x = e.tensor(xv, [4, 8], { requiresGrad: true });
+      const nw = e.tensor(nv, [8], { requiresGrad: true });
+      const proj = (w: number[]) => (h: Tensor) => (f16 ? linearF16(h, e.tensor(w, [6, 8], { dtype: "f16" })) : linear(h, e.tensor(w.map(f16Value), [6, 8])));
+      const h = rmsnorm(x, nw, 1e-6);
+      const y = swiglu(proj(w1)(h), proj(w2)(h));
+      e.backward([[y, dy]]);
+      grads.push([await x.grad!.read(), await nw.grad!.read()]);
+    }
+    // swiglu reads the forward values, which differ by the activation rounding: relative 1e-2 leaves room for it
+    // while a wrong chain rule (e.g. a transposed W) is off by O(1)
+    grads[0].forEach((g, j) => {
+      const sc = Math.max(...Array.from(grads[1][j], Math.abs));
+      g.forEach((v, i) => expect(Math.abs(v - grads[1][j][i]), `grad ${j}[${i}]`).toBeLessThan(1e-2 * sc));
+    });
+  });
+
+  it("refuses a trainable or non-f16 weight with the reason", () => {
+    const e = new Engine(new CpuBackend());
+    const x = e.tensor(randn(6), [2, 3]);
+    expect(() => linearF16(x, e.tensor(randn(6), [2, 3], { dtype: "f16", requiresGrad: true, name: "q_proj" }))).toThrow(/"q_proj" is a frozen base/);
+    expect(() => linearF16(x, e.tensor(randn(6), [2, 3]))).toThrow(/W must be an f16 tensor/);
+    expect(() => linearF16(x, e.tensor(randn(8), [2, 4], { dtype: "f16" }))).toThrow(/x has 3 features/);
+  });
 });
 
 /** A 2-layer Qwen2-shaped decoder built from the ops: the shape @nr/model's GPU decoder follows. */

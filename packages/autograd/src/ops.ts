@@ -30,6 +30,48 @@ export function linear(x: Tensor, W: Tensor, bias?: Tensor | null): Tensor {
   return y;
 }
 
+/**
+ * y = cast_f16(x)·Wᵀ (+ bias) over a frozen f16 weight W [N, K] (nn.Linear layout): the activations are cast to
+ * f16 right before the matmul (the f16 path of a `torch_dtype=float16` base), products accumulate in f32, y and the
+ * bias are f32. Backward (straight through the cast): dx += dy·W with dy kept in f32 and W widened to f32 in a
+ * transient buffer the size of W (released at once) — no f16 rounding or underflow of small gradients, so no loss
+ * scaling is needed; dbias += Σ dy when the bias is trainable. W itself gets no gradient (a frozen base).
+ * On the float64 CPU backend the same function: x rounded to its f16 value, products in float64.
+ */
+export function linearF16(x: Tensor, W: Tensor, bias?: Tensor | null): Tensor {
+  const e = x.engine, B = e.backend;
+  const K = x.shape[x.shape.length - 1];
+  const M = x.size / K;
+  const [N, K2] = W.shape;
+  if (W.dtype !== "f16") throw new Error(`linearF16: W must be an f16 tensor (got ${W.dtype}); use linear for f32 weights`);
+  if (x.dtype !== "f32") throw new Error(`linearF16: x must be f32 (got ${x.dtype}); it is cast to f16 inside`);
+  if (W.requiresGrad) throw new Error(`linearF16: the f16 weight "${W.name}" is a frozen base and cannot require a gradient; train LoRA adapters on it, or load the weights in f32 to train them`);
+  if (K !== K2) throw new Error(`linearF16: x has ${K} features but W is [${W.shape}] (expects [N, ${K}])`);
+  if (bias && bias.size !== N) throw new Error(`linearF16: bias has ${bias.size} elements, W has ${N} rows`);
+  const y = e.empty([...x.shape.slice(0, -1), N], "f32", "linearF16");
+  const x16 = e.empty(x.shape, "f16", "linearF16.x16");
+  B.cast(x.storage, x16.storage, x.size, "f32", "f16");
+  B.matmul(x16.storage, W.storage, y.storage, { M, N, K, transB: true, dtype: "f16" });
+  // Released now, reused only by work recorded later (the queue runs in order): no [M, K] f16 copy is kept.
+  x16.dispose();
+  if (bias) B.biasAdd(y.storage, bias.storage, M, N);
+  if (e.needsGrad(x, bias)) {
+    y.requiresGrad = true;
+    e.record("linearF16", () => {
+      if (!y.grad) return;
+      const dy = y.grad.storage;
+      if (x.requiresGrad) {
+        const w32 = e.empty(W.shape, "f32", "linearF16.w32");
+        B.cast(W.storage, w32.storage, W.size, "f16", "f32");
+        B.matmul(dy, w32.storage, e.gradOf(x).storage, { M, N: K, K: N, accumulate: true }); // dx += dy·W
+        w32.dispose();
+      }
+      if (bias?.requiresGrad) B.biasGrad(dy, e.gradOf(bias).storage, M, N);
+    });
+  }
+  return y;
+}
+
 /** a + b (same shape). */
 export function add(a: Tensor, b: Tensor): Tensor {
   same(a, b, "add");
@@ -185,8 +227,10 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
   const e = table.engine, B = e.backend;
   const [V, H] = table.shape;
   const M = ids.size;
+  if (table.dtype === "u32") throw new Error("embedding: the table must be f32 or f16");
+  if (table.dtype === "f16" && table.requiresGrad) throw new Error(`embedding: the f16 table "${table.name}" is frozen and cannot require a gradient`);
   const y = e.empty([...ids.shape, H], "f32", "embedding");
-  B.embedding(ids.storage, table.storage, y.storage, M, H);
+  B.embedding(ids.storage, table.storage, y.storage, M, H, table.dtype === "f16" ? "f16" : "f32");
   if (e.needsGrad(table)) {
     y.requiresGrad = true;
     e.record("embedding", () => {
@@ -207,10 +251,13 @@ export function lmHeadLogprob(h: Tensor, W: Tensor, targets: Tensor, temperature
   const [V, H2] = W.shape;
   if (H !== H2) throw new Error(`lmHeadLogprob: hidden size ${H} but W is [${W.shape}]`);
   if (targets.size !== M) throw new Error(`lmHeadLogprob: ${targets.size} targets for ${M} rows`);
+  if (W.dtype === "u32") throw new Error("lmHeadLogprob: W must be f32 or f16");
+  if (W.dtype === "f16" && W.requiresGrad) throw new Error(`lmHeadLogprob: the f16 head "${W.name}" is frozen and cannot require a gradient`);
+  const wDtype = W.dtype === "f16" ? "f16" : "f32";
   const logp = e.empty([M], "f32", "logp");
   const entropy = e.empty([M], "f32", "entropy");
   const lse = e.empty([M], "f32", "lse");
-  B.lmHead(h.storage, W.storage, targets.storage, logp.storage, entropy.storage, lse.storage, M, H, V, temperature);
+  B.lmHead(h.storage, W.storage, targets.storage, logp.storage, entropy.storage, lse.storage, M, H, V, temperature, wDtype);
   if (e.needsGrad(h, W)) {
     logp.requiresGrad = true;
     entropy.requiresGrad = true;
@@ -221,7 +268,7 @@ export function lmHeadLogprob(h: Tensor, W: Tensor, targets: Tensor, temperature
       const dh = e.empty(h.shape, "f32");
       // A trainable head (full fine-tuning / pre-training; tied with the embedding when they are one tensor) gets
       // dW += dlogitsᵀ·h accumulated straight into its gradient.
-      B.lmHeadBackward(h.storage, W.storage, targets.storage, lse.storage, entropy.storage, gl.storage, ge.storage, dh.storage, M, H, V, temperature, W.requiresGrad ? e.gradOf(W).storage : undefined);
+      B.lmHeadBackward(h.storage, W.storage, targets.storage, lse.storage, entropy.storage, gl.storage, ge.storage, dh.storage, M, H, V, temperature, W.requiresGrad ? e.gradOf(W).storage : undefined, wDtype);
       if (h.requiresGrad) B.axpy(1, dh.storage, e.gradOf(h).storage, h.size);
       dh.dispose();
       if (!logp.grad) gl.dispose();
