@@ -4,7 +4,7 @@
 //             → RMSNorm → SwiGLU MLP → residual) → final RMSNorm → LM head (tied or untied)
 // The LM head is fused with log-softmax, target gather and entropy: per-token outputs only, never [tokens × vocab].
 import type { ModelConfig } from "./config.js";
-import { add, attention, embedding, linear, lmHeadLogprob, rmsnorm, rope, swiglu, type Engine, type Tensor } from "@nr/autograd";
+import { add, attention, embedding, linear, linearF16, lmHeadLogprob, rmsnorm, rope, swiglu, type Engine, type Tensor } from "@nr/autograd";
 
 /** The fields of the HF config the decoder reads (see config.ts for their meaning). */
 export type DecoderConfig = Pick<
@@ -33,6 +33,26 @@ export class DenseProjection implements Projection {
   }
   forward(x: Tensor): Tensor {
     return linear(x, this.weight, this.bias);
+  }
+}
+
+/**
+ * A frozen linear layer over an f16 weight (loadDecoder's `dtype: "f16"`): the input is cast to f16 right before the
+ * matmul, products accumulate in f32, the output (and the bias) are f32 — see @nr/autograd linearF16. The backward
+ * gives the input its gradient dy·W (f32) and the weight none.
+ */
+export class F16Projection implements Projection {
+  constructor(readonly weight: Tensor, readonly bias: Tensor | null = null) {
+    if (weight.dtype !== "f16") throw new Error(`F16Projection: "${weight.name}" is ${weight.dtype}, expected an f16 weight`);
+  }
+  get outFeatures() {
+    return this.weight.shape[0];
+  }
+  get inFeatures() {
+    return this.weight.shape[1];
+  }
+  forward(x: Tensor): Tensor {
+    return linearF16(x, this.weight, this.bias);
   }
 }
 

@@ -10,7 +10,18 @@
 // `.quant_map`, `.nested_*`, `.quant_state.bitsandbytes__nf4`) load as they are, whatever `quant` says.
 // On the float64 CPU backend NF4 weights become frozen dense weights holding the exact dequantised values
 // (bitsandbytes' default-backend arithmetic on the host): the reference for gradchecks.
-import { GpuBackend, type Engine, type Tensor } from "@nr/autograd";
+//
+// f16 base (`dtype: "f16"`, as transformers' `torch_dtype=torch.float16`): the seven linear weights of every layer,
+// the embedding and the LM head are stored in f16 — half the bytes of f32 — converted on the host from the stored
+// dtype (bf16 → f16 is exact for |w| ≥ 2⁻¹⁴ and loses low bits only below; f32 → f16 rounds to nearest even). A
+// weight with a finite value beyond the f16 range (|w| > 65504, which would become ±Inf) is refused with an error
+// naming the tensor and the value — nothing is clamped. Norms and biases stay f32. The projections (`F16Projection`,
+// @nr/autograd linearF16) cast their input to f16 right before the matmul and accumulate in f32; the residual stream,
+// norms, attention, softmax and every accumulator stay f32. The base is frozen (LoRA trains over it); the input
+// gradient dy·W is computed in f32. Needs shader-f16 on the GPU. On the float64 CPU backend the same model is built
+// with the f16 values held in float64 and the activations rounded to f16 before each projection: an emulation of the
+// GPU path, the reference its tests compare against.
+import { Engine, GpuBackend, Tensor } from "@nr/autograd";
 import {
   downloadNf4,
   loadBnbNf4,
@@ -29,10 +40,13 @@ import {
 } from "@nr/kernels";
 import { openCheckpoint } from "./checkpoint.js";
 import { paramName, type ModelConfig, type ParamRole } from "./config.js";
-import { Decoder, DenseProjection, type DecoderLayer, type Projection } from "./decoder.js";
+import { Decoder, DenseProjection, F16Projection, type DecoderLayer, type Projection } from "./decoder.js";
+import { f16BitsToNumber } from "./dtypes.js";
 import type { TensorSource } from "./safetensors.js";
 
 export type BaseQuant = "none" | "nf4";
+/** Storage dtype of the frozen base's large weights (linear layers, embedding, LM head). */
+export type BaseDtype = "f32" | "f16";
 
 export interface LoadDecoderOptions {
   /** Make the base weights trainable (full fine-tuning); default frozen. Not allowed with an NF4 base. */
@@ -42,6 +56,12 @@ export interface LoadDecoderOptions {
    * for LoRA / QLoRA). "none" (default): keep them f32. 4-bit weights stored in the checkpoint load as NF4 either way.
    */
   quant?: BaseQuant;
+  /**
+   * "f16": store the seven linear weights of every layer, the embedding and the LM head in f16 (frozen; activations
+   * are cast to f16 before each projection, accumulation in f32). "f32" (default): f32. Not combinable with
+   * `trainable` or with NF4 weights. See the header of load.ts.
+   */
+  dtype?: BaseDtype;
   /** NF4: double-quantise the block scales (bitsandbytes compress_statistics, the QLoRA default). Default true. */
   doubleQuant?: boolean;
   /** NF4 block size (bitsandbytes: 64). */
@@ -130,8 +150,15 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
   const c = ck.config;
   const gpu = engine.backend instanceof GpuBackend ? engine.backend.gpu : null;
   const anyNf4 = quant === "nf4" || ck.report.quantized.size > 0;
+  const baseDtype = opts.dtype ?? "f32";
   try {
+    if (baseDtype !== "f32" && baseDtype !== "f16") throw new Error(`loadDecoder: dtype must be "f32" or "f16" (got ${JSON.stringify(baseDtype)})`);
     if (anyNf4 && opts.trainable) throw new Error(`loadDecoder: an NF4 base is frozen; drop trainable (or load ${dir} with quant: "none") and train LoRA adapters on it`);
+    if (baseDtype === "f16") {
+      if (opts.trainable) throw new Error(`loadDecoder: an f16 base is frozen (its weights get no gradient); drop trainable and train LoRA adapters on it, or load ${dir} with dtype "f32" for full fine-tuning`);
+      if (anyNf4) throw new Error(`loadDecoder: dtype "f16" cannot be combined with NF4 weights (${quant === "nf4" ? 'quant: "nf4"' : `4-bit tensors stored in ${dir}`}): the NF4 matmul takes f32 activations; load with dtype "f32"`);
+      if (gpu && !gpu.hasF16) throw new Error(`loadDecoder: dtype "f16" needs the shader-f16 feature, which this adapter (${gpu.adapterName}) lacks; load with dtype "f32"`);
+    }
     for (const [name, s] of ck.report.quantized) {
       if (s.quant_type !== "nf4") throw new Error(`${ck.tensors.path}: ${name} is bitsandbytes ${s.quant_type}; only nf4 4-bit weights are supported`);
     }
@@ -143,6 +170,23 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
       return engine.tensor(data, [...info.shape], { requiresGrad: opts.trainable ?? false, name });
     };
     const maybe = async (role: ParamRole | undefined, layer: number, present: boolean) => (role && present ? get(role, layer) : null);
+    // A frozen f16 tensor: the stored values converted on the host (round to nearest even), uploaded as f16 bits.
+    const getF16 = async (role: ParamRole, layer?: number): Promise<Tensor> => {
+      const name = paramName(role, layer);
+      const info = ck.tensors.info(name);
+      if (!info) throw new Error(`${ck.tensors.path}: tensor ${name} is missing`);
+      const bits = await ck.tensors.readF16(name);
+      for (let i = 0; i < bits.length; i++) {
+        if ((bits[i] & 0x7c00) !== 0x7c00) continue;
+        // ±Inf or NaN in f16: refuse when the stored value was finite (it overflowed the f16 range)
+        const v = (await ck.tensors.readF32(name, { rows: { start: Math.floor(i / (info.numel / info.shape[0])), count: 1 } }))[i % (info.numel / info.shape[0])];
+        if (Number.isFinite(v)) throw new Error(`${ck.tensors.path}: ${name} holds ${v} at element ${i}, outside the f16 range (|w| ≤ 65504); load this model with dtype "f32"`);
+      }
+      const shape = [...info.shape];
+      if (gpu) return engine.track(new Tensor(engine, shape, "f16", gpu.upload(bits, name), false, name));
+      return engine.tensor(Float64Array.from(bits, f16BitsToNumber), shape, { dtype: "f16", name });
+    };
+    const getTable = (role: "embed" | "lmHead") => (baseDtype === "f16" ? getF16(role) : get(role));
 
     // One linear layer of the base: dense, or NF4 (quantised here, or as stored).
     const projection = async (role: LinearRole, layer: number): Promise<Projection> => {
@@ -150,7 +194,7 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
       const biasRole = BIAS_ROLE[role];
       const bias = await maybe(biasRole, layer, role === "o" ? c.oBias : c.qkvBias);
       const stored4bit = ck.report.quantized.has(name);
-      if (!stored4bit && quant === "none") return new DenseProjection(await get(role, layer), bias);
+      if (!stored4bit && quant === "none") return baseDtype === "f16" ? new F16Projection(await getF16(role, layer), bias) : new DenseProjection(await get(role, layer), bias);
       const info = ck.tensors.info(name);
       const blocksize = opts.blocksize ?? 64;
       if (!gpu) {
@@ -186,7 +230,7 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
       return new Nf4Projection(engine, w, bias, name);
     };
 
-    const embed = await get("embed");
+    const embed = await getTable("embed");
     const layers: DecoderLayer[] = [];
     for (let i = 0; i < c.numLayers; i++) {
       const inputNorm = await get("inputNorm", i);
@@ -198,7 +242,7 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
       layers.push({ inputNorm, q, k, v, o, qNorm, kNorm, postAttentionNorm, gate, up, down });
     }
     const finalNorm = await get("finalNorm");
-    const lmHead = c.tieWordEmbeddings ? embed : await get("lmHead");
+    const lmHead = c.tieWordEmbeddings ? embed : await getTable("lmHead");
     if (gpu && anyNf4) {
       // Destroy the released full-precision uploads (and the quantiser's scratch) instead of keeping them pooled.
       await gpu.sync();
@@ -211,15 +255,17 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
 }
 
 /**
- * A copy of a base decoder (dense and/or NF4 projections, no adapters) on another engine, every NF4 weight replaced
- * by its exact dequantised values as a frozen dense weight — e.g. the float64 CPU reference of an NF4 model.
+ * A copy of a base decoder (dense, NF4 and/or f16 projections, no adapters) on another engine, every NF4 weight
+ * replaced by its exact dequantised values and every f16 tensor by its values, as frozen dense f32 weights (no
+ * activation rounding) — e.g. the float64 CPU reference of an NF4 model, or of an f16 model on its rounded weights.
  */
 export async function dequantizedCopy(decoder: Decoder, engine: Engine): Promise<Decoder> {
-  const copy = async (t: Tensor) => engine.tensor(await t.read(), [...t.shape], { name: t.name, dtype: t.dtype });
+  const copy = async (t: Tensor) => engine.tensor(await t.read(), [...t.shape], { name: t.name, dtype: t.dtype === "f16" ? "f32" : t.dtype });
   const proj = async (p: Projection): Promise<Projection> => {
+    if (p instanceof F16Projection) return new DenseProjection(await copy(p.weight), p.bias && (await copy(p.bias)));
     if (p instanceof Nf4Projection) return new DenseProjection(engine.tensor(await p.dequantize(), [p.outFeatures, p.inFeatures], { name: p.name }), p.bias && (await copy(p.bias)));
     if (p instanceof DenseProjection) return new DenseProjection(await copy(p.weight), p.bias && (await copy(p.bias)));
-    throw new Error("dequantizedCopy: projections must be dense or NF4 (copy the base before wrapping it with LoRA adapters)");
+    throw new Error("dequantizedCopy: projections must be dense, NF4 or f16 (copy the base before wrapping it with LoRA adapters)");
   };
   const W = decoder.weights;
   const embed = await copy(W.embed);

@@ -548,7 +548,8 @@ export class WebGpuGenerator implements Generator {
     let dst = out;
     const direct = dstRow === 0;
     if (!direct) dst = gpu.alloc(count * V * 4, "logits-tmp");
-    K.lmHeadLogits(gpu, { h: src, w: this.decoder.weights.lmHead.storage as GpuBuffer, out: dst, M: count, V, H, temperature: 1 });
+    const head = this.decoder.weights.lmHead; // f32, or f16 with loadDecoder's dtype "f16"
+    K.lmHeadLogits(gpu, { h: src, w: head.storage as GpuBuffer, wDtype: head.dtype === "f16" ? "f16" : "f32", out: dst, M: count, V, H, temperature: 1 });
     if (!direct) {
       gpu.copy(dst, 0, out, dstRow * V * 4, count * V * 4);
       gpu.release(dst);
