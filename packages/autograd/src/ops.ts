@@ -33,7 +33,8 @@ export function linear(x: Tensor, W: Tensor, bias?: Tensor | null): Tensor {
 /**
  * y = cast_f16(x)·Wᵀ (+ bias) over a frozen f16 weight W [N, K] (nn.Linear layout): the activations are cast to
  * f16 right before the matmul (the f16 path of a `torch_dtype=float16` base), products accumulate in f32, y and the
- * bias are f32. Backward (straight through the cast): dx += dy·W with dy kept in f32 and W widened to f32 in a
+ * bias are f32. An activation beyond the f16 range becomes ±Inf (as `tensor.half()`; never clamped), so an overflow
+ * shows up as a non-finite loss. Backward (straight through the cast): dx += dy·W with dy kept in f32 and W widened to f32 in a
  * transient buffer the size of W (released at once) — no f16 rounding or underflow of small gradients, so no loss
  * scaling is needed; dbias += Σ dy when the bias is trainable. W itself gets no gradient (a frozen base).
  * On the float64 CPU backend the same function: x rounded to its f16 value, products in float64.
