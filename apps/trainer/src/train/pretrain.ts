@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import { createGpu } from "@nr/kernels";
 import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autograd";
 import { generateModel, loadDecoder, loadTokenizer, writeSafetensorsCheckpoint, type Decoder, type DenseProjection } from "@nr/model";
-import { generateSynthetic, ProgressBar, type MathRecord } from "@nr/data";
+import { generateSynthetic, ProgressBar, sftTarget, type MathRecord } from "@nr/data";
 import { sftStep, type SftExampleIds } from "./loop.js";
 import { taskTokenizerWords } from "./pipeline.js";
 
@@ -35,8 +35,14 @@ export interface PretrainOptions {
 
 
 
-/** The plain pre-training text of a problem (not the SFT format: that one is left for the SFT cold start). */
-export function pretrainText(r: MathRecord): string {
+/**
+ * The pre-training text of problem `i`: mostly the plain format (`A: 18 + 3 = 21. The answer is 21.`); every
+ * `reasoningEvery`-th one is written in the reasoning format (`<think>…</think> \boxed{}`), so that format's tokens
+ * have trained embeddings (the head is tied and LoRA keeps it frozen) — as a real base model has seen `\boxed{}`
+ * before its SFT cold start. The cold start then makes the reasoning format the model's habit.
+ */
+export function pretrainText(r: MathRecord, i = 0, reasoningEvery = 4): string {
+  if (reasoningEvery > 0 && i % reasoningEvery === reasoningEvery - 1) return `Q: ${r.problem}\nA: ${sftTarget(r.solution ?? "", r.answer)}`;
   const work = (r.solution ?? "").split("\n").filter(Boolean).join(", ");
   return `Q: ${r.problem}\nA: ${work}. The answer is ${r.answer}.`;
 }
@@ -71,8 +77,8 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
   const tok = await loadTokenizer(scratch);
   const eos = tok.stopTokenIds[0];
   const records = generateSynthetic({ count: o.problems, seed: 1_000_003 + o.seed, split: "train", minSteps: o.minSteps, maxSteps: o.maxSteps, maxOperand: o.maxOperand, maxValue: o.maxValue });
-  const examples: SftExampleIds[] = records.map((r) => {
-    const ids = [...tok.encode(pretrainText(r)), eos];
+  const examples: SftExampleIds[] = records.map((r, i) => {
+    const ids = [...tok.encode(pretrainText(r, i)), eos];
     return { promptIds: ids.slice(0, 1), completionIds: ids.slice(1) };
   });
   const gpu = await createGpu();
@@ -105,8 +111,8 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
     await writeFile(
       join(dir, "PRETRAIN.md"),
       `# ${config.architecture} base model of the embedded default\n\nMade by \`pnpm nr pretrain --out ${o.out} ${args}\` (seeded; ${gpu.adapterName}, ${seconds.toFixed(0)} s).\n\n` +
-        `Full-parameter causal-LM training from a random init on ${examples.length} synthetic problems (train split only, data seed ${1_000_003 + o.seed}) in the plain format\n\n` +
-        "```\n" + pretrainText(records[0]) + "\n```\n\n" +
+        `Full-parameter causal-LM training from a random init on ${examples.length} synthetic problems (train split only, data seed ${1_000_003 + o.seed}), three in four in the plain format, one in four in the reasoning format:\n\n` +
+        "```\n" + pretrainText(records[0], 0) + "\n\n" + pretrainText(records[3], 3) + "\n```\n\n" +
         `Final loss (EMA over steps): ${finalLoss.toFixed(4)} nats/token. The held-out split of the synthetic task is never seen.\n`,
     );
     const { rm } = await import("node:fs/promises");
