@@ -106,7 +106,7 @@ export async function openModel(o: OpenModelOptions): Promise<OpenedModel> {
   try {
     const engine = new Engine(new GpuBackend(gpu));
     const quant = o.quant ?? runConfig?.model.quant ?? "none";
-    const { decoder } = await loadDecoder(engine, modelDir, { quant, doubleQuant: runConfig?.model.doubleQuant });
+    const { decoder } = await loadDecoder(engine, modelDir, { quant, doubleQuant: runConfig?.model.doubleQuant, dtype: quant === "none" ? runConfig?.model.dtype : undefined });
     const tokenizer = await loadTokenizer(modelDir);
     let lora: LoraModel | null = null;
     if (adapterDir) {

@@ -116,6 +116,13 @@ describe("validation", () => {
     c.rl.lengthStages = [64, 32, 999];
     c.model.doubleQuant = true;
     const text = errorOf(() => validateConfig(c)).problems.join("\n");
+    const f16nf4 = structuredClone(DEFAULT_CONFIG);
+    f16nf4.model.quant = "nf4";
+    f16nf4.model.dtype = "f16";
+    expect(errorOf(() => validateConfig(f16nf4, { checkPaths: false })).problems).toEqual([`model.dtype = "f16" needs model.quant = "none" (an NF4 base keeps its own 4-bit storage)`]);
+    const f16 = structuredClone(DEFAULT_CONFIG);
+    f16.model.dtype = "f16";
+    expect(validateConfig(f16, { checkPaths: false }).model.dtype).toBe("f16");
     expect(text).toContain("model.generate.hidden = 100 must be divisible by model.generate.heads = 3");
     expect(text).toContain("model.generate.heads = 3 must be a multiple of model.generate.kvHeads = 2");
     expect(text).toContain(`rl.G = 1 is too small for rl.algo = "dr_grpo"`);

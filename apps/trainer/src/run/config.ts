@@ -17,6 +17,8 @@ export const LORA_TARGET_NAMES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_
 export type LoraTargetName = (typeof LORA_TARGET_NAMES)[number];
 export const BASE_QUANTS = ["none", "nf4"] as const;
 export type BaseQuant = (typeof BASE_QUANTS)[number];
+export const BASE_DTYPES = ["f32", "f16"] as const;
+export type BaseDtype = (typeof BASE_DTYPES)[number];
 
 /** Shape of the small Qwen2-architecture model the project generates when no checkpoint is given. */
 export interface GeneratedModelConfig {
@@ -31,8 +33,10 @@ export interface GeneratedModelConfig {
 export interface ModelConfig {
   dir?: string;
   generate?: GeneratedModelConfig;
-  /** Storage of the frozen base's linear weights: "nf4" (4-bit NormalFloat, QLoRA) or "none" (f16). */
+  /** Storage of the frozen base's linear weights: "nf4" (4-bit NormalFloat, QLoRA) or "none" (model.dtype). */
   quant: BaseQuant;
+  /** Storage of an unquantised frozen base (linears, embedding, LM head): "f32", or "f16" (half the memory; needs shader-f16). */
+  dtype: BaseDtype;
   /** NF4 only: quantise the absmax scales too (bitsandbytes `bnb_4bit_use_double_quant`). */
   doubleQuant: boolean;
 }
@@ -164,7 +168,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   name: "default",
   description: "Embedded default: the committed tiny Qwen2-architecture model (models/nr-tiny-math, made by nr pretrain), the synthetic math task, SFT cold start then Dr. GRPO; minutes on a CPU.",
   seed: 0,
-  model: { dir: "models/nr-tiny-math", quant: "none", doubleQuant: false },
+  model: { dir: "models/nr-tiny-math", quant: "none", dtype: "f32", doubleQuant: false },
   data: { source: "synthetic", trainSize: 2000, evalSize: 100, difficulty: { minSteps: 1, maxSteps: 1, maxOperand: 12, maxValue: 40 }, prompt: "qa" },
   lora: { r: 16, alpha: 32, dropout: 0, targets: [...LORA_TARGET_NAMES] },
   sft: { enabled: true, lr: 2e-3, batchSize: 16, steps: 40, warmup: 5, schedule: "cosine", gradAccum: 1, checkpointing: false, maxSeqLen: 160 },
@@ -242,6 +246,7 @@ export const CONFIG_SCHEMA: ObjNode = {
           fields: { hidden: int(8), layers: int(1), heads: int(1), kvHeads: int(1), intermediate: int(1) },
         },
         quant: en(...BASE_QUANTS),
+        dtype: en(...BASE_DTYPES),
         doubleQuant: bool,
       },
     },
@@ -524,6 +529,7 @@ export function validateConfig(config: unknown, opts: ValidateOptions = {}): Tra
     else if ((g.hidden / g.heads) % 2 !== 0) problems.push(`model.generate.hidden / heads = ${g.hidden / g.heads} must be even (RoPE rotates pairs)`);
     if (g.heads % g.kvHeads !== 0) problems.push(`model.generate.heads = ${g.heads} must be a multiple of model.generate.kvHeads = ${g.kvHeads}`);
   }
+  if (c.model.dtype === "f16" && c.model.quant === "nf4") problems.push(`model.dtype = "f16" needs model.quant = "none" (an NF4 base keeps its own 4-bit storage)`);
   if (c.model.doubleQuant && c.model.quant !== "nf4") problems.push(`model.doubleQuant = true needs model.quant = "nf4" (got "${c.model.quant}")`);
   if (c.data.difficulty.minSteps > c.data.difficulty.maxSteps) problems.push(`data.difficulty.minSteps = ${c.data.difficulty.minSteps} must be <= data.difficulty.maxSteps = ${c.data.difficulty.maxSteps}`);
   if (c.rl.G < 2 && c.rl.algo !== "ppo") problems.push(`rl.G = ${c.rl.G} is too small for rl.algo = "${c.rl.algo}": group-relative advantages need rl.G >= 2 (only "ppo" works with 1)`);

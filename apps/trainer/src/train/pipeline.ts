@@ -148,7 +148,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
     const engine = new Engine(new GpuBackend(gpu));
     // QLoRA: with model.quant "nf4" the seven linear weights of every layer are quantised on the GPU at load (double
     // quantisation of the scales with model.doubleQuant) and stay frozen in 4 bits; LoRA trains on top of them.
-    const { decoder } = await loadDecoder(engine, modelDir, { quant: config.model.quant, doubleQuant: config.model.doubleQuant });
+    const { decoder } = await loadDecoder(engine, modelDir, { quant: config.model.quant, doubleQuant: config.model.doubleQuant, dtype: config.model.dtype });
     const tok = await loadTokenizer(modelDir);
     const pad = tok.padTokenId ?? tok.stopTokenIds[0] ?? 0;
     const eos = tok.stopTokenIds[0];
@@ -159,7 +159,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
     const policyParams = lora.addAdapter("policy", loraCfg);
     const gen = new WebGpuGenerator(engine, decoder, tok);
     const { grade, name: graderName } = await grader();
-    log(`adapter ${gpu.adapterName}; base ${config.model.quant === "nf4" ? `NF4${config.model.doubleQuant ? " (double-quantised scales)" : ""}` : "f32"}; verifier: ${graderName}; ${lora.parameterCount("policy")} trainable LoRA parameters; prompts: ${promptStyle}`);
+    log(`adapter ${gpu.adapterName}; base ${config.model.quant === "nf4" ? `NF4${config.model.doubleQuant ? " (double-quantised scales)" : ""}` : config.model.dtype}; verifier: ${graderName}; ${lora.parameterCount("policy")} trainable LoRA parameters; prompts: ${promptStyle}`);
 
     const { train, heldout } = await loadData(config, cwd, log);
     const evalSet = heldout.slice(0, config.eval.n);
