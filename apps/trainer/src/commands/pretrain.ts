@@ -5,7 +5,7 @@ import type { PretrainOptions } from "../train/pretrain.js";
 /** Defaults of `nr pretrain` (the committed models/nr-tiny-math was made with them). */
 export const PRETRAIN_DEFAULTS: Omit<PretrainOptions, "out" | "log"> = {
   seed: 0,
-  steps: 400,
+  steps: 1200,
   batchSize: 32,
   lr: 5e-3,
   hidden: 64,
