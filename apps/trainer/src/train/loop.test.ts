@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { createGpu, type Gpu } from "@nr/kernels";
 import { AdamW, Engine, GpuBackend } from "@nr/autograd";
 import { generateModel, loadDecoder, loadTokenizer } from "@nr/model";
@@ -109,4 +110,38 @@ describe("training loops on the GPU (miniature)", () => {
       expect(typeof stats.extra["value/explained_var"]).toBe("number");
     }
   }, 120_000);
+});
+
+// The policy gradient must point the right way: the committed base model answers a "Q: … A:" prompt in its plain
+// format ("… The answer is 21.") about three times in four and in the reasoning format (`\boxed{}`) otherwise. A
+// reward for the reasoning format alone (a change of habit, R1-Zero style) must climb from that base rate to
+// (nearly) always within a dozen Dr. GRPO steps. A sign or advantage bug leaves it at, or drives it below, the base rate.
+describe("RL learns a reachable reward", () => {
+  const modelDir = fileURLToPath(new URL("../../../../models/nr-tiny-math", import.meta.url));
+  it("Dr. GRPO on models/nr-tiny-math: the share of completions in the \\boxed{} format climbs to ≥ 0.9", async () => {
+    const e = new Engine(new GpuBackend(gpu));
+    const { decoder } = await loadDecoder(e, modelDir);
+    const tok = await loadTokenizer(modelDir);
+    const lora = new LoraModel(decoder);
+    const params = lora.addAdapter("policy", { r: 16, alpha: 32, seed: 1 });
+    const opt = new AdamW(params, { lr: 1e-3, weightDecay: 0 });
+    const problems = generateSynthetic({ count: 96, seed: 5, minSteps: 1, maxSteps: 1, maxOperand: 12, maxValue: 40 });
+    const prompts = problems.map((r) => ({ promptIds: tok.encode(`Q: ${r.problem}\nA: `), gold: r.answer }));
+    const reward = async (text: string) => {
+      const boxed = text.includes("\\boxed{");
+      return { reward: boxed ? 1 : 0, correct: boxed, formatOk: boxed };
+    };
+    const gen = new WebGpuGenerator(e, decoder, tok);
+    const means: number[] = [];
+    for (let step = 0; step < 12; step++) {
+      const s = await rlStep(e, decoder, lora, opt, gen, prompts.slice(step * 8, step * 8 + 8), {
+        algo: preset("dr_grpo"), G: 8, temperature: 1, maxNewTokens: 30, lr: 1e-3, clipGradNorm: 1, ppoEpochs: 1, miniBatches: 1,
+        seed: 11 + step, pad: tok.padTokenId ?? 0, eos: tok.stopTokenIds[0], reward,
+      });
+      means.push(s.samples.reduce((a, x) => a + x.reward, 0) / s.samples.length);
+    }
+    console.log(`share of \\boxed{} completions per RL step: ${means.map((m) => m.toFixed(2)).join(" ")}`);
+    expect(means[0]).toBeLessThan(0.6);
+    expect((means[10] + means[11]) / 2).toBeGreaterThanOrEqual(0.9);
+  }, 180_000);
 });
