@@ -23,7 +23,8 @@ export interface Projection {
   readonly inFeatures: number;
 }
 
-export class DenseProjection implements Projection {
+/** A linear layer held as a weight [out, in] (and an optional bias); subclasses say how the product is taken. */
+abstract class WeightProjection implements Projection {
   constructor(readonly weight: Tensor, readonly bias: Tensor | null = null) {}
   get outFeatures() {
     return this.weight.shape[0];
@@ -31,6 +32,10 @@ export class DenseProjection implements Projection {
   get inFeatures() {
     return this.weight.shape[1];
   }
+  abstract forward(x: Tensor): Tensor;
+}
+
+export class DenseProjection extends WeightProjection {
   forward(x: Tensor): Tensor {
     return linear(x, this.weight, this.bias);
   }
@@ -41,15 +46,10 @@ export class DenseProjection implements Projection {
  * matmul, products accumulate in f32, the output (and the bias) are f32 — see @nr/autograd linearF16. The backward
  * gives the input its gradient dy·W (f32) and the weight none.
  */
-export class F16Projection implements Projection {
-  constructor(readonly weight: Tensor, readonly bias: Tensor | null = null) {
+export class F16Projection extends WeightProjection {
+  constructor(weight: Tensor, bias: Tensor | null = null) {
     if (weight.dtype !== "f16") throw new Error(`F16Projection: "${weight.name}" is ${weight.dtype}, expected an f16 weight`);
-  }
-  get outFeatures() {
-    return this.weight.shape[0];
-  }
-  get inFeatures() {
-    return this.weight.shape[1];
+    super(weight, bias);
   }
   forward(x: Tensor): Tensor {
     return linearF16(x, this.weight, this.bias);
