@@ -171,7 +171,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   model: { dir: "models/nr-tiny-math", quant: "none", dtype: "f32", doubleQuant: false },
   data: { source: "synthetic", trainSize: 2000, evalSize: 100, difficulty: { minSteps: 1, maxSteps: 1, maxOperand: 12, maxValue: 40 }, prompt: "qa" },
   lora: { r: 16, alpha: 32, dropout: 0, targets: [...LORA_TARGET_NAMES] },
-  sft: { enabled: true, lr: 2e-3, batchSize: 16, steps: 40, warmup: 5, schedule: "cosine", gradAccum: 1, checkpointing: false, maxSeqLen: 160 },
+  sft: { enabled: true, lr: 5e-4, batchSize: 16, steps: 40, warmup: 5, schedule: "cosine", gradAccum: 1, checkpointing: false, maxSeqLen: 160 },
   rl: {
     enabled: true,
     algo: "dr_grpo",
@@ -181,7 +181,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
     maxNewTokens: 40,
     ppoEpochs: 1,
     miniBatches: 1,
-    lr: 1e-3,
+    lr: 2e-4,
     clipGradNorm: 1.0,
     steps: 30,
     promptsPerStep: 8,
