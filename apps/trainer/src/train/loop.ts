@@ -8,6 +8,7 @@ import { linear, type AdamW, type Engine, type Tensor } from "@nr/autograd";
 import { makeBatch, type Decoder } from "@nr/model";
 import type { LoraConfig, LoraModel } from "@nr/lora";
 import type { WebGpuGenerator } from "@nr/rollout";
+import { Rng } from "@nr/data";
 import { computeAdvantages, filterGroups, policyLoss, stepNormalizers, type AlgoConfig, type CompletionGroup, type PolicyBatch } from "@nr/algos";
 
 export interface SftExampleIds {
@@ -190,29 +191,16 @@ interface Rollout {
   sampleOffset: number;
 }
 
+/** A permutation of 0..n-1 that depends only on `seed` (data order and minibatches are functions of the step: exact resume). */
+export function seededPermutation(n: number, seed: number): number[] {
+  return new Rng(seed).shuffle(Array.from({ length: n }, (_, i) => i));
+}
+
 function chunks<T>(xs: T[], size: number): T[][] {
   if (!(size > 0) || size >= xs.length) return [xs];
   const out: T[][] = [];
   for (let i = 0; i < xs.length; i += size) out.push(xs.slice(i, i + size));
   return out;
-}
-
-/** Deterministic shuffle (mulberry32 from `seed`) so a resumed run sees the same minibatches. */
-function shuffled(n: number, seed: number): number[] {
-  const idx = Array.from({ length: n }, (_, i) => i);
-  let a = seed >>> 0;
-  const rand = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [idx[i], idx[j]] = [idx[j], idx[i]];
-  }
-  return idx;
 }
 
 export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: AdamW, gen: WebGpuGenerator, prompts: RlPrompt[], o: RlStepOptions): Promise<RlStepStats> {
@@ -347,7 +335,8 @@ export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: 
   let extra: Record<string, number> = {};
   lora.setTraining(true);
   outer: for (let epoch = 0; epoch < o.ppoEpochs; epoch++) {
-    const order = onPolicy ? all : shuffled(rows.length, o.seed * 31 + epoch);
+    // Seeded (a function of seed and epoch only) so a resumed run sees the same minibatches.
+    const order = onPolicy ? all : seededPermutation(rows.length, o.seed * 31 + epoch);
     const per = Math.ceil(order.length / K);
     for (let k = 0; k < K; k++) {
       const mbIdx = order.slice(k * per, (k + 1) * per);

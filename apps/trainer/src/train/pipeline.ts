@@ -14,7 +14,7 @@ import { WebGpuGenerator } from "@nr/rollout";
 import { preset, type AlgoName } from "@nr/algos";
 import { buildMessages, defaultGrader, generateSynthetic, loadDataset, ProgressBar, sftTarget, syntheticWords, type GradeFn, type MathRecord } from "@nr/data";
 import { RunFolder, resolveModelDir, rlMaxNewTokensAt, writeReport, type TrainConfig } from "../run/index.js";
-import { Critic, rlStep, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
+import { Critic, rlStep, seededPermutation, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
 import { initialState, readTrainerStateJson, readTrainerTensors, restoreTensor, writeTrainerState, type EvalRecord, type TensorGroup, type TrainerState } from "./state.js";
 
 export interface PipelineResult {
@@ -57,24 +57,6 @@ function injectedNanSteps(): Set<string> {
 }
 
 const isCorrect = (g: Awaited<ReturnType<GradeFn>>) => (typeof g === "boolean" ? g : g.correct);
-
-/** Deterministic permutation (mulberry32) for data order: a function of (seed, epoch) only, so resume is exact. */
-function permutation(n: number, seed: number): number[] {
-  const idx = Array.from({ length: n }, (_, i) => i);
-  let a = seed >>> 0;
-  const rand = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [idx[i], idx[j]] = [idx[j], idx[i]];
-  }
-  return idx;
-}
 
 async function loadData(config: TrainConfig, cwd: string, log: (l: string) => void): Promise<{ train: MathRecord[]; heldout: MathRecord[] }> {
   const d = config.data;
@@ -286,7 +268,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
       let order = epochOrder.get(epoch);
       if (!order) {
         // Shuffle, then sort by length inside windows of 8 steps: similar lengths share a batch (less padding).
-        const p = permutation(sftExamples.length, config.seed * 7_919 + epoch);
+        const p = seededPermutation(sftExamples.length, config.seed * 7_919 + epoch);
         const win = perStep * 8;
         order = [];
         for (let i = 0; i < p.length; i += win) order.push(...p.slice(i, i + win).sort((a, b) => sftExamples[a].promptIds.length + sftExamples[a].completionIds.length - (sftExamples[b].promptIds.length + sftExamples[b].completionIds.length)));
@@ -329,7 +311,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
     // ---- RL
     if (state.phase === "rl" && config.rl.enabled && config.rl.steps > 0) {
       await ensureReference();
-      const order = permutation(train.length, config.seed * 104_729 + 1);
+      const order = seededPermutation(train.length, config.seed * 104_729 + 1);
       let cursor = state.rlStep * config.rl.promptsPerStep; // refills (dynamic sampling) read from a separate stream
       const take = (n: number): RlPrompt[] => {
         const out: RlPrompt[] = [];
