@@ -3,12 +3,13 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AdamW, CpuBackend, Engine } from "@nr/autograd";
-import { generateModel, loadDecoder, makeBatch, SafetensorsFile } from "@nr/model";
+import { generateModel, loadDecoder, makeBatch, SafetensorsFile, type Decoder } from "@nr/model";
 import { LoraModel, loraParameterCount } from "./lora.js";
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, loadPeftAdapter, peftKey, savePeftAdapter } from "./peft.js";
 import { combineAdapters, deltaWeight, mergeToCheckpoint, moduleKey } from "./merge.js";
 import { adapterToHost, hostToAdapter } from "./host.js";
 import { memoryReport } from "./memory.js";
+import { maskedLogps, nllStep } from "./testing.js";
 
 const CONFIG = { architecture: "qwen2" as const, hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2, vocabSize: 40, tieWordEmbeddings: true };
 const ROWS = [[3, 7, 1, 9, 12], [5, 2, 30]];
@@ -23,13 +24,7 @@ async function withModel(fn: (dir: string) => Promise<void>, std = 0.02) {
   }
 }
 
-async function logps(e: Engine, dec: Awaited<ReturnType<typeof loadDecoder>>["decoder"]) {
-  return e.scope(async () => {
-    const b = makeBatch(e, ROWS, { leftPad: true });
-    const { logp } = e.noGrad(() => dec.forward(b, { temperature: 1 }));
-    return { logp: await logp.read(), mask: b.lossMask };
-  });
-}
+const logps = (dec: Decoder) => maskedLogps(dec, ROWS);
 
 /** Give B random values so the adapter changes the output (PEFT init has B = 0). */
 async function randomiseB(model: LoraModel, name: string, seed: number) {
@@ -46,10 +41,10 @@ describe("LoRA over a frozen base (float64 CPU backend)", () => {
     withModel(async (dir) => {
       const e = new Engine(new CpuBackend());
       const { decoder } = await loadDecoder(e, join(dir, "base"));
-      const base = await logps(e, decoder);
+      const base = await logps(decoder);
       const lora = new LoraModel(decoder);
       const params = lora.addAdapter("policy", { r: 4, alpha: 8, seed: 1 });
-      const withAdapter = await logps(e, decoder);
+      const withAdapter = await logps(decoder);
       expect(Array.from(withAdapter.logp)).toEqual(Array.from(base.logp));
       expect(params.every((p) => p.requiresGrad)).toBe(true);
       expect(decoder.weights.embed.requiresGrad).toBe(false);
@@ -60,18 +55,18 @@ describe("LoRA over a frozen base (float64 CPU backend)", () => {
     withModel(async (dir) => {
       const e = new Engine(new CpuBackend());
       const { decoder } = await loadDecoder(e, join(dir, "base"));
-      const base = await logps(e, decoder);
+      const base = await logps(decoder);
       const lora = new LoraModel(decoder);
       lora.addAdapter("policy", { r: 3, alpha: 6, seed: 2, targets: ["q_proj", "v_proj", "down_proj"] });
       await randomiseB(lora, "policy", 9);
-      const adapted = await logps(e, decoder);
+      const adapted = await logps(decoder);
       await mergeToCheckpoint(join(dir, "base"), await adapterToHost(lora, "policy"), join(dir, "merged"));
       const e2 = new Engine(new CpuBackend());
-      const merged = await logps(e2, (await loadDecoder(e2, join(dir, "merged"))).decoder);
+      const merged = await logps((await loadDecoder(e2, join(dir, "merged"))).decoder);
       adapted.logp.forEach((v, i) => adapted.mask[i] && expect(merged.logp[i]).toBeCloseTo(v, 6)); // merged weights stored as f32
       expect(adapted.logp.some((v, i) => adapted.mask[i] && Math.abs(v - base.logp[i]) > 1e-4)).toBe(true);
       lora.select(null);
-      expect(Array.from((await logps(e, decoder)).logp)).toEqual(Array.from(base.logp));
+      expect(Array.from((await logps(decoder)).logp)).toEqual(Array.from(base.logp));
     }));
 
   it("LoRA gradients match finite differences", () =>
@@ -142,17 +137,7 @@ describe("LoRA over a frozen base (float64 CPU backend)", () => {
       const qBefore = Float64Array.from((decoder.weights.layers[0].q as unknown as { weight: { storage: Float64Array } }).weight.storage);
       const lora = new LoraModel(decoder);
       const opt = new AdamW(lora.addAdapter("sft", { r: 8, alpha: 16, seed: 7 }), { lr: 0.1 });
-      const step = () => e.scope(async () => {
-        const b = makeBatch(e, ROWS);
-        const res = decoder.forward(b);
-        const n = b.lossMask.reduce((a, m) => a + m, 0);
-        const lp = await res.logp.read();
-        const nll = -lp.reduce((s, v, i) => s + (b.lossMask[i] ? v : 0), 0) / n;
-        opt.zeroGrad();
-        decoder.backward(res, Array.from(b.lossMask, (m) => -m / n));
-        opt.update(0.1);
-        return nll;
-      });
+      const step = () => nllStep(decoder, opt, ROWS, 0.1);
       const first = await step();
       let last = first;
       for (let i = 0; i < 30; i++) { last = await step(); if (process.env.NR_DEBUG) console.log(i, last); }
@@ -186,13 +171,13 @@ describe("PEFT format", () => {
       expect([...f.info(peftKey(0, "k_proj", "B")).shape]).toEqual([8, 4]);
       expect([...f.info(peftKey(1, "down_proj", "A")).shape]).toEqual([4, 24]);
       await f.close();
-      const before = await logps(e, decoder);
+      const before = await logps(decoder);
       const e2 = new Engine(new CpuBackend());
       const { decoder: d2 } = await loadDecoder(e2, join(dir, "base"));
       const lora2 = new LoraModel(d2);
       await loadPeftAdapter(lora2, out, "policy");
       lora2.select("policy");
-      const after = await logps(e2, d2);
+      const after = await logps(d2);
       before.logp.forEach((v, i) => before.mask[i] && expect(after.logp[i]).toBeCloseTo(v, 6)); // f32 on disk
     }));
 

@@ -10,6 +10,7 @@ import { createGpu, type Gpu } from "@nr/kernels";
 import { dequantizedCopy, generateModel, loadDecoder, makeBatch, Nf4Projection, type Decoder } from "@nr/model";
 import { LoraModel } from "./lora.js";
 import { adapterToHost, hostToAdapter } from "./host.js";
+import { maskedLogps, nllStep } from "./testing.js";
 
 let gpu: Gpu;
 let dir: string;
@@ -31,14 +32,7 @@ async function model(name: string, std: number) {
   return d;
 }
 
-async function logps(d: Decoder) {
-  const e = d.engine;
-  return e.scope(async () => {
-    const b = makeBatch(e, ROWS, { leftPad: true });
-    const { logp } = e.noGrad(() => d.forward(b));
-    return { logp: await logp.read(), mask: b.lossMask };
-  });
-}
+const logps = (d: Decoder) => maskedLogps(d, ROWS);
 
 /** Deterministic non-zero B for every module of an adapter (PEFT init has B = 0). */
 async function randomiseB(lora: LoraModel, name: string, seed: number) {
@@ -140,18 +134,7 @@ describe("LoRA over an NF4 base (WebGPU)", () => {
     const lora = new LoraModel(decoder);
     const before = await baseBytes(nf4Bases(lora));
     const opt = new AdamW(lora.addAdapter("sft", { r: 8, alpha: 16, seed: 7 }), { lr: 0.05 });
-    const step = () =>
-      e.scope(async () => {
-        const b = makeBatch(e, ROWS);
-        const res = decoder.forward(b);
-        const n = b.lossMask.reduce((a, m) => a + m, 0);
-        const lp = await res.logp.read();
-        const nll = -lp.reduce((s, v, i) => s + (b.lossMask[i] ? v : 0), 0) / n;
-        opt.zeroGrad();
-        decoder.backward(res, Array.from(b.lossMask, (m) => -m / n));
-        opt.update(0.05);
-        return nll;
-      });
+    const step = () => nllStep(decoder, opt, ROWS, 0.05);
     const losses = [await step()];
     for (let i = 0; i < 7; i++) losses.push(await step());
     console.log(`QLoRA SFT losses: ${losses.map((l) => l.toFixed(3)).join(" ")}`);
