@@ -227,3 +227,28 @@ export function checkNumber(flag: string, v: number | undefined, o: { min?: numb
   const bad = !Number.isFinite(v) || (o.int && !Number.isInteger(v)) || (o.min !== undefined && v < o.min) || (o.max !== undefined && v > o.max);
   if (bad) throw new UsageError(`--${flag} ${v}: expected ${o.int ? "an integer" : "a number"}${o.min !== undefined ? ` >= ${o.min}` : ""}${o.max !== undefined ? ` <= ${o.max}` : ""}`);
 }
+
+/** The model and sampling flags that eval and generate share. */
+export interface SamplingArgs {
+  model: string;
+  adapter?: string;
+  quant?: "none" | "nf4";
+  split?: string;
+  samples: number;
+  temperature: number;
+  topP: number;
+  maxNewTokens: number;
+  seed: number;
+  batchSize: number;
+  promptFormat: PromptFormat;
+  skipBadRows: boolean;
+}
+
+/** Check the shared sampling flags (not --seed: each command checks it where its other rules allow). */
+export function checkSamplingArgs(a: SamplingArgs): void {
+  checkNumber("samples", a.samples, { int: true, min: 1 });
+  checkNumber("temperature", a.temperature, { min: 0 });
+  checkNumber("top-p", a.topP, { min: 0, max: 1 });
+  checkNumber("max-new-tokens", a.maxNewTokens, { int: true, min: 1 });
+  checkNumber("batch-size", a.batchSize, { int: true, min: 1 });
+}

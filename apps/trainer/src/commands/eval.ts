@@ -5,25 +5,13 @@ import { resolve } from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import type { EvalSummary } from "@nr/data";
 import { writeJsonAtomic } from "../run/folder.js";
-import { checkNumber, loadProblems, makePrompter, openModel, PROMPT_FORMATS, resolveModelPaths, UsageError, type PromptFormat } from "./common.js";
+import { checkNumber, checkSamplingArgs, loadProblems, makePrompter, openModel, PROMPT_FORMATS, resolveModelPaths, UsageError, type PromptFormat, type SamplingArgs } from "./common.js";
 
-export interface EvalArgs {
-  model: string;
-  adapter?: string;
-  quant?: "none" | "nf4";
+export interface EvalArgs extends SamplingArgs {
   data: string;
-  split?: string;
   n: number;
-  samples: number;
-  temperature: number;
-  topP: number;
-  maxNewTokens: number;
-  seed: number;
-  batchSize: number;
-  promptFormat: PromptFormat;
   out: string;
   details?: string;
-  skipBadRows: boolean;
   progress?: boolean;
 }
 
@@ -49,11 +37,7 @@ export const consoleIo: CommandIo = { log: (l) => console.log(l), err: (l) => co
 
 export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<EvalReport> {
   checkNumber("n", a.n, { int: true, min: 1 });
-  checkNumber("samples", a.samples, { int: true, min: 1 });
-  checkNumber("temperature", a.temperature, { min: 0 });
-  checkNumber("top-p", a.topP, { min: 0, max: 1 });
-  checkNumber("max-new-tokens", a.maxNewTokens, { int: true, min: 1 });
-  checkNumber("batch-size", a.batchSize, { int: true, min: 1 });
+  checkSamplingArgs(a);
   if (a.samples > 1 && a.temperature === 0) throw new UsageError(`--samples ${a.samples} at --temperature 0 would give ${a.samples} identical completions per problem; pass a sampling temperature (e.g. --temperature 0.6) or --samples 1`);
   checkNumber("seed", a.seed, { int: true, min: 0 });
   // Paths and data first: a bad flag or row fails before any GPU work.

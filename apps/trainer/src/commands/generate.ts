@@ -4,25 +4,13 @@ import { resolve } from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import type { GenerationRequest } from "@nr/data";
 import { consoleIo, modelOptions, type CommandIo } from "./eval.js";
-import { checkNumber, loadProblems, makePrompter, openModel, resolveModelPaths, UsageError, type PromptFormat } from "./common.js";
+import { checkNumber, checkSamplingArgs, loadProblems, makePrompter, openModel, resolveModelPaths, UsageError, type SamplingArgs } from "./common.js";
 
-export interface GenerateArgs {
-  model: string;
-  adapter?: string;
-  quant?: "none" | "nf4";
+export interface GenerateArgs extends SamplingArgs {
   prompt?: string[];
   data?: string;
-  split?: string;
   n?: number;
-  samples: number;
-  temperature: number;
-  topP: number;
-  maxNewTokens: number;
-  seed: number;
-  batchSize: number;
-  promptFormat: PromptFormat;
   out?: string;
-  skipBadRows: boolean;
   quiet: boolean;
 }
 
@@ -43,11 +31,7 @@ export async function runGenerate(a: GenerateArgs, io: CommandIo = consoleIo): P
   if (prompts.length === 0 && a.data === undefined) throw new UsageError("nothing to generate: pass --prompt TEXT (repeatable) or --data FILE|synthetic");
   if (prompts.length > 0 && a.data !== undefined) throw new UsageError("pass either --prompt or --data, not both");
   if (prompts.some((p) => p.trim() === "")) throw new UsageError("--prompt is empty: pass the text to complete");
-  checkNumber("samples", a.samples, { int: true, min: 1 });
-  checkNumber("temperature", a.temperature, { min: 0 });
-  checkNumber("top-p", a.topP, { min: 0, max: 1 });
-  checkNumber("max-new-tokens", a.maxNewTokens, { int: true, min: 1 });
-  checkNumber("batch-size", a.batchSize, { int: true, min: 1 });
+  checkSamplingArgs(a);
   checkNumber("seed", a.seed, { int: true, min: 0 });
   const paths = resolveModelPaths({ model: a.model, adapter: a.adapter });
   const items =
