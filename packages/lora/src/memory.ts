@@ -1,10 +1,11 @@
-// Memory report for LoRA training over a frozen (NF4 or f32) base on the WebGPU backend: what each part costs in
-// device bytes, as the buffer pool (@nr/kernels runtime/pool.ts) allocates them.
+// Memory report for LoRA training over a frozen (NF4, f16 or f32) base on the WebGPU backend: what each part costs
+// in device bytes, as the buffer pool (@nr/kernels runtime/pool.ts) allocates them.
 //
 //  base        NF4: per linear weight the packed codes (4 bits), the f32 per-block scales the fused matmul reads and,
 //              with double quantisation, the 8-bit absmax codes + per-256-block f32 + offset kept for saving
-//              (nf4MemoryFor); f32 otherwise. Embedding, untied LM head, norms and biases are f32 (as loadDecoder
-//              uploads them).
+//              (nf4MemoryFor); f32 otherwise, or f16 with `dtype: "f16"` (quant "none" only, as loadDecoder).
+//              Embedding and untied LM head are f32, or f16 with `dtype: "f16"`; norms and biases are always f32
+//              (as loadDecoder uploads them). f16 buffers are whole 32-bit words (⌈n/2⌉·4 bytes).
 //  adapters    LoRA A [r, in] and B [out, r] in f32; their gradients (f32) and AdamW m and v (2 × f32).
 //  activations the growth of the pool over one forward + backward of `tokens` tokens beyond the parameter
 //              gradients: what the autograd tape keeps (every op output, and a gradient for every output that needs
@@ -15,7 +16,10 @@
 // the activation peak is found by replaying the step's allocations and releases through the same size-class free
 // lists the pool keeps (a released buffer is reused by a later request of its class; the pool never shrinks
 // without a trim). The replay mirrors Decoder.layer / LoraProjection.forward / @nr/autograd ops: memory.test.ts
-// checks it against the pool on the GPU.
+// checks it against the pool on the GPU. Over an f16 base each projection (linearF16) also takes, in forward, an f16
+// copy of its input right after its output and releases it at once, and in backward an f32 copy of its weight
+// before the input gradient, released after it; the f16 embedding lookup and the fused LM head (f16 weight read in
+// the kernels) allocate exactly what their f32 versions do.
 import { lmHeadBackwardPlan, lmHeadForwardPlan, nf4MemoryFor, rmsNormBackwardRowsPerBlock, sizeClass, attentionBackwardScratchBytes, columnSumScratchBytes, type Gpu } from "@nr/kernels";
 import { LORA_TARGETS, loraParameterCount, resolveLoraConfig, type LoraConfig, type LoraTarget } from "./lora.js";
 
@@ -40,8 +44,13 @@ export interface MemoryOptions {
   tokens: number;
   /** Gradient checkpointing per layer. */
   checkpoint: boolean;
-  /** Base linear weights: "nf4" (default) or "none" (f32). */
+  /** Base linear weights: "nf4" (default) or "none" (f32, or f16 with `dtype: "f16"`). */
   quant?: "nf4" | "none";
+  /**
+   * Storage dtype of the base's linear weights, embedding and LM head with quant "none" (loadDecoder's `dtype`):
+   * "f32" (default) or "f16". Norms and biases stay f32. Not combinable with NF4.
+   */
+  dtype?: "f32" | "f16";
   doubleQuant?: boolean;
   blocksize?: number;
   /** The device: kernel scratch sizes follow its plans exactly. Without it a discrete GPU is assumed. */
@@ -56,15 +65,15 @@ export interface MemoryReport {
   loraParams: number;
   /** loraParams / baseParams. */
   trainableFraction: number;
-  /** Device bytes of the linear weights (NF4 codes + scales + double-quant state, or f32). */
+  /** Device bytes of the linear weights (NF4 codes + scales + double-quant state, f32 or f16). */
   baseLinearBytes: number;
   /** The same without the pool's size-class rounding (the tensors' own bytes). */
   baseLinearTensorBytes: number;
   /** baseLinearTensorBytes · 8 / baseLinearParams. */
   baseLinearBitsPerParam: number;
-  /** The same NF4 weights in a bitsandbytes checkpoint (u8 absmax when double-quantised). */
+  /** The same NF4 weights in a bitsandbytes checkpoint (u8 absmax when double-quantised); f32/f16: 4/2 bytes each. */
   baseLinearCheckpointBytes: number;
-  /** Embedding, untied LM head, norms and biases (f32). */
+  /** Embedding, untied LM head (f32, or f16 with dtype "f16"), norms and biases (f32). */
   baseOtherBytes: number;
   baseBytes: number;
   adapterBytes: number;
@@ -77,13 +86,20 @@ export interface MemoryReport {
 
 /** f32 tensor bytes as the GPU backend allocates them (at least 4), at the pool's size class. */
 const f32Bytes = (n: number) => sizeClass(Math.max(4, n * 4));
+/** f16 tensor bytes (whole 32-bit words, as GpuBackend.alloc and gpu.upload of f16 bits) at the pool's size class. */
+const f16Bytes = (n: number) => sizeClass(Math.max(4, Math.ceil(n / 2) * 4));
 
 export function memoryReport(s: MemoryShape, lora: LoraConfig, o: MemoryOptions): MemoryReport {
   const c = resolveLoraConfig(lora);
   const H = s.hiddenSize, q = s.numHeads * s.headDim, kv = s.numKvHeads * s.headDim, I = s.intermediateSize;
   const dims: Record<LoraTarget, [number, number]> = { q_proj: [H, q], k_proj: [H, kv], v_proj: [H, kv], o_proj: [q, H], gate_proj: [H, I], up_proj: [H, I], down_proj: [I, H] };
   const quant = o.quant ?? "nf4";
+  const dtype = o.dtype ?? "f32";
+  if (quant !== "nf4" && quant !== "none") throw new Error(`memoryReport: quant must be "nf4" or "none" (got ${JSON.stringify(quant)})`);
+  if (dtype !== "f32" && dtype !== "f16") throw new Error(`memoryReport: dtype must be "f32" or "f16" (got ${JSON.stringify(dtype)})`);
+  if (quant === "nf4" && dtype === "f16") throw new Error(`memoryReport: dtype "f16" cannot be combined with quant "nf4" (loadDecoder refuses it: the NF4 matmul takes f32 activations); use quant "none" for an f16 base`);
   const dq = o.doubleQuant ?? true;
+  const tableBytes = dtype === "f16" ? f16Bytes : f32Bytes;
 
   let baseLinearParams = 0, baseLinearBytes = 0, baseLinearTensorBytes = 0, baseLinearCheckpointBytes = 0;
   let adapterBytes = 0, loraParams = 0;
@@ -98,9 +114,10 @@ export function memoryReport(s: MemoryShape, lora: LoraConfig, o: MemoryOptions)
       baseLinearTensorBytes += m.total;
       baseLinearCheckpointBytes += m.checkpoint;
     } else {
-      baseLinearBytes += f32Bytes(inF * outF);
-      baseLinearTensorBytes += inF * outF * 4;
-      baseLinearCheckpointBytes += inF * outF * 4;
+      const bytesPer = dtype === "f16" ? 2 : 4;
+      baseLinearBytes += tableBytes(inF * outF);
+      baseLinearTensorBytes += inF * outF * bytesPer;
+      baseLinearCheckpointBytes += inF * outF * bytesPer;
     }
     if (c.targets.includes(t)) {
       adapterBytes += f32Bytes(c.r * inF) + f32Bytes(outF * c.r);
@@ -117,9 +134,10 @@ export function memoryReport(s: MemoryShape, lora: LoraConfig, o: MemoryOptions)
   if (loraParams !== loraParameterCount(s, c)) throw new Error("memoryReport: parameter count disagrees with loraParameterCount");
 
   const layerOther = [H, H, ...(s.qkvBias ? [q, kv, kv] : []), ...(s.oBias ? [H] : []), ...(s.qkNorm ? [s.headDim, s.headDim] : [])];
-  const otherTensors = [s.vocabSize * H, ...(s.tieWordEmbeddings ? [] : [s.vocabSize * H]), H, ...Array.from({ length: L }, () => layerOther).flat()];
-  const baseOtherBytes = otherTensors.reduce((a, n) => a + f32Bytes(n), 0);
-  const otherParams = otherTensors.reduce((a, n) => a + n, 0);
+  const tables = [s.vocabSize * H, ...(s.tieWordEmbeddings ? [] : [s.vocabSize * H])];
+  const f32Tensors = [H, ...Array.from({ length: L }, () => layerOther).flat()];
+  const baseOtherBytes = tables.reduce((a, n) => a + tableBytes(n), 0) + f32Tensors.reduce((a, n) => a + f32Bytes(n), 0);
+  const otherParams = [...tables, ...f32Tensors].reduce((a, n) => a + n, 0);
 
   const step = replayStep(s, c.targets, c.r, c.dropout > 0, o);
   const gradientBytes = adapterBytes; // one f32 gradient per adapter tensor, same sizes
@@ -278,6 +296,7 @@ function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: b
   const pool = new PoolReplay();
   const e = new EngineReplay(pool);
   const ks = kernelScratch(s, o.gpu);
+  const f16Base = (o.dtype ?? "f32") === "f16";
   // Parameters: frozen (no gradient) or LoRA (gradient on first use). Their own buffers are static (not replayed).
   const param = (n: number, rg: boolean): Rt => ({ n, rg, buf: null, grad: null });
 
@@ -289,6 +308,21 @@ function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: b
         if (y.grad === null) return;
         if (x.rg) e.gradOf(x);
         if (W.rg) e.gradOf(W);
+      });
+    }
+    return y;
+  };
+  /** linearF16 over a frozen f16 weight: y, then the f16 input copy (released at once); backward w32 around dx. */
+  const linearF16 = (x: Rt, W: Rt, N: number): Rt => {
+    const y = e.tensor((x.n / (W.n / N)) * N);
+    pool.release(pool.acquire(Math.max(4, Math.ceil(x.n / 2) * 4))); // x16
+    if (e.needs(x)) {
+      y.rg = true;
+      e.record(() => {
+        if (y.grad === null || !x.rg) return;
+        const w32 = pool.acquire(W.n * 4);
+        e.gradOf(x);
+        pool.release(w32);
       });
     }
     return y;
@@ -326,7 +360,8 @@ function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: b
 
   const adapters = new Map<string, { A: Rt; B: Rt }>();
   const projection = (layer: number, t: LoraTarget, x: Rt, inF: number, outF: number): Rt => {
-    const base = linear(x, param(inF * outF, false), outF); // NF4 or dense frozen: output + dx only
+    const W = param(inF * outF, false);
+    const base = f16Base ? linearF16(x, W, outF) : linear(x, W, outF); // NF4, f16 or dense frozen: output + dx only
     if (!targets.includes(t)) return base;
     const key = `${layer}.${t}`;
     if (!adapters.has(key)) adapters.set(key, { A: param(r * inF, true), B: param(outF * r, true) });
@@ -422,10 +457,11 @@ function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: b
 
   e.scope(() => {
     for (let j = 0; j < 4; j++) e.tensor(M); // ids, positions, keyValid, targets (u32)
-    let x = e.tensor(M * H); // embedding (frozen table: no gradient)
+    let x = e.tensor(M * H); // embedding (frozen f32 or f16 table: no gradient, no scratch)
     for (let i = 0; i < s.numLayers; i++) x = o.checkpoint ? checkpointed(i, x) : layer(i, x);
     const hidden = rmsnorm(x, H);
-    // fused LM head: logp, entropy, lse (+ forward scratch); backward dh + scratch, then the hidden gradient.
+    // fused LM head (f32 or f16 weight, same buffers): logp, entropy, lse (+ forward scratch); backward dh + scratch,
+    // then the hidden gradient.
     const logp = e.tensor(M), entropy = e.tensor(M);
     e.tensor(M);
     pool.scratch(ks.lmHeadForward(M));
