@@ -40,6 +40,7 @@ export const pretrainCommand: CommandModule<object, PretrainOptions> = {
       .option("max-steps", { type: "number", default: PRETRAIN_DEFAULTS.maxSteps })
       .option("max-operand", { type: "number", default: PRETRAIN_DEFAULTS.maxOperand })
       .option("max-value", { type: "number", default: PRETRAIN_DEFAULTS.maxValue })
+      .option("snapshot-every", { type: "number", default: 0, describe: "also save the weights every N steps to <out>.snapshots/step-N (0: off)" })
       .example("$0 pretrain --out models/nr-tiny-math", "make the default's base model (the committed one was made this way)") as unknown as Argv<PretrainOptions>,
   handler: async (a) => {
     const { pretrain } = await import("../train/pretrain.js"); // the GPU stack loads only when the command runs

@@ -30,6 +30,8 @@ export interface PretrainOptions {
   /** Largest number added/subtracted/started from, and largest intermediate value (synthetic difficulty). */
   maxOperand: number;
   maxValue: number;
+  /** Also write the weights every this many steps to `<out>.snapshots/step-<N>` (0: only the final checkpoint). */
+  snapshotEvery?: number;
   log?: (line: string) => void;
 }
 
@@ -46,6 +48,8 @@ export function pretrainText(r: MathRecord, i = 0, reasoningEvery = 4): string {
   const work = (r.solution ?? "").split("\n").filter(Boolean).join(", ");
   return `Q: ${r.problem}\nA: ${work}. The answer is ${r.answer}.`;
 }
+
+const PRETRAIN_OPTION_KEYS = ["seed", "steps", "batchSize", "lr", "hidden", "layers", "heads", "kvHeads", "intermediate", "problems", "minSteps", "maxSteps", "maxOperand", "maxValue", "snapshotEvery"] as const satisfies readonly (keyof PretrainOptions)[];
 
 /** Every weight tensor of a decoder under its Hugging Face name. */
 function namedWeights(d: Decoder): Tensor[] {
@@ -89,6 +93,26 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
     const params = namedWeights(decoder);
     const opt = new AdamW(params, { lr: o.lr, weightDecay: 0.01 });
     log(`pre-training ${params.reduce((a, p) => a + p.size, 0)} parameters (hidden ${o.hidden}, ${o.layers} layers) on ${examples.length} synthetic problems, ${o.steps} steps × ${o.batchSize}`);
+    // The command line that reproduces this run (named options only: yargs also passes aliases and `_`/`$0`).
+    const args = PRETRAIN_OPTION_KEYS.filter((k) => o[k] !== undefined && !(k === "snapshotEvery" && !o[k]))
+      .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${o[k]}`)
+      .join(" ");
+    // The final checkpoint, or a snapshot of step `step` (same files; PRETRAIN.md says which step of which command).
+    const writeCheckpoint = async (to: string, step: number): Promise<void> => {
+      await mkdir(to, { recursive: true });
+      const tensors = await Promise.all(params.map(async (p) => ({ name: p.name, dtype: "F32" as const, shape: [...p.shape], data: new Uint8Array(Float32Array.from(await p.read()).buffer) })));
+      await writeSafetensorsCheckpoint(to, tensors, { metadata: { format: "pt", generator: "nr pretrain", seed: String(o.seed), step: String(step) } });
+      for (const f of ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) await copyFile(join(scratch, f), join(to, f));
+      const seconds = (performance.now() - t0) / 1000;
+      const which = step === o.steps ? "Made by" : `The weights after step ${step} of the ${o.steps}-step run made by`;
+      await writeFile(
+        join(to, "PRETRAIN.md"),
+        `# ${config.architecture} base model of the embedded default\n\n${which} \`pnpm nr pretrain --out ${o.out} ${args}\` (seeded; ${gpu.adapterName}, ${seconds.toFixed(0)} s).\n\n` +
+          `Full-parameter causal-LM training from a random init on ${examples.length} synthetic problems with ${o.minSteps}–${o.maxSteps} arithmetic steps (train split only, data seed ${1_000_003 + o.seed}), three in four in the plain format, one in four in the reasoning format:\n\n` +
+          "```\n" + pretrainText(records[0], 0) + "\n\n" + pretrainText(records[3], 3) + "\n```\n\n" +
+          `Loss at step ${step} (EMA over steps): ${finalLoss.toFixed(4)} nats/token. The held-out split of the synthetic task is never seen.\n`,
+      );
+    };
     const bar = new ProgressBar({ total: o.steps, label: "pretrain", unit: "steps" });
     let ema = NaN;
     for (let s = 0; s < o.steps; s++) {
@@ -100,23 +124,13 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
       ema = Number.isNaN(ema) ? st.loss : 0.95 * ema + 0.05 * st.loss;
       finalLoss = ema;
       bar.tick(1, `loss ${ema.toFixed(3)}`);
+      if (o.snapshotEvery && (s + 1) % o.snapshotEvery === 0 && s + 1 < o.steps) await writeCheckpoint(`${dir}.snapshots/step-${s + 1}`, s + 1);
     }
     bar.finish();
-    await mkdir(dir, { recursive: true });
-    const tensors = await Promise.all(params.map(async (p) => ({ name: p.name, dtype: "F32" as const, shape: [...p.shape], data: new Uint8Array(Float32Array.from(await p.read()).buffer) })));
-    await writeSafetensorsCheckpoint(dir, tensors, { metadata: { format: "pt", generator: "nr pretrain", seed: String(o.seed) } });
-    for (const f of ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) await copyFile(join(scratch, f), join(dir, f));
-    const seconds = (performance.now() - t0) / 1000;
-    const args = Object.entries(o).filter(([k]) => k !== "log" && k !== "out").map(([k, v]) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${v}`).join(" ");
-    await writeFile(
-      join(dir, "PRETRAIN.md"),
-      `# ${config.architecture} base model of the embedded default\n\nMade by \`pnpm nr pretrain --out ${o.out} ${args}\` (seeded; ${gpu.adapterName}, ${seconds.toFixed(0)} s).\n\n` +
-        `Full-parameter causal-LM training from a random init on ${examples.length} synthetic problems (train split only, data seed ${1_000_003 + o.seed}), three in four in the plain format, one in four in the reasoning format:\n\n` +
-        "```\n" + pretrainText(records[0], 0) + "\n\n" + pretrainText(records[3], 3) + "\n```\n\n" +
-        `Final loss (EMA over steps): ${finalLoss.toFixed(4)} nats/token. The held-out split of the synthetic task is never seen.\n`,
-    );
+    await writeCheckpoint(dir, o.steps);
     const { rm } = await import("node:fs/promises");
     await rm(scratch, { recursive: true, force: true });
+    const seconds = (performance.now() - t0) / 1000;
     log(`wrote ${dir} (final loss ${finalLoss.toFixed(3)}, ${seconds.toFixed(0)} s)`);
     return { dir, finalLoss, seconds };
   } finally {
