@@ -12,7 +12,7 @@ import { generateSynthetic } from "@nr/data";
 import { runEval, type EvalArgs } from "./eval.js";
 import { runGenerate, type GenerateArgs } from "./generate.js";
 import { runCurate, type CurateArgs } from "./curate.js";
-import { makePrompter, runConfigOfAdapter } from "./common.js";
+import { makePrompter, resolveModelPaths, runConfigOfAdapter } from "./common.js";
 import { DEFAULT_CONFIG, GENERATED_MODEL_DEFAULTS } from "../run/config.js";
 
 const H = 32, HEADS = 2, KV = 1, I = 64, D = H / HEADS;
@@ -159,6 +159,30 @@ describe("prompt formats", () => {
     expect(chat.build("What is 2 + 3?")).toMatch(/<\|im_start\|>user\nWhat is 2 \+ 3\?<\|im_end\|>\n<\|im_start\|>assistant\n$/);
     expect((await makePrompter("qa", { modelDir: base, runConfig: null })).build("x")).toBe("Q: x\nA: ");
     expect((await makePrompter("raw", { modelDir: base, runConfig: null })).build("x")).toBe("x");
+  });
+});
+
+describe("adapters of an nr-train run", () => {
+  it("best/ and checkpoints/step-N[/adapter] find the run's config; a checkpoint folder resolves to its adapter/", async () => {
+    const runDir = join(root, "runs", "r2");
+    const bestDir = join(runDir, "best");
+    const stepDir = join(runDir, "checkpoints", "step-7");
+    await writeRandomAdapter(bestDir, 12);
+    await writeRandomAdapter(join(stepDir, "adapter"), 13);
+    const runCfg = { ...DEFAULT_CONFIG, name: "r2", data: { ...DEFAULT_CONFIG.data, prompt: "qa", difficulty: { ...DEFAULT_CONFIG.data.difficulty, maxSteps: 2 } } };
+    writeFileSync(join(runDir, "config.json"), JSON.stringify(runCfg));
+    for (const a of [bestDir, stepDir, join(stepDir, "adapter")]) {
+      const paths = resolveModelPaths({ model: base, adapter: a });
+      expect(paths.runConfig?.name).toBe("r2");
+      expect(paths.runConfig?.data.difficulty.maxSteps).toBe(2);
+      expect(paths.adapterDir).toBe(a === bestDir ? bestDir : join(stepDir, "adapter"));
+    }
+    // An HF checkpoint's config.json beside a folder named best/ is not a run config.
+    const hf = join(root, "hf");
+    await writeRandomAdapter(join(hf, "best"), 14);
+    writeFileSync(join(hf, "config.json"), JSON.stringify({ architectures: ["Qwen2ForCausalLM"], hidden_size: 8 }));
+    expect(runConfigOfAdapter(join(hf, "best"))).toBeNull();
+    expect(() => resolveModelPaths({ model: base, adapter: join(runDir, "checkpoints") })).toThrow(/--adapter .*no adapter_config\.json there/);
   });
 });
 

@@ -65,14 +65,25 @@ function requireDirWith(dir: string, file: string, what: string, flag: string): 
   return abs;
 }
 
-/** The config.json of the `nr train` run an adapter folder belongs to (`<run>/checkpoints/step-N`), or null. */
+/**
+ * The config.json of the `nr train` run an adapter folder belongs to, or null. An `nr train` run keeps adapters in
+ * `<run>/best` and `<run>/checkpoints/step-N/adapter`; `<run>/checkpoints/step-N` itself is accepted too.
+ */
 export function runConfigOfAdapter(adapterDir: string): TrainConfig | null {
   const abs = resolve(adapterDir);
-  if (basename(dirname(abs)) !== "checkpoints") return null;
-  const cfg = join(dirname(dirname(abs)), "config.json");
+  const up = (p: string, n: number): string => (n === 0 ? p : up(dirname(p), n - 1));
+  const runDir =
+    basename(abs) === "best" ? dirname(abs)
+    : basename(abs) === "adapter" && basename(up(abs, 2)) === "checkpoints" ? up(abs, 3)
+    : basename(dirname(abs)) === "checkpoints" ? up(abs, 2)
+    : null;
+  if (runDir === null) return null;
+  const cfg = join(runDir, "config.json");
   if (!existsSync(cfg)) return null;
   try {
-    return JSON.parse(readFileSync(cfg, "utf8")) as TrainConfig;
+    const parsed = JSON.parse(readFileSync(cfg, "utf8")) as TrainConfig;
+    // A run's resolved config, not some other config.json (e.g. an HF checkpoint's) that happens to sit there.
+    return typeof parsed.data === "object" && typeof parsed.rl === "object" && typeof parsed.model === "object" ? parsed : null;
   } catch {
     return null;
   }
@@ -88,7 +99,10 @@ export interface ModelPaths {
 export function resolveModelPaths(o: OpenModelOptions): ModelPaths {
   const modelDir = requireDirWith(o.model, "config.json", "a Hugging Face checkpoint folder with config.json, *.safetensors and tokenizer.json", "--model");
   if (!existsSync(join(modelDir, "tokenizer.json"))) throw new UsageError(`--model ${o.model}: no tokenizer.json there (the checkpoint's tokenizer is needed to encode prompts)`);
-  const adapterDir = o.adapter !== undefined ? requireDirWith(o.adapter, ADAPTER_CONFIG, "a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), e.g. runs/NAME/checkpoints/step-N", "--adapter") : null;
+  // A checkpoint folder of a run (`<run>/checkpoints/step-N`) holds its adapter in `adapter/`.
+  const isCheckpoint = o.adapter !== undefined && basename(dirname(resolve(o.adapter))) === "checkpoints" && existsSync(join(o.adapter, "adapter", ADAPTER_CONFIG));
+  const adapterArg = isCheckpoint ? join(o.adapter!, "adapter") : o.adapter;
+  const adapterDir = adapterArg !== undefined ? requireDirWith(adapterArg, ADAPTER_CONFIG, "a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), e.g. runs/NAME/best or runs/NAME/checkpoints/step-N", "--adapter") : null;
   return { modelDir, adapterDir, runConfig: adapterDir ? runConfigOfAdapter(adapterDir) : null };
 }
 
