@@ -1,5 +1,6 @@
 // The GPU backend runs the very op code the CPU gradchecks verify: here each op's forward and its input/parameter
 // gradients on the GPU must match the float64 CPU backend on the same random inputs.
+import { freshSeed, rng } from "@nr/kernels/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGpu, type Gpu } from "@nr/kernels";
 import { CpuBackend } from "./cpu.js";
@@ -11,9 +12,8 @@ let gpu: Gpu;
 beforeAll(async () => (gpu = await createGpu()));
 afterAll(() => gpu?.destroy());
 
-const seed = process.env.NR_SEED ? Number(process.env.NR_SEED) : (Math.random() * 2 ** 31) >>> 0;
-let s = seed;
-const rand = () => ((s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0), s / 2 ** 32);
+const seed = freshSeed();
+const rand = rng(seed);
 const randn = (n: number) => Array.from({ length: n }, () => (rand() * 2 - 1) * 1.7);
 
 type Build = (e: Engine, p: Tensor[]) => Tensor[];

@@ -1,6 +1,7 @@
 // LoRA (f32 adapters) over a frozen f16 base (`loadDecoder(…, { dtype: "f16" })`) on the WebGPU backend: adapter
 // gradients against the float64 CPU emulation of the same f16 model and against the float64 model on the f16 weights
 // without activation rounding; the base keeps no gradient and does not change in an AdamW step.
+import { freshSeed, rng } from "@nr/kernels/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,9 +13,8 @@ import { LoraModel } from "./lora.js";
 import { adapterToHost, hostToAdapter } from "./host.js";
 import type { HostAdapter } from "./merge.js";
 
-const seed = process.env.NR_SEED ? Number(process.env.NR_SEED) : (Math.random() * 2 ** 31) >>> 0;
-let s = seed;
-const rand = () => ((s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0), s / 2 ** 32);
+const seed = freshSeed();
+const rand = rng(seed);
 
 let gpu: Gpu;
 let dir: string;

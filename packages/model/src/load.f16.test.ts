@@ -2,6 +2,7 @@
 // against the float64 reference on the f16 weights (Qwen2 and Qwen3), input gradients against the float64 emulation
 // on the CPU backend and the float64 model on the f16 weights, the halved weight memory on the buffer pool, bf16
 // checkpoints, and the errors. Token rows are fresh random ones every run (seed printed; NR_SEED pins it).
+import { freshSeed, rng } from "@nr/kernels/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -35,9 +36,8 @@ const REL_TOL_VS_F32_COMPUTE = 5e-3;
 const MEAN_RATIO_VS_EMULATION = 0.5;
 const ABS_TOL_ORT_VS_REF = 2e-5;
 
-const seed = process.env.NR_SEED ? Number(process.env.NR_SEED) : (Math.random() * 2 ** 31) >>> 0;
-let s = seed;
-const rand = () => ((s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0), s / 2 ** 32);
+const seed = freshSeed();
+const rand = rng(seed);
 
 let gpu: Gpu;
 let root: string;
