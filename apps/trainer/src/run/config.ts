@@ -122,6 +122,9 @@ export interface EvalConfig {
   n: number;
   temperature: number;
   maxNewTokens: number;
+  /** Also sample this many completions per problem at `sampleTemperature` and report avg@n and pass@n (0 = greedy only). */
+  samples: number;
+  sampleTemperature: number;
 }
 
 export interface CheckpointConfig {
@@ -190,7 +193,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
     lengthStageTruncation: 0,
     microBatchRows: 0,
   },
-  eval: { every: 15, n: 100, temperature: 0, maxNewTokens: 40 },
+  eval: { every: 15, n: 100, temperature: 0, maxNewTokens: 40, samples: 8, sampleTemperature: 1 },
   checkpoint: { every: 10, keepLast: 2 },
   guards: { maxBadSteps: 3 },
   output: { dir: "runs" },
@@ -307,7 +310,7 @@ export const CONFIG_SCHEMA: ObjNode = {
         microBatchRows: int(0),
       },
     },
-    eval: { kind: "object", fields: { every: int(0), n: int(1), temperature: num({ min: 0 }), maxNewTokens: int(1) } },
+    eval: { kind: "object", fields: { every: int(0), n: int(1), temperature: num({ min: 0 }), maxNewTokens: int(1), samples: int(0), sampleTemperature: num({ min: 0 }) } },
     checkpoint: { kind: "object", fields: { every: int(0), keepLast: int(1) } },
     guards: { kind: "object", fields: { maxBadSteps: int(1) } },
     output: {

@@ -59,6 +59,20 @@ describe("report.html", () => {
     expect(html).not.toContain("<apples>");
   });
 
+  it("shows avg@k and pass@k beside greedy when the evals sampled", () => {
+    const { metrics, summary } = fakeRun();
+    const plain = renderReport({ metrics, summary });
+    expect(plain).not.toContain("avg@");
+    const sampled = (accuracy: number, avg: number, pass: number) => ({ accuracy, n: 200, samples: 8, avg_at_k: avg, pass_at_k: pass, sample_temperature: 1 });
+    const html = renderReport({ metrics, summary: { ...summary, eval_base: sampled(0.05, 0.02, 0.1), eval_before: sampled(0.25, 0.125, 0.5), eval_after: sampled(0.72, 0.6, 0.9) } });
+    expect(html).toContain("<th>avg@8 (T 1)</th>");
+    expect(html).toContain("<th>pass@8</th>");
+    expect(html).toContain(`data-eval="eval_before_avg">12.5%`);
+    expect(html).toContain(`data-eval="eval_after_avg">60.0%`);
+    expect(html).toContain(`<span class="up">+47.5 pt</span>`); // avg@8: 12.5 → 60.0
+    expect(html).toContain(`data-eval="eval_after">72.0%`); // greedy unchanged beside it
+  });
+
   it("empty charts say so; helpers", () => {
     const html = renderReport({ metrics: [{ step: 1, phase: "sft", loss: 1 }] });
     expect(html).toMatch(/data-chart="kl"[^]*?no values logged/);

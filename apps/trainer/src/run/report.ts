@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TrainConfig } from "./config.js";
-import { readJsonlFile, writeFileAtomic, type RunSummary, type SampleRecord, type StepMetrics } from "./folder.js";
+import { readJsonlFile, writeFileAtomic, type EvalResult, type RunSummary, type SampleRecord, type StepMetrics } from "./folder.js";
 
 export interface ChartSpec {
   id: string;
@@ -16,7 +16,7 @@ export interface ChartSpec {
 /** The charts, in page order. Each key found in metrics.jsonl becomes a series per phase. */
 export const REPORT_CHARTS: readonly ChartSpec[] = [
   { id: "reward", title: "Reward (mean over completions)", keys: ["reward", "reward_mean"] },
-  { id: "accuracy", title: "Accuracy", keys: ["accuracy", "eval_accuracy", "train_accuracy"] },
+  { id: "accuracy", title: "Accuracy", keys: ["accuracy", "eval_accuracy", "eval_avg_at_k", "train_accuracy"] },
   { id: "response_length", title: "Response length (tokens)", keys: ["response_length", "completion_length"] },
   { id: "kl", title: "KL to reference", keys: ["kl"] },
   { id: "entropy", title: "Entropy (nats/token)", keys: ["entropy"] },
@@ -234,10 +234,21 @@ function summaryTable(summary: RunSummary | null | undefined, config: TrainConfi
     const d = 100 * (b.accuracy - a.accuracy);
     return `<span class="${d >= 0 ? "up" : "down"}">${d >= 0 ? "+" : ""}${d.toFixed(1)} pt</span>`;
   };
-  const evals = `<table class="evals"><thead><tr><th>held-out accuracy</th><th>value</th><th>change</th></tr></thead><tbody>
-<tr><td>base model (before SFT)</td><td class="num" data-eval="eval_base">${pct(summary.eval_base)}</td><td></td></tr>
-<tr><td>after SFT (before RL)</td><td class="num" data-eval="eval_before">${pct(summary.eval_before)}</td><td>${delta(summary.eval_base, summary.eval_before)}</td></tr>
-<tr><td>after RL</td><td class="num" data-eval="eval_after">${pct(summary.eval_after)}</td><td>${delta(summary.eval_before, summary.eval_after)}</td></tr>
+  // Greedy pass@1 always; avg@k / pass@k columns when the evals sampled (eval.samples > 0).
+  const k = [summary.eval_base, summary.eval_before, summary.eval_after].map((e) => (typeof e?.samples === "number" ? e.samples : 0)).find((x) => x > 0) ?? 0;
+  const temp = [summary.eval_base, summary.eval_before, summary.eval_after].map((e) => e?.sample_temperature).find((x) => typeof x === "number");
+  const at = (e: EvalResult | null, key: "avg_at_k" | "pass_at_k") => (e && typeof e[key] === "number" ? { accuracy: e[key] as number, n: e.n } : null);
+  const row = (label: string, key: "eval_base" | "eval_before" | "eval_after", prev: EvalResult | null) => {
+    const e = summary[key];
+    const cells = [`<td class="num" data-eval="${key}">${pct(e)}</td><td>${delta(prev, e)}</td>`];
+    if (k > 0) cells.push(`<td class="num" data-eval="${key}_avg">${pct(at(e, "avg_at_k"))}</td><td>${delta(at(prev, "avg_at_k"), at(e, "avg_at_k"))}</td><td class="num">${pct(at(e, "pass_at_k"))}</td>`);
+    return `<tr><td>${label}</td>${cells.join("")}</tr>`;
+  };
+  const sampledHead = k > 0 ? `<th>avg@${k}${temp !== undefined ? ` (T ${temp})` : ""}</th><th>change</th><th>pass@${k}</th>` : "";
+  const evals = `<table class="evals"><thead><tr><th>held-out accuracy</th><th>greedy</th><th>change</th>${sampledHead}</tr></thead><tbody>
+${row("base model (before SFT)", "eval_base", null)}
+${row("after SFT (before RL)", "eval_before", summary.eval_base)}
+${row("after RL", "eval_after", summary.eval_before)}
 </tbody></table>`;
   return head + evals;
 }

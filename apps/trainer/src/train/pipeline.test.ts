@@ -17,7 +17,7 @@ const mini = (name: string, extra: [string, unknown][] = []): TrainConfig =>
     overrides: [
       ["name", name],
       ["model.generate.hidden", 32], ["model.generate.layers", 1], ["model.generate.heads", 2], ["model.generate.kvHeads", 1], ["model.generate.intermediate", 64],
-      ["data.trainSize", 16], ["data.evalSize", 4], ["eval.n", 4], ["eval.maxNewTokens", 10], ["eval.every", 0],
+      ["data.trainSize", 16], ["data.evalSize", 4], ["eval.n", 4], ["eval.maxNewTokens", 10], ["eval.every", 0], ["eval.samples", 2],
       ["sft.batchSize", 4], ["sft.steps", 3], ["sft.warmup", 0],
       ["rl.steps", 2], ["rl.G", 2], ["rl.promptsPerStep", 2], ["rl.maxNewTokens", 10],
       ["checkpoint.every", 1], ["checkpoint.keepLast", 20],
@@ -56,7 +56,13 @@ describe("nr train (miniature config)", () => {
     expect(await readJsonl(join(runDir, "samples.jsonl"))).toHaveLength(2 * 2 * 2);
     const s = JSON.parse(await readFile(join(runDir, "summary.json"), "utf8"));
     expect(s).toMatchObject({ algo: "dr_grpo", steps: 5, sft_steps: 3, rl_steps: 2, rollbacks: 0 });
-    for (const k of ["eval_base", "eval_before", "eval_after"]) expect(s[k].n).toBe(4);
+    for (const k of ["eval_base", "eval_before", "eval_after"]) {
+      expect(s[k].n).toBe(4);
+      // eval.samples = 2: avg@2 over 4 problems × 2 samples, pass@2 over 4 problems, beside greedy.
+      expect(s[k]).toMatchObject({ samples: 2, sample_temperature: 1 });
+      expect(Number.isInteger(s[k].avg_at_k * 8) && s[k].avg_at_k <= s[k].pass_at_k && Number.isInteger(s[k].pass_at_k * 4), JSON.stringify(s[k])).toBe(true);
+    }
+    expect(metrics.filter((m) => m.phase === "eval").every((m) => typeof m.eval_avg_at_k === "number" && m.eval_samples === 2)).toBe(true);
     expect(summary.wall_seconds).toBeGreaterThan(0);
     expect(lines.some((l) => l.startsWith("pre-flight: SFT step at 4 ×"))).toBe(true);
     expect(lines.some((l) => l.startsWith("eval after RL"))).toBe(true);

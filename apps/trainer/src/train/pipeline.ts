@@ -229,21 +229,36 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
       if (state.badStreak === 0) lastGood = await snapshot(); // never take a failing state as the rollback target
     };
 
+    // Greedy pass@1 (eval.temperature), and with eval.samples = k also k samples per problem at eval.sampleTemperature:
+    // avg@k (the sampled pass@1 that R1-style reports quote) and pass@k. Fixed seeds: every eval draws the same way.
     const evaluate = async (label: string): Promise<EvalRecord> => {
       lora.setTraining(false);
-      let correct = 0;
+      const k = config.eval.samples;
+      let correct = 0, sampledCorrect = 0, solved = 0;
       const bar = new ProgressBar({ total: evalSet.length, label: `eval ${label}`, unit: "problems" });
       const chunk = 32;
       for (let i = 0; i < evalSet.length; i += chunk) {
         const part = evalSet.slice(i, i + chunk);
-        const out = await gen.generateIds(part.map((r) => ({ promptIds: encodePrompt(r.problem), n: 1 })), { temperature: config.eval.temperature, maxNewTokens: config.eval.maxNewTokens, seed: config.seed });
+        const prompts = part.map((r) => encodePrompt(r.problem));
+        const out = await gen.generateIds(prompts.map((promptIds) => ({ promptIds, n: 1 })), { temperature: config.eval.temperature, maxNewTokens: config.eval.maxNewTokens, seed: config.seed });
         for (let j = 0; j < part.length; j++) if (isCorrect(await grade(out[j][0].text, part[j].answer))) correct++;
+        if (k > 0) {
+          const sampled = await gen.generateIds(prompts.map((promptIds) => ({ promptIds, n: k })), { temperature: config.eval.sampleTemperature, topP: 1, maxNewTokens: config.eval.maxNewTokens, seed: config.seed + 1 + i });
+          for (let j = 0; j < part.length; j++) {
+            let c = 0;
+            for (const s of sampled[j]) if (isCorrect(await grade(s.text, part[j].answer))) c++;
+            sampledCorrect += c;
+            if (c > 0) solved++;
+          }
+        }
         bar.tick(part.length);
       }
       bar.finish();
-      const rec = { step: state.step, label, accuracy: evalSet.length ? correct / evalSet.length : 0, n: evalSet.length };
-      log(`eval ${label}: accuracy ${(100 * rec.accuracy).toFixed(1)}% on ${rec.n} held-out problems`);
-      run.logMetrics({ step: state.step, phase: "eval", eval_accuracy: rec.accuracy, eval_label: label, eval_n: rec.n });
+      const n = evalSet.length;
+      const rec: EvalRecord = { step: state.step, label, accuracy: n ? correct / n : 0, n };
+      if (k > 0) Object.assign(rec, { samples: k, avgAtK: n ? sampledCorrect / (n * k) : 0, passAtK: n ? solved / n : 0 });
+      log(`eval ${label}: ${describeEval(rec, config.eval.sampleTemperature)} on ${n} held-out problems`);
+      run.logMetrics({ step: state.step, phase: "eval", eval_accuracy: rec.accuracy, ...(k > 0 ? { eval_avg_at_k: rec.avgAtK, eval_pass_at_k: rec.passAtK, eval_samples: k } : {}), eval_label: label, eval_n: n });
       return rec;
     };
 
@@ -413,7 +428,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
       state.phase = "done";
       await checkpoint(true);
     }
-    const ev = (r: EvalRecord | null) => (r ? { accuracy: r.accuracy, n: r.n } : null);
+    const ev = (r: EvalRecord | null) => (r ? { accuracy: r.accuracy, n: r.n, ...(r.samples ? { samples: r.samples, avg_at_k: r.avgAtK, pass_at_k: r.passAtK, sample_temperature: config.eval.sampleTemperature } : {}) } : null);
     const summary = {
       wall_seconds: elapsed(),
       eval_base: ev(state.evalBase),
@@ -443,7 +458,14 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
 
 const poison = (t: Tensor) => restoreTensor(t, new Float32Array(t.size).fill(NaN));
 
-const pct = (r: EvalRecord | null) => (r ? `${(100 * r.accuracy).toFixed(1)}%` : "—");
+const pct = (r: EvalRecord | null) => (r ? `${(100 * r.accuracy).toFixed(1)}%${r.samples ? ` (avg@${r.samples} ${(100 * (r.avgAtK ?? 0)).toFixed(1)}%)` : ""}` : "—");
+
+/** `greedy 95.0% · avg@8 (T 1) 78.1% · pass@8 99.0%`. */
+export function describeEval(r: EvalRecord, sampleTemperature: number): string {
+  const g = `greedy ${(100 * r.accuracy).toFixed(1)}%`;
+  if (!r.samples) return g;
+  return `${g} · avg@${r.samples} (T ${sampleTemperature}) ${(100 * (r.avgAtK ?? 0)).toFixed(1)}% · pass@${r.samples} ${(100 * (r.passAtK ?? 0)).toFixed(1)}%`;
+}
 
 /** Length stage reached by step count alone. */
 function stageIndexAt(c: TrainConfig, step: number): number {

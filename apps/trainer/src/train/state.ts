@@ -14,8 +14,13 @@ export const STATE_JSON = "trainer_state.json";
 export interface EvalRecord {
   step: number;
   label: string;
+  /** Greedy (eval.temperature) pass@1. */
   accuracy: number;
   n: number;
+  /** With eval.samples > 0: the mean accuracy of the samples (avg@k) and the share of problems any sample solved (pass@k). */
+  samples?: number;
+  avgAtK?: number;
+  passAtK?: number;
 }
 
 export interface TrainerState {
