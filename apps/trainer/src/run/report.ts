@@ -241,7 +241,8 @@ function summaryTable(summary: RunSummary | null | undefined, config: TrainConfi
   const row = (label: string, key: "eval_base" | "eval_before" | "eval_after", prev: EvalResult | null) => {
     const e = summary[key];
     const cells = [`<td class="num" data-eval="${key}">${pct(e)}</td><td>${delta(prev, e)}</td>`];
-    if (k > 0) cells.push(`<td class="num" data-eval="${key}_avg">${pct(at(e, "avg_at_k"))}</td><td>${delta(at(prev, "avg_at_k"), at(e, "avg_at_k"))}</td><td class="num">${pct(at(e, "pass_at_k"))}</td>`);
+    const short = (x: { accuracy: number } | null) => (x ? `${(100 * x.accuracy).toFixed(1)}%` : "—"); // n is in the greedy cell
+    if (k > 0) cells.push(`<td class="num" data-eval="${key}_avg">${short(at(e, "avg_at_k"))}</td><td>${delta(at(prev, "avg_at_k"), at(e, "avg_at_k"))}</td><td class="num">${short(at(e, "pass_at_k"))}</td>`);
     return `<tr><td>${label}</td>${cells.join("")}</tr>`;
   };
   const sampledHead = k > 0 ? `<th>avg@${k}${temp !== undefined ? ` (T ${temp})` : ""}</th><th>change</th><th>pass@${k}</th>` : "";
