@@ -235,13 +235,14 @@ function summaryTable(summary: RunSummary | null | undefined, config: TrainConfi
     return `<span class="${d >= 0 ? "up" : "down"}">${d >= 0 ? "+" : ""}${d.toFixed(1)} pt</span>`;
   };
   // Greedy pass@1 always; avg@k / pass@k columns when the evals sampled (eval.samples > 0).
-  const k = [summary.eval_base, summary.eval_before, summary.eval_after].map((e) => (typeof e?.samples === "number" ? e.samples : 0)).find((x) => x > 0) ?? 0;
-  const temp = [summary.eval_base, summary.eval_before, summary.eval_after].map((e) => e?.sample_temperature).find((x) => typeof x === "number");
+  const all = [summary.eval_base, summary.eval_before, summary.eval_after];
+  const k = all.map((e) => (typeof e?.samples === "number" ? e.samples : 0)).find((x) => x > 0) ?? 0;
+  const temp = all.map((e) => e?.sample_temperature).find((x) => typeof x === "number");
   const at = (e: EvalResult | null, key: "avg_at_k" | "pass_at_k") => (e && typeof e[key] === "number" ? { accuracy: e[key] as number, n: e.n } : null);
+  const short = (x: { accuracy: number } | null) => (x ? `${(100 * x.accuracy).toFixed(1)}%` : "—"); // n is in the greedy cell
   const row = (label: string, key: "eval_base" | "eval_before" | "eval_after", prev: EvalResult | null) => {
     const e = summary[key];
     const cells = [`<td class="num" data-eval="${key}">${pct(e)}</td><td>${delta(prev, e)}</td>`];
-    const short = (x: { accuracy: number } | null) => (x ? `${(100 * x.accuracy).toFixed(1)}%` : "—"); // n is in the greedy cell
     if (k > 0) cells.push(`<td class="num" data-eval="${key}_avg">${short(at(e, "avg_at_k"))}</td><td>${delta(at(prev, "avg_at_k"), at(e, "avg_at_k"))}</td><td class="num">${short(at(e, "pass_at_k"))}</td>`);
     return `<tr><td>${label}</td>${cells.join("")}</tr>`;
   };

@@ -27,6 +27,16 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** A model folder opened on the GPU with a fresh "policy" LoRA adapter. */
+async function openPolicy(modelDir: string, adapter: { r: number; alpha: number; seed: number }) {
+  const e = new Engine(new GpuBackend(gpu));
+  const { decoder } = await loadDecoder(e, modelDir);
+  const tok = await loadTokenizer(modelDir);
+  const lora = new LoraModel(decoder);
+  const params = lora.addAdapter("policy", adapter);
+  return { e, decoder, tok, lora, params };
+}
+
 const exact = async (text: string, gold: string) => {
   const m = /\\boxed\{([^}]*)\}/.exec(text);
   const correct = m !== null && m[1].trim() === gold.trim();
@@ -35,11 +45,7 @@ const exact = async (text: string, gold: string) => {
 
 describe("training loops on the GPU (miniature)", () => {
   it("SFT lowers the loss; an RL step runs end to end and changes only the adapter", async () => {
-    const e = new Engine(new GpuBackend(gpu));
-    const { decoder } = await loadDecoder(e, dir);
-    const tok = await loadTokenizer(dir);
-    const lora = new LoraModel(decoder);
-    const params = lora.addAdapter("policy", { r: 8, alpha: 16, seed: 0 });
+    const { e, decoder, tok, lora, params } = await openPolicy(dir, { r: 8, alpha: 16, seed: 0 });
     const opt = new AdamW(params, { lr: 0.02, weightDecay: 0 });
     const train = generateSynthetic({ count: 4, seed: 3, maxSteps: 1, maxOperand: 9 });
     const examples = train.map((r) => ({ promptIds: tok.encode(`${r.problem}\n`), completionIds: tok.encode(sftTarget(r.solution ?? "", r.answer)).slice(0, 24) }));
@@ -72,11 +78,7 @@ describe("training loops on the GPU (miniature)", () => {
   });
 
   it.each(ALGO_NAMES.map((a) => [a]))("an RL step of preset %s (K = 2 minibatches × 2 epochs, micro-batches of 3) updates the adapter", async (name) => {
-    const e = new Engine(new GpuBackend(gpu));
-    const { decoder } = await loadDecoder(e, dir);
-    const tok = await loadTokenizer(dir);
-    const lora = new LoraModel(decoder);
-    const params = lora.addAdapter("policy", { r: 4, alpha: 8, seed: 1 });
+    const { e, decoder, tok, lora, params } = await openPolicy(dir, { r: 4, alpha: 8, seed: 1 });
     // B = 0 at init would make every adapter identical to the base: give the policy a non-zero B first.
     for (const p of params) if (p.name.endsWith("lora_B")) p.storage = e.backend.upload(Array.from({ length: p.size }, (_, i) => 0.01 * Math.sin(i + 1)), "f32");
     await lora.copyAdapter("policy", "reference");
@@ -119,11 +121,7 @@ describe("training loops on the GPU (miniature)", () => {
 describe("RL learns a reachable reward", () => {
   const modelDir = fileURLToPath(new URL("../../../../models/nr-tiny-math", import.meta.url));
   it("Dr. GRPO on models/nr-tiny-math: the share of completions in the \\boxed{} format climbs to ≥ 0.9", async () => {
-    const e = new Engine(new GpuBackend(gpu));
-    const { decoder } = await loadDecoder(e, modelDir);
-    const tok = await loadTokenizer(modelDir);
-    const lora = new LoraModel(decoder);
-    const params = lora.addAdapter("policy", { r: 16, alpha: 32, seed: 1 });
+    const { e, decoder, tok, lora, params } = await openPolicy(modelDir, { r: 16, alpha: 32, seed: 1 });
     const opt = new AdamW(params, { lr: 1e-3, weightDecay: 0 });
     const problems = generateSynthetic({ count: 96, seed: 5, minSteps: 1, maxSteps: 1, maxOperand: 12, maxValue: 40 });
     const prompts = problems.map((r) => ({ promptIds: tok.encode(`Q: ${r.problem}\nA: `), gold: r.answer }));
