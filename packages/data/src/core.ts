@@ -17,6 +17,7 @@ export {
   buildMessages,
   buildPrompt,
   buildSftExample,
+  hybridSftTarget,
   parseSftTarget,
   selectFewShot,
   sftTarget,

@@ -10,6 +10,7 @@ import {
   buildMessages,
   buildPrompt,
   buildSftExample,
+  hybridSftTarget,
   parseSftTarget,
   selectFewShot,
   sftTarget,
@@ -153,5 +154,21 @@ describe("messages, shots and SFT targets", () => {
     expect(parseSftTarget(t)).toEqual({ reasoning: "step 1\nstep 2", answer: "\\frac{1}{2}" });
     expect(parseSftTarget("no think")).toBeNull();
     expect(() => buildSftExample(ChatTemplate.chatml(), rec("x", "q", "1"))).toThrow(/no solution/);
+  });
+
+  it("hybrid-thinking targets: the asked share is non-thinking, picked by seed and id, the rest show their work", () => {
+    const records = Array.from({ length: 2000 }, (_, i) => rec(`r${i}`, `P${i}`, String(i), `${i} + 0 = ${i}`));
+    const noThinkShare = (fraction: number, seed: number) =>
+      records.filter((r) => parseSftTarget(hybridSftTarget(r, { noThinkFraction: fraction, seed }))!.reasoning === "").length / records.length;
+    expect(noThinkShare(0, 0)).toBe(0);
+    expect(noThinkShare(1, 0)).toBe(1);
+    expect(Math.abs(noThinkShare(0.75, 0) - 0.75)).toBeLessThan(0.04);
+    expect(hybridSftTarget(records[7], { noThinkFraction: 0, seed: 0 })).toBe(sftTarget(records[7].solution!, "7"));
+    const picked = (seed: number) => records.map((r) => hybridSftTarget(r, { noThinkFraction: 0.5, seed }).startsWith("<think>\n\n</think>"));
+    expect(picked(3)).toEqual(picked(3));
+    expect(picked(3)).not.toEqual(picked(4));
+    expect(hybridSftTarget(rec("x", "q", "5"), { noThinkFraction: 1, seed: 0 })).toBe("<think>\n\n</think>\n\\boxed{5}");
+    expect(() => hybridSftTarget(rec("x", "q", "5"), { noThinkFraction: 0, seed: 0 })).toThrow(/no solution/);
+    expect(() => hybridSftTarget(records[0], { noThinkFraction: 1.5, seed: 0 })).toThrow(/\[0, 1\]/);
   });
 });

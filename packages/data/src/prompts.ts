@@ -1,6 +1,6 @@
 import { Template } from "@huggingface/jinja";
 import type { MathRecord } from "./types.js";
-import { Rng, lastBoxed } from "./util.js";
+import { Rng, fnv1a, lastBoxed } from "./util.js";
 
 /** System prompt for chain-of-thought prompting (the Qwen2.5-Math CoT prompt). */
 export const COT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}.";
@@ -190,6 +190,18 @@ export function selectFewShot(pool: readonly MathRecord[], k: number, options: {
 /** The SFT target format: `<think>\n{reasoning}\n</think>\n\boxed{answer}`. */
 export function sftTarget(reasoning: string, answer: string): string {
   return `<think>\n${reasoning.trim()}\n</think>\n\\boxed{${answer}}`;
+}
+
+/**
+ * The SFT target of a hybrid-thinking cold start: for a share `noThinkFraction` (0..1) of records, picked by a
+ * hash of `seed` and the record id (so the same records are picked on every run and resume), the non-thinking
+ * form `<think>\n\n</think>\n\boxed{answer}`; for the rest, {@link sftTarget} of the record's solution.
+ */
+export function hybridSftTarget(record: MathRecord, options: { noThinkFraction: number; seed: number }): string {
+  if (!(options.noThinkFraction >= 0 && options.noThinkFraction <= 1)) throw new Error(`noThinkFraction must be in [0, 1], got ${options.noThinkFraction}`);
+  const noThink = fnv1a(`${options.seed}:${record.id}`) % 10000 < Math.round(options.noThinkFraction * 10000);
+  if (!noThink && !record.solution) throw new Error(`record ${record.id} has no solution`);
+  return sftTarget(noThink ? "" : (record.solution ?? ""), record.answer);
 }
 
 /** Splits an SFT target back into reasoning and answer; null when it is not in that format. */

@@ -95,6 +95,7 @@ describe("validation", () => {
     bad.rl.temperature = -1;
     bad.lora.targets = ["q_proj", "qkv"];
     bad.eval.n = 2.5;
+    bad.sft.noThinkFraction = 1.5;
     delete bad.checkpoint.keepLast;
     const e = errorOf(() => validateConfig(bad));
     const text = e.problems.join("\n");
@@ -103,8 +104,9 @@ describe("validation", () => {
     expect(text).toContain(`rl.temperature = -1 is not allowed: expected a number >= 0`);
     expect(text).toMatch(/lora\.targets contains "qkv", which is not allowed: expected a list of "q_proj" \| .*"all-linear"/);
     expect(text).toContain(`eval.n = 2.5 is not allowed: expected an integer >= 1`);
+    expect(text).toContain(`sft.noThinkFraction = 1.5 is not allowed: expected a number >= 0 and <= 1`);
     expect(text).toContain(`checkpoint.keepLast is missing`);
-    expect(e.problems).toHaveLength(6);
+    expect(e.problems).toHaveLength(7);
   });
 
   it("cross-field rules", () => {
@@ -183,6 +185,8 @@ describe("overrides", () => {
     expect(validateConfig(back).model.dir).toBeUndefined();
     const noW = applyOverrides(applyOverrides(base, [["output.wandb.project", "p"]]), [["output.wandb", "null"]]);
     expect(validateConfig(noW).output.wandb).toBeUndefined();
+    // sft.noThinkFraction is optional (absent = every target shows its work) and can be removed.
+    expect(validateConfig(applyOverrides(base, [["sft.noThinkFraction", "null"]])).sft.noThinkFraction).toBeUndefined();
     // yargs-style nested objects flatten to the same overrides.
     expect(flattenOverrides({ rl: { G: 4, lengthStages: [8] }, name: "x" })).toEqual([["rl.G", 4], ["rl.lengthStages", [8]], ["name", "x"]]);
     expect(resolveConfig({ overrides: { "rl.G": 16 } }).rl.G).toBe(16);

@@ -85,6 +85,12 @@ export interface SftConfig {
   /** Activation checkpointing per decoder layer. */
   checkpointing: boolean;
   maxSeqLen: number;
+  /**
+   * Share of SFT examples (0..1, picked by a seeded hash of the record id) whose target skips the worked solution:
+   * an empty `<think>\n\n</think>` then the boxed answer, the "non-thinking" half of a hybrid-thinking cold start.
+   * Default 0 (every example shows its work).
+   */
+  noThinkFraction?: number;
 }
 
 export interface RlConfig {
@@ -169,12 +175,12 @@ export const GENERATED_MODEL_DEFAULTS: GeneratedModelConfig = { hidden: 64, laye
 /** The embedded default (identical to configs/train/default.json; a test keeps them equal). */
 export const DEFAULT_CONFIG: TrainConfig = {
   name: "default",
-  description: "Embedded default: the committed tiny Qwen2-architecture model (models/nr-tiny-math, made by nr pretrain), the synthetic math task, SFT cold start then Dr. GRPO; minutes on a CPU.",
+  description: "Embedded default: the committed tiny Qwen2-architecture model (models/nr-tiny-math, made by nr pretrain), the synthetic math task, a hybrid-thinking SFT cold start (3 in 4 targets without reasoning) then Dr. GRPO; minutes on a CPU.",
   seed: 0,
   model: { dir: "models/nr-tiny-math", quant: "none", dtype: "f32", doubleQuant: false },
   data: { source: "synthetic", trainSize: 2000, evalSize: 100, difficulty: { minSteps: 1, maxSteps: 1, maxOperand: 12, maxValue: 40 }, prompt: "qa" },
   lora: { r: 16, alpha: 32, dropout: 0, targets: [...LORA_TARGET_NAMES] },
-  sft: { enabled: true, lr: 5e-4, batchSize: 16, steps: 40, warmup: 5, schedule: "cosine", gradAccum: 1, checkpointing: false, maxSeqLen: 160 },
+  sft: { enabled: true, lr: 5e-4, batchSize: 16, steps: 40, warmup: 5, schedule: "cosine", gradAccum: 1, checkpointing: false, maxSeqLen: 160, noThinkFraction: 0.75 },
   rl: {
     enabled: true,
     algo: "dr_grpo",
@@ -274,7 +280,7 @@ export const CONFIG_SCHEMA: ObjNode = {
     },
     sft: {
       kind: "object",
-      optional: ["epochs", "steps"],
+      optional: ["epochs", "steps", "noThinkFraction"],
       oneOf: [["epochs", "steps"]],
       fields: {
         enabled: bool,
@@ -287,6 +293,7 @@ export const CONFIG_SCHEMA: ObjNode = {
         gradAccum: int(1),
         checkpointing: bool,
         maxSeqLen: int(8),
+        noThinkFraction: num({ min: 0, max: 1 }),
       },
     },
     rl: {

@@ -12,7 +12,7 @@ import { generateModel, loadDecoder, loadTokenizer, type Decoder, type ModelToke
 import { LoraModel, savePeftAdapter, type LoraConfig, type LoraTarget } from "@nr/lora";
 import { WebGpuGenerator } from "@nr/rollout";
 import { preset, type AlgoName } from "@nr/algos";
-import { buildMessages, defaultGrader, generateSynthetic, loadDataset, ProgressBar, sftTarget, syntheticWords, type GradeFn, type MathRecord } from "@nr/data";
+import { buildMessages, defaultGrader, generateSynthetic, hybridSftTarget, loadDataset, parseSftTarget, ProgressBar, syntheticWords, type GradeFn, type MathRecord } from "@nr/data";
 import { RunFolder, resolveModelDir, rlMaxNewTokensAt, writeReport, type TrainConfig } from "../run/index.js";
 import { Critic, rlStep, seededPermutation, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
 import { initialState, readTrainerStateJson, readTrainerTensors, restoreTensor, writeTrainerState, type EvalRecord, type TensorGroup, type TrainerState } from "./state.js";
@@ -145,9 +145,16 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
 
     const { train, heldout } = await loadData(config, cwd, log);
     const evalSet = heldout.slice(0, config.eval.n);
+    // sft.noThinkFraction: that share of the targets answers with an empty <think></think> (a hybrid-thinking cold start).
+    const target = (r: MathRecord) => hybridSftTarget(r, { noThinkFraction: config.sft.noThinkFraction ?? 0, seed: config.seed });
+    let noThinkTargets = 0;
     const sftExamples: SftExampleIds[] = train
       .filter((r) => r.solution)
-      .map((r) => ({ promptIds: encodePrompt(r.problem), completionIds: [...tok.encode(sftTarget(r.solution ?? "", r.answer)), eos] }))
+      .map((r) => {
+        const t = target(r);
+        if (parseSftTarget(t)?.reasoning === "") noThinkTargets++;
+        return { promptIds: encodePrompt(r.problem), completionIds: [...tok.encode(t), eos] };
+      })
       .filter((x) => x.promptIds.length + x.completionIds.length <= config.sft.maxSeqLen);
 
     // ---- state: fresh, or from the latest checkpoint
@@ -294,6 +301,9 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
       return Array.from({ length: accum }, (_, k) => ex.slice(k * bs, (k + 1) * bs)).filter((mb) => mb.length > 0);
     };
     if (state.phase === "sft") {
+      if (sftTotal > 0 && (config.sft.noThinkFraction ?? 0) > 0) {
+        log(`sft: hybrid-thinking cold start: ${noThinkTargets} of ${train.length} targets answer without reasoning (empty <think></think>; sft.noThinkFraction ${config.sft.noThinkFraction})`);
+      }
       if (sftTotal > 0) {
         const bar = new ProgressBar({ total: sftTotal, label: "sft", unit: "steps" });
         bar.tick(state.sftStep);
