@@ -40,6 +40,10 @@ describe("nr train (miniature config)", () => {
     const lines: string[] = [];
     const { runDir, summary } = await runPipeline(mini("e2e", [["rl.steps", 2], ["eval.every", 1], ["model.quant", "nf4"], ["model.doubleQuant", true]]), { cwd, log: (l) => lines.push(l) });
     for (const f of ["config.json", "metrics.jsonl", "samples.jsonl", "summary.json", "report.html", "best/adapter_config.json"]) expect(existsSync(join(runDir, f)), f).toBe(true);
+    // The default's hybrid-thinking cold start (sft.noThinkFraction 0.75) is reported with the count it picked.
+    const hybrid = lines.find((l) => l.includes("targets answer without reasoning"));
+    expect(hybrid).toMatch(/: (\d+) of 16 targets/);
+    expect(Number(/: (\d+) of 16/.exec(hybrid!)![1])).toBeGreaterThan(0);
     const metrics = await readJsonl(join(runDir, "metrics.jsonl"));
     expect(metrics.filter((m) => m.phase === "sft")).toHaveLength(3);
     const rl = metrics.filter((m) => m.phase === "rl");
