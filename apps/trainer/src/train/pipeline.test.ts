@@ -75,6 +75,9 @@ describe("nr train (miniature config)", () => {
     expect(ckpts.length).toBe(5);
     for (const f of ["adapter/adapter_model.safetensors", "adapter/adapter_config.json", "trainer_state.json", "trainer_state.safetensors", "checkpoint.json"]) expect(existsSync(join(runDir, "checkpoints", "step-5", f)), f).toBe(true);
     expect(await readFile(join(runDir, "report.html"), "utf8")).toContain("<svg");
+    // best/ holds the adapter summary.best names (the final one wins a tie with the periodic eval at RL step 1).
+    expect(s.best).toMatchObject({ step: 5, dir: join(runDir, "best") });
+    expect(await readFile(join(runDir, "best", "adapter_model.safetensors"))).toEqual(await readFile(join(runDir, "checkpoints", "step-5", "adapter", "adapter_model.safetensors")));
   }, 240_000);
 
   it("a run killed with SIGKILL and resumed ends with the same adapter bytes as an uninterrupted run", async () => {

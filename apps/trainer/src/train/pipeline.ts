@@ -238,6 +238,11 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
 
     // Greedy pass@1 (eval.temperature), and with eval.samples = k also k samples per problem at eval.sampleTemperature:
     // avg@k (the sampled pass@1 that R1-style reports quote) and pass@k. Fixed seeds: every eval draws the same way.
+    const saveBest = async (accuracy: number) => {
+      const dir = join(runDir, "best");
+      await savePeftAdapter(lora, "policy", dir, { baseModel: config.model.dir ?? modelDir });
+      state.best = { step: state.step, accuracy, dir };
+    };
     const evaluate = async (label: string): Promise<EvalRecord> => {
       lora.setTraining(false);
       const k = config.eval.samples;
@@ -422,11 +427,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
         if (config.eval.every > 0 && state.rlStep % config.eval.every === 0 && state.rlStep < config.rl.steps) {
           const ev = await evaluate(`RL step ${state.rlStep}`);
           state.evals.push(ev);
-          if (!state.best || ev.accuracy > state.best.accuracy) {
-            const dir = join(runDir, "best");
-            await savePeftAdapter(lora, "policy", dir, { baseModel: config.model.dir ?? modelDir });
-            state.best = { step: state.step, accuracy: ev.accuracy, dir };
-          }
+          if (!state.best || ev.accuracy > state.best.accuracy) await saveBest(ev.accuracy);
         }
         await checkpoint();
       }
@@ -434,7 +435,8 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
     }
     if (state.phase !== "done") {
       state.evalAfter = config.rl.enabled && config.rl.steps > 0 ? await evaluate("after RL") : state.evalBefore;
-      if (state.evalAfter && (!state.best || state.evalAfter.accuracy >= state.best.accuracy)) state.best = { step: state.step, accuracy: state.evalAfter.accuracy, dir: join(runDir, "checkpoints", `step-${state.step}`, "adapter") };
+      // The final adapter wins ties (it is the one trained longest); best/ always holds the adapter state.best names.
+      if (state.evalAfter && (!state.best || state.evalAfter.accuracy >= state.best.accuracy)) await saveBest(state.evalAfter.accuracy);
       state.phase = "done";
       await checkpoint(true);
     }
