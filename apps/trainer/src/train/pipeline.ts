@@ -146,15 +146,11 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
     const { train, heldout } = await loadData(config, cwd, log);
     const evalSet = heldout.slice(0, config.eval.n);
     // sft.noThinkFraction: that share of the targets answers with an empty <think></think> (a hybrid-thinking cold start).
-    const target = (r: MathRecord) => hybridSftTarget(r, { noThinkFraction: config.sft.noThinkFraction ?? 0, seed: config.seed });
-    let noThinkTargets = 0;
-    const sftExamples: SftExampleIds[] = train
-      .filter((r) => r.solution)
-      .map((r) => {
-        const t = target(r);
-        if (parseSftTarget(t)?.reasoning === "") noThinkTargets++;
-        return { promptIds: encodePrompt(r.problem), completionIds: [...tok.encode(t), eos] };
-      })
+    const sftRecords = train.filter((r) => r.solution);
+    const sftTargets = sftRecords.map((r) => hybridSftTarget(r, { noThinkFraction: config.sft.noThinkFraction ?? 0, seed: config.seed }));
+    const noThinkTargets = sftTargets.filter((t) => parseSftTarget(t)?.reasoning === "").length;
+    const sftExamples: SftExampleIds[] = sftRecords
+      .map((r, i) => ({ promptIds: encodePrompt(r.problem), completionIds: [...tok.encode(sftTargets[i]), eos] }))
       .filter((x) => x.promptIds.length + x.completionIds.length <= config.sft.maxSeqLen);
 
     // ---- state: fresh, or from the latest checkpoint
@@ -236,13 +232,14 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
       if (state.badStreak === 0) lastGood = await snapshot(); // never take a failing state as the rollback target
     };
 
-    // Greedy pass@1 (eval.temperature), and with eval.samples = k also k samples per problem at eval.sampleTemperature:
-    // avg@k (the sampled pass@1 that R1-style reports quote) and pass@k. Fixed seeds: every eval draws the same way.
+    // best/ always holds the adapter state.best names.
     const saveBest = async (accuracy: number) => {
       const dir = join(runDir, "best");
       await savePeftAdapter(lora, "policy", dir, { baseModel: config.model.dir ?? modelDir });
       state.best = { step: state.step, accuracy, dir };
     };
+    // Greedy pass@1 (eval.temperature), and with eval.samples = k also k samples per problem at eval.sampleTemperature:
+    // avg@k (the sampled pass@1 that R1-style reports quote) and pass@k. Fixed seeds: every eval draws the same way.
     const evaluate = async (label: string): Promise<EvalRecord> => {
       lora.setTraining(false);
       const k = config.eval.samples;
@@ -306,10 +303,8 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
       return Array.from({ length: accum }, (_, k) => ex.slice(k * bs, (k + 1) * bs)).filter((mb) => mb.length > 0);
     };
     if (state.phase === "sft") {
-      if (sftTotal > 0 && (config.sft.noThinkFraction ?? 0) > 0) {
-        log(`sft: hybrid-thinking cold start: ${noThinkTargets} of ${train.length} targets answer without reasoning (empty <think></think>; sft.noThinkFraction ${config.sft.noThinkFraction})`);
-      }
       if (sftTotal > 0) {
+        if (noThinkTargets > 0) log(`sft: hybrid-thinking cold start: ${noThinkTargets} of ${sftRecords.length} targets answer without reasoning (empty <think></think>; sft.noThinkFraction ${config.sft.noThinkFraction})`);
         const bar = new ProgressBar({ total: sftTotal, label: "sft", unit: "steps" });
         bar.tick(state.sftStep);
         while (state.sftStep < sftTotal) {
@@ -435,7 +430,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
     }
     if (state.phase !== "done") {
       state.evalAfter = config.rl.enabled && config.rl.steps > 0 ? await evaluate("after RL") : state.evalBefore;
-      // The final adapter wins ties (it is the one trained longest); best/ always holds the adapter state.best names.
+      // The final adapter wins ties (it is the one trained longest).
       if (state.evalAfter && (!state.best || state.evalAfter.accuracy >= state.best.accuracy)) await saveBest(state.evalAfter.accuracy);
       state.phase = "done";
       await checkpoint(true);
