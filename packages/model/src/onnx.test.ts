@@ -109,13 +109,51 @@ describe("ONNX export vs float64 reference (onnxruntime-node CPU)", () => {
     });
   });
 
+  it("KV-cache graph: a prefill then one token at a time (left padding) gives the reference's logits at every position", async () => {
+    // qwen3 config: q/k norm and head_dim ≠ hidden/heads, so the cache shapes use head_dim
+    const m = loaded[1] ?? (await loadModel((await generateModel(join(root, "kv"), CONFIGS[1][1], { seed: 7, init: { std: 0.15 } })).dir));
+    const { numLayers: L, numKvHeads: Hkv, headDim: D, vocabSize: V } = m.config;
+    const ref = referenceForward(m, IDS, { attentionMask: MASK });
+    const session = await ort.InferenceSession.create(await buildOnnxModel(m, { kvCache: true }), { executionProviders: ["cpu"], logSeverityLevel: 3 });
+    const B = IDS.length;
+    const T = IDS[0].length;
+    const i64 = (rows: number[][]) => new ort.Tensor("int64", BigInt64Array.from(rows.flat().map(BigInt)), [rows.length, rows[0].length]);
+    let past: Record<string, ort.Tensor> = {};
+    for (let l = 0; l < L; l++) for (const kind of ["key", "value"]) past[`past_key_values.${l}.${kind}`] = new ort.Tensor("float32", new Float32Array(0), [B, Hkv, 0, D]);
+    let worst = 0;
+    // chunks: 5 prompt tokens, then 1 token per call
+    for (let start = 0; start < T; ) {
+      const end = start === 0 ? 5 : start + 1;
+      const cols = (a: number[][], from: number, to: number) => a.map((r) => r.slice(from, to));
+      const out = await session.run({ input_ids: i64(cols(IDS, start, end)), attention_mask: i64(cols(MASK, 0, end)), position_ids: i64(cols(ref.positionIds, start, end)), ...past });
+      expect(out.logits.dims).toEqual([B, end - start, V]);
+      const got = out.logits.data as Float32Array;
+      for (let b = 0; b < B; b++)
+        for (let t = start; t < end; t++) {
+          if (!MASK[b][t]) continue;
+          for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(got[(b * (end - start) + t - start) * V + v] - ref.logits[(b * T + t) * V + v]));
+        }
+      past = {};
+      for (let l = 0; l < L; l++)
+        for (const kind of ["key", "value"]) {
+          const present = out[`present.${l}.${kind}`];
+          expect(present.dims).toEqual([B, Hkv, end, D]);
+          past[`past_key_values.${l}.${kind}`] = present;
+        }
+      start = end;
+    }
+    await session.release();
+    console.log(`ORT KV-cache graph (prefill 5, then 1 token per call) vs float64 reference: max abs ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThan(ABS_TOL);
+  });
+
   it("exportOnnx streams a sharded bf16 checkpoint to external data; ORT loads it from disk", async () => {
     const g = await generateModel(join(root, "bf16"), CONFIGS[0][1], { seed: 5, dtype: "bf16", shards: 2, init: { std: 0.15 } });
     const m = await loadModel(g.dir);
     const ref = referenceForward(m, IDS, { attentionMask: MASK });
     const out = join(root, "bf16.onnx");
     const res = await exportOnnx(g.dir, out, { externalData: true });
-    expect(res.dataPath).toBe(`${out}.data`);
+    expect(res.dataPath).toBe(`${out}_data`);
     expect((await stat(out)).size).toBeLessThan(64 << 10); // graph only
     expect((await stat(res.dataPath!)).size).toBeGreaterThan(m.config.vocabSize * m.config.hiddenSize * 4);
     const got = await runOrt(out, IDS, MASK, ref.positionIds, m.config.vocabSize);
@@ -135,7 +173,7 @@ describe("ONNX export vs float64 reference (onnxruntime-node CPU)", () => {
     expect(model.opsetImport.map((o) => [o.domain ?? "", Number(o.version)])).toEqual([["", ONNX_OPSET]]);
     const ops = new Set(model.graph!.node!.map((n) => n.opType!));
     for (const n of model.graph!.node!) expect(n.domain ?? "").toBe("");
-    const allowed = ["Gather", "MatMul", "Add", "Mul", "Div", "Sqrt", "ReduceMean", "Cast", "Unsqueeze", "Concat", "Cos", "Sin", "Split", "Neg", "Reshape", "Transpose", "Expand", "Shape", "Range", "LessOrEqual", "And", "Where", "Softmax", "Sigmoid", "Identity"];
+    const allowed = ["Gather", "MatMul", "Add", "Sub", "Mul", "Div", "Sqrt", "ReduceMean", "Cast", "Unsqueeze", "Concat", "Cos", "Sin", "Split", "Neg", "Reshape", "Transpose", "Expand", "Shape", "Range", "LessOrEqual", "And", "Where", "Softmax", "Sigmoid", "Identity"];
     expect([...ops].filter((o) => !allowed.includes(o))).toEqual([]);
     expect(model.graph!.input!.map((i) => i.name)).toEqual(["input_ids", "attention_mask", "position_ids"]);
     expect(model.graph!.output!.map((o) => o.name)).toEqual(["logits"]);

@@ -2,10 +2,14 @@
 // onnx-proto — usable by onnxruntime (any EP) and transformers.js-style runtimes, and an oracle independent of the
 // float64 reference in reference.ts.
 //
-// Inputs:  input_ids [batch, seq] int64, attention_mask [batch, seq] int64 (1 = token, 0 = padding),
-//          position_ids [batch, seq] int64.
-// Output:  logits [batch, seq, vocab] float32.
-// No KV cache (the graph computes the whole sequence).
+// Inputs:  input_ids [batch, seq] int64, attention_mask [batch, past + seq] int64 (1 = token, 0 = padding),
+//          position_ids [batch, seq] int64,
+//          with `kvCache`: past_key_values.{i}.key / .value [batch, kv_heads, past, head_dim] float32.
+// Outputs: logits [batch, seq, vocab] float32,
+//          with `kvCache`: present.{i}.key / .value [batch, kv_heads, past + seq, head_dim] float32 (past ++ new).
+// These are the names, layouts and dtypes transformers.js v3 feeds a decoder-only model with past (its
+// getCacheShapes / addPastKeyValues / getPastKeyValues): the first call gets past tensors of length 0, each later
+// call the previous call's present tensors renamed. Without `kvCache` the graph computes the whole sequence.
 //
 // Ops: Gather (embedding), MatMul (+Add for biases) with weights stored transposed [in, out], RMSNorm as
 // Mul/ReduceMean/Add/Sqrt/Div/Mul, RoPE from cos/sin of position_ids·inv_freq computed in the graph (float32, as HF),
@@ -13,7 +17,7 @@
 // Range/LessOrEqual/And/Where (masked scores get −1e9, so a fully padded row is finite), Softmax, SiLU as x·Sigmoid(x).
 //
 // dtype "f16" stores every weight as float16 and casts it to float32 in the graph (half the size; compute stays f32).
-// Weights go inline, or — for large models (protobuf caps a file at 2 GiB) — into `<out>.data` as ONNX external data.
+// Weights go inline, or — for large models (protobuf caps a file at 2 GiB) — into `<out>_data` as ONNX external data.
 import { open, writeFile, type FileHandle } from "node:fs/promises";
 import { basename } from "node:path";
 import onnxProto from "onnx-proto";
@@ -28,9 +32,16 @@ export type OnnxWeightDtype = "f32" | "f16";
 export interface OnnxExportOptions {
   /** Weight storage: "f32" (default) or "f16" (cast to f32 in the graph). */
   dtype?: OnnxWeightDtype;
-  /** Put weights in `<out>.data` (external data). "auto" (default): when they exceed 1 GiB. */
+  /** Put weights in `<out>_data` (external data). "auto" (default): when they exceed 1 GiB. */
   externalData?: boolean | "auto";
+  /** Add the past_key_values inputs and present outputs (see the header). Default false. */
+  kvCache?: boolean;
+  /** Replaces a weight (by HF name) before it is written, e.g. to merge a LoRA adapter into it. */
+  mapWeight?: WeightMapper;
 }
+
+/** Returns the values to export for parameter `name` given the stored ones (same length). */
+export type WeightMapper = (name: string, values: Float32Array | Float64Array) => Float32Array | Float64Array | Promise<Float32Array | Float64Array>;
 
 export interface OnnxExportResult {
   path: string;
@@ -39,6 +50,10 @@ export interface OnnxExportResult {
   /** Bytes of weights written. */
   weightBytes: number;
 }
+
+/** Graph input / output names of the KV cache, as transformers.js names them. */
+export const pastName = (layer: number, kind: "key" | "value") => `past_key_values.${layer}.${kind}`;
+export const presentName = (layer: number, kind: "key" | "value") => `present.${layer}.${kind}`;
 
 const ELEM = { FLOAT: 1, BOOL: 9, INT64: 7, FLOAT16: 10 } as const;
 /** Opset of the default domain the graph uses. */
@@ -89,6 +104,12 @@ class Graph {
     return out;
   }
 
+  /** A node whose single output has a fixed name (a graph output). */
+  named(opType: string, input: string[], output: string, attrs: Record<string, Attr> = {}): string {
+    this.nodes.push({ opType, input, output: [output], attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)), name: `${opType}_${this.nodes.length}` });
+    return output;
+  }
+
   opMulti(opType: string, input: string[], outputs: number, attrs: Record<string, Attr> = {}): string[] {
     const outs = Array.from({ length: outputs }, () => this.fresh(opType.toLowerCase()));
     this.nodes.push({ opType, input, output: outs, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)), name: `${opType}_${this.nodes.length}` });
@@ -118,7 +139,7 @@ function transpose(w: Float32Array | Float64Array, rows: number, cols: number): 
   return out;
 }
 
-async function buildGraph(cfg: ModelConfig, weights: WeightSource, g: Graph, dtype: OnnxWeightDtype) {
+async function buildGraph(cfg: ModelConfig, weights: WeightSource, g: Graph, dtype: OnnxWeightDtype, kvCache: boolean) {
   const H = cfg.hiddenSize;
   const D = cfg.headDim;
   const Hq = cfg.numHeads;
@@ -171,12 +192,16 @@ async function buildGraph(cfg: ModelConfig, weights: WeightSource, g: Graph, dty
     return g.op("Add", [g.op("Mul", [x, cos]), g.op("Mul", [rot, sin])], {}, "roped");
   };
 
-  // attention bias [B, 1, T, T]: 0 where key j ≤ query i and attention_mask[j] = 1, else MASK_VALUE
-  const shapeIds = g.op("Shape", ["input_ids"], {}, "ids_shape");
-  const seqLen = g.op("Gather", [shapeIds, await g.constant("const.one_i64_scalar", ELEM.INT64, [], BigInt64Array.of(1n))], { axis: 0 }, "seq_len");
-  const range = g.op("Range", [await g.constant("const.zero_i64", ELEM.INT64, [], BigInt64Array.of(0n)), seqLen, "const.one_i64_scalar"], {}, "range");
-  const rows = g.op("Unsqueeze", [range, await g.int64s([1], "axis1")], {}, "rows");
-  const cols = g.op("Unsqueeze", [range, await g.int64s([0], "axis0")], {}, "cols");
+  // attention bias [B, 1, T, L] over the L = past + T keys: 0 where key j ≤ past + query i (its absolute position)
+  // and attention_mask[j] = 1, else MASK_VALUE. Without a cache past = L − T = 0.
+  const one = await g.constant("const.one_i64_scalar", ELEM.INT64, [], BigInt64Array.of(1n));
+  const zero = await g.constant("const.zero_i64", ELEM.INT64, [], BigInt64Array.of(0n));
+  const seqLen = g.op("Gather", [g.op("Shape", ["input_ids"], {}, "ids_shape"), one], { axis: 0 }, "seq_len");
+  const totalLen = g.op("Gather", [g.op("Shape", ["attention_mask"], {}, "mask_shape"), one], { axis: 0 }, "total_len");
+  const pastLen = g.op("Sub", [totalLen, seqLen], {}, "past_len");
+  const queryPos = g.op("Range", [pastLen, totalLen, one], {}, "query_pos");
+  const rows = g.op("Unsqueeze", [queryPos, await g.int64s([1], "axis1")], {}, "rows");
+  const cols = g.op("Unsqueeze", [g.op("Range", [zero, totalLen, one], {}, "key_pos"), await g.int64s([0], "axis0")], {}, "cols");
   const causal = g.op("LessOrEqual", [cols, rows], {}, "causal");
   const keyMask = g.op("Unsqueeze", [g.op("Cast", ["attention_mask"], { to: ELEM.BOOL }), await g.int64s([1, 2], "axes12")], {}, "key_mask");
   const allowed = g.op("And", [causal, keyMask], {}, "allowed");
@@ -207,8 +232,15 @@ async function buildGraph(cfg: ModelConfig, weights: WeightSource, g: Graph, dty
       k = rmsNorm(k, await vecW("kNorm", l, D));
     }
     q = g.op("Transpose", [rope(q)], { perm: [0, 2, 1, 3] }, "qt");
-    const kt = repeatKv(g.op("Transpose", [rope(k)], { perm: [0, 2, 1, 3] }, "kt"));
-    const vt = repeatKv(g.op("Transpose", [v], { perm: [0, 2, 1, 3] }, "vt"));
+    // keys and values [B, Hkv, T, D]; with a cache, past ++ new is both what attention reads and `present`
+    let kAll = g.op("Transpose", [rope(k)], { perm: [0, 2, 1, 3] }, "kt");
+    let vAll = g.op("Transpose", [v], { perm: [0, 2, 1, 3] }, "vt");
+    if (kvCache) {
+      kAll = g.named("Concat", [pastName(l, "key"), kAll], presentName(l, "key"), { axis: 2 });
+      vAll = g.named("Concat", [pastName(l, "value"), vAll], presentName(l, "value"), { axis: 2 });
+    }
+    const kt = repeatKv(kAll);
+    const vt = repeatKv(vAll);
     const scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, g.op("Transpose", [kt], { perm: [0, 1, 3, 2] })]), scale]), attnBias], {}, "scores");
     const probs = g.op("Softmax", [scores], { axis: -1 }, "probs");
     const ctx = g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [probs, vt])], { perm: [0, 2, 1, 3] }), mergedShape], {}, "ctx");
@@ -226,8 +258,12 @@ async function buildGraph(cfg: ModelConfig, weights: WeightSource, g: Graph, dty
   if (cfg.tieWordEmbeddings) headT = g.op("Transpose", [embed], { perm: [1, 0] }, "lm_head_t");
   else headT = await linearW("lmHead", undefined, V, H);
   const logits = g.op("MatMul", [f, headT], {}, "logits_mm");
-  g.nodes.push({ opType: "Identity", input: [logits], output: ["logits"], attribute: [], name: "output_logits" });
+  g.named("Identity", [logits], "logits");
 }
+
+/** Every cache tensor name in layer order (key, value), or none without a cache. */
+const cacheNames = (cfg: ModelConfig, kvCache: boolean, name: typeof pastName) =>
+  kvCache ? Array.from({ length: cfg.numLayers }, (_, l) => [name(l, "key"), name(l, "value")]).flat() : [];
 
 interface StoredInit {
   name: string;
@@ -238,7 +274,7 @@ interface StoredInit {
   dataLocation?: number;
 }
 
-function serialise(cfg: ModelConfig, g: Graph, inits: StoredInit[]): Uint8Array {
+function serialise(cfg: ModelConfig, g: Graph, inits: StoredInit[], kvCache: boolean): Uint8Array {
   const io = (name: string, elemType: number, dims: (number | string)[]) => ({
     name,
     type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === "number" ? { dimValue: d } : { dimParam: d })) } } },
@@ -255,8 +291,13 @@ function serialise(cfg: ModelConfig, g: Graph, inits: StoredInit[]): Uint8Array 
     graph: {
       name: `${cfg.architecture}_decoder`,
       node: g.nodes,
-      input: [io("input_ids", ELEM.INT64, ["batch", "seq"]), io("attention_mask", ELEM.INT64, ["batch", "seq"]), io("position_ids", ELEM.INT64, ["batch", "seq"])],
-      output: [io("logits", ELEM.FLOAT, ["batch", "seq", cfg.vocabSize])],
+      input: [
+        io("input_ids", ELEM.INT64, ["batch", "seq"]),
+        io("attention_mask", ELEM.INT64, ["batch", kvCache ? "past_seq + seq" : "seq"]),
+        io("position_ids", ELEM.INT64, ["batch", "seq"]),
+        ...cacheNames(cfg, kvCache, pastName).map((n) => io(n, ELEM.FLOAT, ["batch", cfg.numKvHeads, "past_seq", cfg.headDim])),
+      ],
+      output: [io("logits", ELEM.FLOAT, ["batch", "seq", cfg.vocabSize]), ...cacheNames(cfg, kvCache, presentName).map((n) => io(n, ELEM.FLOAT, ["batch", cfg.numKvHeads, "past_seq + seq", cfg.headDim]))],
       initializer: inits,
     },
   });
@@ -264,7 +305,7 @@ function serialise(cfg: ModelConfig, g: Graph, inits: StoredInit[]): Uint8Array 
 }
 
 /** Builds the ONNX model of in-memory weights (inline initializers). For small models; see {@link exportOnnx}. */
-export async function buildOnnxModel(model: { config: ModelConfig; weights: WeightMap }, opts: { dtype?: OnnxWeightDtype } = {}): Promise<Uint8Array> {
+export async function buildOnnxModel(model: { config: ModelConfig; weights: WeightMap }, opts: { dtype?: OnnxWeightDtype; kvCache?: boolean } = {}): Promise<Uint8Array> {
   const inits: StoredInit[] = [];
   const g = new Graph({
     add: async (name, dataType, dims, bytes) => {
@@ -280,13 +321,15 @@ export async function buildOnnxModel(model: { config: ModelConfig; weights: Weig
     },
     g,
     opts.dtype ?? "f32",
+    opts.kvCache ?? false,
   );
-  return serialise(model.config, g, inits);
+  return serialise(model.config, g, inits, opts.kvCache ?? false);
 }
 
 /**
  * Exports a checkpoint folder (config.json + safetensors) to an ONNX file, reading one tensor at a time.
- * With external data the weights are streamed into `<outPath>.data` and never held together in memory.
+ * With external data the weights are streamed into `<outPath>_data` (the ONNX / Optimum naming that transformers.js
+ * looks for) and never held together in memory.
  */
 export async function exportOnnx(modelDir: string, outPath: string, opts: OnnxExportOptions = {}): Promise<OnnxExportResult> {
   const ck = await openCheckpoint(modelDir);
@@ -299,7 +342,7 @@ export async function exportOnnx(modelDir: string, outPath: string, opts: OnnxEx
     const inits: StoredInit[] = [];
     let weightBytes = 0;
     let handle: FileHandle | null = null;
-    const dataPath = external ? `${outPath}.data` : null;
+    const dataPath = external ? `${outPath}_data` : null;
     if (dataPath) handle = await open(dataPath, "w");
     try {
       let offset = 0;
@@ -330,8 +373,9 @@ export async function exportOnnx(modelDir: string, outPath: string, opts: OnnxEx
           offset += bytes.byteLength;
         },
       });
-      await buildGraph(ck.config, (name) => ck.tensors.readF32(name), g, dtype);
-      await writeFile(outPath, serialise(ck.config, g, inits));
+      const read = async (name: string) => (opts.mapWeight ? opts.mapWeight(name, await ck.tensors.readF32(name)) : ck.tensors.readF32(name));
+      await buildGraph(ck.config, read, g, dtype, opts.kvCache ?? false);
+      await writeFile(outPath, serialise(ck.config, g, inits, opts.kvCache ?? false));
     } finally {
       await handle?.close();
     }
