@@ -367,6 +367,84 @@ describe("embedding gather and scatter-add backward", () => {
     });
   }
 
+  // Row-sharded tables (each shard its own buffer): awkward shard sizes, ids in every shard, at shard edges and
+  // out of range; gather exact, scatter within the bound of the unsharded case, untouched rows never written.
+  const shardCases: Array<{ M: number; V: number; H: number; rows: number; dtype?: Dtype; wg?: number }> = [
+    { M: 1, V: 5, H: 3, rows: 2 },
+    { M: 97, V: 53, H: 20, rows: 7 }, // 8 shards, the last of 4 rows, vec4
+    { M: 64, V: 300, H: 13, rows: 128, wg: 32 }, // scalar rows, 3 shards
+    { M: 40, V: 61, H: 24, rows: 30, dtype: "f16" },
+  ];
+  for (const c of shardCases) {
+    it(`sharded ${JSON.stringify(c)}`, async () => {
+      const dtype = c.dtype ?? "f32";
+      if (skipF16(dtype)) return;
+      const { M, V, H, rows } = c;
+      const ids = new Uint32Array(M);
+      for (let m = 0; m < M; m++) ids[m] = randInt(0, V - 1, rand);
+      // shard edges (first/last row of a shard), and out-of-range ids
+      const edges = [0, rows - 1, rows, V - 1].filter((v) => v < V);
+      edges.forEach((v, i) => i + 2 < M && (ids[i + 2] = v));
+      if (M > 8) [ids[0], ids[M - 1]] = [V, 0xffffffff];
+      const table = asDtype(randn(V * H, rand), dtype);
+      const shards: GpuBuffer[] = [];
+      const dShards: GpuBuffer[] = [];
+      for (let v0 = 0; v0 < V; v0 += rows) {
+        const r = Math.min(rows, V - v0);
+        shards.push(up(table.subarray(v0 * H, (v0 + r) * H), dtype));
+        dShards.push(poisoned(r * H, "f32", "dTable"));
+      }
+      const idsBuf = gpu.upload(ids);
+      const outBuf = poisoned(M * H, "f32");
+      embedding(gpu, { ids: idsBuf, table: shards, tableShardRows: rows, out: outBuf, M, V, H, dtype });
+      expectClose(`sharded embedding ${JSON.stringify(c)}`, await gpu.readF32(outBuf, M * H), embeddingReference(ids, table, V, H), 0);
+
+      const dOut = randn(M * H, rand);
+      const dOutBuf = gpu.upload(dOut);
+      embeddingBackward(gpu, { ids: idsBuf, dOut: dOutBuf, dTable: dShards, tableShardRows: rows, M, V, H, accumulate: false, workgroupSize: c.wg });
+      const dt = new Float32Array(V * H);
+      for (let i = 0; i < dShards.length; i++) dt.set(await gpu.readF32(dShards[i], Math.min(rows, V - i * rows) * H), i * rows * H);
+      const ref = embeddingBackwardReference(ids, dOut, V, H);
+      const absRef = embeddingBackwardReference(ids, Float32Array.from(dOut, Math.abs), V, H).dTable;
+      let stray = 0;
+      for (let v = 0; v < V; v++) {
+        const rowGot = dt.subarray(v * H, (v + 1) * H);
+        if (!ref.touched.has(v)) {
+          if (rowGot.some((x) => !Number.isNaN(x))) stray++;
+          continue;
+        }
+        const k = (M + 1) * EPS;
+        expectClose(`sharded embeddingBackward row ${v}`, rowGot, ref.dTable.subarray(v * H, (v + 1) * H), Array.from(absRef.subarray(v * H, (v + 1) * H), (a) => k * a));
+      }
+      expect(stray, `rows written that no token touches (seed ${seed})`).toBe(0);
+      gpu.release(idsBuf, outBuf, dOutBuf, ...shards, ...dShards);
+    });
+  }
+
+  it("a table over the binding limit is refused with the fix named; its shards are accepted", async () => {
+    const limits = gpu.limits as Record<string, number>;
+    const real = limits.maxStorageBufferBindingSize;
+    const [M, V, H] = [4, 40, 8];
+    const ids = gpu.upload(new Uint32Array([0, 39, 20, 7]));
+    const whole = gpu.upload(randn(V * H, rand));
+    const out = gpu.alloc(M * H * 4);
+    try {
+      limits.maxStorageBufferBindingSize = 512; // 16 rows of 8 f32
+      expect(() => embedding(gpu, { ids, table: whole, out, M, V, H })).toThrow(/table needs 1280 bytes in one binding, over .*maxStorageBufferBindingSize \(512\).*row shards/);
+      expect(() => embedding(gpu, { ids, table: [whole, whole], tableShardRows: 16, out, M, V, H })).toThrow(/needs 3 table shards, got 2/);
+      expect(() => embedding(gpu, { ids, table: [whole, whole], tableShardRows: 20, out, M, V, H })).toThrow(/table shard 0 needs 640 bytes .*at most 16 rows/);
+      const values = await gpu.readF32(whole, V * H);
+      const shards = [0, 16, 32].map((v0) => gpu.upload(values.subarray(v0 * H, Math.min(V, v0 + 16) * H)));
+      embedding(gpu, { ids, table: shards, tableShardRows: 16, out, M, V, H });
+      limits.maxStorageBufferBindingSize = real;
+      expectClose("embedding over 512-byte shards", await gpu.readF32(out, M * H), embeddingReference([0, 39, 20, 7], values, V, H), 0);
+      gpu.release(...shards);
+    } finally {
+      limits.maxStorageBufferBindingSize = real;
+      gpu.release(ids, whole, out);
+    }
+  });
+
   it("reference backward matches a finite difference of Σ dOut·gather(table)", () => {
     const V = 4;
     const H = 3;

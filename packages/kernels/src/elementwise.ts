@@ -9,7 +9,11 @@
 //                  row chunks writes partial sums [chunks, N], and a second pass of the same kernel sums the
 //                  partials in chunk order. The summation order depends only on (M, N), never on scheduling.
 //   embedding      out[m, :] = table[ids[m], :] (table f32 or f16 → f32 out). An id ≥ V is SKIPPED: its output
-//                  row is written as zeros and nothing is read out of bounds.
+//                  row is written as zeros and nothing is read out of bounds. The table may be given as row
+//                  shards (each its own buffer, `tableShardRows` rows each), so that a vocabulary-sized table
+//                  never needs one binding over maxStorageBufferBindingSize: one dispatch per shard; the first
+//                  writes every output row (zeros where the id is in no earlier shard's range or ≥ V), the later
+//                  ones overwrite only the rows whose id falls in their range.
 //   embeddingBackward  dTable[v, :] (+)= Σ_{m : ids[m] = v} dOut[m, :]. Sort-free and deterministic: one workgroup
 //                  per token m; it first checks whether an earlier token has the same id (a parallel scan of
 //                  ids[0..m)) and, if so, does nothing. Otherwise it owns row v: it writes (or adds) its own dOut row,
@@ -17,7 +21,8 @@
 //                  token, in token order, each thread always touching the same columns of row v. No two workgroups
 //                  touch the same row, no float atomics, the sum order is token order.
 //                  Cost: O(M²) id comparisons in total (cheap next to the M·H row traffic for M up to ~16k).
-//                  Ids ≥ V are skipped (no write). Rows no token touches are not written at all.
+//                  Ids ≥ V are skipped (no write). Rows no token touches are not written at all. With a sharded
+//                  dTable one dispatch per shard: a workgroup whose id lies outside the shard's rows returns at once.
 //
 // Dtypes: activations f32, or f16 where the adapter has shader-f16 (storage only: every kernel computes in f32).
 // Vector width: each kernel has a vec4 variant (16-byte f32 / 8-byte f16 loads, a quarter of the invocations),
@@ -564,8 +569,10 @@ export function columnSumReference(x: ArrayLike<number>, M: number, N: number): 
 export interface EmbeddingArgs {
   /** u32 token ids [M]. */
   ids: GpuBuffer;
-  /** table [V, H]. */
-  table: GpuBuffer;
+  /** table [V, H]: one buffer, or row shards of `tableShardRows` rows each (the last may be shorter). */
+  table: GpuBuffer | GpuBuffer[];
+  /** Rows per table shard when `table` is an array. */
+  tableShardRows?: number;
   /** out [M, H] f32. */
   out: GpuBuffer;
   M: number;
@@ -579,8 +586,10 @@ export interface EmbeddingBackwardArgs {
   ids: GpuBuffer;
   /** dOut [M, H] f32. */
   dOut: GpuBuffer;
-  /** dTable [V, H] f32. Only rows some in-range id touches are written. */
-  dTable: GpuBuffer;
+  /** dTable [V, H] f32, one buffer or row shards of `tableShardRows` rows. Only rows some in-range id touches are written. */
+  dTable: GpuBuffer | GpuBuffer[];
+  /** Rows per dTable shard when `dTable` is an array. */
+  tableShardRows?: number;
   M: number;
   V: number;
   H: number;
@@ -594,7 +603,8 @@ export function embeddingWgsl(o: { dtype: Dtype; VW: number }): string {
   const { dtype, VW } = o;
   return /* wgsl */ `
 ${f16Header(dtype)}
-struct Params { M: u32, Hv: u32, V: u32, n: u32 }
+// V: rows of this shard, v0: the id of its first row; zeroOthers: write zeros for ids outside the shard (first shard).
+struct Params { M: u32, Hv: u32, V: u32, n: u32, v0: u32, zeroOthers: u32, p0: u32, p1: u32 }
 @group(0) @binding(0) var<storage, read> Ids: array<u32>;
 @group(0) @binding(1) var<storage, read> Table: array<${vecType(dtype, VW)}>;
 @group(0) @binding(2) var<storage, read_write> Out: array<${vecType("f32", VW)}>;
@@ -607,9 +617,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let m = i / u.Hv;
   let j = i - m * u.Hv;
   let id = Ids[m];
-  var v = ${vecType("f32", VW)}(0.0);
-  if (id < u.V) { v = ${vecType("f32", VW)}(Table[id * u.Hv + j]); } // out-of-range id: zeros, no read
-  Out[i] = v;
+  // id - v0 wraps around for ids below the shard, so one comparison tests both ends of its range
+  let r = id - u.v0;
+  if (r < u.V) {
+    Out[i] = ${vecType("f32", VW)}(Table[r * u.Hv + j]);
+  } else if (u.zeroOthers != 0u) {
+    Out[i] = ${vecType("f32", VW)}(0.0); // an id in no shard read so far (or ≥ V): zeros, no read
+  }
 }
 `;
 }
@@ -618,7 +632,8 @@ export function embeddingBackwardWgsl(o: { WG: number; VW: number; accumulate: b
   const { WG, VW, accumulate } = o;
   const F = vecType("f32", VW);
   return /* wgsl */ `
-struct Params { M: u32, Hv: u32, V: u32, p0: u32 }
+// V: rows of this dTable shard, v0: the id of its first row.
+struct Params { M: u32, Hv: u32, V: u32, v0: u32 }
 @group(0) @binding(0) var<storage, read> Ids: array<u32>;
 @group(0) @binding(1) var<storage, read> dOut: array<${F}>;
 @group(0) @binding(2) var<storage, read_write> dTable: array<${F}>;
@@ -634,7 +649,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let m = ${FLAT_WG};
   if (m >= u.M) { return; }
   let id = Ids[m];
-  if (id >= u.V) { return; } // out-of-range id: skipped
+  if (id - u.v0 >= u.V) { return; } // id outside this shard (u32 wrap covers ids below v0), or ≥ V: skipped
   if (lid == 0u) { atomicStore(&seen, 0u); }
   workgroupBarrier();
   for (var k = lid; k < m; k += ${WG}u) {
@@ -644,7 +659,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (lid == 0u) { seenFlag = atomicLoad(&seen); }
   if (workgroupUniformLoad(&seenFlag) != 0u) { return; }
 
-  let ob = id * u.Hv;
+  let ob = (id - u.v0) * u.Hv;
   let mb = m * u.Hv;
   for (var j = lid; j < u.Hv; j += ${WG}u) {
     dTable[ob + j] = ${accumulate ? "dTable[ob + j] + " : ""}dOut[mb + j];
@@ -671,10 +686,44 @@ function embeddingChecks(who: string, M: number, V: number, H: number) {
   requireCount(who, "M", M);
   requireCount(who, "V", V);
   requireCount(who, "H", H);
-  if (V * H > 2 ** 32 - 1 || M * H > 2 ** 32 - 1) throw new Error(`${who}: V·H or M·H overflows 32-bit indexing (V=${V} M=${M} H=${H})`);
+  if (M * H > 2 ** 32 - 1) throw new Error(`${who}: M·H overflows 32-bit indexing (M=${M} H=${H})`);
 }
 
-/** Record out[m, :] = table[ids[m], :] (zeros for ids ≥ V). */
+/** One row shard of a [V, H] table: its buffer, the id of its first row and its row count. */
+export interface TableShard {
+  buf: GpuBuffer;
+  v0: number;
+  rows: number;
+}
+
+/**
+ * The shards of a table given as one buffer or as an array of `shardRows`-row buffers, each checked to hold its
+ * rows and to fit one binding (an error names the shard and says how to split).
+ */
+export function tableShards(gpu: Gpu, who: string, name: string, table: GpuBuffer | GpuBuffer[], shardRows: number | undefined, V: number, H: number, dtype: Dtype): TableShard[] {
+  const list = Array.isArray(table) ? table : [table];
+  const rowsPer = list.length === 1 && shardRows === undefined ? V : shardRows;
+  if (rowsPer === undefined || !(Number.isInteger(rowsPer) && rowsPer > 0)) {
+    throw new Error(`${who}: ${name} is given as ${list.length} shards, so tableShardRows (rows per shard) must be a positive integer (got ${shardRows})`);
+  }
+  const n = Math.ceil(V / rowsPer);
+  if (n !== list.length) throw new Error(`${who}: V=${V} with tableShardRows=${rowsPer} needs ${n} ${name} shards, got ${list.length}`);
+  if (rowsPer * H > 2 ** 32 - 1) throw new Error(`${who}: a ${name} shard of ${rowsPer} rows × H=${H} overflows 32-bit indexing; use smaller shards`);
+  return list.map((buf, i) => {
+    const v0 = i * rowsPer;
+    const rows = Math.min(rowsPer, V - v0);
+    const label = list.length === 1 ? name : `${name} shard ${i}`;
+    const need = rows * H * dtypeBytes(dtype);
+    const maxBinding = gpu.limits.maxStorageBufferBindingSize;
+    if (maxBinding && need > maxBinding) {
+      throw new Error(`${who}: ${label} needs ${need} bytes in one binding, over this adapter's maxStorageBufferBindingSize (${maxBinding}); pass the table as row shards of at most ${Math.floor(maxBinding / (H * dtypeBytes(dtype)))} rows (tableShardRows)`);
+    }
+    requireBuffer(gpu, who, label, buf, rows * H, dtype, `${rows} rows × H=${H}`);
+    return { buf, v0, rows };
+  });
+}
+
+/** Record out[m, :] = table[ids[m], :] (zeros for ids ≥ V); one dispatch per table shard. */
 export function embedding(gpu: Gpu, args: EmbeddingArgs): void {
   const who = "embedding";
   const { M, V, H } = args;
@@ -683,16 +732,18 @@ export function embedding(gpu: Gpu, args: EmbeddingArgs): void {
   requireF16(gpu, who, dtype);
   const shape = `M=${M} V=${V} H=${H}`;
   requireBuffer(gpu, who, "ids", args.ids, M, "u32", shape);
-  requireBuffer(gpu, who, "table", args.table, V * H, dtype, shape);
   requireBuffer(gpu, who, "out", args.out, M * H, "f32", shape);
-  if (args.out.buffer === args.table.buffer || args.out.buffer === args.ids.buffer) throw new Error(`${who}: out aliases an input`);
+  const shards = tableShards(gpu, who, "table", args.table, args.tableShardRows, V, H, dtype);
+  if (shards.some((s) => s.buf.buffer === args.out.buffer) || args.out.buffer === args.ids.buffer) throw new Error(`${who}: out aliases an input`);
   const VW = vecWidth(H);
   const kernel = gpu.kernel(`embedding_${dtype}_v${VW}`, embeddingWgsl({ dtype, VW }));
   const nv = (M * H) / VW;
-  gpu.dispatch(kernel, [args.ids, args.table, args.out], foldGrid(gpu, Math.ceil(nv / WG1D)), new Uint32Array([M, H / VW, V, nv]));
+  shards.forEach((s, i) => {
+    gpu.dispatch(kernel, [args.ids, s.buf, args.out], foldGrid(gpu, Math.ceil(nv / WG1D)), new Uint32Array([M, H / VW, s.rows, nv, s.v0, i === 0 ? 1 : 0, 0, 0]));
+  });
 }
 
-/** Record dTable[v, :] (+)= Σ_{m: ids[m]=v} dOut[m, :] (deterministic, no float atomics; ids ≥ V skipped). */
+/** Record dTable[v, :] (+)= Σ_{m: ids[m]=v} dOut[m, :] (deterministic, no float atomics; ids ≥ V skipped); one dispatch per shard. */
 export function embeddingBackward(gpu: Gpu, args: EmbeddingBackwardArgs): void {
   const who = "embeddingBackward";
   const { M, V, H } = args;
@@ -701,12 +752,12 @@ export function embeddingBackward(gpu: Gpu, args: EmbeddingBackwardArgs): void {
   const shape = `M=${M} V=${V} H=${H}`;
   requireBuffer(gpu, who, "ids", args.ids, M, "u32", shape);
   requireBuffer(gpu, who, "dOut", args.dOut, M * H, "f32", shape);
-  requireBuffer(gpu, who, "dTable", args.dTable, V * H, "f32", shape);
-  if (args.dTable.buffer === args.dOut.buffer || args.dTable.buffer === args.ids.buffer) throw new Error(`${who}: dTable aliases an input`);
+  const shards = tableShards(gpu, who, "dTable", args.dTable, args.tableShardRows, V, H, "f32");
+  if (shards.some((s) => s.buf.buffer === args.dOut.buffer || s.buf.buffer === args.ids.buffer)) throw new Error(`${who}: dTable aliases an input`);
   const VW = vecWidth(H);
   const WG = rowWorkgroup(gpu, H / VW, args.workgroupSize);
   const kernel = gpu.kernel(`embedding_bwd_wg${WG}_v${VW}${accumulate ? "_acc" : ""}`, embeddingBackwardWgsl({ WG, VW, accumulate }));
-  gpu.dispatch(kernel, [args.ids, args.dOut, args.dTable], foldGrid(gpu, M), new Uint32Array([M, H / VW, V, 0]));
+  for (const s of shards) gpu.dispatch(kernel, [args.ids, args.dOut, s.buf], foldGrid(gpu, M), new Uint32Array([M, H / VW, s.rows, s.v0]));
 }
 
 export function embeddingReference(ids: ArrayLike<number>, table: ArrayLike<number>, V: number, H: number): Float64Array {
