@@ -19,6 +19,15 @@ export interface Backend {
   readonly name: string;
   alloc(n: number, dtype: DType): Storage;
   upload(values: ArrayLike<number>, dtype: DType): Storage;
+  /**
+   * Storage for a [rows, cols] matrix (an embedding table / LM head) whose contents come later through `writeRows`.
+   * The GPU backend splits it into row shards that each fit one storage binding when the whole would not.
+   */
+  allocRows(rows: number, cols: number, dtype: DType): Storage;
+  /** Write host values into rows [row0, row0 + values.length / cols) of `allocRows` storage. */
+  writeRows(s: Storage, row0: number, values: ArrayLike<number>, cols: number, dtype: DType): void;
+  /** Storage for n elements of `dtype` laid out like `like` (the same row shards): gradients and optimizer moments. */
+  allocLike(like: Storage, n: number, dtype: DType): Storage;
   read(s: Storage, n: number, dtype: DType): Promise<Float64Array>;
   free(s: Storage): void;
   fill(s: Storage, value: number, n: number): void;

@@ -23,6 +23,15 @@ export class CpuBackend implements Backend {
     if (dtype === "f16") for (let i = 0; i < out.length; i++) out[i] = toF16(out[i]);
     return out;
   }
+  allocRows(rows: number, cols: number): Storage {
+    return this.alloc(rows * cols);
+  }
+  writeRows(s: Storage, row0: number, values: ArrayLike<number>, cols: number, dtype: DType) {
+    A(s).set(A(this.upload(values, dtype)), row0 * cols);
+  }
+  allocLike(_like: Storage, n: number): Storage {
+    return this.alloc(n);
+  }
   /** f16 tensors hold f16 values (as float64): f32 → f16 rounds to nearest even, f16 → f32 copies. */
   cast(x: Storage, out: Storage, n: number, _from: FloatDType, to: FloatDType) {
     const xs = A(x), o = A(out);

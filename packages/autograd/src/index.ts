@@ -7,4 +7,4 @@ export { AdamW } from "./optim.js";
 export type { AdamWConfig } from "./optim.js";
 export { learningRate } from "./schedule.js";
 export type { ScheduleConfig, ScheduleKind } from "./schedule.js";
-export { GpuBackend } from "./gpu.js";
+export { GpuBackend, RowShards, rowsArg } from "./gpu.js";

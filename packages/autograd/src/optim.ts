@@ -28,13 +28,14 @@ export class AdamW {
     this.eps = cfg.eps ?? 1e-8;
     this.weightDecay = cfg.weightDecay ?? 0;
     const B = params[0].engine.backend;
-    const zero = (n: number) => {
-      const s = B.alloc(n, "f32");
-      B.fill(s, 0, n);
+    // moments laid out like their parameter (the same row shards for a sharded table)
+    const zero = (p: Tensor) => {
+      const s = B.allocLike(p.storage, p.size, "f32");
+      B.fill(s, 0, p.size);
       return s;
     };
-    this.m = params.map((p) => zero(p.size));
-    this.v = params.map((p) => zero(p.size));
+    this.m = params.map(zero);
+    this.v = params.map(zero);
   }
 
   get parameterCount(): number {
@@ -99,8 +100,15 @@ export class AdamW {
       if (state.m[i].length !== p.size) throw new Error(`AdamW.loadState: "${p.name}" has ${p.size} elements, state has ${state.m[i].length}`);
       B.free(this.m[i]);
       B.free(this.v[i]);
-      this.m[i] = B.upload(state.m[i], "f32");
-      this.v[i] = B.upload(state.v[i], "f32");
+      // laid out like the parameter (row shards of a sharded table)
+      const cols = p.shape[p.shape.length - 1] ?? 1;
+      const put = (values: ArrayLike<number>) => {
+        const s = B.allocLike(p.storage, p.size, "f32");
+        B.writeRows(s, 0, values, cols, "f32");
+        return s;
+      };
+      this.m[i] = put(state.m[i]);
+      this.v[i] = put(state.v[i]);
     });
     this.step = state.step;
   }

@@ -80,6 +80,21 @@ export class Engine {
     return this.track(new Tensor(this, shape, dtype, this.backend.upload(values, dtype), opts.requiresGrad ?? false, opts.name ?? ""));
   }
 
+  /**
+   * An uninitialised [rows, cols] matrix (an embedding table or LM head) filled later with `writeRows`; on the GPU it
+   * is held as row shards when it would not fit one storage binding, and its gradient is sharded the same way.
+   */
+  rowsTensor(shape: [number, number], opts: { dtype?: DType; requiresGrad?: boolean; name?: string } = {}): Tensor {
+    const dtype = opts.dtype ?? "f32";
+    return this.track(new Tensor(this, shape, dtype, this.backend.allocRows(shape[0], shape[1], dtype), opts.requiresGrad ?? false, opts.name ?? ""));
+  }
+
+  /** Write host values (whole rows) into a [rows, cols] tensor from row `row0` on. */
+  writeRows(t: Tensor, row0: number, values: ArrayLike<number>) {
+    if (t.shape.length !== 2) throw new Error(`writeRows: "${t.name}" is [${t.shape}], not a matrix`);
+    this.backend.writeRows(t.storage, row0, values, t.shape[1], t.dtype);
+  }
+
   /** An uninitialised tensor (the op that creates it writes every element). */
   empty(shape: readonly number[], dtype: DType = "f32", name = ""): Tensor {
     const n = shape.reduce((a, b) => a * b, 1);
@@ -119,7 +134,7 @@ export class Engine {
   /** The gradient tensor of `t`, zero-filled on first use. */
   gradOf(t: Tensor): Tensor {
     if (!t.grad) {
-      const g = new Tensor(this, t.shape, "f32", this.backend.alloc(t.size, "f32"), false, `${t.name}.grad`);
+      const g = new Tensor(this, t.shape, "f32", this.backend.allocLike(t.storage, t.size, "f32"), false, `${t.name}.grad`);
       this.backend.fill(g.storage, 0, g.size);
       t.grad = g;
     }
