@@ -12,6 +12,7 @@ import { generateModel, loadDecoder, loadTokenizer, type Decoder, type ModelToke
 import { LoraModel, savePeftAdapter, type LoraConfig, type LoraTarget } from "@nr/lora";
 import { WebGpuGenerator } from "@nr/rollout";
 import { preset, type AlgoName } from "@nr/algos";
+import { mathReward } from "@nr/rewards";
 import { buildMessages, defaultGrader, generateSynthetic, hybridSftTarget, loadDataset, parseSftTarget, ProgressBar, syntheticWords, type GradeFn, type MathRecord } from "@nr/data";
 import { RunFolder, resolveModelDir, rlMaxNewTokensAt, writeReport, type TrainConfig } from "../run/index.js";
 import { Critic, rlStep, seededPermutation, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
@@ -346,10 +347,8 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
         }
         return out;
       };
-      const reward = async (text: string, gold: string) => {
-        const correct = isCorrect(await grade(text, gold));
-        return { reward: correct ? 1 : 0, correct, formatOk: /<\/think>/.test(text) && /\\boxed\{/.test(text) };
-      };
+      // @nr/rewards owns the reward: correctness, and the format flag LPRO / GRPO-LEAD read (non-empty reasoning, then a box)
+      const reward = async (text: string, gold: string) => mathReward(text, gold);
       const dyn = config.rl.dynamicSampling ? { ...algo, dynamicSampling: { ...algo.dynamicSampling, enabled: true } } : algo;
       const bar = new ProgressBar({ total: config.rl.steps, label: "rl", unit: "steps" });
       bar.tick(state.rlStep);
