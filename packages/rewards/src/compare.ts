@@ -8,8 +8,8 @@
  * random positive reals (negatives too when abs/floor/… appear), with a relative tolerance plus an error-scale term.
  */
 import { freeSymbols, type Node, show, some } from "./ast.js";
+import { type Ball, ballEval, decide, div, exactBall, isKnown, relTol, type Verdict } from "./ball.js";
 import * as Cx from "./complex.js";
-import type { C } from "./complex.js";
 import { exactEval, newState, numEval, UndefinedValue } from "./evaluate.js";
 import { type Budget, SizeLimit } from "./limits.js";
 import { CQ, Q } from "./rational.js";
@@ -39,6 +39,7 @@ function mulberry32(seed: number): () => number {
 
 const hasDecimal = (n: Node): boolean => some(n, (m) => m.t === "num" && m.dec);
 const hasInf = (n: Node): boolean => some(n, (m) => m.t === "const" && m.name === "inf");
+const hasHugeLiteral = (n: Node): boolean => some(n, (m) => m.t === "num" && !Number.isFinite(m.q ? m.q.toNumber() : Number(m.raw)));
 const PIECEWISE = new Set(["abs", "floor", "ceil", "sign", "round", "mod", "max", "min"]);
 const isPiecewise = (n: Node): boolean => some(n, (m) => m.t === "fn" && PIECEWISE.has(m.name));
 const isGaussianInt = (v: CQ): boolean => v.re.isInt && v.im.isInt;
@@ -70,6 +71,8 @@ const textKey = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, "");
 export class Comparer {
   /** How the last top-level decision was reached. */
   how = "";
+  /** Why the last undecidable numeric comparison could not be decided (a "not equal" it explains), or null. */
+  undecidable: string | null = null;
   private readonly rng: () => number;
 
   constructor(
@@ -82,6 +85,17 @@ export class Comparer {
   private set(how: string, result: boolean): boolean {
     this.how = how;
     return result;
+  }
+
+  /** An undecidable comparison is "not equal", with the reason kept for the verdict. */
+  private undecided(why: string): boolean {
+    this.undecidable = why;
+    return this.set(`undecidable: ${why}`, false);
+  }
+
+  private certified(v: Verdict, how: string): boolean {
+    if (v.verdict === "undecidable") return this.undecided(v.why);
+    return this.set(how, v.verdict === "equal");
   }
 
   // ------------------------------------------------------------------ values
@@ -417,23 +431,30 @@ export class Comparer {
       valid++;
     }
     if (exactPossible) return valid >= 3;
-    // numeric
-    let first: C | null = null;
+    // numeric, with certified error bounds: points where a ratio cannot be pinned down are skipped
+    let first: Ball | null = null;
     valid = 0;
     const neg = isPiecewise(f) || isPiecewise(h);
     for (let k = 0; k < 12 && valid < 6; k++) {
       const env = this.realPoint(syms, neg && k % 2 === 1);
-      const sa = newState();
-      const sb = newState();
-      const a = numEval(f, env, sa, this.budget);
-      const b = numEval(h, env, sb, this.budget);
-      if (!Cx.isFiniteC(a) || !Cx.isFiniteC(b) || Cx.absC(b) < 1e-12) continue;
-      const r = Cx.div(a, b);
-      if (Cx.absC(r) < 1e-12) return false;
+      const r = div(ballEval(f, env, this.budget), ballEval(h, env, this.budget));
+      const m = Math.hypot(r.re, r.im);
+      if (!isKnown(r) || m - r.rad <= 0) continue;
       if (first === null) {
+        if (positive) {
+          const surelyNot = r.re + r.rad < 0 || Math.abs(r.im) - r.rad > 1e-9 * m;
+          if (surelyNot) return false;
+          if (r.re - r.rad <= 0 || Math.abs(r.im) > r.rad + 1e-9 * m) continue;
+        }
         first = r;
-        if (positive && !(Math.abs(r.im) < 1e-9 * Cx.absC(r) && r.re > 0)) return false;
-      } else if (Cx.absC(Cx.sub(r, first)) > 1e-8 * Cx.absC(first)) return false;
+      } else {
+        const v = decide(r, first, 1e-8 * Math.hypot(first.re, first.im));
+        if (v.verdict === "different") return false;
+        if (v.verdict === "undecidable") {
+          this.undecidable = v.why;
+          continue;
+        }
+      }
       valid++;
     }
     return valid >= 3;
@@ -443,6 +464,7 @@ export class Comparer {
 
   scalar(p: Node, g: Node): boolean {
     this.budget.tick();
+    this.undecidable = null;
     const topPct = (n: Node): boolean => n.t === "pct" || (n.t === "neg" && topPct(n.a));
     if (topPct(p) || topPct(g)) {
       // a percentage is x/100, and a bare x also matches x% (hendrycks: `10\%` = `10`); never ×100 without a % sign
@@ -468,16 +490,7 @@ export class Comparer {
   }
 
   private constants(p: Node, g: Node, decimals: boolean): boolean {
-    if (hasInf(p) || hasInf(g)) {
-      const sa = newState();
-      const sb = newState();
-      const a = numEval(p, new Map(), sa, this.budget);
-      const b = numEval(g, new Map(), sb, this.budget);
-      const inf = (z: C) => !Number.isFinite(z.re) && !Number.isNaN(z.re) && z.im === 0;
-      if (inf(a) && inf(b) && !sa.overflow && !sb.overflow) return this.set("infinity", a.re === b.re);
-      if (Cx.isFiniteC(a) && Cx.isFiniteC(b) && !sa.infinite && !sb.infinite) return this.set("numeric", this.close(a, b, Math.max(sa.scale, sb.scale)));
-      return this.set("infinity", false);
-    }
+    if (hasInf(p) || hasInf(g)) return this.infinities(p, g);
     let ep: CQ | null = null;
     let eg: CQ | null = null;
     try {
@@ -492,18 +505,31 @@ export class Comparer {
       if (ep.eq(eg)) return this.set("exact", true);
       if (!decimals) return this.set("exact", false);
       if (isGaussianInt(eg) && !hasDecimal(g)) return this.set("exact (integer gold)", false);
-      return this.set("rounded decimal", this.approx(Cx.c(ep.re.toNumber(), ep.im.toNumber()), Cx.c(eg.re.toNumber(), eg.im.toNumber())));
+      // the exact difference, rounded once: no cancellation in doubles
+      const d = ep.sub(eg);
+      const diff: Ball = { re: d.re.toNumber(), im: d.im.toNumber(), rad: 0, real: d.isReal };
+      diff.rad = 1e-15 * Math.hypot(diff.re, diff.im);
+      const gold = exactBall(eg.re.toNumber(), eg.im.toNumber());
+      return this.certified(decide(diff, exactBall(0), this.roundingTol(gold)), "rounded decimal");
     }
+    if (decimals && eg && isGaussianInt(eg) && !hasDecimal(g)) return this.set("exact (integer gold)", false);
+    const a = ballEval(p, new Map(), this.budget);
+    const b = ballEval(g, new Map(), this.budget);
+    if (decimals) return this.certified(decide(a, b, this.roundingTol(b)), "rounded decimal");
+    return this.certified(decide(a, b, relTol(a, b)), "numeric");
+  }
+
+  /** `\infty` only equals an infinity of the same sign: a finite number, however large, is never infinite. */
+  private infinities(p: Node, g: Node): boolean {
+    if (hasInf(p) !== hasInf(g)) return this.set("a finite value is never infinity", false);
+    if (hasHugeLiteral(p) || hasHugeLiteral(g)) return this.undecided("a literal beyond the double range next to infinity");
     const sa = newState();
     const sb = newState();
     const a = numEval(p, new Map(), sa, this.budget);
     const b = numEval(g, new Map(), sb, this.budget);
-    if (!Cx.isFiniteC(a) || !Cx.isFiniteC(b) || sa.overflow || sb.overflow) return this.set("undecidable (out of double range)", false);
-    if (decimals) {
-      if (eg && isGaussianInt(eg) && !hasDecimal(g)) return this.set("exact (integer gold)", false);
-      return this.set("rounded decimal", this.approx(a, b));
-    }
-    return this.set("numeric", this.close(a, b, Math.max(sa.scale, sb.scale)));
+    const inf = (z: Cx.C) => !Number.isFinite(z.re) && !Number.isNaN(z.re) && z.im === 0;
+    if (inf(a) && inf(b) && !sa.overflow && !sb.overflow) return this.set("infinity", a.re === b.re);
+    return this.set("infinity", false);
   }
 
   private identity(p: Node, g: Node, syms: string[], decimals: boolean): boolean {
@@ -537,40 +563,38 @@ export class Comparer {
       valid++;
     }
     if (exactPossible && valid >= 3) return this.set("polynomial identity", true);
-    // numeric identity at random positive reals (and negatives when piecewise functions appear)
+    // numeric identity at random positive reals (and negatives when piecewise functions appear), certified:
+    // a point where the error bound is too wide is skipped, and a point where the values certainly differ decides
     valid = 0;
+    let why = "no point could be evaluated";
     const neg = isPiecewise(p) || isPiecewise(g);
-    for (let k = 0; k < 14 && valid < 6; k++) {
+    const tries = 14;
+    for (let k = 0; k < tries && valid < 6; k++) {
       const env = this.realPoint(syms, neg && k % 2 === 1);
-      const sa = newState();
-      const sb = newState();
-      const a = numEval(p, env, sa, this.budget);
-      const b = numEval(g, env, sb, this.budget);
-      if (!Cx.isFiniteC(a) || !Cx.isFiniteC(b)) continue;
-      const ok = decimals ? this.approx(a, b) : this.close(a, b, Math.max(sa.scale, sb.scale));
-      if (!ok) return this.set("numeric identity", false);
+      const a = ballEval(p, env, this.budget);
+      const b = ballEval(g, env, this.budget);
+      if (!isKnown(a) && !isKnown(b)) continue;
+      const v = decide(a, b, decimals ? this.roundingTol(b) : relTol(a, b));
+      if (v.verdict === "different") return this.set("numeric identity", false);
+      if (v.verdict === "undecidable") {
+        why = v.why;
+        continue;
+      }
       valid++;
     }
-    return this.set("numeric identity", valid >= 3);
-  }
-
-  /** Relative 1e-10 plus an absolute term proportional to the magnitudes that cancelled. */
-  private close(a: C, b: C, scale: number): boolean {
-    const d = Cx.absC(Cx.sub(a, b));
-    return d <= 1e-10 * Math.max(Cx.absC(a), Cx.absC(b)) + 1e-11 * scale;
+    if (valid >= 3) return this.set("numeric identity", true);
+    return this.undecided(`numeric identity decided at ${valid} of ${tries} random points (${why})`);
   }
 
   /**
-   * Equal to `floatPrecision` decimals (absolute; relative 1e-3 of that above 1000), and within 1 % for values below 1
-   * so that tiny magnitudes (`1/2^{99}`) are not all "0.000000".
+   * Tolerance when one side is a decimal approximation: `floatPrecision` decimals (relative 1e-3 of that above
+   * 1000), and 1 % for values below 1 so that tiny magnitudes (`1/2^{99}`) are not all "0.000000". Taken at the
+   * smallest magnitude the gold's ball allows.
    */
-  private approx(a: C, b: C): boolean {
-    const d = Cx.absC(Cx.sub(a, b));
-    const mb = Cx.absC(b);
+  private roundingTol(gold: Ball): number {
+    const mb = Math.max(0, Math.hypot(gold.re, gold.im) - gold.rad);
     const tol = 10 ** -this.opts.floatPrecision * Math.max(1, mb / 1000);
-    if (d > tol * (1 + 1e-9)) return false;
-    if (mb < 1 && d > 0.01 * mb) return false;
-    return true;
+    return (mb < 1 ? Math.min(tol, 0.01 * mb) : tol) * (1 + 1e-9);
   }
 
   private randInt(): number {
@@ -579,11 +603,11 @@ export class Comparer {
     return this.rng() < 0.5 ? -v : v;
   }
 
-  private realPoint(syms: string[], negative: boolean): Map<string, C> {
-    const env = new Map<string, C>();
+  private realPoint(syms: string[], negative: boolean): Map<string, Ball> {
+    const env = new Map<string, Ball>();
     for (const s of syms) {
       const mag = this.rng() < 0.5 ? 0.2 + 0.75 * this.rng() : 1.1 + 2.2 * this.rng();
-      env.set(s, Cx.c(negative ? -mag : mag));
+      env.set(s, exactBall(negative ? -mag : mag));
     }
     return env;
   }

@@ -55,6 +55,8 @@ export interface VerifyResult {
   reason: string;
   /** Set when the result could not be computed (timeout, crash in a worker, internal error). */
   unscorable?: boolean;
+  /** Set when the arithmetic could not decide (error bound wider than the tolerance): graded not equal. */
+  undecidable?: boolean;
 }
 
 interface Resolved extends CompareOptions {
@@ -292,7 +294,7 @@ function renamedToGold(p: Analysed, g: Analysed): Val | null {
 }
 
 /** Compares two analysed answers. */
-export function compareAnalysed(p: Analysed, g: Analysed, options: VerifyOptions = {}): { equal: boolean; how: string } {
+export function compareAnalysed(p: Analysed, g: Analysed, options: VerifyOptions = {}): { equal: boolean; how: string; undecidable?: string } {
   const o = resolve(options);
   if (p.key !== "" && p.key === g.key) return { equal: true, how: "same normalised string" };
   let pv = p.val;
@@ -301,7 +303,8 @@ export function compareAnalysed(p: Analysed, g: Analysed, options: VerifyOptions
   if (pv && gv) {
     const cmp = new Comparer(o, new Budget());
     const equal = cmp.vals(pv, gv);
-    return { equal, how: cmp.how || "structure" };
+    const how = cmp.how || "structure";
+    return !equal && cmp.undecidable !== null ? { equal, how, undecidable: cmp.undecidable } : { equal, how };
   }
   const equal = p.key !== "" && p.key.toLowerCase() === g.key.toLowerCase();
   return { equal, how: pv || gv ? "one side does not parse" : "unparsed strings" };
@@ -328,8 +331,13 @@ export function verify(prediction: string, gold: string, options: VerifyOptions 
     const p = pick(predictionCandidates(prep.text, o, gsm8k), "pred");
     if (!p) return { correct: false, predicted: null, gold: goldAnswer, reason: "no answer found in the prediction" };
     predicted = p.display;
-    const { equal, how } = compareAnalysed(p, g, options);
-    return { correct: equal, predicted, gold: goldAnswer, reason: `${equal ? "equal" : "not equal"}: ${how} [${p.method} vs gold ${g.method}]` };
+    const { equal, how, undecidable } = compareAnalysed(p, g, options);
+    const where = `[${p.method} vs gold ${g.method}]`;
+    if (undecidable !== undefined) {
+      const detail = how.startsWith("undecidable") ? "" : ` (${how})`;
+      return { correct: false, predicted, gold: goldAnswer, reason: `not equal (undecidable: ${undecidable})${detail} ${where}`, undecidable: true };
+    }
+    return { correct: equal, predicted, gold: goldAnswer, reason: `${equal ? "equal" : "not equal"}: ${how} ${where}` };
   } catch (e) {
     const msg = e instanceof Error || e instanceof Signal ? `${e.name}: ${e.message}` : String(e);
     return { correct: false, predicted, gold: goldAnswer, reason: `error: ${msg}`, unscorable: true };
