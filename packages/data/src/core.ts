@@ -19,6 +19,7 @@ export {
   buildSftExample,
   hybridSftTarget,
   parseSftTarget,
+  thinks,
   selectFewShot,
   sftTarget,
   shotResponse,

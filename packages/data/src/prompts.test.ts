@@ -15,6 +15,7 @@ import {
   selectFewShot,
   sftTarget,
   shotResponse,
+  thinks,
 } from "./prompts.js";
 import type { MathRecord } from "./types.js";
 
@@ -170,5 +171,17 @@ describe("messages, shots and SFT targets", () => {
     expect(hybridSftTarget(rec("x", "q", "5"), { noThinkFraction: 1, seed: 0 })).toBe("<think>\n\n</think>\n\\boxed{5}");
     expect(() => hybridSftTarget(rec("x", "q", "5"), { noThinkFraction: 0, seed: 0 })).toThrow(/no solution/);
     expect(() => hybridSftTarget(records[0], { noThinkFraction: 1.5, seed: 0 })).toThrow(/\[0, 1\]/);
+  });
+});
+
+describe("thinks (the thinking rate's test of one completion)", () => {
+  it("is true only for a <think> block with something besides whitespace in it", () => {
+    expect(thinks(sftTarget("3 * 5 = 15", "15"))).toBe(true);
+    expect(thinks("<think>\n3 * 5 = 15")).toBe(true); // cut off before </think>: it was reasoning
+    expect(thinks(sftTarget("", "15"))).toBe(false);
+    expect(thinks("<think> \n\t</think>\\boxed{15}")).toBe(false);
+    expect(thinks("<think>")).toBe(false);
+    expect(thinks("3 * 5 = 15. The answer is 15.")).toBe(false); // worked, but not in the <think> format
+    expect(thinks("\\boxed{15} <think>x</think>")).toBe(true);
   });
 });

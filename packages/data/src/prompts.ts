@@ -210,6 +210,16 @@ export function parseSftTarget(text: string): { reasoning: string; answer: strin
   return m ? { reasoning: m[1], answer: m[2] } : null;
 }
 
+/**
+ * Whether a completion reasons in the `<think>` format: it opens `<think>` and writes something other than whitespace
+ * before `</think>` (or before its end, when it never closes). The thinking rate of a run is the share of its
+ * completions for which this holds.
+ */
+export function thinks(completion: string): boolean {
+  const m = /<think>([\s\S]*?)(?:<\/think>|$)/.exec(completion);
+  return m !== null && m[1].trim() !== "";
+}
+
 /** One supervised example: `text = prompt + completion`; the loss goes on `completion`. */
 export interface SftExample {
   id: string;

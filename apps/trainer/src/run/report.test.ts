@@ -49,6 +49,8 @@ describe("report.html", () => {
     expect(html).toMatch(/data-series="eval_accuracy" data-n="4"/);
     expect(html).toMatch(/data-series="loss \(sft\)" data-n="20"/);
     expect(html).toMatch(/data-series="loss \(rl\)" data-n="40"/);
+    // The thinking rate of the RL samples and of the greedy eval completions.
+    expect(html).toMatch(/data-chart="thinking_rate"[^]*?data-series="thinking_rate" data-n="40"[^]*?data-series="eval_thinking_rate" data-n="4"/);
     // Histogram of sample lengths: counts add up to the samples.
     const hist = /<svg class="chart" data-chart="response_length_hist" data-n="(\d+)" data-bins="([\d,]+)"/.exec(html)!;
     expect(Number(hist[1])).toBe(samples.length);

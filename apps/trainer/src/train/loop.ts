@@ -8,7 +8,7 @@ import { linear, type AdamW, type Engine, type Tensor } from "@nr/autograd";
 import { makeBatch, type Decoder } from "@nr/model";
 import type { LoraConfig, LoraModel } from "@nr/lora";
 import type { WebGpuGenerator } from "@nr/rollout";
-import { Rng } from "@nr/data";
+import { Rng, thinks } from "@nr/data";
 import { computeAdvantages, filterGroups, policyLoss, stepNormalizers, type AlgoConfig, type CompletionGroup, type PolicyBatch } from "@nr/algos";
 
 export interface SftExampleIds {
@@ -161,6 +161,8 @@ export interface RlStepStats {
   responseLengthMean: number;
   responseLengthMax: number;
   truncationRate: number;
+  /** Share of the completions that reason in a non-empty `<think>` block (@nr/data `thinks`). */
+  thinkingRate: number;
   fracZeroStdGroups: number;
   clipRatio: number;
   entropy: number;
@@ -257,6 +259,7 @@ export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: 
     responseLengthMean: lens.reduce((a, b) => a + b, 0) / Math.max(1, lens.length),
     responseLengthMax: Math.max(0, ...lens),
     truncationRate: samples.filter((s) => s.finishReason === "length").length / Math.max(1, samples.length),
+    thinkingRate: samples.filter((s) => thinks(s.text)).length / Math.max(1, samples.length),
     fracZeroStdGroups: allGroups.filter((g) => g.rewards.every((r) => r === g.rewards[0])).length / Math.max(1, allGroups.length),
     samples,
     promptsUsed,

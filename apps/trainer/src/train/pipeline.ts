@@ -13,7 +13,7 @@ import { LoraModel, savePeftAdapter, type LoraConfig, type LoraTarget } from "@n
 import { WebGpuGenerator } from "@nr/rollout";
 import { preset, type AlgoName } from "@nr/algos";
 import { mathReward } from "@nr/rewards";
-import { buildMessages, defaultGrader, generateSynthetic, hybridSftTarget, loadDataset, parseSftTarget, ProgressBar, syntheticWords, type GradeFn, type MathRecord } from "@nr/data";
+import { buildMessages, defaultGrader, generateSynthetic, hybridSftTarget, loadDataset, parseSftTarget, ProgressBar, syntheticWords, thinks, type GradeFn, type MathRecord } from "@nr/data";
 import { RunFolder, resolveModelDir, rlMaxNewTokensAt, writeReport, type TrainConfig } from "../run/index.js";
 import { Critic, rlStep, seededPermutation, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
 import { initialState, readTrainerStateJson, readTrainerTensors, restoreTensor, writeTrainerState, type EvalRecord, type TensorGroup, type TrainerState } from "./state.js";
@@ -244,14 +244,17 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
     const evaluate = async (label: string): Promise<EvalRecord> => {
       lora.setTraining(false);
       const k = config.eval.samples;
-      let correct = 0, sampledCorrect = 0, solved = 0;
+      let correct = 0, sampledCorrect = 0, solved = 0, thinking = 0;
       const bar = new ProgressBar({ total: evalSet.length, label: `eval ${label}`, unit: "problems" });
       const chunk = 32;
       for (let i = 0; i < evalSet.length; i += chunk) {
         const part = evalSet.slice(i, i + chunk);
         const prompts = part.map((r) => encodePrompt(r.problem));
         const out = await gen.generateIds(prompts.map((promptIds) => ({ promptIds, n: 1 })), { temperature: config.eval.temperature, maxNewTokens: config.eval.maxNewTokens, seed: config.seed });
-        for (let j = 0; j < part.length; j++) if (isCorrect(await grade(out[j][0].text, part[j].answer))) correct++;
+        for (let j = 0; j < part.length; j++) {
+          if (isCorrect(await grade(out[j][0].text, part[j].answer))) correct++;
+          if (thinks(out[j][0].text)) thinking++;
+        }
         if (k > 0) {
           const sampled = await gen.generateIds(prompts.map((promptIds) => ({ promptIds, n: k })), { temperature: config.eval.sampleTemperature, topP: 1, maxNewTokens: config.eval.maxNewTokens, seed: config.seed + 1 + i });
           for (let j = 0; j < part.length; j++) {
@@ -265,10 +268,10 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
       }
       bar.finish();
       const n = evalSet.length;
-      const rec: EvalRecord = { step: state.step, label, accuracy: n ? correct / n : 0, n };
+      const rec: EvalRecord = { step: state.step, label, accuracy: n ? correct / n : 0, n, thinkingRate: n ? thinking / n : 0 };
       if (k > 0) Object.assign(rec, { samples: k, avgAtK: n ? sampledCorrect / (n * k) : 0, passAtK: n ? solved / n : 0 });
       log(`eval ${label}: ${describeEval(rec, config.eval.sampleTemperature)} on ${n} held-out problems`);
-      run.logMetrics({ step: state.step, phase: "eval", eval_accuracy: rec.accuracy, ...(k > 0 ? { eval_avg_at_k: rec.avgAtK, eval_pass_at_k: rec.passAtK, eval_samples: k } : {}), eval_label: label, eval_n: n });
+      run.logMetrics({ step: state.step, phase: "eval", eval_accuracy: rec.accuracy, eval_thinking_rate: rec.thinkingRate, ...(k > 0 ? { eval_avg_at_k: rec.avgAtK, eval_pass_at_k: rec.passAtK, eval_samples: k } : {}), eval_label: label, eval_n: n });
       return rec;
     };
 
@@ -396,7 +399,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
         const problems = [...batch];
         run.logMetrics({
           step: state.step, phase: "rl", loss: st.loss, reward: st.rewardMean, reward_std: st.rewardStd, accuracy: st.accuracy, response_length: st.responseLengthMean,
-          response_length_max: st.responseLengthMax, truncation_rate: st.truncationRate, frac_zero_std: st.fracZeroStdGroups, clip_frac: st.clipRatio,
+          response_length_max: st.responseLengthMax, truncation_rate: st.truncationRate, thinking_rate: st.thinkingRate, frac_zero_std: st.fracZeroStdGroups, clip_frac: st.clipRatio,
           entropy: st.entropy, kl: st.kl, logp_mismatch: st.logpMismatch, grad_norm: st.gradNorm, lr: config.rl.lr, max_new_tokens: maxNew,
           groups_kept: st.groupsKept, prompts_used: st.promptsUsed, generate_ms: st.generateMs, train_ms: st.trainMs,
           generate_tokens_per_s: st.generatedTokens / Math.max(1e-3, st.generateMs / 1000), train_tokens_per_s: st.trainTokens / Math.max(1e-3, st.trainMs / 1000),
@@ -408,7 +411,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
           run.logSample({ step: state.step, phase: "rl", prompt: p.problem, completion: smp.text, gold: p.gold, reward: smp.reward, correct: smp.correct, advantage: smp.advantage, response_length: smp.length, finish_reason: smp.finishReason });
         }
         bar.tick(1, `reward ${st.rewardMean.toFixed(2)} acc ${(100 * st.accuracy).toFixed(0)}%`);
-        log(`rl step ${state.rlStep}/${config.rl.steps}: reward ${st.rewardMean.toFixed(3)} acc ${(100 * st.accuracy).toFixed(0)}% len ${st.responseLengthMean.toFixed(1)} trunc ${(100 * st.truncationRate).toFixed(0)}% loss ${st.loss.toFixed(4)} |g| ${st.gradNorm.toFixed(3)} kl ${st.kl.toFixed(4)} (${(st.generateMs / 1000).toFixed(1)} s gen, ${(st.trainMs / 1000).toFixed(1)} s train)`);
+        log(`rl step ${state.rlStep}/${config.rl.steps}: reward ${st.rewardMean.toFixed(3)} acc ${(100 * st.accuracy).toFixed(0)}% len ${st.responseLengthMean.toFixed(1)} think ${(100 * st.thinkingRate).toFixed(0)}% trunc ${(100 * st.truncationRate).toFixed(0)}% loss ${st.loss.toFixed(4)} |g| ${st.gradNorm.toFixed(3)} kl ${st.kl.toFixed(4)} (${(st.generateMs / 1000).toFixed(1)} s gen, ${(st.trainMs / 1000).toFixed(1)} s train)`);
         if (st.truncationRate > 0.5) log(`warning: ${(100 * st.truncationRate).toFixed(0)}% of completions hit max_new_tokens (${maxNew}): raise rl.maxNewTokens or add rl.lengthStages`);
         if (st.fracZeroStdGroups > 0.8) log(`warning: ${(100 * st.fracZeroStdGroups).toFixed(0)}% of groups have zero reward spread (no learning signal): the task is too hard or too easy for the model, or G is too small`);
         if (st.noSignal) log(`rl step ${state.rlStep}: dynamic sampling kept no group — no update this step`);
@@ -468,7 +471,8 @@ const pct = (r: EvalRecord | null) => (r ? `${(100 * r.accuracy).toFixed(1)}%${r
 
 /** `greedy 95.0% · avg@8 (T 1) 78.1% · pass@8 99.0%`. */
 export function describeEval(r: EvalRecord, sampleTemperature: number): string {
-  const g = `greedy ${(100 * r.accuracy).toFixed(1)}%`;
+  const think = r.thinkingRate === undefined ? "" : ` (${(100 * r.thinkingRate).toFixed(0)}% thinking)`;
+  const g = `greedy ${(100 * r.accuracy).toFixed(1)}%${think}`;
   if (!r.samples) return g;
   return `${g} · avg@${r.samples} (T ${sampleTemperature}) ${(100 * (r.avgAtK ?? 0)).toFixed(1)}% · pass@${r.samples} ${(100 * (r.passAtK ?? 0)).toFixed(1)}%`;
 }

@@ -21,6 +21,8 @@ export interface EvalRecord {
   samples?: number;
   avgAtK?: number;
   passAtK?: number;
+  /** Share of the greedy completions that reason in a non-empty `<think>` block. */
+  thinkingRate?: number;
 }
 
 export interface TrainerState {
