@@ -213,6 +213,20 @@ export class LoraModel {
     }
   }
 
+  /** Free adapter `name`'s weights and forget it (the bare base is selected where it was active). */
+  removeAdapter(name: string) {
+    if (!this.configs.has(name)) throw new Error(`lora: no adapter named "${name}"`);
+    for (const p of this.projections) {
+      const ad = p.adapters.get(name);
+      if (!ad) continue;
+      ad.weights.A.dispose();
+      ad.weights.B.dispose();
+      p.adapters.delete(name);
+      if (p.active === name) p.active = null;
+    }
+    this.configs.delete(name);
+  }
+
   /** Use adapter `name` in forwards, or null for the bare base. */
   select(name: string | null) {
     if (name !== null && !this.configs.has(name)) throw new Error(`lora: no adapter named "${name}"; have ${[...this.configs.keys()].join(", ") || "none"}`);

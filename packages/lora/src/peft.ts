@@ -118,25 +118,53 @@ export async function readPeftConfig(dir: string): Promise<ResolvedLoraConfig> {
   });
 }
 
-/** Load a PEFT adapter directory as adapter `name` (trainable or frozen). Every expected tensor must be present. */
-export async function loadPeftAdapter(model: LoraModel, dir: string, name: string, opts: { trainable?: boolean } = {}) {
-  const c = await readPeftConfig(dir);
-  const file = await SafetensorsFile.open(join(dir, ADAPTER_WEIGHTS));
+/** A PEFT adapter read into host memory and checked against a model's projections, not yet on the GPU. */
+export interface PeftAdapterData {
+  config: ResolvedLoraConfig;
+  /** Per wrapped projection (index into LoraModel.projections) that the adapter targets: its A and B values. */
+  tensors: { projection: number; A: Float32Array; B: Float32Array }[];
+}
+
+/**
+ * Read a PEFT adapter directory and check every expected tensor's presence and size against `model`'s projections.
+ * Touches no GPU state, so a bad file leaves every loaded adapter as it was.
+ */
+export async function readPeftAdapter(model: LoraModel, dir: string): Promise<PeftAdapterData> {
+  const config = await readPeftConfig(dir);
+  const path = join(dir, ADAPTER_WEIGHTS);
+  const file = await SafetensorsFile.open(path);
   try {
     const have = new Set(file.names());
     // PEFT also writes keys with the adapter name (…lora_A.default.weight) in some versions' in-memory state; the
     // saved file uses the plain form. Accept both.
     const find = (key: string) => (have.has(key) ? key : have.has(key.replace(/\.weight$/, ".default.weight")) ? key.replace(/\.weight$/, ".default.weight") : null);
-    model.configs.set(name, c);
-    for (const p of model.projections) {
-      if (!c.targets.includes(p.target)) continue;
+    const tensors: PeftAdapterData["tensors"] = [];
+    for (const [i, p] of model.projections.entries()) {
+      if (!config.targets.includes(p.target)) continue;
       const ka = find(peftKey(p.layer, p.target, "A"));
       const kb = find(peftKey(p.layer, p.target, "B"));
-      if (!ka || !kb) throw new Error(`${join(dir, ADAPTER_WEIGHTS)}: missing ${!ka ? peftKey(p.layer, p.target, "A") : peftKey(p.layer, p.target, "B")}`);
-      p.setAdapter(name, c, await file.readF32(ka), await file.readF32(kb), opts.trainable ?? false);
+      if (!ka || !kb) throw new Error(`${path}: missing ${!ka ? peftKey(p.layer, p.target, "A") : peftKey(p.layer, p.target, "B")}`);
+      const A = await file.readF32(ka);
+      const B = await file.readF32(kb);
+      if (A.length !== config.r * p.inFeatures) throw new Error(`${path}: ${ka} has ${A.length} values, expected [${config.r}, ${p.inFeatures}]`);
+      if (B.length !== p.outFeatures * config.r) throw new Error(`${path}: ${kb} has ${B.length} values, expected [${p.outFeatures}, ${config.r}]`);
+      tensors.push({ projection: i, A, B });
     }
+    return { config, tensors };
   } finally {
     await file.close();
   }
-  return c;
+}
+
+/** Put adapter data read by {@link readPeftAdapter} on the GPU as adapter `name` (replacing one of that name). */
+export function applyPeftAdapter(model: LoraModel, data: PeftAdapterData, name: string, opts: { trainable?: boolean } = {}) {
+  model.configs.set(name, data.config);
+  for (const t of data.tensors) model.projections[t.projection].setAdapter(name, data.config, t.A, t.B, opts.trainable ?? false);
+}
+
+/** Load a PEFT adapter directory as adapter `name` (trainable or frozen). Every expected tensor must be present. */
+export async function loadPeftAdapter(model: LoraModel, dir: string, name: string, opts: { trainable?: boolean } = {}) {
+  const data = await readPeftAdapter(model, dir);
+  applyPeftAdapter(model, data, name, opts);
+  return data.config;
 }

@@ -2,6 +2,10 @@
 // when generation outgrows one machine. One HTTP request per prompt asks for all `n` samples at once, with
 // per-token log-probs; requests run with bounded concurrency, time out, and retry on connection errors and 5xx
 // (never on 4xx, which are the caller's mistake and are reported with the server's message).
+//
+// For RL on token ids (the trainer's remote rollouts) `completeTokenIds` sends the prompt as token ids and asks for
+// the sampled tokens back as ids (vLLM's `return_tokens_as_token_ids`, which `nr serve` implements too), and
+// `loadLoraAdapter` / `unloadLoraAdapter` call vLLM's runtime LoRA routes.
 import type { Completion, FinishReason, GenerationRequest, GenerationResult, Generator } from "@nr/data";
 
 export interface OpenAIGeneratorOptions {
@@ -34,10 +38,131 @@ export interface RolloutCompletion extends Completion {
 }
 
 export class HttpError extends Error {
+  /** `status` 0: no HTTP answer (connection refused, reset, timed out). */
   constructor(message: string, readonly status: number) {
     super(message);
     this.name = "HttpError";
   }
+}
+
+/** Where and how to reach one server. */
+export interface ServerConnection {
+  /** e.g. http://127.0.0.1:8000/v1 */
+  baseUrl: string;
+  apiKey?: string;
+  timeoutMs: number;
+}
+
+/** POST a JSON body; the answer's text on 2xx, else an HttpError carrying the server's message (status 0: no answer). */
+export async function postJson(conn: ServerConnection, path: string, body: string): Promise<string> {
+  const ctrl = new AbortController();
+  const timer = setTimeout(() => ctrl.abort(), conn.timeoutMs);
+  const url = conn.baseUrl.replace(/\/+$/, "") + path;
+  try {
+    const res = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...(conn.apiKey ? { authorization: `Bearer ${conn.apiKey}` } : {}) },
+      body,
+      signal: ctrl.signal,
+    });
+    const text = await res.text();
+    if (!res.ok) {
+      let msg = text.slice(0, 500);
+      try {
+        const j = JSON.parse(text) as { error?: { message?: string } | string; message?: string; detail?: string };
+        msg = (typeof j.error === "string" ? j.error : j.error?.message) ?? j.message ?? j.detail ?? msg;
+      } catch {
+        /* not JSON: keep the text */
+      }
+      throw new HttpError(`HTTP ${res.status} from ${url}: ${msg}`, res.status);
+    }
+    return text;
+  } catch (e) {
+    if (e instanceof HttpError) throw e;
+    if ((e as Error).name === "AbortError") throw new HttpError(`${url}: no answer within ${conn.timeoutMs} ms`, 0);
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    throw new HttpError(`${url}: ${cause?.code ?? cause?.message ?? (e as Error).message}`, 0);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** vLLM's POST /v1/load_lora_adapter; resolves with its plain-text "Success: …" answer. */
+export function loadLoraAdapter(conn: ServerConnection, req: { lora_name: string; lora_path: string; load_inplace?: boolean }): Promise<string> {
+  return postJson(conn, "/load_lora_adapter", JSON.stringify(req));
+}
+
+/** vLLM's POST /v1/unload_lora_adapter. */
+export function unloadLoraAdapter(conn: ServerConnection, req: { lora_name: string }): Promise<string> {
+  return postJson(conn, "/unload_lora_adapter", JSON.stringify(req));
+}
+
+/** One prompt as token ids, sampled `n` times with the server's seeded sampler. */
+export interface TokenIdsRequest {
+  model: string;
+  promptIds: number[];
+  n: number;
+  maxNewTokens: number;
+  temperature: number;
+  topP?: number;
+  topK?: number;
+  seed: number;
+}
+
+/** A completion as token ids with the sampler's log-prob of each (a stop token that ended it is not included). */
+export interface TokenIdsCompletion {
+  tokenIds: number[];
+  logprobs: number[];
+  text: string;
+  finishReason: FinishReason;
+}
+
+/**
+ * One /v1/completions request with the prompt as token ids, `logprobs: 1` and `return_tokens_as_token_ids: true`.
+ * One attempt: callers decide where to retry. A server that does not return ids (`token_id:<id>`) is an error.
+ */
+export async function completeTokenIds(conn: ServerConnection, r: TokenIdsRequest, stopTokenIds: readonly number[] = []): Promise<TokenIdsCompletion[]> {
+  const body = {
+    model: r.model,
+    prompt: r.promptIds,
+    n: r.n,
+    max_tokens: r.maxNewTokens,
+    temperature: r.temperature,
+    top_p: r.topP ?? 1,
+    ...(r.topK ? { top_k: r.topK } : {}),
+    seed: r.seed,
+    logprobs: 1,
+    return_tokens_as_token_ids: true,
+  };
+  const text = await postJson(conn, "/completions", JSON.stringify(body));
+  let json: { choices?: ChoiceJson[] };
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new HttpError(`${conn.baseUrl}/completions returned invalid JSON: ${text.slice(0, 200)}`, 502);
+  }
+  const choices = json.choices;
+  if (!Array.isArray(choices) || choices.length !== r.n) throw new HttpError(`${conn.baseUrl}/completions: asked for n=${r.n} completions, got ${Array.isArray(choices) ? choices.length : "no choices array"}`, 502);
+  const stops = new Set(stopTokenIds);
+  return [...choices]
+    .sort((a, b) => a.index - b.index)
+    .map((c) => {
+      const names = c.logprobs?.tokens ?? [];
+      const lps = c.logprobs?.token_logprobs ?? [];
+      const tokenIds = names.map((t) => {
+        const m = /^token_id:(\d+)$/.exec(t);
+        if (!m) throw new HttpError(`${conn.baseUrl}/completions returned the token ${JSON.stringify(t)}, not "token_id:<id>": the server must support return_tokens_as_token_ids (vLLM, nr serve)`, 502);
+        return Number(m[1]);
+      });
+      const logprobs = lps.map((v) => (v === null ? Number.NaN : v));
+      const finishReason: FinishReason = c.finish_reason === "length" ? "length" : typeof c.stop_reason === "string" ? "stop" : "eos";
+      // vLLM lists the stop token that ended a sequence; the trainer appends EOS itself.
+      if (finishReason === "eos" && tokenIds.length && stops.has(tokenIds[tokenIds.length - 1])) {
+        tokenIds.pop();
+        logprobs.pop();
+      }
+      return { tokenIds, logprobs, text: c.text, finishReason };
+    });
 }
 
 interface ChoiceJson {
@@ -107,43 +232,18 @@ export class OpenAIGenerator implements Generator {
         return this.parse(json, r, latencyMs);
       } catch (e) {
         lastErr = e as Error;
-        if (e instanceof HttpError && e.status < 500) throw e; // the request is wrong: retrying cannot help
+        if (e instanceof HttpError && e.status >= 400 && e.status < 500) throw e; // the request is wrong: retrying cannot help
       }
     }
     throw new Error(`OpenAIGenerator: ${this.opts.baseUrl}/completions failed after ${this.opts.retries + 1} attempts: ${lastErr?.message}`);
   }
 
   private async post(path: string, body: string): Promise<unknown> {
-    const ctrl = new AbortController();
-    const timer = setTimeout(() => ctrl.abort(), this.opts.timeoutMs);
+    const text = await postJson({ baseUrl: this.opts.baseUrl, apiKey: this.opts.apiKey, timeoutMs: this.opts.timeoutMs }, path, body);
     try {
-      const res = await fetch(this.opts.baseUrl + path, {
-        method: "POST",
-        headers: { "content-type": "application/json", ...(this.opts.apiKey ? { authorization: `Bearer ${this.opts.apiKey}` } : {}) },
-        body,
-        signal: ctrl.signal,
-      });
-      const text = await res.text();
-      if (!res.ok) {
-        let msg = text.slice(0, 500);
-        try {
-          const j = JSON.parse(text) as { error?: { message?: string } | string; message?: string };
-          msg = (typeof j.error === "string" ? j.error : j.error?.message) ?? j.message ?? msg;
-        } catch {
-          /* not JSON: keep the text */
-        }
-        throw new HttpError(`HTTP ${res.status} from ${path}: ${msg}`, res.status);
-      }
-      try {
-        return JSON.parse(text);
-      } catch {
-        throw new HttpError(`${path} returned invalid JSON: ${text.slice(0, 200)}`, 502);
-      }
-    } catch (e) {
-      if ((e as Error).name === "AbortError") throw new Error(`request timed out after ${this.opts.timeoutMs} ms`);
-      throw e;
-    } finally {
-      clearTimeout(timer);
+      return JSON.parse(text);
+    } catch {
+      throw new HttpError(`${path} returned invalid JSON: ${text.slice(0, 200)}`, 502);
     }
   }
 

@@ -11,7 +11,7 @@ import { Engine, GpuBackend, scale, type Tensor } from "@nr/autograd";
 import { generateModel, loadDecoder, loadTokenizer, type Decoder, type ModelTokenizer, type Projection } from "@nr/model";
 import { WebGpuGenerator } from "./webgpu.js";
 import { OpenAIGenerator } from "./openai.js";
-import { serve, type RunningServer } from "./serve.js";
+import { jsonDepth, serve, type RunningServer } from "./serve.js";
 
 let gpu: Gpu;
 let dir: string;
@@ -218,6 +218,10 @@ describe("nr serve", () => {
       ["/chat/completions", { model: "tiny", messages: [] }, 400, /messages must be a non-empty list/],
       ["/chat/completions", { model: "tiny", messages: [{ role: "user", content: [{ type: "image_url" }] }] }, 400, /only \{type: "text", text\} parts are supported/],
       ["/nope", {}, 404, /no route POST \/v1\/nope/],
+      // vLLM without VLLM_ALLOW_RUNTIME_LORA_UPDATING has no such routes: 404.
+      ["/load_lora_adapter", { lora_name: "a", lora_path: "/tmp" }, 404, /runtime LoRA loading is off/],
+      ["/unload_lora_adapter", { lora_name: "a" }, 404, /runtime LoRA loading is off/],
+      ["/completions", `{"model": "tiny", "prompt": ${"[".repeat(65)}1${"]".repeat(65)}}`, 400, /nests arrays\/objects more than 64 levels deep/],
     ];
     const answers = await Promise.all(cases.map(([path, body]) => postJson(path, body)));
     answers.forEach((a, i) => {
@@ -231,6 +235,13 @@ describe("nr serve", () => {
     const done = await inFlight;
     expect(done.status).toBe(200);
     expect(done.json.choices.map((c: { text: string }) => c.text)).toEqual(alone.choices.map((c: { text: string }) => c.text));
+  });
+
+  it("jsonDepth counts array/object nesting and ignores brackets inside strings", () => {
+    expect(jsonDepth("1")).toBe(0);
+    expect(jsonDepth('{"a": [1, {"b": []}], "c": {}}')).toBe(4);
+    expect(jsonDepth('{"a": "[[[{{{\\"]]]"}')).toBe(1); // an escaped quote does not end the string
+    expect(jsonDepth("[".repeat(100_000) + "]".repeat(100_000), 64)).toBe(65); // stops counting past the limit
   });
 
   it("a client that disconnects mid-stream frees its rows; the server keeps serving", async () => {

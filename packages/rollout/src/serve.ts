@@ -5,7 +5,9 @@
 //   GET  /v1/models             the base model and every adapter, by name
 //   POST /v1/completions        prompt (string | string[] | token ids | token id lists)
 //   POST /v1/chat/completions   messages rendered with the checkpoint's chat template (generation prompt appended)
-//   GET  /health                200 when the server is up
+//   GET  /health                200 when the server is up (the one route that needs no API key)
+//   POST /v1/load_lora_adapter  {lora_name, lora_path, load_inplace}: load a PEFT adapter while serving (vLLM's
+//   POST /v1/unload_lora_adapter {lora_name}                          runtime LoRA routes; only with runtimeLora)
 //
 // Fields: model (the base model's or an adapter's name; default the base), n, max_tokens (chat: also
 // max_completion_tokens), temperature, top_p, top_k (−1/0 = off), min_p, repetition_penalty (vLLM's extension, HF
@@ -21,9 +23,22 @@
 // adapter of that batch; a request for another adapter waits until the batch drains, then the adapter switches.
 // A request without a seed gets a random one; a request with a seed gets the same completions whatever else is in
 // the batch. A client that disconnects cancels its request's rows.
+//
+// Runtime LoRA follows vLLM (VLLM_ALLOW_RUNTIME_LORA_UPDATING): success is 200 with a plain-text "Success: …" body;
+// errors are {error: {message, type, param, code}} with vLLM's types and the HTTP status as code — 400
+// InvalidUserInput (a field missing, a name already loaded without load_inplace), 404 NotFoundError (unload of an
+// unknown name, a lora_path that holds no PEFT adapter), 400 BadRequestError (an adapter the server refuses, e.g. a
+// rank above its maximum, or a lora_path outside its root). Without runtimeLora both routes are 404, as in vLLM
+// without the variable. A load or unload joins the request queue: requests that arrived before it finish on the
+// weights they were admitted with (the running batch drains first), requests after it see the new weights.
+//
+// With apiKey every route but /health needs `Authorization: Bearer <key>` (compared in constant time); others get
+// 401. A body nesting arrays/objects deeper than MAX_JSON_DEPTH is refused with 400 before it is parsed.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { randomBytes, randomInt } from "node:crypto";
+import { createHash, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
+import { realpath } from "node:fs/promises";
+import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { ChatMessage } from "@nr/model";
 import type { GeneratedSequence, GenerationJob, PromptSpec, TokenizerLike, WebGpuGenerator } from "./webgpu.js";
 
@@ -31,6 +46,21 @@ export interface ServeTokenizer extends TokenizerLike {
   /** Render chat messages with the checkpoint's template (absent: /v1/chat/completions answers 400). */
   renderChat?(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
 }
+
+/**
+ * Loading LoRA adapters while serving. `read` does the file work (and the checks that can refuse an adapter, as an
+ * ApiError); `install` and `remove` change GPU state and are only called while no batch runs.
+ */
+export interface RuntimeLora<T = unknown> {
+  read(name: string, path: string): Promise<T>;
+  install(name: string, data: T): void;
+  remove(name: string): void;
+  /** lora_path must resolve (symlinks followed) to this folder or inside it; relative paths start here. */
+  root?: string;
+}
+
+/** Deepest array/object nesting a request body may have (a chat request with content parts needs 5). */
+export const MAX_JSON_DEPTH = 64;
 
 export interface ServeOptions {
   generator: WebGpuGenerator;
@@ -55,6 +85,10 @@ export interface ServeOptions {
   maxBodyBytes?: number;
   /** One line per request and per batch error (default: none). */
   log?: (line: string) => void;
+  /** Require `Authorization: Bearer <apiKey>` on every route but /health. */
+  apiKey?: string;
+  /** Serve /v1/load_lora_adapter and /v1/unload_lora_adapter (absent: both 404, as vLLM without runtime updating). */
+  runtimeLora?: RuntimeLora<any>;
 }
 
 export interface RunningServer {
@@ -72,7 +106,7 @@ export class ApiError extends Error {
     readonly status: number,
     message: string,
     readonly param: string | null = null,
-    readonly code: string | null = null,
+    readonly code: string | number | null = null,
     readonly type = status === 404 ? "not_found_error" : status >= 500 ? "server_error" : "invalid_request_error",
   ) {
     super(message);
@@ -156,10 +190,8 @@ interface Common {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-interface Pending {
-  adapter: string | null;
-  job: GenerationJob;
-}
+/** A queued request, or a change of adapters that runs when the batch before it has drained. */
+type Pending = { adapter: string | null; job: GenerationJob } | { control: () => void; settle: (err?: Error) => void };
 
 /** FIFO of jobs for the one generator; batches run one adapter at a time. */
 class Scheduler {
@@ -175,20 +207,36 @@ class Scheduler {
     this.running ??= this.pump().finally(() => (this.running = null));
   }
 
+  /** Run `fn` once every request queued before it has finished; later requests wait for it. */
+  control(fn: () => void): Promise<void> {
+    return new Promise((resolve, reject) => this.submit({ control: fn, settle: (err) => (err ? reject(err) : resolve()) }));
+  }
+
   private dropCancelled() {
-    this.queue = this.queue.filter((p) => !p.job.cancelled?.());
+    this.queue = this.queue.filter((p) => !("job" in p && p.job.cancelled?.()));
   }
 
   private async pump() {
     for (this.dropCancelled(); this.queue.length; this.dropCancelled()) {
-      const adapter = this.queue[0].adapter;
+      const head = this.queue[0];
+      if ("control" in head) {
+        this.queue.shift();
+        try {
+          head.control();
+          head.settle();
+        } catch (err) {
+          head.settle(err as Error);
+        }
+        continue;
+      }
+      const adapter = head.adapter;
       this.o.activate?.(adapter);
       const take = (free: number) => {
         this.dropCancelled();
-        const head = this.queue[0];
-        // Strict FIFO: a request for another adapter stops admission until this batch drains.
-        if (!head || head.adapter !== adapter || head.job.n > free) return null;
-        return this.queue.shift()!.job;
+        const next = this.queue[0];
+        // Strict FIFO: a request for another adapter, or an adapter change, stops admission until this batch drains.
+        if (!next || !("job" in next) || next.adapter !== adapter || next.job.n > free) return null;
+        return (this.queue.shift() as { job: GenerationJob }).job;
       };
       try {
         await this.o.generator.run({ take }, { rows: this.o.maxBatchRows, tmax: this.o.tmax });
@@ -201,9 +249,60 @@ class Scheduler {
 
   async close() {
     this.closed = true;
-    for (const p of this.queue.splice(0)) p.job.fail?.(new ApiError(503, "the server is shutting down", null, "shutting_down"));
+    const down = new ApiError(503, "the server is shutting down", null, "shutting_down");
+    for (const p of this.queue.splice(0)) {
+      if ("job" in p) p.job.fail?.(down);
+      else p.settle(down);
+    }
     await this.running;
   }
+}
+
+/** Deepest nesting of arrays and objects in JSON text (brackets inside strings ignored); stops past `limit`. */
+export function jsonDepth(text: string, limit = Infinity): number {
+  let depth = 0, max = 0, inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max && (max = depth) > limit) return max;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return max;
+}
+
+/** Constant-time check of `Authorization: Bearer <key>` (digests make the compared lengths equal). */
+function bearerCheck(apiKey: string | undefined): (req: IncomingMessage) => boolean {
+  if (apiKey === undefined) return () => true;
+  const want = createHash("sha256").update(apiKey).digest();
+  return (req) => {
+    const m = /^Bearer (.+)$/i.exec(req.headers.authorization ?? "");
+    return m !== null && timingSafeEqual(createHash("sha256").update(m[1].trim()).digest(), want);
+  };
+}
+
+/** vLLM's error for the runtime LoRA routes: its type name and the HTTP status as code. */
+const loraError = (status: number, type: "InvalidUserInput" | "NotFoundError" | "BadRequestError", message: string, param: string | null = null) => new ApiError(status, message, param, status, type);
+
+/** `lora_path` → an absolute real path, refused when it climbs with `..` or leaves `root` (symlinks followed). */
+async function confinedPath(name: string, raw: string, root: string | undefined): Promise<string> {
+  if (raw.split(/[\\/]/).includes("..")) throw loraError(400, "BadRequestError", `lora_path "${raw}" contains "..": give the adapter folder without parent steps`, "lora_path");
+  const abs = resolve(root ?? process.cwd(), raw);
+  let real: string;
+  try {
+    real = await realpath(abs);
+  } catch {
+    throw loraError(404, "NotFoundError", `Loading lora ${name} failed: No adapter found for ${raw}`, "lora_path");
+  }
+  if (root !== undefined) {
+    const rootReal = await realpath(root);
+    const rel = relative(rootReal, real);
+    if (rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel)) throw loraError(400, "BadRequestError", `lora_path "${raw}" resolves to ${real}, outside this server's --lora-root ${rootReal}`, "lora_path");
+  }
+  return real;
 }
 
 export async function serve(opts: ServeOptions): Promise<RunningServer> {
@@ -213,9 +312,10 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const maxTokensLimit = opts.maxTokens ?? ctx;
   const maxRows = opts.maxBatchRows ?? 32;
   const maxBody = opts.maxBodyBytes ?? 1 << 20;
-  const adapters = opts.adapters ?? [];
+  // Served adapter name → the folder it was loaded from at runtime (null: given at start).
+  const adapters = new Map<string, string | null>((opts.adapters ?? []).map((a) => [a, null]));
   const V = gen.decoder.config.vocabSize;
-  if (adapters.includes(opts.model)) throw new Error(`serve: adapter name "${opts.model}" is also the base model's name; rename one`);
+  if (adapters.has(opts.model)) throw new Error(`serve: adapter name "${opts.model}" is also the base model's name; rename one`);
   if (!Number.isInteger(maxRows) || maxRows < 1) throw new Error(`serve: maxBatchRows must be a positive integer (got ${maxRows})`);
   gen.checkCache(maxRows, ctx); // fail at start, not on the first request
   const scheduler = new Scheduler({ generator: gen, maxBatchRows: maxRows, tmax: ctx, activate: opts.activate, log: opts.log });
@@ -224,8 +324,8 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const common = (b: Body, chat: boolean): Common => {
     const model = b.model ?? opts.model;
     if (typeof model !== "string") throw bad("model", "a string (a served model name)", model);
-    if (model !== opts.model && !adapters.includes(model)) {
-      throw new ApiError(404, `The model \`${model}\` does not exist. Served: ${[opts.model, ...adapters].map((m) => `\`${m}\``).join(", ")} (GET /v1/models).`, "model", "model_not_found");
+    if (model !== opts.model && !adapters.has(model)) {
+      throw new ApiError(404, `The model \`${model}\` does not exist. Served: ${[opts.model, ...adapters.keys()].map((m) => `\`${m}\``).join(", ")} (GET /v1/models).`, "model", "model_not_found");
     }
     const n = int(b, "n", 1, 1, maxRows)!;
     const maxKey = chat && b.max_completion_tokens !== undefined && b.max_completion_tokens !== null ? "max_completion_tokens" : "max_tokens";
@@ -309,9 +409,12 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
 
   const finish = (s: GeneratedSequence) => ({ finish_reason: s.finishReason === "length" ? "length" : "stop", stop_reason: s.stopString ?? null });
   const tokenText = (id: number) => tok.decode([id]);
+  // vLLM's return_tokens_as_token_ids: log-prob entries name tokens as "token_id:<id>" (exact ids for RL clients).
+  const tokenName = (id: number, asIds: boolean) => (asIds ? `token_id:${id}` : tokenText(id));
 
   async function completions(req: IncomingMessage, res: ServerResponse, b: Body, chat: boolean) {
     const c = common(b, chat);
+    const asIds = bool(b, "return_tokens_as_token_ids");
     let logprobs = false;
     if (chat) {
       logprobs = bool(b, "logprobs");
@@ -348,19 +451,18 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       res.write(`data: ${JSON.stringify({ ...head, object: chat ? "chat.completion.chunk" : "text_completion", choices: [choice] })}\n\n`);
     };
     const completionLogprobs = (ids: number[], lps: number[], offset0: number) => {
-      const tokens = ids.map(tokenText);
       const text_offset: number[] = [];
       let off = offset0;
-      for (const t of tokens) {
+      for (const id of ids) {
         text_offset.push(off);
-        off += t.length;
+        off += tokenText(id).length;
       }
-      return { tokens, token_logprobs: lps, top_logprobs: null, text_offset };
+      return { tokens: ids.map((id) => tokenName(id, asIds)), token_logprobs: lps, top_logprobs: null, text_offset };
     };
     const chatLogprobs = (ids: number[], lps: number[]) => ({
       content: ids.map((t, i) => {
-        const s = tokenText(t);
-        return { token: s, logprob: lps[i], bytes: [...Buffer.from(s, "utf8")], top_logprobs: [] };
+        const s = tokenName(t, asIds);
+        return { token: s, logprob: lps[i], bytes: [...Buffer.from(tokenText(t), "utf8")], top_logprobs: [] };
       }),
     });
     /** Text safe to send: not a possible start of a stop string, not a half-decoded character. */
@@ -432,6 +534,62 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     sendJson(res, 200, { ...head, choices, usage });
   }
 
+  const lora = opts.runtimeLora;
+  let adminChain: Promise<unknown> = Promise.resolve();
+  /** Loads and unloads one at a time, in arrival order (a check and its change see no other change between them). */
+  const serialized = <T>(fn: () => Promise<T>): Promise<T> => {
+    const next = adminChain.then(fn, fn);
+    adminChain = next.catch(() => {});
+    return next;
+  };
+
+  async function loadAdapter(b: Body): Promise<string> {
+    const { lora_name: name, lora_path: path } = b;
+    if (typeof name !== "string" || typeof path !== "string" || !name || !path) throw loraError(400, "InvalidUserInput", "Both 'lora_name' and 'lora_path' must be provided.");
+    if (b.load_inplace !== undefined && b.load_inplace !== null && typeof b.load_inplace !== "boolean") throw loraError(400, "InvalidUserInput", `load_inplace must be true or false (got ${show(b.load_inplace)})`, "load_inplace");
+    if (name === opts.model) throw loraError(400, "InvalidUserInput", `'${name}' is the base model's served name; pick another lora_name`, "lora_name");
+    return serialized(async () => {
+      if (adapters.has(name) && b.load_inplace !== true) throw loraError(400, "InvalidUserInput", `The lora adapter '${name}' has already been loaded. If you want to load the adapter in place, set 'load_inplace' to True.`);
+      const real = await confinedPath(name, path, lora!.root);
+      const data = await lora!.read(name, real);
+      await scheduler.control(() => lora!.install(name, data));
+      adapters.set(name, real);
+      opts.log?.(`loaded LoRA adapter '${name}' from ${real}`);
+      return `Success: LoRA adapter '${name}' added successfully.`;
+    });
+  }
+
+  async function unloadAdapter(b: Body): Promise<string> {
+    const name = b.lora_name;
+    if (typeof name !== "string" || !name) throw loraError(400, "InvalidUserInput", "'lora_name' needs to be provided to unload a LoRA adapter.");
+    return serialized(async () => {
+      if (!adapters.has(name)) throw loraError(404, "NotFoundError", `The lora adapter '${name}' cannot be found.`, "lora_name");
+      adapters.delete(name); // new requests for it get 404 now; queued ones finish before the weights go
+      await scheduler.control(() => lora!.remove(name));
+      opts.log?.(`unloaded LoRA adapter '${name}'`);
+      return `Success: LoRA adapter '${name}' removed successfully.`;
+    });
+  }
+
+  /** The JSON object of a POST body: size, nesting depth and syntax checked, in that order. */
+  async function jsonBody(req: IncomingMessage): Promise<Body> {
+    const text = await readBody(req, maxBody);
+    // JSON.parse itself copes with deep nesting, but every recursive walk of the result (messages, error text) would
+    // overflow the stack: refuse it up front.
+    const depth = jsonDepth(text, MAX_JSON_DEPTH);
+    if (depth > MAX_JSON_DEPTH) throw new ApiError(400, `the request body nests arrays/objects more than ${MAX_JSON_DEPTH} levels deep; no request of this API needs more than 5`, null, "invalid_json");
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch (e) {
+      throw new ApiError(400, `malformed JSON in the request body: ${(e as Error).message}`, null, "invalid_json");
+    }
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, "the request body must be a JSON object", null, "invalid_json");
+    return body as Body;
+  }
+
+  const authorized = bearerCheck(opts.apiKey);
+  const POST_ROUTES = ["/v1/completions", "/v1/chat/completions", "/v1/load_lora_adapter", "/v1/unload_lora_adapter"];
   const server = createServer((req, res) => {
     const t0 = performance.now();
     const path = (req.url ?? "/").split("?")[0].replace(/\/+$/, "") || "/";
@@ -439,22 +597,25 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     res.on("finish", done);
     const run = async () => {
       if (path === "/health") return sendJson(res, 200, { status: "ok" });
+      if (!authorized(req)) throw new ApiError(401, `${req.headers.authorization ? "Incorrect" : "Missing"} API key: send the header \`Authorization: Bearer <key>\` with the key this server was started with (nr serve --api-key / NR_API_KEY)`, null, "invalid_api_key");
       if (path === "/v1/models") {
         if (req.method !== "GET") throw new ApiError(405, `${req.method} ${path}: use GET`, null, "method_not_allowed");
-        return sendJson(res, 200, { object: "list", data: [opts.model, ...adapters].map((id) => ({ id, object: "model", created, owned_by: "nano-reasoner", root: opts.model, parent: id === opts.model ? null : opts.model, max_model_len: ctx })) });
+        const card = (id: string, root: string) => ({ id, object: "model", created, owned_by: "nano-reasoner", root, parent: id === opts.model ? null : opts.model, max_model_len: ctx });
+        return sendJson(res, 200, { object: "list", data: [card(opts.model, opts.model), ...[...adapters].map(([id, from]) => card(id, from ?? opts.model))] });
       }
-      const chat = path === "/v1/chat/completions";
-      if (!chat && path !== "/v1/completions") throw new ApiError(404, `no route ${req.method} ${path}; this server has GET /v1/models, POST /v1/completions, POST /v1/chat/completions`, null, "unknown_route");
+      const isLora = path === "/v1/load_lora_adapter" || path === "/v1/unload_lora_adapter";
+      if (!POST_ROUTES.includes(path) || (isLora && !lora)) {
+        const why = isLora ? " (runtime LoRA loading is off: start nr serve with --allow-runtime-lora)" : "";
+        throw new ApiError(404, `no route ${req.method} ${path}${why}; this server has GET /v1/models, POST /v1/completions, POST /v1/chat/completions${lora ? ", POST /v1/load_lora_adapter, POST /v1/unload_lora_adapter" : ""}`, null, "unknown_route");
+      }
       if (req.method !== "POST") throw new ApiError(405, `${req.method} ${path}: use POST`, null, "method_not_allowed");
-      const text = await readBody(req, maxBody);
-      let body: unknown;
-      try {
-        body = JSON.parse(text);
-      } catch (e) {
-        throw new ApiError(400, `malformed JSON in the request body: ${(e as Error).message}`, null, "invalid_json");
+      const body = await jsonBody(req);
+      if (isLora) {
+        const text = await (path === "/v1/load_lora_adapter" ? loadAdapter(body) : unloadAdapter(body));
+        res.writeHead(200, { "content-type": "text/plain; charset=utf-8", "content-length": Buffer.byteLength(text).toString() });
+        return void res.end(text);
       }
-      if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, "the request body must be a JSON object", null, "invalid_json");
-      await completions(req, res, body as Body, chat);
+      await completions(req, res, body, path === "/v1/chat/completions");
     };
     run().catch((err) => {
       const e = err instanceof ApiError ? err : new ApiError(500, `generation failed: ${(err as Error).message}`);
@@ -462,7 +623,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       if (res.headersSent) {
         // Mid-stream: report in the stream, then end it.
         if (!res.writableEnded) res.end(`data: ${JSON.stringify({ error: { message: e.message, type: e.type, param: e.param, code: e.code } })}\n\ndata: [DONE]\n\n`);
-      } else sendError(res, e, e.status === 413 ? { connection: "close" } : {});
+      } else sendError(res, e, e.status === 413 ? { connection: "close" } : e.status === 401 ? { "www-authenticate": "Bearer" } : {});
     });
   });
   const host = opts.host ?? "127.0.0.1";
