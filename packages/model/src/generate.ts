@@ -87,18 +87,27 @@ export interface InitOptions {
 
 /** The float64 values a parameter is initialised with (before rounding to the storage dtype). */
 export function initialValues(p: ParamSpec, seed: number, init: InitOptions = {}): Float64Array {
+  const n = p.shape.reduce((a, b) => a * b, 1);
+  const [all] = initialValueChunks(p, seed, init, Math.max(1, n));
+  return all ?? new Float64Array(0);
+}
+
+/**
+ * The same values as {@link initialValues}, drawn in consecutive chunks of at most `chunk` elements (one RNG stream
+ * per tensor, so chunking changes nothing): a vocabulary-sized table is produced without holding it whole.
+ */
+export function* initialValueChunks(p: ParamSpec, seed: number, init: InitOptions = {}, chunk = 1 << 20): Generator<Float64Array> {
   const std = init.std ?? 0.02;
   const n = p.shape.reduce((a, b) => a * b, 1);
   const rng = new Rng(`${seed}:${p.name}`);
-  const out = new Float64Array(n);
-  if (p.kind === "norm") {
-    const j = init.normJitter ?? 0.1;
-    for (let i = 0; i < n; i++) out[i] = 1 + j * rng.normal();
-  } else {
-    const s = p.kind === "bias" ? (init.biasStd ?? std) : std;
-    for (let i = 0; i < n; i++) out[i] = s * rng.normal();
+  const jitter = init.normJitter ?? 0.1;
+  const s = p.kind === "bias" ? (init.biasStd ?? std) : std;
+  for (let at = 0; at < n; at += chunk) {
+    const out = new Float64Array(Math.min(chunk, n - at));
+    if (p.kind === "norm") for (let i = 0; i < out.length; i++) out[i] = 1 + jitter * rng.normal();
+    else for (let i = 0; i < out.length; i++) out[i] = s * rng.normal();
+    yield out;
   }
-  return out;
 }
 
 export interface GenerateOptions {

@@ -6,6 +6,7 @@ export * from "./safetensors.js";
 export * from "./checkpoint.js";
 export * from "./tokenizer.js";
 export * from "./generate.js";
+export * from "./random-checkpoint.js";
 export * from "./reference.js";
 export * from "./onnx.js";
 export * from "./export-folder.js";

@@ -41,7 +41,7 @@ import {
 import { openCheckpoint } from "./checkpoint.js";
 import { paramName, type ModelConfig, type ParamRole } from "./config.js";
 import { Decoder, DenseProjection, F16Projection, type DecoderLayer, type Projection } from "./decoder.js";
-import { f16BitsToNumber } from "./dtypes.js";
+import { f16BitsToNumber, roundToF16 } from "./dtypes.js";
 import type { TensorSource } from "./safetensors.js";
 
 export type BaseQuant = "none" | "nf4";
@@ -143,6 +143,33 @@ async function readBnbTensors(src: TensorSource, name: string): Promise<Map<stri
   return out;
 }
 
+/** Rows read from the checkpoint and uploaded at a time while a table streams in (an even count: f16 rows stay word-aligned). */
+const TABLE_CHUNK_ROWS = 4096;
+
+/**
+ * The embedding table or LM head [V, H] as a row tensor (on the GPU split into row shards that each fit one storage
+ * binding when the whole does not), streamed from the checkpoint in chunks of rows: the host never holds the whole
+ * table. With dtype f16 a finite value beyond the f16 range is refused, naming the tensor.
+ */
+async function loadTable(engine: Engine, src: TensorSource, name: string, dtype: BaseDtype, trainable: boolean): Promise<Tensor> {
+  const info = src.info(name); // throws naming the tensor when absent
+  const [V, H] = info.shape;
+  const t = engine.rowsTensor([V, H], { dtype: dtype === "f16" ? "f16" : "f32", requiresGrad: trainable, name });
+  for (let r0 = 0; r0 < V; r0 += TABLE_CHUNK_ROWS) {
+    const rows = { start: r0, count: Math.min(TABLE_CHUNK_ROWS, V - r0) };
+    const values = await src.readF32(name, { rows });
+    if (dtype === "f16") {
+      for (let i = 0; i < values.length; i++) {
+        if (Math.abs(values[i]) > 65504 && Number.isFinite(values[i]) && !Number.isFinite(roundToF16(values[i]))) {
+          throw new Error(`${info.file}: ${name} holds ${values[i]} at element ${r0 * H + i}, outside the f16 range (|w| ≤ 65504); load this model with dtype "f32"`);
+        }
+      }
+    }
+    engine.writeRows(t, r0, values);
+  }
+  return t;
+}
+
 export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoderOptions = {}): Promise<{ decoder: Decoder; config: ModelConfig }> {
   const quant = opts.quant ?? "none";
   if (quant !== "none" && quant !== "nf4") throw new Error(`loadDecoder: quant must be "none" or "nf4" (got ${JSON.stringify(quant)})`);
@@ -186,7 +213,7 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
       if (gpu) return engine.track(new Tensor(engine, shape, "f16", gpu.upload(bits, name), false, name));
       return engine.tensor(Float64Array.from(bits, f16BitsToNumber), shape, { dtype: "f16", name });
     };
-    const getTable = (role: "embed" | "lmHead") => (baseDtype === "f16" ? getF16(role) : get(role));
+    const getTable = (role: "embed" | "lmHead") => loadTable(engine, ck.tensors, paramName(role), baseDtype, opts.trainable ?? false);
 
     // One linear layer of the base: dense, or NF4 (quantised here, or as stored).
     const projection = async (role: LinearRole, layer: number): Promise<Projection> => {

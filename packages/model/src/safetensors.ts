@@ -461,12 +461,22 @@ export class SafetensorsCheckpoint implements TensorSource {
 // ---------------------------------------------------------------------------------------------------------------
 // Writing
 
-/** A tensor to write; `data` holds the stored bytes (any typed array view) or produces them on demand. */
+/**
+ * A tensor to write; `data` holds the stored bytes (any typed array view) or produces them on demand — all at once,
+ * or as an async sequence of consecutive chunks (a tensor larger than memory is written without being held).
+ */
 export interface TensorToWrite {
   name: string;
   dtype: SafetensorsDtype;
   shape: number[];
-  data: ArrayBufferView | (() => ArrayBufferView | Promise<ArrayBufferView>);
+  data: ArrayBufferView | (() => ArrayBufferView | Promise<ArrayBufferView> | AsyncIterable<ArrayBufferView>);
+}
+
+/** The data of a tensor as a sequence of byte chunks. */
+async function* dataChunks(t: TensorToWrite): AsyncIterable<Uint8Array> {
+  const d = typeof t.data === "function" ? await t.data() : t.data;
+  if (Symbol.asyncIterator in d) for await (const chunk of d as AsyncIterable<ArrayBufferView>) yield asBytes(chunk);
+  else yield asBytes(d as ArrayBufferView);
 }
 
 /** Float values → the bytes of a floating safetensors dtype (f32 → bf16/f16 round to nearest even). */
@@ -525,13 +535,17 @@ export async function writeSafetensors(path: string, tensors: readonly TensorToW
     let pos = 8 + header.length;
     for (const t of order) {
       const expect = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
-      const bytes = asBytes(typeof t.data === "function" ? await t.data() : t.data);
-      if (bytes.byteLength !== expect) throw new Error(`${path}: tensor ${t.name}: ${bytes.byteLength} data bytes for shape [${t.shape.join(", ")}] of ${t.dtype} (needs ${expect})`);
-      for (let done = 0; done < bytes.length; ) {
-        const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, pos + done);
-        done += bytesWritten;
+      let got = 0;
+      for await (const bytes of dataChunks(t)) {
+        if (got + bytes.byteLength > expect) throw new Error(`${path}: tensor ${t.name}: more than ${expect} data bytes for shape [${t.shape.join(", ")}] of ${t.dtype}`);
+        for (let done = 0; done < bytes.length; ) {
+          const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, pos + got + done);
+          done += bytesWritten;
+        }
+        got += bytes.length;
       }
-      pos += bytes.length;
+      if (got !== expect) throw new Error(`${path}: tensor ${t.name}: ${got} data bytes for shape [${t.shape.join(", ")}] of ${t.dtype} (needs ${expect})`);
+      pos += got;
     }
     return 8 + header.length + dataBytes;
   } finally {
@@ -539,24 +553,27 @@ export async function writeSafetensors(path: string, tensors: readonly TensorToW
   }
 }
 
-/**
- * Writes `shards` files `model-0000i-of-0000n.safetensors` (tensors kept in order, split by size) plus
- * model.safetensors.index.json; with shards = 1 writes a single model.safetensors.
- */
-export async function writeSafetensorsCheckpoint(
-  dir: string,
-  tensors: readonly TensorToWrite[],
-  opts: { shards?: number; metadata?: Record<string, string> } = {},
-): Promise<string[]> {
-  const shards = opts.shards ?? 1;
-  const metadata = opts.metadata ?? { format: "pt" };
-  if (!Number.isInteger(shards) || shards < 1) throw new Error(`shards must be a positive integer, got ${shards}`);
-  if (shards === 1) {
-    await writeSafetensors(join(dir, SINGLE_FILE), tensors, metadata);
-    return [SINGLE_FILE];
-  }
+/** HF transformers' default `max_shard_size` for save_pretrained ("5GB"). */
+export const HF_MAX_SHARD_BYTES = 5e9;
+
+/** Tensors (in order) grouped into files of at most maxBytes each, as save_pretrained does (a larger tensor alone). */
+function groupByBytes(tensors: readonly TensorToWrite[], sizes: number[], maxBytes: number): TensorToWrite[][] {
+  const groups: TensorToWrite[][] = [[]];
+  let acc = 0;
+  tensors.forEach((t, i) => {
+    if (groups[groups.length - 1].length > 0 && acc + sizes[i] > maxBytes) {
+      groups.push([]);
+      acc = 0;
+    }
+    groups[groups.length - 1].push(t);
+    acc += sizes[i];
+  });
+  return groups;
+}
+
+/** Tensors (in order) split into `shards` groups of about equal bytes, each with at least one tensor. */
+function groupByCount(tensors: readonly TensorToWrite[], sizes: number[], shards: number): TensorToWrite[][] {
   if (shards > tensors.length) throw new Error(`cannot split ${tensors.length} tensors into ${shards} shards`);
-  const sizes = tensors.map((t) => t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype]);
   const total = sizes.reduce((a, b) => a + b, 0);
   const groups: TensorToWrite[][] = [];
   let cur: TensorToWrite[] = [];
@@ -573,6 +590,32 @@ export async function writeSafetensorsCheckpoint(
     acc += sizes[i];
   }
   groups.push(cur);
+  return groups;
+}
+
+/**
+ * Writes `shards` files `model-0000i-of-0000n.safetensors` (tensors kept in order, split by size) plus
+ * model.safetensors.index.json; with shards = 1 writes a single model.safetensors. With `maxShardBytes` instead, the
+ * files are cut as HF's save_pretrained cuts them: a new file when the next tensor would go over the size, a single
+ * model.safetensors (no index) when everything fits one.
+ */
+export async function writeSafetensorsCheckpoint(
+  dir: string,
+  tensors: readonly TensorToWrite[],
+  opts: { shards?: number; maxShardBytes?: number; metadata?: Record<string, string> } = {},
+): Promise<string[]> {
+  const shards = opts.shards ?? 1;
+  const metadata = opts.metadata ?? { format: "pt" };
+  if (!Number.isInteger(shards) || shards < 1) throw new Error(`shards must be a positive integer, got ${shards}`);
+  if (opts.maxShardBytes !== undefined && !(opts.maxShardBytes > 0)) throw new Error(`maxShardBytes must be positive, got ${opts.maxShardBytes}`);
+  const sizes = tensors.map((t) => t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype]);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const bySize = opts.maxShardBytes !== undefined ? groupByBytes(tensors, sizes, opts.maxShardBytes) : null;
+  if (bySize ? bySize.length === 1 : shards === 1) {
+    await writeSafetensors(join(dir, SINGLE_FILE), tensors, metadata);
+    return [SINGLE_FILE];
+  }
+  const groups = bySize ?? groupByCount(tensors, sizes, shards);
   const pad = (k: number) => String(k).padStart(5, "0");
   const names = groups.map((_, k) => `model-${pad(k + 1)}-of-${pad(groups.length)}.safetensors`);
   const weightMap: Record<string, string> = {};

@@ -21,7 +21,7 @@
 // group, so rows that joined at different times (different steps) or carry different seeds all get their own draws.
 import * as K from "@nr/kernels";
 import type { Gpu, GpuBuffer } from "@nr/kernels";
-import { add, embedding, rmsnorm, rope, swiglu, type Engine, type Tensor } from "@nr/autograd";
+import { add, embedding, rmsnorm, rope, rowsArg, swiglu, type Engine, type Tensor } from "@nr/autograd";
 import type { Decoder, DecoderLayer } from "@nr/model";
 import type { FinishReason, GenerationRequest, GenerationResult, Generator } from "@nr/data";
 
@@ -549,7 +549,8 @@ export class WebGpuGenerator implements Generator {
     const direct = dstRow === 0;
     if (!direct) dst = gpu.alloc(count * V * 4, "logits-tmp");
     const head = this.decoder.weights.lmHead; // f32, or f16 with loadDecoder's dtype "f16"
-    K.lmHeadLogits(gpu, { h: src, w: head.storage as GpuBuffer, wDtype: head.dtype === "f16" ? "f16" : "f32", out: dst, M: count, V, H, temperature: 1 });
+    const w = rowsArg(head.storage); // one buffer, or the row shards of a vocabulary-sized head
+    K.lmHeadLogits(gpu, { h: src, w: w.buffers, wShardRows: w.shardRows, wDtype: head.dtype === "f16" ? "f16" : "f32", out: dst, M: count, V, H, temperature: 1 });
     if (!direct) {
       gpu.copy(dst, 0, out, dstRow * V * 4, count * V * 4);
       gpu.release(dst);
