@@ -7,6 +7,7 @@ import { hideBin } from "yargs/helpers";
 import { benchCommand } from "./commands/bench.js";
 import { curateCommand } from "./commands/curate.js";
 import { evalCommand } from "./commands/eval.js";
+import { exportCommand } from "./commands/export.js";
 import { generateCommand } from "./commands/generate.js";
 import { pretrainCommand } from "./commands/pretrain.js";
 import { serveCommand } from "./commands/serve.js";
@@ -47,20 +48,7 @@ await yargs(rest)
   .command("train", "SFT cold start, then RL, then eval and a report (the embedded default with no arguments)", trainOptions, (a) => train(a, { sft: true, rl: true }))
   .command("sft", "SFT only", trainOptions, (a) => train(a, { sft: true, rl: false }))
   .command("rl", "RL only (from the base model or --model)", trainOptions, (a) => train(a, { sft: false, rl: true }))
-  .command(
-    "export",
-    "Export a checkpoint to ONNX (for onnxruntime / transformers.js)",
-    (y) =>
-      y
-        .option("model", { type: "string", demandOption: true, describe: "HF checkpoint directory" })
-        .option("out", { type: "string", demandOption: true, describe: "output .onnx path" })
-        .option("dtype", { choices: ["f32", "f16"] as const, default: "f32" as const }),
-    async (a) => {
-      const { exportOnnx } = await import("@nr/model");
-      const r = await exportOnnx(a.model, a.out, { dtype: a.dtype });
-      console.log(JSON.stringify(r, null, 2));
-    },
-  )
+  .command(exportCommand)
   .command(evalCommand)
   .command(generateCommand)
   .command(curateCommand)

@@ -6,16 +6,15 @@
 //               chosen rank k through thin QR of B and Aᵀ and an SVD of the small core (best rank-k in Frobenius).
 import { copyFile, mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { encodeFloats, loadModel, parameterSpecs, paramName, writeSafetensorsCheckpoint, type ParamRole, type TensorToWrite } from "@nr/model";
-import { LORA_TARGETS, loraScale, type LoraTarget, type ResolvedLoraConfig } from "./lora.js";
+import { encodeFloats, loadModel, parameterSpecs, writeSafetensorsCheckpoint, type TensorToWrite } from "@nr/model";
+import { loraScale, type LoraTarget, type ResolvedLoraConfig } from "./lora.js";
+import { mergedWeight } from "./peft-host.js";
 
 /** A host copy of an adapter: per (layer, target) its A [r, in] and B [out, r]. */
 export interface HostAdapter {
   config: ResolvedLoraConfig;
   modules: Map<string, { layer: number; target: LoraTarget; A: Float64Array; B: Float64Array; inF: number; outF: number }>;
 }
-
-const ROLE: Record<LoraTarget, ParamRole> = { q_proj: "q", k_proj: "k", v_proj: "v", o_proj: "o", gate_proj: "gate", up_proj: "up", down_proj: "down" };
 
 export const moduleKey = (layer: number, target: LoraTarget) => `${layer}.${target}`;
 
@@ -42,21 +41,9 @@ export async function mergeToCheckpoint(baseDir: string, adapter: HostAdapter, o
     if (/4-bit/.test(e.message)) throw new Error(`merge: ${baseDir} holds NF4 (4-bit) weights; merging into NF4 is lossy and is not done silently. Merge into the original bf16/f16 checkpoint instead.`);
     throw e;
   });
-  const s = loraScale(adapter.config);
   const tensors: TensorToWrite[] = [];
   for (const spec of parameterSpecs(base.config)) {
-    let w: Float32Array | Float64Array = base.weights.get(spec.name)!;
-    if (spec.layer !== null) {
-      const target = LORA_TARGETS.find((t) => spec.name === paramName(ROLE[t], spec.layer!));
-      const m = target ? adapter.modules.get(moduleKey(spec.layer, target)) : undefined;
-      if (m) {
-        const d = deltaWeight(m, adapter.config.r, s);
-        const merged = new Float64Array(w.length);
-        for (let i = 0; i < w.length; i++) merged[i] = w[i] + d[i];
-        w = merged;
-      }
-    }
-    const data = w;
+    const data = mergedWeight(adapter, spec.name, base.weights.get(spec.name)!);
     tensors.push({ name: spec.name, dtype: opts.dtype ?? "F32", shape: spec.shape, data: () => encodeFloats(data, opts.dtype ?? "F32") });
   }
   await mkdir(outDir, { recursive: true });
