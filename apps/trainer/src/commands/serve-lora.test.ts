@@ -110,7 +110,7 @@ describe("nr serve: runtime LoRA (vLLM's routes), API key, lora root", () => {
     expect(await none.json()).toEqual({ error: { message: expect.stringMatching(/Missing API key/), type: "invalid_request_error", param: null, code: "invalid_api_key" } });
     const wrong = await post("/completions", { prompt: PROMPT, max_tokens: 2 }, { authorization: `Bearer ${KEY}x` });
     expect(wrong.status).toBe(401);
-    expect((await wrong.json()).error.message).toMatch(/Incorrect API key/);
+    expect(((await wrong.json()) as any).error.message).toMatch(/Incorrect API key/);
     expect((await post("/load_lora_adapter", { lora_name: "x", lora_path: "one" }, {})).status).toBe(401);
     expect((await fetch(`${srv.url}/models`, { headers: auth })).status).toBe(200);
   });
@@ -118,7 +118,7 @@ describe("nr serve: runtime LoRA (vLLM's routes), API key, lora root", () => {
   it("loads, serves (completions and chat), reloads in place and unloads an adapter with vLLM's shapes", async () => {
     const load = await call("/load_lora_adapter", { lora_name: "policy", lora_path: "one" });
     expect(load).toMatchObject({ status: 200, text: "Success: LoRA adapter 'policy' added successfully." });
-    const models = (await (await fetch(`${srv.url}/models`, { headers: auth })).json()).data;
+    const models = ((await (await fetch(`${srv.url}/models`, { headers: auth })).json()) as any).data;
     expect(models.map((m: any) => m.id)).toEqual(["base", "policy"]);
     expect(models[1]).toMatchObject({ object: "model", parent: "base", root: join(loras, "one") });
     expect((await complete("policy")).choices[0].text).toBe(want.one.greedy);
@@ -160,8 +160,8 @@ describe("nr serve: runtime LoRA (vLLM's routes), API key, lora root", () => {
     // A body nesting 10^5 levels (200 kB, under the 1 MiB body limit): 400 with a message, not a stack overflow.
     const nested = await fetch(`${srv.url}/completions`, { method: "POST", headers: { "content-type": "application/json", ...auth }, body: `{"prompt": ${"[".repeat(100_000)}${"]".repeat(100_000)}}` });
     expect(nested.status).toBe(400);
-    expect((await nested.json()).error).toMatchObject({ message: expect.stringMatching(/more than 64 levels deep/), code: "invalid_json" });
-    const models = (await (await fetch(`${srv.url}/models`, { headers: auth })).json()).data;
+    expect(((await nested.json()) as any).error).toMatchObject({ message: expect.stringMatching(/more than 64 levels deep/), code: "invalid_json" });
+    const models = ((await (await fetch(`${srv.url}/models`, { headers: auth })).json()) as any).data;
     expect(models.map((m: any) => m.id)).toEqual(["base"]);
     expect((await complete("base")).choices[0].text).toEqual(expect.any(String));
   });
