@@ -22,13 +22,20 @@ const { overrides, rest }: { overrides: Override[]; rest: string[] } = first ===
 const trainOptions = (y: Argv) =>
   y
     .option("preset", { type: "string", default: "default", describe: "configs/train/<preset>.json or a path to a JSON config" })
-    .option("resume", { type: "string", describe: "continue the run in this folder (runs/<name>) from its latest checkpoint; its config.json is used" })
+    .option("resume", { type: "string", describe: "continue the run in this folder (runs/<name>) from its latest checkpoint; its config.json is used (dotted flags change only step counts, cadences, sinks, or keys the saved config fails on)" })
+    .option("overwrite", { type: "boolean", default: false, describe: "replace an existing runs/<name> (its contents are deleted once the new run passes its checks)" })
     .epilog("Any config key can be overridden with a dotted flag, e.g. --rl.algo lpro --rl.G 4 --sft.lr 2e-4 --name my-run");
 
-async function train(argv: { preset: string; resume?: string }, phases: { sft: boolean; rl: boolean }) {
+async function train(argv: { preset: string; resume?: string; overwrite: boolean }, phases: { sft: boolean; rl: boolean }) {
   const extra = [...overrides];
   if (!phases.sft) extra.push(["sft.enabled", false]);
   if (!phases.rl) extra.push(["rl.enabled", false]);
+  if (argv.resume !== undefined) {
+    // The run's own config.json, with these overrides where they are allowed mid-run (checked in runPipeline).
+    const { runPipeline } = await import("./train/pipeline.js");
+    await runPipeline(null, { resumeDir: argv.resume, overrides: extra, overwrite: argv.overwrite });
+    return;
+  }
   let config;
   try {
     config = resolveConfig({ preset: argv.preset, overrides: extra });
@@ -40,7 +47,7 @@ async function train(argv: { preset: string; resume?: string }, phases: { sft: b
     throw e;
   }
   const { runPipeline } = await import("./train/pipeline.js");
-  await runPipeline(config, { resumeDir: argv.resume });
+  await runPipeline(config, { overwrite: argv.overwrite });
 }
 
 await yargs(rest)

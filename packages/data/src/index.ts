@@ -3,8 +3,10 @@
 
 export * from "./core.js";
 
-export { formatBadRows, listSplits, loadDataset, resolveDataFiles, splitOfFile } from "./load.js";
+export { formatBadRows, invalidUtf8Offset, listSplits, loadDataset, resolveDataFiles, splitOfFile } from "./load.js";
 export type { LoadOptions, LoadedDataset } from "./load.js";
+export { dropHeldOutDuplicates, splitHeldOut } from "./split.js";
+export type { HeldOutSplit, LeakOptions, LeakReport } from "./split.js";
 export { JsonlWriter, readJsonl, writeJsonl } from "./jsonl.js";
 
 export {

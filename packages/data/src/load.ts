@@ -84,7 +84,12 @@ export async function listSplits(dir: string): Promise<Record<string, string[]>>
 /** Resolves a path (file or dataset folder) and split to the data files to read. */
 export async function resolveDataFiles(path: string, split?: string): Promise<string[]> {
   const st = await stat(path);
-  if (!st.isDirectory()) return [path];
+  if (!st.isDirectory()) {
+    // A single file is one split, the one its name says (gsm8k_test.jsonl is "test"); asking it for another split is
+    // an error, never the whole file (that would silently evaluate on training data).
+    if (split !== undefined && splitOfFile(basename(path)) !== split) throw new Error(`${path}: a single file has no split "${split}" (its name says "${splitOfFile(basename(path))}"); pass a dataset folder with ${split} files, or hold records out of this file`);
+    return [path];
+  }
   const splits = await listSplits(path);
   const names = Object.keys(splits);
   if (names.length === 0) throw new Error(`${path}: no .jsonl, .json or .parquet files`);
@@ -102,9 +107,12 @@ function resolveFieldMap(options: LoadOptions, fields: string[], sample: Record<
   if (layout) return { map: { ...LAYOUTS[layout], ...options.fields } as FieldMap, layout };
   if (options.fields?.problem) return { map: options.fields as FieldMap, layout: "custom" };
   const detected = detectLayout(fields, sample);
-  if (!detected) throw new Error(`${file}: cannot detect the layout from fields [${fields.join(", ")}]; pass layout or fields`);
+  if (!detected) throw new Error(`${file}: cannot detect the layout from fields [${fields.join(", ")}]; ${KNOWN_LAYOUTS} (rename the fields, or give loadDataset a layout or field map)`);
   return { map: { ...LAYOUTS[detected], ...options.fields } as FieldMap, layout: detected };
 }
+
+/** What each built-in layout needs, for messages (see detectLayout). */
+const KNOWN_LAYOUTS = "rows need {question, answer} (GSM8K: answer ends with \"#### N\"), {problem, answer or solution} (MATH), {problem, messages, answer or solution} (OpenR1) or {prompt, answer}";
 
 interface RawRow {
   line: number;
@@ -113,12 +121,62 @@ interface RawRow {
   text?: string;
 }
 
+/** Byte offset of the first byte of `bytes` that is not valid UTF-8 (a bad lead byte, bad continuation, overlong, surrogate or truncated sequence), or -1. */
+export function invalidUtf8Offset(bytes: Uint8Array): number {
+  for (let i = 0; i < bytes.length; ) {
+    const b = bytes[i];
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    const len = b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    if (len === 0 || i + len > bytes.length) return i;
+    // Second-byte ranges that exclude overlong forms, UTF-16 surrogates and code points above U+10FFFF.
+    const lo = b === 0xe0 ? 0xa0 : b === 0xf0 ? 0x90 : 0x80;
+    const hi = b === 0xed ? 0x9f : b === 0xf4 ? 0x8f : 0xbf;
+    if (bytes[i + 1] < lo || bytes[i + 1] > hi) return i;
+    for (let k = 2; k < len; k++) if ((bytes[i + k] & 0xc0) !== 0x80) return i;
+    i += len;
+  }
+  return -1;
+}
+
+/**
+ * The text of a JSON/JSONL file. Invalid UTF-8 is never replaced by U+FFFD silently: the lines holding it are returned
+ * in `badLines` (1-based line → reason with the byte offset in the file) and blanked in the text.
+ */
+async function readUtf8(file: string): Promise<{ text: string; badLines: Map<number, string> }> {
+  const bytes = await readFile(file);
+  const badLines = new Map<number, string>();
+  let start = 0;
+  let line = 1;
+  const parts: string[] = [];
+  const decoder = new TextDecoder("utf-8");
+  if (invalidUtf8Offset(bytes) < 0) return { text: decoder.decode(bytes), badLines };
+  for (let i = 0; i <= bytes.length; i++) {
+    if (i < bytes.length && bytes[i] !== 0x0a) continue;
+    const chunk = bytes.subarray(start, i);
+    const off = invalidUtf8Offset(chunk);
+    if (off >= 0) badLines.set(line, `invalid UTF-8 at byte offset ${start + off} (byte 0x${chunk[off].toString(16).padStart(2, "0")}); re-encode the file as UTF-8`);
+    parts.push(off >= 0 ? "" : decoder.decode(chunk));
+    start = i + 1;
+    line++;
+  }
+  return { text: parts.join("\n"), badLines };
+}
+
 async function* jsonRows(file: string): AsyncGenerator<RawRow> {
-  let text = await readFile(file, "utf8");
+  const utf8 = await readUtf8(file);
+  let text = utf8.text;
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   if (extname(file).toLowerCase() === ".json") {
     const trimmed = text.trimStart();
     if (trimmed.startsWith("[")) {
+      // One JSON document: a line of bad bytes makes the whole array unreadable.
+      for (const [line, reason] of utf8.badLines) {
+        yield { line, error: reason };
+        return;
+      }
       let arr: unknown;
       try {
         arr = JSON.parse(text);
@@ -134,6 +192,11 @@ async function* jsonRows(file: string): AsyncGenerator<RawRow> {
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i].replace(/\r$/, "");
+    const badBytes = utf8.badLines.get(i + 1);
+    if (badBytes !== undefined) {
+      yield { line: i + 1, error: badBytes };
+      continue;
+    }
     if (line.trim() === "") continue;
     try {
       yield { line: i + 1, row: JSON.parse(line) };
@@ -151,7 +214,12 @@ const PARQUET_CHUNK = 8192;
  */
 async function parquetInfo(file: string, compressors?: Compressors) {
   const buf = await asyncBufferFromFile(file);
-  const metadata = await parquetMetadataAsync(buf);
+  let metadata: Awaited<ReturnType<typeof parquetMetadataAsync>>;
+  try {
+    metadata = await parquetMetadataAsync(buf);
+  } catch (e) {
+    throw new Error(`${file}: not a readable Parquet file (${(e as Error).message})`);
+  }
   const schema = parquetSchema(metadata);
   const columns = schema.children.map((c) => c.element.name);
   const scalar = schema.children.filter((c) => c.children.length === 0 && c.element.repetition_type !== "REPEATED").map((c) => c.element.name);

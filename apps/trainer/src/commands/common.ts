@@ -80,13 +80,15 @@ export function runConfigOfAdapter(adapterDir: string): TrainConfig | null {
   if (runDir === null) return null;
   const cfg = join(runDir, "config.json");
   if (!existsSync(cfg)) return null;
+  let parsed: TrainConfig;
   try {
-    const parsed = JSON.parse(readFileSync(cfg, "utf8")) as TrainConfig;
-    // A run's resolved config, not some other config.json (e.g. an HF checkpoint's) that happens to sit there.
-    return typeof parsed.data === "object" && typeof parsed.rl === "object" && typeof parsed.model === "object" ? parsed : null;
-  } catch {
-    return null;
+    parsed = JSON.parse(readFileSync(cfg, "utf8")) as TrainConfig;
+  } catch (e) {
+    // The adapter's prompt format and base quantisation come from here: guessing them would skew every result.
+    throw new UsageError(`${cfg} (the config of the run this adapter belongs to) is not valid JSON (${(e as Error).message}): restore it, or copy the adapter folder out of the run and pass --prompt-format and --quant`);
   }
+  // A run's resolved config, not some other config.json (e.g. an HF checkpoint's) that happens to sit there.
+  return parsed !== null && typeof parsed.data === "object" && typeof parsed.rl === "object" && typeof parsed.model === "object" ? parsed : null;
 }
 
 export interface ModelPaths {

@@ -4,6 +4,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { modelDirContextProblems, samplingProblems } from "./rules.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Types
@@ -58,6 +59,8 @@ export interface DataConfig {
   /** Prompt format: "qa" (`Q: … A: `, for the small generated models), "chat" (the tokenizer's chat template with
    * the chain-of-thought system prompt, for instruct checkpoints), or "auto" (chat for model.dir, qa otherwise). */
   prompt: PromptStyle;
+  /** Skip malformed dataset rows (counted in the log) instead of stopping at the first with `file:line: reason`. Default false. */
+  skipBadRows?: boolean;
 }
 
 export const PROMPT_STYLES = ["auto", "qa", "chat"] as const;
@@ -115,6 +118,21 @@ export interface RlConfig {
   lengthStageTruncation: number;
   /** Completions per forward/backward pass (gradient accumulation inside a minibatch); 0 = the whole minibatch. */
   microBatchRows: number;
+  /** Generate on OpenAI-compatible servers (vLLM, nr serve) instead of this GPU (apps/trainer/src/train/remote-rollout.ts). */
+  rollout?: RolloutConfig;
+}
+
+export interface RolloutConfig {
+  /** Base URLs of the servers, e.g. http://10.0.0.2:8000/v1 (each must load LoRA adapters at runtime). */
+  servers: string[];
+  /** Where each step's adapter is written for the servers to read (default: <run>/rollout-adapter). */
+  adapterDir?: string;
+  /** Bearer key for the servers (else NR_API_KEY); never written into the run folder. */
+  apiKey?: string;
+  /** Seconds a server may take to answer one request before its share goes to another server. */
+  timeoutS: number;
+  /** Truncated importance sampling: weight each token's policy gradient by min(π_trainer/π_sampler, cap); 0 = off. */
+  tisCap: number;
 }
 
 export interface GuardConfig {
@@ -216,7 +234,8 @@ type Leaf =
   | { kind: "string"; doc?: string }
   | { kind: "enum"; values: readonly string[]; doc?: string }
   | { kind: "ints"; min?: number; doc?: string }
-  | { kind: "strings"; values: readonly string[]; aliases?: Record<string, readonly string[]>; doc?: string };
+  | { kind: "strings"; values: readonly string[]; aliases?: Record<string, readonly string[]>; doc?: string }
+  | { kind: "list"; doc?: string };
 
 interface ObjNode {
   kind: "object";
@@ -240,7 +259,7 @@ export const CONFIG_SCHEMA: ObjNode = {
   kind: "object",
   optional: ["description"],
   fields: {
-    name: str,
+    name: { kind: "string", doc: 'a plain folder name for runs/<name>: letters, digits, ".", "_" or "-" (not empty, no / or \\)' },
     description: str,
     seed: int(0),
     model: {
@@ -261,12 +280,14 @@ export const CONFIG_SCHEMA: ObjNode = {
     },
     data: {
       kind: "object",
+      optional: ["skipBadRows"],
       fields: {
         source: str,
         trainSize: int(1),
         evalSize: int(1),
         difficulty: { kind: "object", fields: { minSteps: int(1), maxSteps: int(1), maxOperand: int(1), maxValue: int(1) } },
         prompt: en(...PROMPT_STYLES),
+        skipBadRows: bool,
       },
     },
     lora: {
@@ -298,6 +319,7 @@ export const CONFIG_SCHEMA: ObjNode = {
     },
     rl: {
       kind: "object",
+      optional: ["rollout"],
       fields: {
         enabled: bool,
         algo: en(...RL_ALGOS),
@@ -315,6 +337,12 @@ export const CONFIG_SCHEMA: ObjNode = {
         lengthStages: { kind: "ints", min: 1 },
         lengthStageTruncation: num({ min: 0, max: 1 }),
         microBatchRows: int(0),
+        rollout: {
+          kind: "object",
+          optional: ["adapterDir", "apiKey"],
+          defaults: { timeoutS: 600, tisCap: 0 },
+          fields: { servers: { kind: "list", doc: "a list of server URLs, e.g. http://127.0.0.1:8000/v1,http://127.0.0.1:8001/v1" }, adapterDir: str, apiKey: str, timeoutS: num({ gt: 0 }), tisCap: num({ min: 0 }) },
+        },
       },
     },
     eval: { kind: "object", fields: { every: int(0), n: int(1), temperature: num({ min: 0 }), maxNewTokens: int(1), samples: int(0), sampleTemperature: num({ min: 0 }) } },
@@ -422,11 +450,13 @@ function describe(leaf: Leaf): string {
     case "bool":
       return "true | false";
     case "string":
-      return "a string";
+      return leaf.doc ?? "a non-empty string";
     case "enum":
       return leaf.values.map((v) => `"${v}"`).join(" | ");
     case "ints":
       return `a list of integers${leaf.min !== undefined ? ` >= ${leaf.min}` : ""} (e.g. 128,256)`;
+    case "list":
+      return leaf.doc ?? "a list of strings";
     case "strings":
       return `a list of ${[...leaf.values, ...Object.keys(leaf.aliases ?? {})].map((v) => `"${v}"`).join(" | ")}`;
   }
@@ -470,6 +500,10 @@ function checkLeaf(leaf: Leaf, key: string, v: unknown, problems: string[]): unk
     case "ints":
       if (!Array.isArray(v) || v.some((x) => typeof x !== "number" || !Number.isInteger(x) || (leaf.min !== undefined && x < leaf.min))) return bad();
       return v;
+    case "list": {
+      const items = typeof v === "string" ? [v] : v;
+      return Array.isArray(items) && items.length > 0 && items.every((x) => typeof x === "string" && x.length > 0) ? items : bad();
+    }
     case "strings": {
       if (!Array.isArray(v) && typeof v !== "string") return bad();
       const items = typeof v === "string" ? [v] : v;
@@ -551,7 +585,10 @@ export function validateConfig(config: unknown, opts: ValidateOptions = {}): Tra
     if (st[i] > c.rl.maxNewTokens) problems.push(`rl.lengthStages[${i}] = ${st[i]} exceeds rl.maxNewTokens = ${c.rl.maxNewTokens}`);
   }
   if (!c.sft.enabled && !c.rl.enabled) problems.push(`sft.enabled and rl.enabled are both false: nothing to train`);
-  if (/[/\\]/.test(c.name) || c.name === "." || c.name === "..") problems.push(`name = ${show(c.name)} must be a plain folder name (no / or \\)`);
+  for (const url of c.rl.rollout?.servers ?? []) if (!/^https?:\/\/[^/\s]+/.test(url)) problems.push(`rl.rollout.servers: ${show(url)} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)`);
+  if (c.rl.rollout && c.rl.rollout.tisCap > 0 && c.rl.rollout.tisCap < 1) problems.push(`rl.rollout.tisCap = ${c.rl.rollout.tisCap} must be 0 (off) or >= 1 (a cap below 1 would shrink every token's weight)`);
+  if (!/^[\w.-]+$/.test(c.name) || c.name === "." || c.name === "..") problems.push(`name = ${show(c.name)} is not allowed: expected ${describe(CONFIG_SCHEMA.fields.name as Leaf)}`);
+  problems.push(...samplingProblems(c));
   if (opts.checkPaths ?? true) {
     const cwd = opts.cwd ?? process.cwd();
     const dir = c.model.dir;
@@ -561,6 +598,7 @@ export function validateConfig(config: unknown, opts: ValidateOptions = {}): Tra
         const abs = resolveModelDir(dir, cwd);
         if (!existsSync(abs) || !statSync(abs).isDirectory()) problems.push(`model.dir = ${show(dir)} does not exist (or is not a folder): set it to a downloaded HF checkpoint folder (--model.dir DIR)`);
         else if (!existsSync(join(abs, "config.json"))) problems.push(`model.dir = ${show(dir)} has no config.json: point it at an HF checkpoint folder`);
+        else problems.push(...modelDirContextProblems(c, abs));
       }
     }
     const s = c.data.source;
@@ -708,6 +746,7 @@ function coerce(leaf: Leaf, key: string, raw: unknown): unknown {
       if (nums.some((n) => !Number.isInteger(n))) fail();
       return nums;
     }
+    case "list":
     case "strings":
       return s.replace(/^\[|\]$/g, "").split(",").map((x) => x.trim().replace(/^"|"$/g, "")).filter(Boolean);
   }

@@ -4,7 +4,8 @@
 // place, so a crash never leaves a half-written step-N behind; old checkpoints are pruned to the last N.
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import type { TrainConfig } from "./config.js";
+import { ConfigError, type TrainConfig } from "./config.js";
+import { acquireRunLock, LOCK_FILE, type RunLock } from "./lock.js";
 import { TensorBoardSink } from "./tensorboard.js";
 import { WandbSink } from "./wandb.js";
 
@@ -276,7 +277,8 @@ export function sinksForConfig(config: TrainConfig, runDir: string, o: { warn?: 
 export interface OpenRunOptions {
   /**
    * What to do when the folder already has a run: "error" (default; the message says how to proceed), "overwrite"
-   * (delete it first) or "resume" (keep it; see {@link RunFolder.rewindTo}).
+   * (delete its contents once the lock is held: checkpoints, logs, best/, report) or "resume" (keep it; see
+   * {@link RunFolder.rewindTo}). The folder's lock is taken first in every mode, so a live run is never touched.
    */
   ifExists?: "error" | "overwrite" | "resume";
   /** Attach the metrics sinks of the config's `output` section (W&B, TensorBoard). Default true. */
@@ -289,6 +291,7 @@ export class RunFolder {
   private samplesOut: JsonlAppender | null = null;
   private sinks: MetricsSink[] = [];
   private sinkErrors = new Set<string>();
+  private lock: RunLock | null = null;
   /** Where sink problems are reported (once per sink); default stderr. */
   warn: (line: string) => void = (l) => console.error(l);
 
@@ -309,12 +312,19 @@ export class RunFolder {
   /** Open (creating) a run folder by path; writes config.json when `config` is given. */
   static openDir(dir: string, o: OpenRunOptions = {}, config?: TrainConfig): RunFolder {
     const abs = resolve(dir);
-    const hasRun = existsSync(join(abs, "config.json")) || existsSync(join(abs, "metrics.jsonl")) || existsSync(join(abs, "checkpoints"));
-    const mode = o.ifExists ?? "error";
-    if (hasRun && mode === "error") throw new Error(`run folder ${abs} already holds a run: pass --resume to continue it, --overwrite to replace it, or choose another --name`);
-    if (hasRun && mode === "overwrite") rmSync(abs, { recursive: true, force: true });
-    mkdirSync(abs, { recursive: true });
+    const lock = acquireRunLock(abs);
+    try {
+      const hasRun = RunFolder.holdsRun(abs);
+      const mode = o.ifExists ?? "error";
+      if (hasRun && mode === "error") throw new Error(`run folder ${abs} already holds a run: pass --resume ${abs} to continue it, --overwrite to delete it and start again, or choose another --name`);
+      if (hasRun && mode === "overwrite") for (const f of readdirSync(abs)) if (f !== LOCK_FILE) rmSync(join(abs, f), { recursive: true, force: true });
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
     const run = new RunFolder(abs);
+    run.lock = lock;
+    if (lock.tookOverFrom) run.warn(`run folder ${abs}: took over the lock of pid ${lock.tookOverFrom.pid} (started ${lock.tookOverFrom.started}), which is no longer running`);
     if (config) {
       run.writeConfig(config);
       if (o.sinks ?? true) run.attachConfiguredSinks(config);
@@ -326,12 +336,23 @@ export class RunFolder {
    * Reopen a run for `--resume`: its config.json, its latest complete checkpoint (null: start over from step 0),
    * and metrics/samples rewound to that checkpoint's step so the resumed run appends exactly where it left off.
    */
-  static resume(dir: string, o: { sinks?: boolean } = {}): { run: RunFolder; config: TrainConfig; checkpoint: CheckpointInfo | null } {
+  static resume(dir: string, o: { sinks?: boolean; config?: (saved: TrainConfig, from: CheckpointInfo | null) => TrainConfig } = {}): { run: RunFolder; config: TrainConfig; checkpoint: CheckpointInfo | null } {
     const abs = resolve(dir);
     if (!existsSync(join(abs, "config.json"))) throw new Error(`cannot resume ${abs}: no config.json there (not a run folder)`);
     const run = RunFolder.openDir(abs, { ifExists: "resume" });
-    const config = run.readConfig()!;
     const checkpoint = run.latestCheckpoint();
+    let config: TrainConfig;
+    try {
+      // `o.config` checks the saved config and may change it (resume overrides): refused before anything is written.
+      config = run.readConfig()!;
+      if (o.config) {
+        config = o.config(config, checkpoint);
+        run.writeConfig(config);
+      }
+    } catch (err) {
+      run.close();
+      throw err;
+    }
     run.rewindTo(checkpoint?.step ?? 0);
     // Rows from here on are mirrored (a resumed run is a new W&B run; TensorBoard gets a new events file).
     if (o.sinks ?? true) run.attachConfiguredSinks(config);
@@ -361,8 +382,22 @@ export class RunFolder {
     writeJsonAtomic(this.configPath, config);
   }
 
+  /** True when `dir` holds (part of) a run: a config, logs or checkpoints. A lone lock file or model/ is not a run. */
+  static holdsRun(dir: string): boolean {
+    return ["config.json", "metrics.jsonl", "checkpoints", "summary.json"].some((f) => existsSync(join(dir, f)));
+  }
+
+  /** The run's config.json; a truncated or non-JSON file is a ConfigError naming the path. */
   readConfig(): TrainConfig | null {
-    return existsSync(this.configPath) ? (JSON.parse(readFileSync(this.configPath, "utf8")) as TrainConfig) : null;
+    if (!existsSync(this.configPath)) return null;
+    const text = readFileSync(this.configPath, "utf8");
+    try {
+      const parsed = JSON.parse(text) as unknown;
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not a JSON object");
+      return parsed as TrainConfig;
+    } catch (err) {
+      throw new ConfigError([`${this.configPath} is not a valid run config (${(err as Error).message}${text.trim() === "" ? "; the file is empty" : ""}): restore it from a copy, or start a new run with --name`]);
+    }
   }
 
   /** Append one metrics row (on disk when this returns), and mirror it to the sinks. */
@@ -399,6 +434,7 @@ export class RunFolder {
   /** Close the files and flush + close the sinks (waits for them: W&B uploads its last rows here). */
   async finish(): Promise<void> {
     this.closeFiles();
+    this.releaseLock();
     const sinks = this.sinks;
     this.sinks = [];
     await Promise.all(sinks.map((s) => s.close().catch((err) => this.sinkFailed(s, err))));
@@ -456,7 +492,15 @@ export class RunFolder {
   /** Close the files; sinks are asked to flush and close in the background (await {@link finish} to wait for them). */
   close(): void {
     if (this.sinks.length) void this.finish();
-    else this.closeFiles();
+    else {
+      this.closeFiles();
+      this.releaseLock();
+    }
+  }
+
+  private releaseLock(): void {
+    this.lock?.release();
+    this.lock = null;
   }
 
   private closeFiles(): void {

@@ -8,13 +8,16 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createGpu, GpuError, type Gpu } from "@nr/kernels";
 import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autograd";
-import { generateModel, loadDecoder, loadTokenizer, type Decoder, type ModelTokenizer } from "@nr/model";
+import { generateModel, loadDecoder, type Decoder } from "@nr/model";
 import { LoraModel, savePeftAdapter, type LoraConfig, type LoraTarget } from "@nr/lora";
 import { WebGpuGenerator } from "@nr/rollout";
 import { preset, type AlgoName } from "@nr/algos";
 import { mathReward } from "@nr/rewards";
-import { buildMessages, defaultGrader, generateSynthetic, hybridSftTarget, loadDataset, parseSftTarget, ProgressBar, syntheticWords, thinks, type GradeFn, type MathRecord } from "@nr/data";
-import { RunFolder, resolveModelDir, rlMaxNewTokensAt, writeReport, type TrainConfig } from "../run/index.js";
+import { defaultGrader, ProgressBar, syntheticWords, thinks, type GradeFn } from "@nr/data";
+import { RunFolder, resolveModelDir, rlMaxNewTokensAt, writeReport, type Override, type TrainConfig } from "../run/index.js";
+import { loadRunData, recordDataSplit } from "../run/data.js";
+import { resumeConfig } from "../run/resume.js";
+import { checkInputs } from "../run/inputs.js";
 import { Critic, rlStep, seededPermutation, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
 import { initialState, readTrainerStateJson, readTrainerTensors, restoreTensor, writeTrainerState, type EvalRecord, type TensorGroup, type TrainerState } from "./state.js";
 
@@ -28,6 +31,10 @@ export interface PipelineOptions {
   log?: (line: string) => void;
   /** Continue the run in this folder from its latest checkpoint (its config.json is used). */
   resumeDir?: string;
+  /** With resumeDir: settings to change from here on (see run/resume.ts: only those safe mid-run, or fixing the config). */
+  overrides?: readonly Override[];
+  /** Replace an existing run of the same name (its folder's contents are deleted once the new run passes its checks). */
+  overwrite?: boolean;
 }
 
 /** The verifier from @nr/rewards; a strict boxed-answer match when that package is not built. */
@@ -59,59 +66,41 @@ function injectedNanSteps(): Set<string> {
 
 const isCorrect = (g: Awaited<ReturnType<GradeFn>>) => (typeof g === "boolean" ? g : g.correct);
 
-async function loadData(config: TrainConfig, cwd: string, log: (l: string) => void): Promise<{ train: MathRecord[]; heldout: MathRecord[] }> {
-  const d = config.data;
-  if (d.source === "synthetic") {
-    const diff = d.difficulty ?? {};
-    return {
-      train: generateSynthetic({ count: d.trainSize, seed: config.seed, split: "train", ...diff }),
-      heldout: generateSynthetic({ count: d.evalSize, seed: config.seed, split: "heldout", ...diff }),
-    };
-  }
-  const path = resolve(cwd, d.source);
-  const report = (name: string, ds: { records: MathRecord[]; badRows: { file: string; line?: number; reason: string }[] }) => {
-    if (ds.badRows.length) log(`data: skipped ${ds.badRows.length} bad rows of ${name} (first: ${ds.badRows[0].file}:${ds.badRows[0].line ?? "?"}: ${ds.badRows[0].reason})`);
-  };
-  let train: MathRecord[], heldout: MathRecord[];
-  try {
-    const tr = await loadDataset(path, { split: "train" });
-    report("train", tr);
-    train = tr.records;
-    const te = await loadDataset(path, { split: "test" });
-    report("test", te);
-    heldout = te.records;
-  } catch {
-    // A single file: its last evalSize records are held out.
-    const all = await loadDataset(path);
-    report(d.source, all);
-    if (all.records.length < 2) throw new Error(`data.source ${d.source}: ${all.records.length} usable records; need at least 2 (train + held-out)`);
-    const nEval = Math.min(d.evalSize, Math.floor(all.records.length / 2));
-    train = all.records.slice(0, all.records.length - nEval);
-    heldout = all.records.slice(all.records.length - nEval);
-  }
-  return { train: train.slice(0, d.trainSize), heldout: heldout.slice(0, d.evalSize) };
-}
-
-export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions = {}): Promise<PipelineResult> {
+/**
+ * Run `nr train`. With `resumeDir`, `configIn` is ignored (the run's config.json, with `opts.overrides` where allowed).
+ * Every check that needs no GPU (config, data, split, tokens vs context window) runs before the run folder of a new
+ * run is created and before the model is loaded.
+ */
+export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOptions = {}): Promise<PipelineResult> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const cwd = opts.cwd ?? process.cwd();
   const t0 = performance.now();
-  let run: RunFolder, config: TrainConfig, resumeFrom: string | null = null;
+  let run: RunFolder | null = null, config: TrainConfig, resumeFrom: string | null = null;
   if (opts.resumeDir) {
-    const r = RunFolder.resume(resolve(cwd, opts.resumeDir));
+    if (opts.overwrite) throw new Error("--overwrite and --resume contradict each other: --resume continues the run, --overwrite deletes it");
+    // Locks the folder, then checks the saved config with the overrides (refusing unsafe ones) before writing.
+    const r = RunFolder.resume(resolve(cwd, opts.resumeDir), { config: (saved, from) => resumeConfig(saved, opts.overrides ?? [], from?.step ?? 0, { cwd }) });
     run = r.run;
     config = r.config;
     resumeFrom = r.checkpoint?.dir ?? null;
     log(resumeFrom ? `resuming ${run.dir} from ${resumeFrom}` : `resuming ${run.dir}: no complete checkpoint yet, starting from step 0`);
+    const last = (config as { resumes?: { step: number; changes: { key: string; from: unknown; to: unknown }[] }[] }).resumes?.at(-1);
+    if (last && opts.overrides?.length) log(`resume: from step ${last.step}: ${last.changes.map((c) => `${c.key} ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`).join(", ")} (recorded in config.json)`);
   } else {
+    if (!configIn) throw new Error("runPipeline: a config is needed unless resuming");
     config = configIn;
-    run = RunFolder.open(config, { ifExists: "overwrite", cwd });
   }
-  const runDir = run.dir;
   const nanAt = injectedNanSteps();
 
-  // ---- model
+  // ---- data and tokens, checked before the run folder is written and before the GPU starts
+  const data = await loadRunData(config, cwd, log);
   let modelDir = config.model.dir ? resolveModelDir(config.model.dir, cwd) : undefined;
+  let inputs = modelDir ? await checkInputs(config, modelDir, data) : null;
+  run ??= RunFolder.open(config, { ifExists: opts.overwrite ? "overwrite" : "error", cwd });
+  const runDir = run.dir;
+  recordDataSplit(runDir, data.split, resumeFrom !== null);
+
+  // ---- model
   if (!modelDir) {
     const g = config.model.generate!;
     modelDir = join(runDir, "model");
@@ -124,7 +113,10 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
       );
     }
   }
-  const promptStyle = config.data.prompt === "auto" ? (config.model.dir ? "chat" : "qa") : config.data.prompt;
+  inputs ??= await checkInputs(config, modelDir, data);
+  const { tok, promptStyle, encodePrompt, pad, eos, sftRecords, noThinkTargets } = inputs;
+  const sftExamples: SftExampleIds[] = inputs.sftExamples;
+  const { train, heldout } = data;
 
   const gpu = await createGpu();
   try {
@@ -132,11 +124,6 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
     // QLoRA: with model.quant "nf4" the seven linear weights of every layer are quantised on the GPU at load (double
     // quantisation of the scales with model.doubleQuant) and stay frozen in 4 bits; LoRA trains on top of them.
     const { decoder } = await loadDecoder(engine, modelDir, { quant: config.model.quant, doubleQuant: config.model.doubleQuant, dtype: config.model.dtype });
-    const tok = await loadTokenizer(modelDir);
-    const pad = tok.padTokenId ?? tok.stopTokenIds[0] ?? 0;
-    const eos = tok.stopTokenIds[0];
-    const encodePrompt = (problem: string) =>
-      promptStyle === "chat" ? tok.encodeChat(buildMessages(problem).map((m) => ({ role: m.role, content: m.content })), { addGenerationPrompt: true }) : tok.encode(`Q: ${problem}\nA: `);
     const lora = new LoraModel(decoder);
     const loraCfg: LoraConfig = { r: config.lora.r, alpha: config.lora.alpha, dropout: config.lora.dropout, targets: config.lora.targets as LoraTarget[], seed: config.seed };
     const policyParams = lora.addAdapter("policy", loraCfg);
@@ -144,15 +131,7 @@ export async function runPipeline(configIn: TrainConfig, opts: PipelineOptions =
     const { grade, name: graderName } = await grader();
     log(`adapter ${gpu.adapterName}; base ${config.model.quant === "nf4" ? `NF4${config.model.doubleQuant ? " (double-quantised scales)" : ""}` : config.model.dtype}; verifier: ${graderName}; ${lora.parameterCount("policy")} trainable LoRA parameters; prompts: ${promptStyle}`);
 
-    const { train, heldout } = await loadData(config, cwd, log);
     const evalSet = heldout.slice(0, config.eval.n);
-    // sft.noThinkFraction: that share of the targets answers with an empty <think></think> (a hybrid-thinking cold start).
-    const sftRecords = train.filter((r) => r.solution);
-    const sftTargets = sftRecords.map((r) => hybridSftTarget(r, { noThinkFraction: config.sft.noThinkFraction ?? 0, seed: config.seed }));
-    const noThinkTargets = sftTargets.filter((t) => parseSftTarget(t)?.reasoning === "").length;
-    const sftExamples: SftExampleIds[] = sftRecords
-      .map((r, i) => ({ promptIds: encodePrompt(r.problem), completionIds: [...tok.encode(sftTargets[i]), eos] }))
-      .filter((x) => x.promptIds.length + x.completionIds.length <= config.sft.maxSeqLen);
 
     // ---- state: fresh, or from the latest checkpoint
     let state: TrainerState = initialState();
