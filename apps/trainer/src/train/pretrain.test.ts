@@ -69,7 +69,33 @@ describe("nr pretrain (miniature, on the GPU)", () => {
     const e = new Engine(new GpuBackend(gpu));
     const { config } = await loadDecoder(e, a.dir);
     expect([config.hiddenSize, config.numLayers]).toEqual([32, 1]);
+
+    // --init continues from that checkpoint: same architecture whatever the flags say, other weights, and the
+    // reproduce line names the checkpoint instead of the architecture flags.
+    const c = await pretrain({ ...tiny(join(root, "c")), init: a.dir, hidden: 64, layers: 3, directShare: 0.5, snapshotEvery: 0 });
+    const { config: cc } = await loadDecoder(e, c.dir);
+    expect([cc.hiddenSize, cc.numLayers]).toEqual([32, 1]);
+    expect(Buffer.compare(Buffer.from(final), Buffer.from(await weights(c.dir)))).not.toBe(0);
+    const cLine = /`pnpm nr pretrain ([^`]*)`/.exec(await readFile(join(c.dir, "PRETRAIN.md"), "utf8"))?.[1] ?? "";
+    expect(cLine).toContain(`--direct-share 0.5 --init ${a.dir}`);
+    expect(cLine).not.toMatch(/--hidden|--layers|--heads|--intermediate/);
+    await expect(pretrain({ ...tiny(join(root, "d")), init: root })).rejects.toThrow(/--init .*no model.safetensors/);
   }, 120_000);
+
+  it("answers the directShare of multi-step problems directly, never a one-step one", () => {
+    const records = generateSynthetic({ count: 400, seed: 6, minSteps: 1, maxSteps: 3, maxOperand: 9, maxValue: 30 });
+    const texts = records.map((r, i) => pretrainText(r, i, 4, 0.7));
+    const direct = (t: string) => /\nA: The answer is \d+\.$/.test(t);
+    const multi = records.map((r) => Number(r.meta?.steps) > 1);
+    const share = texts.filter((t, i) => multi[i] && direct(t)).length / multi.filter(Boolean).length;
+    expect(share).toBeGreaterThan(0.62);
+    expect(share).toBeLessThan(0.78);
+    expect(texts.filter((t, i) => !multi[i] && direct(t))).toEqual([]);
+    // The pick depends on the record, not its position; 0 and 1 are exact.
+    expect(pretrainText(records[5], 99, 4, 0.7) === texts[5] || !direct(texts[5])).toBe(true);
+    expect(records.filter((r, i) => multi[i] && direct(pretrainText(r, i, 4, 1))).length).toBe(multi.filter(Boolean).length);
+    expect(records.some((r, i) => direct(pretrainText(r, i, 4, 0)))).toBe(false);
+  });
 
   it("writes one example in four in the reasoning format", () => {
     const records = generateSynthetic({ count: 8, seed: 5, minSteps: 2, maxSteps: 2, maxOperand: 9, maxValue: 30 });

@@ -1,15 +1,17 @@
 // `nr pretrain`: makes the small base model of the embedded default. A Qwen2-architecture model with the synthetic
-// task's tokenizer is generated at random (seeded), then every weight is trained on the GPU (full-parameter causal LM,
-// AdamW, cosine schedule) on synthetic problems written in a plain format — `Q: … A: 18 + 3 = 21. The answer is
-// 21.` — drawn from the train split only (held-out problems are disjoint by construction). The SFT cold start of
-// `pnpm train` then teaches the `<think>…</think> \boxed{}` format; RL improves what the model gets right. The result
-// is an HF checkpoint folder (config.json, model.safetensors, tokenizer files) plus PRETRAIN.md saying how it was made.
-import { copyFile, mkdir, writeFile } from "node:fs/promises";
+// task's tokenizer is generated at random (seeded) or taken from an earlier run (`--init`), then every weight is trained
+// on the GPU (full-parameter causal LM, AdamW, cosine schedule) on synthetic problems from the train split only
+// (held-out problems are disjoint by construction). The corpus decides what the base prefers: worked solutions in a
+// plain format (`Q: … A: 18 + 3 = 21. The answer is 21.`), some in the `<think>…</think> \boxed{}` format, and with
+// `--direct-share` multi-step problems answered directly (`A: The answer is 21.`). The result is an HF checkpoint
+// folder (config.json, model.safetensors, tokenizer files) plus PRETRAIN.md saying how it was made.
+import { existsSync } from "node:fs";
+import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { createGpu } from "@nr/kernels";
 import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autograd";
 import { generateModel, loadDecoder, loadTokenizer, writeSafetensorsCheckpoint, type Decoder, type DenseProjection } from "@nr/model";
-import { generateSynthetic, ProgressBar, sftTarget, type MathRecord } from "@nr/data";
+import { fnv1a, generateSynthetic, ProgressBar, sftTarget, type MathRecord } from "@nr/data";
 import { sftStep, type SftExampleIds } from "./loop.js";
 import { taskTokenizerWords } from "./pipeline.js";
 
@@ -32,6 +34,13 @@ export interface PretrainOptions {
   maxValue: number;
   /** Also write the weights every this many steps to `<out>.snapshots/step-<N>` (0: only the final checkpoint). */
   snapshotEvery?: number;
+  /**
+   * Share (0..1) of the problems with two or more steps whose text answers directly (`A: The answer is 21.`), with no
+   * working shown; the rest show their working. Default 0.
+   */
+  directShare?: number;
+  /** Continue from this HF checkpoint folder (made by `nr pretrain`, same tokenizer) instead of a random init. */
+  init?: string;
   log?: (line: string) => void;
 }
 
@@ -43,13 +52,33 @@ export interface PretrainOptions {
  * have trained embeddings (the head is tied and LoRA keeps it frozen) — as a real base model has seen `\boxed{}`
  * before its SFT cold start. The cold start then makes the reasoning format the model's habit.
  */
-export function pretrainText(r: MathRecord, i = 0, reasoningEvery = 4): string {
+export function pretrainText(r: MathRecord, i = 0, reasoningEvery = 4, directShare = 0): string {
+  // Which multi-step problems answer directly is a hash of the id (the same pick whatever the corpus order).
+  const multiStep = Number(r.meta?.steps ?? 1) > 1;
+  if (multiStep && directShare > 0 && (fnv1a(`direct:${r.id}`) % 10000) / 10000 < directShare) return `Q: ${r.problem}\nA: The answer is ${r.answer}.`;
   if (reasoningEvery > 0 && i % reasoningEvery === reasoningEvery - 1) return `Q: ${r.problem}\nA: ${sftTarget(r.solution ?? "", r.answer)}`;
   const work = (r.solution ?? "").split("\n").filter(Boolean).join(", ");
   return `Q: ${r.problem}\nA: ${work}. The answer is ${r.answer}.`;
 }
 
-const PRETRAIN_OPTION_KEYS = ["seed", "steps", "batchSize", "lr", "hidden", "layers", "heads", "kvHeads", "intermediate", "problems", "minSteps", "maxSteps", "maxOperand", "maxValue", "snapshotEvery"] as const satisfies readonly (keyof PretrainOptions)[];
+const PRETRAIN_OPTION_KEYS = ["seed", "steps", "batchSize", "lr", "hidden", "layers", "heads", "kvHeads", "intermediate", "problems", "minSteps", "maxSteps", "maxOperand", "maxValue", "directShare", "init", "snapshotEvery"] as const satisfies readonly (keyof PretrainOptions)[];
+
+const ARCHITECTURE_KEYS: readonly string[] = ["hidden", "layers", "heads", "kvHeads", "intermediate"];
+const CHECKPOINT_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
+
+/** Copies the checkpoint `--init` names into the scratch folder, after checking it has the task's tokenizer. */
+async function copyCheckpoint(from: string, to: string): Promise<void> {
+  const files = ["model.safetensors", ...CHECKPOINT_FILES];
+  for (const f of files) {
+    if (!existsSync(join(from, f))) throw new Error(`pretrain --init ${from}: no ${f} there; give a folder written by nr pretrain`);
+  }
+  const vocab = (JSON.parse(await readFile(join(from, "tokenizer.json"), "utf8")) as { model?: { vocab?: Record<string, number> } }).model?.vocab ?? {};
+  // Byte-level BPE spells a space Ġ and a newline Ċ.
+  const missing = taskTokenizerWords().filter((w) => !(w.replace(/ /g, "Ġ").replace(/\n/g, "Ċ") in vocab));
+  if (missing.length > 0) throw new Error(`pretrain --init ${from}: its tokenizer lacks the synthetic task's words (${missing.slice(0, 5).join(", ")}…); give a checkpoint made by nr pretrain`);
+  await mkdir(to, { recursive: true });
+  for (const f of files) await copyFile(join(from, f), join(to, f));
+}
 
 /** Every weight tensor of a decoder under its Hugging Face name. */
 function namedWeights(d: Decoder): Tensor[] {
@@ -73,7 +102,8 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
   const t0 = performance.now();
   const dir = resolve(o.out);
   const scratch = join(dir, ".init");
-  await generateModel(
+  if (o.init) await copyCheckpoint(resolve(o.init), scratch);
+  else await generateModel(
     scratch,
     { architecture: "qwen2", hiddenSize: o.hidden, intermediateSize: o.intermediate, numLayers: o.layers, numHeads: o.heads, numKvHeads: o.kvHeads, tieWordEmbeddings: true, maxPositionEmbeddings: 512 },
     { seed: o.seed, dtype: "f32", init: { std: 0.02 }, tokenizer: { words: taskTokenizerWords() } },
@@ -81,8 +111,13 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
   const tok = await loadTokenizer(scratch);
   const eos = tok.stopTokenIds[0];
   const records = generateSynthetic({ count: o.problems, seed: 1_000_003 + o.seed, split: "train", minSteps: o.minSteps, maxSteps: o.maxSteps, maxOperand: o.maxOperand, maxValue: o.maxValue });
+  const share = o.directShare ?? 0;
+  if (!(share >= 0 && share <= 1)) throw new Error(`pretrain: --direct-share ${o.directShare} must be between 0 and 1`);
+  const texts = records.map((r, i) => pretrainText(r, i, 4, share));
+  // PRETRAIN.md shows one text of each kind the corpus has (plain, reasoning, direct).
+  const shown = [0, 3, texts.findIndex((t) => /\nA: The answer is/.test(t))].filter((i, k, a) => i >= 0 && i < texts.length && a.indexOf(i) === k);
   const examples: SftExampleIds[] = records.map((r, i) => {
-    const ids = [...tok.encode(pretrainText(r, i)), eos];
+    const ids = [...tok.encode(texts[i]), eos];
     return { promptIds: ids.slice(0, 1), completionIds: ids.slice(1) };
   });
   const gpu = await createGpu();
@@ -94,7 +129,8 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
     const opt = new AdamW(params, { lr: o.lr, weightDecay: 0.01 });
     log(`pre-training ${params.reduce((a, p) => a + p.size, 0)} parameters (hidden ${o.hidden}, ${o.layers} layers) on ${examples.length} synthetic problems, ${o.steps} steps × ${o.batchSize}`);
     // The command line that reproduces this run (named options only: yargs also passes aliases and `_`/`$0`).
-    const args = PRETRAIN_OPTION_KEYS.filter((k) => o[k] !== undefined && !(k === "snapshotEvery" && !o[k]))
+    // With --init the architecture comes from that checkpoint, so its flags are left out.
+    const args = PRETRAIN_OPTION_KEYS.filter((k) => o[k] !== undefined && !(k === "snapshotEvery" && !o[k]) && !(o.init && ARCHITECTURE_KEYS.includes(k)))
       .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${o[k]}`)
       .join(" ");
     // The final checkpoint, or a snapshot of step `step` (same files; PRETRAIN.md says which step of which command).
@@ -102,14 +138,15 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
       await mkdir(to, { recursive: true });
       const tensors = await Promise.all(params.map(async (p) => ({ name: p.name, dtype: "F32" as const, shape: [...p.shape], data: new Uint8Array(Float32Array.from(await p.read()).buffer) })));
       await writeSafetensorsCheckpoint(to, tensors, { metadata: { format: "pt", generator: "nr pretrain", seed: String(o.seed), step: String(step) } });
-      for (const f of ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) await copyFile(join(scratch, f), join(to, f));
+      for (const f of CHECKPOINT_FILES) await copyFile(join(scratch, f), join(to, f));
       const seconds = (performance.now() - t0) / 1000;
       const which = step === o.steps ? "Made by" : `The weights after step ${step} of the ${o.steps}-step run made by`;
       await writeFile(
         join(to, "PRETRAIN.md"),
         `# ${config.architecture} base model of the embedded default\n\n${which} \`pnpm nr pretrain --out ${o.out} ${args}\` (seeded; ${gpu.adapterName}, ${seconds.toFixed(0)} s).\n\n` +
-          `Full-parameter causal-LM training from a random init on ${examples.length} synthetic problems with ${o.minSteps}–${o.maxSteps} arithmetic steps (train split only, data seed ${1_000_003 + o.seed}), three in four in the plain format, one in four in the reasoning format:\n\n` +
-          "```\n" + pretrainText(records[0], 0) + "\n\n" + pretrainText(records[3], 3) + "\n```\n\n" +
+          `Full-parameter causal-LM training ${o.init ? `continued from \`${o.init}\`` : "from a random init"} on ${examples.length} synthetic problems with ${o.minSteps}–${o.maxSteps} arithmetic steps (train split only, data seed ${1_000_003 + o.seed}). ` +
+          `${share > 0 ? `${(100 * share).toFixed(0)} % of the problems with two or more steps answer directly, without working; the others show it, ` : ""}three in four in the plain format, one in four in the reasoning format:\n\n` +
+          "```\n" + shown.map((i) => texts[i]).join("\n\n") + "\n```\n\n" +
           `Loss at step ${step} (EMA over steps): ${finalLoss.toFixed(4)} nats/token. The held-out split of the synthetic task is never seen.\n`,
       );
     };
