@@ -11,8 +11,10 @@
 // minutes on lavapipe.
 // Last row: continuous batching (finished rows leave, queued prompts join) against our own static batching on the
 // same number of rows, with mixed completion budgets.
+// Second peer (--no-tjs to skip): transformers.js v3 generate() with its KV cache on the same model exported by
+// `nr export`'s folder writer (see transformers-js.ts); rows "… vs transformers.js".
 // Each side's rate is the best of --iters runs.
-//   pnpm bench rollout [--prompt 32] [--new 32] [--batches 1,8,64] [--iters 2] [--ep cpu|webgpu] [--full] [--no-continuous]
+//   pnpm bench rollout [--prompt 32] [--new 32] [--batches 1,8,64] [--iters 2] [--ep cpu|webgpu] [--full] [--no-continuous] [--no-tjs]
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,6 +24,7 @@ import { exportOnnx, generateModel, loadDecoder } from "@nr/model";
 import { WebGpuGenerator } from "@nr/rollout";
 import { ort, ortSession, tensor, type OrtEp } from "../lib/ort.js";
 import { higherIsBetter, writeResults, type BenchRow } from "../lib/report.js";
+import { openTransformersJsPeer } from "./transformers-js.js";
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -121,6 +124,8 @@ try {
   const { session, error } = await ortSession(new Uint8Array(await readFile(join(dir, "m.onnx"))), ep);
   if (session) await ortGreedy(session, 1); // warm-up
   const peer = `onnxruntime-node ${ep} EP, greedy by full recompute (no KV cache)`;
+  const tjs = process.argv.includes("--no-tjs") ? { peer: null } : await openTransformersJsPeer(join(dir, "m"), dir);
+  if ("error" in tjs) console.log(tjs.error);
   const rows: BenchRow[] = [];
   for (const b of batches) {
     const { prompts, n } = layout(b);
@@ -161,9 +166,18 @@ try {
     const name = `batch ${b} (${prompts} prompt${prompts > 1 ? "s" : ""} × ${n}${n > 1 ? ", shared prefill" : ""})`;
     rows.push(higherIsBetter(name, "prefill tokens/s", ours.prefill, peer, theirs ? (prompts * P) / (theirs.prefillMs / 1000) : null, extra));
     rows.push(higherIsBetter(name, "decode tokens/s", ours.decode, peer, theirs ? (b * N) / (theirs.decodeMs / 1000) : null, extra));
+    if (tjs.peer) {
+      const t = await tjs.peer.greedy(Array.from({ length: b }, (_, r) => promptIds(Math.floor(r / n))), N, iters);
+      const tAgree = `${mine.filter((q, r) => q.join() === t.tokens[r].join()).length}/${b}`;
+      const tExtra = { ...extra, greedyAgreement: tAgree, peerRows: b, peerPrefillTokens: b * P };
+      rows.push(higherIsBetter(`${name} vs transformers.js`, "prefill tokens/s", ours.prefill, tjs.peer.label, (b * P) / (t.prefillMs / 1000), tExtra));
+      rows.push(higherIsBetter(`${name} vs transformers.js`, "decode tokens/s", ours.decode, tjs.peer.label, (b * (N - 1)) / (t.decodeMs / 1000), tExtra));
+      console.log(`${name}: transformers.js prefill ${((b * P) / (t.prefillMs / 1000)).toFixed(0)} tok/s (${b} rows), decode ${((b * (N - 1)) / (t.decodeMs / 1000)).toFixed(1)} tok/s; greedy agreement with ours ${tAgree}`);
+    }
     console.log(`${name}: ours prefill ${ours.prefill.toFixed(0)} tok/s, decode ${ours.decode.toFixed(1)} tok/s; peer ${theirs ? `prefill ${((prompts * P) / (theirs.prefillMs / 1000)).toFixed(0)}, decode ${((b * N) / (theirs.decodeMs / 1000)).toFixed(1)} tok/s` : `unavailable (${error})`}; pool peak ${extra.poolPeakMiB} MiB (${extra.poolPeakAboveWeightsMiB} MiB above the weights, KV cache ${extra.kvCacheMiB} MiB); greedy agreement ${extra.greedyAgreement}`);
   }
   await session?.release();
+  await tjs.peer?.release();
   if (!process.argv.includes("--no-continuous")) rows.push(await continuousCase(gen));
   writeResults("rollout", gpu.adapter, rows, { config, scaledDown: !full, promptTokens: P, newTokens: N, G, iters, timing: "best of iters runs, each side", peerMode: "full recompute (the exported ONNX graph has no KV cache)", peerEp: ep });
   gpu.destroy();

@@ -37,9 +37,8 @@ const TOKENIZER_FILES = /^(tokenizer\.json|tokenizer_config\.json|special_tokens
 
 /** Fails before any work when the checkpoint lacks what the folder needs or `outDir` holds files. */
 async function checkPaths(modelDir: string, outDir: string, overwrite: boolean): Promise<Record<string, unknown>> {
-  for (const f of ["config.json", "tokenizer.json"]) {
-    if (!existsSync(join(modelDir, f))) throw new Error(`${modelDir}: no ${f} there (a Hugging Face checkpoint folder with config.json, *.safetensors and tokenizer.json is needed)`);
-  }
+  // tokenizer.json is copied when present (a folder without one still generates from token ids)
+  if (!existsSync(join(modelDir, "config.json"))) throw new Error(`${modelDir}: no config.json there (a Hugging Face checkpoint folder with config.json and *.safetensors is needed)`);
   if (existsSync(outDir)) {
     if (!(await stat(outDir)).isDirectory()) throw new Error(`${outDir}: exists and is not a folder; pass another --out`);
     if (!overwrite && (await readdir(outDir)).length > 0) throw new Error(`${outDir}: the folder is not empty; pass another --out, empty it, or pass --overwrite`);
