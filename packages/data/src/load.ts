@@ -145,9 +145,9 @@ export function invalidUtf8Offset(bytes: Uint8Array): number {
  * The text of a JSON/JSONL file. Invalid UTF-8 is never replaced by U+FFFD silently: the lines holding it are returned
  * in `badLines` (1-based line → reason with the byte offset in the file) and blanked in the text.
  */
-async function readUtf8(file: string): Promise<{ text: string; badLines: Map<number, string> }> {
+async function readUtf8(file: string): Promise<{ text: string; badLines: Map<number, { reason: string; shown: string }> }> {
   const bytes = await readFile(file);
-  const badLines = new Map<number, string>();
+  const badLines = new Map<number, { reason: string; shown: string }>();
   let start = 0;
   let line = 1;
   const parts: string[] = [];
@@ -157,7 +157,8 @@ async function readUtf8(file: string): Promise<{ text: string; badLines: Map<num
     if (i < bytes.length && bytes[i] !== 0x0a) continue;
     const chunk = bytes.subarray(start, i);
     const off = invalidUtf8Offset(chunk);
-    if (off >= 0) badLines.set(line, `invalid UTF-8 at byte offset ${start + off} (byte 0x${chunk[off].toString(16).padStart(2, "0")}); re-encode the file as UTF-8`);
+    // The line is shown (bad bytes as U+FFFD) in the message only; its row is never loaded.
+    if (off >= 0) badLines.set(line, { reason: `invalid UTF-8 at byte offset ${start + off} (byte 0x${chunk[off].toString(16).padStart(2, "0")}); re-encode the file as UTF-8`, shown: decoder.decode(chunk) });
     parts.push(off >= 0 ? "" : decoder.decode(chunk));
     start = i + 1;
     line++;
@@ -173,8 +174,8 @@ async function* jsonRows(file: string): AsyncGenerator<RawRow> {
     const trimmed = text.trimStart();
     if (trimmed.startsWith("[")) {
       // One JSON document: a line of bad bytes makes the whole array unreadable.
-      for (const [line, reason] of utf8.badLines) {
-        yield { line, error: reason };
+      for (const [line, bad] of utf8.badLines) {
+        yield { line, error: bad.reason, text: bad.shown };
         return;
       }
       let arr: unknown;
@@ -194,7 +195,7 @@ async function* jsonRows(file: string): AsyncGenerator<RawRow> {
     const line = lines[i].replace(/\r$/, "");
     const badBytes = utf8.badLines.get(i + 1);
     if (badBytes !== undefined) {
-      yield { line: i + 1, error: badBytes };
+      yield { line: i + 1, error: badBytes.reason, text: badBytes.shown };
       continue;
     }
     if (line.trim() === "") continue;
