@@ -38,6 +38,9 @@ function mulberry32(seed: number): () => number {
 }
 
 const hasDecimal = (n: Node): boolean => some(n, (m) => m.t === "num" && m.dec);
+const EXACT_MEMO = new WeakMap<Node, CQ | null | UndefinedValue | SizeLimit>();
+const BALL_MEMO = new WeakMap<Node, Ball>();
+const NO_VARIABLES = new Map<string, Ball>();
 const hasInf = (n: Node): boolean => some(n, (m) => m.t === "const" && m.name === "inf");
 const hasHugeLiteral = (n: Node): boolean => some(n, (m) => m.t === "num" && !Number.isFinite(m.q ? m.q.toNumber() : Number(m.raw)));
 const PIECEWISE = new Set(["abs", "floor", "ceil", "sign", "round", "mod", "max", "min"]);
@@ -494,8 +497,8 @@ export class Comparer {
     let ep: CQ | null = null;
     let eg: CQ | null = null;
     try {
-      ep = exactEval(p, null, this.budget);
-      eg = exactEval(g, null, this.budget);
+      ep = this.exactConst(p);
+      eg = this.exactConst(g);
     } catch (e) {
       if (e instanceof UndefinedValue) return this.set("undefined value", false);
       if (!(e instanceof SizeLimit)) throw e;
@@ -513,10 +516,39 @@ export class Comparer {
       return this.certified(decide(diff, exactBall(0), this.roundingTol(gold)), "rounded decimal");
     }
     if (decimals && eg && isGaussianInt(eg) && !hasDecimal(g)) return this.set("exact (integer gold)", false);
-    const a = ballEval(p, new Map(), this.budget);
-    const b = ballEval(g, new Map(), this.budget);
+    const a = this.ballConst(p);
+    const b = this.ballConst(g);
     if (decimals) return this.certified(decide(a, b, this.roundingTol(b)), "rounded decimal");
     return this.certified(decide(a, b, relTol(a, b)), "numeric");
+  }
+
+  /**
+   * The exact value of a constant tree, remembered per tree: one parsed answer compared with many (several boxes,
+   * set elements, a batch against one gold) is evaluated once. Only outcomes that do not depend on the budget are kept.
+   */
+  private exactConst(n: Node): CQ | null {
+    const hit = EXACT_MEMO.get(n);
+    if (hit !== undefined) {
+      if (hit instanceof UndefinedValue || hit instanceof SizeLimit) throw hit;
+      return hit;
+    }
+    try {
+      const v = exactEval(n, null, this.budget);
+      EXACT_MEMO.set(n, v);
+      return v;
+    } catch (e) {
+      if (e instanceof UndefinedValue || e instanceof SizeLimit) EXACT_MEMO.set(n, e);
+      throw e;
+    }
+  }
+
+  private ballConst(n: Node): Ball {
+    let b = BALL_MEMO.get(n);
+    if (b === undefined) {
+      b = ballEval(n, NO_VARIABLES, this.budget);
+      BALL_MEMO.set(n, b);
+    }
+    return b;
   }
 
   /** `\infty` only equals an infinity of the same sign: a finite number, however large, is never infinite. */
