@@ -4,7 +4,7 @@
 // unmerged over the base, on WebGPU) token for token. The f16 export's logits must stay within F16_LOGIT_TOL of the
 // f32 export's on the same sequences.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, readFileSync, rmSync, readdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { loadModelConfig } from "@nr/model";
@@ -121,4 +121,24 @@ describe("nr export → transformers.js v3 (onnxruntime-node), KV cache", () => 
     expect(maxDiff).toBeGreaterThan(0); // the f16 rounding is really there
     expect(maxDiff).toBeLessThan(F16_LOGIT_TOL);
   }, 300_000);
+});
+
+describe("nr export: bad input fails before any work, naming what to fix", () => {
+  it("a non-empty --out folder is refused and left as it was", async () => {
+    const out = join(root, "busy");
+    mkdirSync(out);
+    writeFileSync(join(out, "keep.txt"), "mine");
+    await expect(runExport({ model: MODEL, out, dtype: "f32", overwrite: false }, quiet)).rejects.toThrow(/not empty.*--overwrite/);
+    expect(readdirSync(out)).toEqual(["keep.txt"]);
+  });
+
+  it("a missing --model folder and an adapter of another shape are named", async () => {
+    await expect(runExport({ model: join(root, "nope"), out: join(root, "o1"), dtype: "f32", overwrite: false }, quiet)).rejects.toThrow(/--model .*nope: no such folder/);
+    const wrong = await randomAdapter();
+    const m = wrong.modules.get(moduleKey(1, "k_proj"))!;
+    wrong.modules.set(moduleKey(1, "k_proj"), { ...m, inF: m.inF + 1, A: new Float64Array(wrong.config.r * (m.inF + 1)) });
+    const dir = join(root, "wrong-adapter");
+    await writeHostAdapter(wrong, dir);
+    await expect(runExport({ model: MODEL, adapter: dir, out: join(root, "o2"), dtype: "f32", overwrite: false }, quiet)).rejects.toThrow(/--adapter .*adapter_model\.safetensors: .*layers\.1\.self_attn\.k_proj\.lora_A\.weight has \d+ values, expected \[8, 64\]/);
+  });
 });

@@ -1,0 +1,97 @@
+// The deploy demo (examples/deploy) in a real browser: models/nr-tiny-math is exported with `nr export`, served on
+// 127.0.0.1 with transformers.js's own browser bundle and WASM files (the network is otherwise off), and headless
+// Chromium, driven over the DevTools protocol, opens the page. The page's greedy completion must equal
+// `nr generate`'s for the same prompt, the page must log no error, and a screenshot of the output box must change
+// when its text is removed (the text is really drawn). Skips with one line when Chromium is not installed.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { runExport } from "./export.js";
+import { runGenerate } from "./generate.js";
+
+const CHROMIUM = process.env.NR_CHROMIUM ?? "/usr/bin/chromium";
+const HAVE_CHROMIUM = existsSync(CHROMIUM);
+const MODEL = resolve(__dirname, "../../../../models/nr-tiny-math");
+const DEMO = resolve(__dirname, "../../../../examples/deploy/serve.mjs");
+const PROBLEM = "Ivy has 2 shells. Ivy buys 8 more shells. How many shells does Ivy have now?"; // the page's default
+const quiet = { log: () => {}, err: () => {} };
+
+/** A minimal DevTools-protocol client over --remote-debugging-pipe (fd 3: commands in, fd 4: replies out, \0-framed). */
+class Cdp {
+  private id = 0;
+  private buf = "";
+  private pending = new Map<number, { ok: (v: Record<string, unknown>) => void; fail: (e: Error) => void }>();
+  readonly events: { method: string; params: Record<string, unknown> }[] = [];
+  constructor(private proc: ChildProcess) {
+    (proc.stdio[4] as NodeJS.ReadableStream).on("data", (d: Buffer) => {
+      this.buf += d.toString("utf8");
+      for (let end = this.buf.indexOf("\0"); end >= 0; end = this.buf.indexOf("\0")) {
+        const msg = JSON.parse(this.buf.slice(0, end));
+        this.buf = this.buf.slice(end + 1);
+        if (msg.id !== undefined) {
+          const p = this.pending.get(msg.id)!;
+          this.pending.delete(msg.id);
+          if (msg.error) p.fail(new Error(`CDP: ${JSON.stringify(msg.error)}`));
+          else p.ok(msg.result);
+        } else this.events.push(msg);
+      }
+    });
+  }
+  send(method: string, params: Record<string, unknown> = {}, sessionId?: string): Promise<Record<string, unknown>> {
+    const id = ++this.id;
+    (this.proc.stdio[3] as NodeJS.WritableStream).write(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }) + "\0");
+    return new Promise((ok, fail) => this.pending.set(id, { ok, fail }));
+  }
+}
+
+let root = "";
+let browser: ChildProcess | null = null;
+afterAll(async () => {
+  // the profile folder can only be removed once Chromium has exited
+  if (browser && browser.exitCode === null) await new Promise((done) => browser!.once("exit", done).kill());
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+describe.skipIf(!HAVE_CHROMIUM)("deploy demo in headless Chromium (transformers.js, WASM)", () => {
+  it("the page generates nr generate's completion and draws it", async () => {
+    root = mkdtempSync(join(tmpdir(), "nr-deploy-"));
+    const out = join(root, "model");
+    await runExport({ model: MODEL, out, dtype: "f32", overwrite: false }, quiet);
+    const [want] = await runGenerate({ model: MODEL, prompt: [PROBLEM], samples: 1, temperature: 0, topP: 1, maxNewTokens: 48, seed: 0, batchSize: 1, promptFormat: "qa", skipBadRows: false, quiet: true }, quiet);
+    const { startDeployServer } = await import(DEMO);
+    const server = await startDeployServer({ modelDir: out });
+    try {
+      browser = spawn(CHROMIUM, ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--no-proxy-server", "--window-size=900,600", `--user-data-dir=${join(root, "profile")}`, "--remote-debugging-pipe", "about:blank"], { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] });
+      const cdp = new Cdp(browser);
+      const { targetInfos } = (await cdp.send("Target.getTargets")) as { targetInfos: { targetId: string; type: string }[] };
+      const { sessionId } = (await cdp.send("Target.attachToTarget", { targetId: targetInfos.find((t) => t.type === "page")!.targetId, flatten: true })) as { sessionId: string };
+      const evaluate = async (expression: string) => ((await cdp.send("Runtime.evaluate", { expression, returnByValue: true, awaitPromise: true }, sessionId)) as { result: { value: unknown } }).result.value;
+      await cdp.send("Runtime.enable", {}, sessionId);
+      await cdp.send("Page.enable", {}, sessionId);
+      await cdp.send("Page.navigate", { url: `${server.url}?prompt=${encodeURIComponent(want.prompt)}&max=48` }, sessionId);
+      let state: unknown = "";
+      for (const t0 = Date.now(); Date.now() - t0 < 120_000 && state !== "done" && state !== "error"; await new Promise((r) => setTimeout(r, 250))) state = await evaluate("document.body?.dataset.state ?? ''");
+      const status = await evaluate("document.getElementById('status').textContent");
+      console.log(`deploy page: ${status}; completion ${JSON.stringify(await evaluate("document.getElementById('output').textContent"))}`);
+      expect(state).toBe("done");
+      expect(await evaluate("document.getElementById('output').textContent")).toBe(want.completion);
+      const errors = cdp.events.filter((e) => e.method === "Runtime.exceptionThrown" || (e.method === "Runtime.consoleAPICalled" && e.params.type === "error"));
+      expect(errors).toEqual([]);
+
+      const box = (await evaluate("(() => { const r = document.getElementById('output').getBoundingClientRect(); return { x: r.x, y: r.y, width: r.width, height: r.height, scale: 1 }; })()")) as Record<string, number>;
+      const shot = async (clip?: Record<string, number>) => Buffer.from(((await cdp.send("Page.captureScreenshot", { format: "png", ...(clip ? { clip } : {}) }, sessionId)) as { data: string }).data, "base64");
+      const page = await shot();
+      if (process.env.NR_DEPLOY_SCREENSHOT) writeFileSync(process.env.NR_DEPLOY_SCREENSHOT, page);
+      const withText = await shot(box);
+      await evaluate("document.getElementById('output').textContent = ''");
+      const empty = await shot(box);
+      expect(page.subarray(1, 4).toString("latin1")).toBe("PNG");
+      expect(withText.equals(empty)).toBe(false);
+    } finally {
+      await server.close();
+    }
+  }, 240_000);
+});
+if (!HAVE_CHROMIUM) console.log(`skipped: ${CHROMIUM} not installed (bash scripts/setup.sh installs Debian's chromium, or set NR_CHROMIUM)`);
