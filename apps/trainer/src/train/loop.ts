@@ -39,6 +39,18 @@ function toPadded(rows: SftExampleIds[], perRow: ArrayLike<number>[], at: (i: nu
   return out;
 }
 
+/**
+ * The sampler's log-probs in the padded layout; where it gave none (the EOS the trainer appends) the trainer's own
+ * value, so that token's importance weight is 1.
+ */
+function samplerPadded(rows: SftExampleIds[], sampler: number[][], at: (i: number, j: number) => number, trainer: ArrayLike<number>): Float64Array {
+  const out = Float64Array.from(trainer);
+  rows.forEach((r, i) => {
+    for (let j = 0; j < Math.min(r.completionIds.length, sampler[i].length); j++) out[at(i, j)] = sampler[i][j];
+  });
+  return out;
+}
+
 function fromPadded(rows: SftExampleIds[], padded: ArrayLike<number>, at: (i: number, j: number) => number): Float64Array[] {
   return rows.map((r, i) => Float64Array.from({ length: r.completionIds.length }, (_, j) => padded[at(i, j)]));
 }
@@ -140,7 +152,15 @@ export interface RlStepOptions {
   morePrompts?: (n: number) => RlPrompt[];
   /** Test hook (NR_INJECT_NAN): poison the gradient of this step. */
   injectNan?: boolean;
+  /**
+   * Pass the sampler's log-probs to the loss so `algo.importanceSampling` corrects the sampler/trainer mismatch
+   * (remote rollouts with rl.rollout.tisCap). Off: the sampler's log-probs are only measured (logpMismatch).
+   */
+  samplerCorrection?: boolean;
 }
+
+/** Where rollouts come from: the local WebGpuGenerator, or servers (RemoteRollout) with the same contract. */
+export type RolloutSource = Pick<WebGpuGenerator, "generateIds">;
 
 export interface RlSample {
   prompt: number;
@@ -205,7 +225,7 @@ function chunks<T>(xs: T[], size: number): T[][] {
   return out;
 }
 
-export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: AdamW, gen: WebGpuGenerator, prompts: RlPrompt[], o: RlStepOptions): Promise<RlStepStats> {
+export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: AdamW, gen: RolloutSource, prompts: RlPrompt[], o: RlStepOptions): Promise<RlStepStats> {
   const policy = o.policy ?? "policy";
   const t0 = performance.now();
   lora.setTraining(false);
@@ -369,10 +389,12 @@ export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: 
             mismatch = n ? s / n : 0;
           }
           const tokAdv = adv.tokenAdvantages ? toPadded(part, p.map((i) => adv.tokenAdvantages![i]), at, mask.length) : undefined;
+          const oldPadded = onPolicy ? undefined : toPadded(part, p.map((i) => oldLogp[i]), at, mask.length);
           const pb: PolicyBatch = {
             numSequences: part.length,
             logp,
-            oldLogp: onPolicy ? undefined : toPadded(part, p.map((i) => oldLogp[i]), at, mask.length),
+            oldLogp: oldPadded,
+            samplingLogp: o.samplerCorrection ? samplerPadded(part, p.map((i) => samplerLogp[i]), at, oldPadded ?? logp) : undefined,
             refLogp: needRef ? toPadded(part, p.map((i) => refLogp[i]), at, mask.length) : undefined,
             entropy,
             mask,

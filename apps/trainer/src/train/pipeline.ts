@@ -19,6 +19,7 @@ import { loadRunData, recordDataSplit } from "../run/data.js";
 import { resumeConfig } from "../run/resume.js";
 import { checkInputs } from "../run/inputs.js";
 import { Critic, rlStep, seededPermutation, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
+import { openRemoteRollout, takeRolloutKey, withSamplerCorrection } from "./remote-rollout.js";
 import { initialState, readTrainerStateJson, readTrainerTensors, restoreTensor, writeTrainerState, type EvalRecord, type TensorGroup, type TrainerState } from "./state.js";
 
 export interface PipelineResult {
@@ -75,6 +76,9 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
   const log = opts.log ?? ((l: string) => console.log(l));
   const cwd = opts.cwd ?? process.cwd();
   const t0 = performance.now();
+  // The rollout servers' API key never reaches config.json.
+  const rolloutKey = takeRolloutKey(configIn, opts.overrides);
+  [configIn, opts] = [rolloutKey.config, { ...opts, overrides: rolloutKey.overrides }];
   let run: RunFolder | null = null, config: TrainConfig, resumeFrom: string | null = null;
   if (opts.resumeDir) {
     if (opts.overwrite) throw new Error("--overwrite and --resume contradict each other: --resume continues the run, --overwrite deletes it");
@@ -128,6 +132,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
     const loraCfg: LoraConfig = { r: config.lora.r, alpha: config.lora.alpha, dropout: config.lora.dropout, targets: config.lora.targets as LoraTarget[], seed: config.seed };
     const policyParams = lora.addAdapter("policy", loraCfg);
     const gen = new WebGpuGenerator(engine, decoder, tok);
+    const remote = openRemoteRollout(config, { runDir, baseModel: config.model.dir ?? modelDir, apiKey: rolloutKey.apiKey, stopTokenIds: tok.stopTokenIds, log });
     const { grade, name: graderName } = await grader();
     log(`adapter ${gpu.adapterName}; base ${config.model.quant === "nf4" ? `NF4${config.model.doubleQuant ? " (double-quantised scales)" : ""}` : config.model.dtype}; verifier: ${graderName}; ${lora.parameterCount("policy")} trainable LoRA parameters; prompts: ${promptStyle}`);
 
@@ -352,8 +357,10 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
         const maxNew = config.rl.lengthStages.length ? config.rl.lengthStages[Math.min(state.stage, config.rl.lengthStages.length - 1)] : rlMaxNewTokensAt(config, s);
         gpu.pool.resetPeak();
         if (nanAt.has(`rl:${s + 1}!`)) poison(policyParams[0]);
-        const st = await rlStep(engine, decoder, lora, rlOpt, gen, batch, {
-          algo: dyn,
+        await remote?.publish(lora, "policy", s);
+        const st = await rlStep(engine, decoder, lora, rlOpt, remote ?? gen, batch, {
+          algo: withSamplerCorrection(dyn, config, remote),
+          samplerCorrection: remote !== null && (config.rl.rollout?.tisCap ?? 0) > 0,
           G: config.rl.G,
           temperature: config.rl.temperature,
           topP: config.rl.topP,
@@ -384,6 +391,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
           generate_tokens_per_s: st.generatedTokens / Math.max(1e-3, st.generateMs / 1000), train_tokens_per_s: st.trainTokens / Math.max(1e-3, st.trainMs / 1000),
           gpu_mem_mb: gpuMemMiB(), skipped: st.skipped, time: elapsed(),
           ...(st.extra["value/explained_var"] !== undefined ? { value_loss: st.extra["loss/value"], value_explained_var: st.extra["value/explained_var"] } : {}),
+          ...remote?.stepStats(),
         });
         for (const smp of st.samples) {
           const p: Partial<RlPrompt> = problems[smp.prompt] ?? {};
