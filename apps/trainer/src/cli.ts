@@ -31,6 +31,7 @@ async function train(argv: { preset: string; resume?: string; overwrite: boolean
   if (!phases.sft) extra.push(["sft.enabled", false]);
   if (!phases.rl) extra.push(["rl.enabled", false]);
   if (argv.resume !== undefined) {
+    if (rest.some((a) => a === "--preset" || a.startsWith("--preset="))) throw new Error(`--preset has no effect with --resume (the run's own config.json is used); pass only the settings to change`);
     // The run's own config.json, with these overrides where they are allowed mid-run (checked in runPipeline).
     const { runPipeline } = await import("./train/pipeline.js");
     await runPipeline(null, { resumeDir: argv.resume, overrides: extra, overwrite: argv.overwrite });

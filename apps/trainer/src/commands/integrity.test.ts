@@ -150,6 +150,9 @@ describe.skipIf(!existsSync(cli))("nr train refuses bad settings and data before
       let r = nr(dir, "train", "--resume", run);
       expect(r.code).toBe(2);
       expect(r.err).toMatch(new RegExp(`${run}/config\\.json is not a valid run config \\(.*JSON.*\\): restore it`));
+      r = nr(dir, "train", "--resume", run, "--preset", "qwen2.5-math-1.5b-dr-grpo");
+      expect(r.code).toBe(2);
+      expect(r.err).toContain("--preset has no effect with --resume");
       // A run saved with rl.temperature 0 (before it was validated); its lock left by a dead process.
       const { DEFAULT_CONFIG } = await import("../run/config.js");
       writeFileSync(join(run, "config.json"), JSON.stringify({ ...DEFAULT_CONFIG, name: "pr", rl: { ...DEFAULT_CONFIG.rl, temperature: 0 } }));
