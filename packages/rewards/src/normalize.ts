@@ -30,7 +30,27 @@ const TEXT_UNIT_RE = new RegExp(
   "g",
 );
 
-const UNICODE: Array<[RegExp, string]> = [
+const VULGAR: Record<string, string> = {
+  "½": "1/2", "⅓": "1/3", "⅔": "2/3", "¼": "1/4", "¾": "3/4", "⅕": "1/5", "⅖": "2/5", "⅗": "3/5", "⅘": "4/5",
+  "⅙": "1/6", "⅚": "5/6", "⅐": "1/7", "⅛": "1/8", "⅜": "3/8", "⅝": "5/8", "⅞": "7/8", "⅑": "1/9", "⅒": "1/10", "↉": "0/3",
+};
+const SUPERSCRIPT: Record<string, string> = {
+  "⁰": "0", "¹": "1", "²": "2", "³": "3", "⁴": "4", "⁵": "5", "⁶": "6", "⁷": "7", "⁸": "8", "⁹": "9", "⁺": "+", "⁻": "-",
+  "⁽": "(", "⁾": ")", "ⁿ": "n", "ⁱ": "i",
+};
+const SUBSCRIPT: Record<string, string> = {
+  "₀": "0", "₁": "1", "₂": "2", "₃": "3", "₄": "4", "₅": "5", "₆": "6", "₇": "7", "₈": "8", "₉": "9", "₊": "+", "₋": "-",
+};
+const runOf = (table: Record<string, string>) => new RegExp(`[${Object.keys(table).join("")}]+`, "g");
+const spell = (table: Record<string, string>, run: string) => [...run].map((c) => table[c]).join("");
+
+const UNICODE: Array<[RegExp, string | ((m: string) => string)]> = [
+  // `2½` is the mixed number 2 + 1/2 (the parser reads a digit followed by \frac as one), `½` alone 1/2
+  [/[½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅐⅛⅜⅝⅞⅑⅒↉]/g, (c) => `\\frac{${VULGAR[c].replace("/", "}{")}}`],
+  [/\u2044/g, "/"],
+  [runOf(SUPERSCRIPT), (r) => `^{${spell(SUPERSCRIPT, r)}}`],
+  [runOf(SUBSCRIPT), (r) => `_{${spell(SUBSCRIPT, r)}}`],
+  [/\u2217/g, "*"],
   [/[\u2212\u2012\u2013\u2014]/g, "-"],
   [/×/g, "\\times "],
   [/[·⋅∙]/g, "\\cdot "],
@@ -47,8 +67,6 @@ const UNICODE: Array<[RegExp, string]> = [
   [/∅/g, "\\emptyset "],
   [/±/g, "\\pm "],
   [/∓/g, "\\mp "],
-  [/²/g, "^2"],
-  [/³/g, "^3"],
   [/∈/g, "\\in "],
   [/ℝ/g, "\\mathbb{R}"],
   [/…/g, "\\dots "],
@@ -85,7 +103,11 @@ export function stripWrappers(s: string): string {
 export function normalizeAnswer(raw: string, side: Side): string {
   let t = stripWrappers(raw);
   // Each group runs only when its trigger character is present (this function runs on every candidate).
-  if (/[^\x00-\x7f]/.test(t)) for (const [re, rep] of UNICODE) if (re.test(t)) t = t.replace(re, rep);
+  if (/[^\x00-\x7f]/.test(t))
+    for (const [re, rep] of UNICODE) {
+      re.lastIndex = 0;
+      if (re.test(t)) t = typeof rep === "string" ? t.replace(re, rep) : t.replace(re, rep);
+    }
   const bs = t.indexOf("\\") >= 0;
   if (bs) {
     t = t.replace(/\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits|nonumber)(?![A-Za-z])/g, "");

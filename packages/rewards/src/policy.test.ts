@@ -307,6 +307,29 @@ describe("matrices", () => {
   ]);
 });
 
+describe("Unicode that models and datasets write, read as its meaning", () => {
+  check([
+    ["\\boxed{５}", "5", true],
+    ["\\boxed{１２}", "12", true],
+    ["答案是１２。", "12", true],
+    ["\\boxed{（３，４）}", "(3,4)", true],
+    ["\\boxed{½}", "\\frac12", true],
+    ["\\boxed{2½}", "\\frac52", true],
+    ["\\boxed{¾}", "0.75", true],
+    ["\\boxed{⅔}", "0.67", false],
+    ["\\boxed{−½}", "-0.5", true],
+    ["\\boxed{−3}", "-3", true],
+    ["\\boxed{−3}", "3", false],
+    ["\\boxed{2×3}", "6", true],
+    ["\\boxed{x²+1}", "x^2+1", true],
+    ["\\boxed{10⁻³}", "0.001", true],
+    ["\\boxed{2¹⁰}", "1024", true],
+    ["\\boxed{2¹⁰}", "20", false],
+    ["\\boxed{1011₂}", "1011_2", true],
+    ["\\boxed{3⁄4}", "\\frac34", true],
+  ]);
+});
+
 describe("bases", () => {
   check([
     ["204_5", "204_{5}", true],

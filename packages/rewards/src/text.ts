@@ -134,8 +134,14 @@ export function splitThink(s: string): ThinkSplit {
   return { answerPart: s, closed: false, unclosed: false };
 }
 
+/** Fullwidth forms (`１２`, `（３，４）`, `＋`) and the ideographic space, as models writing CJK text produce them, to ASCII. */
+export function foldFullwidth(s: string): string {
+  if (!/[\uff01-\uff5e\u3000]/.test(s)) return s;
+  return s.replace(/[\uff01-\uff5e]/g, (c) => String.fromCharCode(c.charCodeAt(0) - 0xfee0)).replace(/\u3000/g, " ");
+}
+
 /** All repairs in order; bounded to the tail of very long inputs. */
 export function cleanText(s: string, maxChars: number): string {
   if (s.length > maxChars) s = s.slice(s.length - maxChars);
-  return unescapeIfDoubled(repairControlChars(s));
+  return unescapeIfDoubled(repairControlChars(foldFullwidth(s)));
 }
