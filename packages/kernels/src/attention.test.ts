@@ -99,6 +99,10 @@ interface Case {
   wg?: number;
   regs?: "private" | "workgroup";
   kb?: number;
+  /** Forward kernel and its subgroup tile (attention-subgroup.ts). */
+  path?: "rows" | "subgroup";
+  tm?: number;
+  tn?: number;
 }
 
 /** Left padding: sequence b has pads[b] leading padding tokens (one sequence fully padded when asked). */
@@ -130,7 +134,7 @@ async function checkPrefill(c: Case) {
   const maskB = mask ? gpu.upload(mask) : undefined;
   const oB = poisoned(q.length, dtype, "o");
   const lseB = poisoned(B * Hq * T, "u32", "lse");
-  attention(gpu, { q: qB, k: kB, v: vB, o: oB, lse: lseB, kvValid: maskB, B, T, Hq, Hkv, D, scale: c.scale, dtype, workgroupSize: c.wg, regs: c.regs, keyBlock: c.kb });
+  attention(gpu, { q: qB, k: kB, v: vB, o: oB, lse: lseB, kvValid: maskB, B, T, Hq, Hkv, D, scale: c.scale, dtype, workgroupSize: c.wg, regs: c.regs, keyBlock: c.kb, forwardPath: c.path, tileRows: c.tm, tileKeys: c.tn });
   const o = await read(oB, q.length, dtype);
   const lse = await gpu.readF32(lseB, B * Hq * T);
   const fb = forwardBounds(ref, { B, Tq: T, Hq, D });
@@ -173,6 +177,11 @@ describe("attention prefill forward + backward vs float64", () => {
     // dynamically indexed private arrays slowly (4× longer at the GPU default of 8).
     { B: 2, T: 19, Hq: 4, Hkv: 2, D: 8, mask: "left", wg: 64, regs: "private", kb: 2 },
     { B: 2, T: 21, Hq: 6, Hkv: 1, D: 64, mask: "left", dtype: "f16" }, // f16 storage, D = 64
+    // The subgroup-tile forward (the CPU adapters' default where D % 32 == 0): tiles that straddle heads and
+    // positions (TM not a multiple of G), key blocks cut by T and by the causal bound, holes, fully padded rows.
+    { B: 3, T: 37, Hq: 6, Hkv: 2, D: 32, mask: "random", path: "subgroup", tm: 5, tn: 1 },
+    { B: 2, T: 29, Hq: 12, Hkv: 2, D: 32, mask: "left", path: "subgroup", qScale: 3 },
+    { B: 1, T: 3, Hq: 2, Hkv: 2, D: 32, mask: "none", path: "subgroup", scale: 0.7 },
   ];
   for (const c of cases) it(JSON.stringify(c), () => checkPrefill(c));
 
@@ -186,7 +195,7 @@ describe("attention prefill forward + backward vs float64", () => {
 });
 
 describe("attention decode against a KV cache", () => {
-  interface DCase { B: number; Tq: number; Tmax: number; Hq: number; Hkv: number; D: number; mask: "none" | "start" | "valid"; dtype?: AttentionDtype }
+  interface DCase { B: number; Tq: number; Tmax: number; Hq: number; Hkv: number; D: number; mask: "none" | "start" | "valid"; dtype?: AttentionDtype; path?: "rows" | "subgroup"; tm?: number; tn?: number }
   async function checkDecode(c: DCase) {
     const dtype = c.dtype ?? "f32";
     if (dtype === "f16" && !gpu.hasF16) return;
@@ -208,7 +217,7 @@ describe("attention decode against a KV cache", () => {
     const maskB = start ? gpu.upload(start) : valid ? gpu.upload(valid) : undefined;
     const oB = poisoned(q.length, dtype);
     const lseB = poisoned(B * Hq * Tq, "u32", "lse");
-    attentionDecode(gpu, { q: qB, kCache: cacheK, vCache: cacheV, o: oB, lse: lseB, lens: lensB, kvStart: start ? maskB : undefined, kvValid: valid ? maskB : undefined, B, Tq, Tmax, Hq, Hkv, D, dtype });
+    attentionDecode(gpu, { q: qB, kCache: cacheK, vCache: cacheV, o: oB, lse: lseB, lens: lensB, kvStart: start ? maskB : undefined, kvValid: valid ? maskB : undefined, B, Tq, Tmax, Hq, Hkv, D, dtype, forwardPath: c.path, tileRows: c.tm, tileKeys: c.tn });
     const o = await read(oB, q.length, dtype);
     const ref = attentionReference(q, kc, vc, { B, Tq, Tk: Tmax, Hq, Hkv, D, lens, kvStart: start, kvValid: valid });
     const fb = forwardBounds(ref, { B, Tq, Hq, D });
@@ -223,6 +232,8 @@ describe("attention decode against a KV cache", () => {
     { B: 2, Tq: 2, Tmax: 19, Hq: 2, Hkv: 2, D: 8, mask: "none" },
     ...(process.env.NR_HEAVY ? ([{ B: 1, Tq: 1, Tmax: 70, Hq: 12, Hkv: 2, D: 128, mask: "none" }] as DCase[]) : []),
     { B: 2, Tq: 1, Tmax: 33, Hq: 6, Hkv: 1, D: 64, mask: "start", dtype: "f16" },
+    { B: 3, Tq: 1, Tmax: 45, Hq: 12, Hkv: 2, D: 32, mask: "start", path: "subgroup", tm: 5, tn: 1 },
+    { B: 2, Tq: 3, Tmax: 30, Hq: 4, Hkv: 2, D: 32, mask: "valid", path: "subgroup" }, // chunked prefill
   ];
   for (const c of cases) it(JSON.stringify(c), () => checkDecode(c));
 

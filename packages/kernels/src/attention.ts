@@ -64,6 +64,8 @@
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { FLAT_WG, foldGrid, isCpuAdapter, requireBuffer, requireCount, requireF16, vecType, type Dtype } from "./elementwise.js";
+import { attentionSubgroupFits, attentionSubgroupWgsl } from "./attention-subgroup.js";
+import { broadcastWidth } from "./matmul.js";
 
 export type AttentionDtype = Dtype;
 
@@ -544,6 +546,29 @@ export interface AttentionTuning {
   regs?: AttentionRegs;
   /** Keys (or query rows, in the dk/dv kernel) per unrolled block, 1–16 (default 4 on CPU adapters, 8 on GPUs). */
   keyBlock?: number;
+  /**
+   * Forward kernel: "rows" (one query row per invocation, below) or "subgroup" (attention-subgroup.ts: tiles over
+   * the lanes of a subgroup; needs the subgroups feature and D % (4·subgroup size) == 0). Default: "subgroup" on CPU
+   * adapters where it fits, else "rows".
+   */
+  forwardPath?: "rows" | "subgroup";
+  /** Subgroup forward: query rows per workgroup (default 12) and keys per lane per block (default 2). */
+  tileRows?: number;
+  tileKeys?: number;
+}
+
+/** The subgroup forward's launch shape when it serves this call, else null (see AttentionTuning.forwardPath). */
+function subgroupForward(gpu: Gpu, who: string, t: AttentionTuning, D: number): { W: number; TM: number; TN: number } | null {
+  const W = broadcastWidth(gpu);
+  const fits = W !== null && attentionSubgroupFits(D, W);
+  const path = t.forwardPath ?? (isCpuAdapter(gpu) && fits ? "subgroup" : "rows");
+  if (path === "rows") return null;
+  if (!fits) throw new Error(`${who}: forwardPath "subgroup" needs the subgroups feature and a head dim D divisible by 4 × the subgroup size (D=${D}, subgroup ${W ?? "unavailable"})`);
+  const TM = t.tileRows ?? 12, TN = t.tileKeys ?? 2;
+  for (const [k, v] of [["tileRows", TM], ["tileKeys", TN]] as const) {
+    if (!(Number.isInteger(v) && v >= 1 && v <= 32)) throw new Error(`${who}: ${k} must be an integer in [1, 32] (got ${v})`);
+  }
+  return { W: W!, TM, TN };
 }
 
 function pickTuning(gpu: Gpu, who: string, t: AttentionTuning, D: number, arrays: number): { WG: number; regs: AttentionRegs; KB: number } {
@@ -593,14 +618,16 @@ function recordForward(
   a: {
     q: GpuBuffer; k: GpuBuffer; v: GpuBuffer; o: GpuBuffer; lse?: GpuBuffer; lens?: GpuBuffer; mask?: GpuBuffer; maskMode: AttentionMaskMode;
     B: number; Tq: number; Tk: number; Hq: number; Hkv: number; D: number; scale: number; dtype: Dtype; WG: number; regs: AttentionRegs; KB: number;
+    sub: { W: number; TM: number; TN: number } | null;
   },
 ) {
-  const { B, Tq, Tk, Hq, Hkv, D, dtype, WG, regs, KB } = a;
+  const { B, Tq, Tk, Hq, Hkv, D, dtype, WG, regs, KB, sub } = a;
   const G = Hq / Hkv;
   const decode = a.lens !== undefined;
   const { VW, DV, DVMAX } = attentionHeadLayout(D);
-  const label = `attention_fwd_${dtype}_v${VW}x${DVMAX}_${regs}${WG}_kb${KB}${a.lse ? "_lse" : ""}`;
-  const kernel = gpu.kernel(label, attentionForwardWgsl({ dtype, VW, DVMAX, regs, WG, KB, lse: !!a.lse }));
+  const kernel = sub
+    ? gpu.kernel(`attention_fwd_sg_${dtype}_d${D}_w${sub.W}_tm${sub.TM}_tn${sub.TN}${a.lse ? "_lse" : ""}`, attentionSubgroupWgsl({ dtype, D, ...sub, lse: !!a.lse }))
+    : gpu.kernel(`attention_fwd_${dtype}_v${VW}x${DVMAX}_${regs}${WG}_kb${KB}${a.lse ? "_lse" : ""}`, attentionForwardWgsl({ dtype, VW, DVMAX, regs, WG, KB, lse: !!a.lse }));
   const params = new ArrayBuffer(32);
   new Uint32Array(params).set([Tq, Tk, Hq, Hkv, G, 0, DV, MASK_MODE[a.maskMode] | (decode ? DECODE_BIT : 0)]);
   new Float32Array(params)[5] = a.scale * LOG2E;
@@ -608,7 +635,7 @@ function recordForward(
   if (a.lse) bufs.push(a.lse);
   // Unused LENS/MASK slots take q (read-only, never read there).
   bufs.push(a.lens ?? a.q, a.mask ?? a.q);
-  const x = Math.ceil((Tq * G) / WG);
+  const x = Math.ceil((Tq * G) / (sub ? sub.TM : WG));
   checkDispatch(gpu, who, x, B);
   gpu.dispatch(kernel, bufs, [x, Hkv, B], params);
 }
@@ -632,7 +659,7 @@ export function attention(gpu: Gpu, args: AttentionArgs): void {
   if (args.kvValid) requireBuffer(gpu, who, "kvValid", args.kvValid, B * T, "u32", `[B=${B}, T=${T}]`);
   recordForward(gpu, who, {
     q: args.q, k: args.k, v: args.v, o: args.o, lse: args.lse, mask: args.kvValid, maskMode: args.kvValid ? "valid" : "none",
-    B, Tq: T, Tk: T, Hq, Hkv, D, scale, dtype, ...pickTuning(gpu, who, args, D, 2),
+    B, Tq: T, Tk: T, Hq, Hkv, D, scale, dtype, ...pickTuning(gpu, who, args, D, 2), sub: subgroupForward(gpu, who, args, D),
   });
 }
 
@@ -666,7 +693,7 @@ export function attentionDecode(gpu: Gpu, args: AttentionDecodeArgs): void {
   const tuned = pickTuning(gpu, who, args, D, 2);
   recordForward(gpu, who, {
     q: args.q, k: args.kCache, v: args.vCache, o: args.o, lse: args.lse, lens: args.lens, mask: args.kvStart ?? args.kvValid, maskMode,
-    B, Tq, Tk: Tmax, Hq, Hkv, D, scale, dtype, ...tuned,
+    B, Tq, Tk: Tmax, Hq, Hkv, D, scale, dtype, ...tuned, sub: subgroupForward(gpu, who, args, D),
   });
 }
 

@@ -402,7 +402,7 @@ function subgroupMinSize(gpu: Gpu): number | null {
 }
 
 /** Subgroup width the broadcast kernel uses on this device, or null when it cannot run here. */
-function broadcastWidth(gpu: Gpu): number | null {
+export function broadcastWidth(gpu: Gpu): number | null {
   if (!gpu.hasSubgroups) return null;
   const s = subgroupMinSize(gpu) ?? 8;
   return s >= 4 && s <= 64 && Number.isInteger(Math.log2(s)) ? s : null;
