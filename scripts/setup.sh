@@ -66,6 +66,23 @@ else
   exit 1
 fi
 
+# The Python sandbox (@nr/sandbox, tool-integrated reasoning) imports sympy and mpmath: pure-Python Debian packages,
+# whose .py files it copies into the interpreter's memory (no host folder is mounted). Elsewhere: point
+# NR_SANDBOX_PYLIB at a sympy and an mpmath folder; without them the sandbox runs, only `import sympy` fails.
+if [ -f /usr/lib/python3/dist-packages/sympy/__init__.py ] && [ -f /usr/lib/python3/dist-packages/mpmath/__init__.py ]; then
+  log "sympy and mpmath are installed (Python sandbox)"
+elif [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  log "installing python3-sympy and python3-mpmath (Debian packages) for the Python sandbox"
+  if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-sympy python3-mpmath >/dev/null 2>&1; then
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-sympy python3-mpmath >/dev/null; } ||
+      log "could not install python3-sympy with apt-get (the sandbox's sympy tests will skip)"
+  fi
+else
+  log "no apt-get here: set NR_SANDBOX_PYLIB to sympy and mpmath package folders to use sympy in the Python sandbox"
+fi
+
 if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then
   log "chromium is installed (report.html browser test)"
 elif [ "${NR_SKIP_CHROMIUM:-0}" = "1" ]; then

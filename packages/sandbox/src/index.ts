@@ -1,0 +1,3 @@
+export { SandboxPool, type SandboxOptions } from "./pool.js";
+export { findPythonLibs, DEFAULT_PACKAGES } from "./pylib.js";
+export type { SandboxResult, SandboxStatus } from "./protocol.js";
