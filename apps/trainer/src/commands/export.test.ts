@@ -7,12 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { loadModelConfig } from "@nr/model";
+import { exportTransformersJs, loadModelConfig } from "@nr/model";
 import { LORA_TARGETS, moduleKey, resolveLoraConfig, TARGET_ROLE, writeHostAdapter, type HostAdapter } from "@nr/lora";
 import { freshSeed, rng } from "@nr/kernels/testing";
 import { paramName, parameterSpecs } from "@nr/model";
 import { runExport } from "./export.js";
-import { runGenerate, type GenerateArgs } from "./generate.js";
+import { runGenerate, type GeneratedLine, type GenerateArgs } from "./generate.js";
 
 const MODEL = resolve(__dirname, "../../../../models/nr-tiny-math");
 const NEW_TOKENS = 40;
@@ -73,6 +73,15 @@ async function tjsGreedy(tjs: Tjs, dir: string, prompts: string[]) {
   return { rows, texts, model, tokenizer, inputs };
 }
 
+/** transformers.js's greedy completions from `dir` equal nr generate's `lines` (same prompts), text and token count. */
+async function expectSameAsGenerate(tjs: Tjs, dir: string, lines: GeneratedLine[]) {
+  const t = await tjsGreedy(tjs, dir, lines.map((l) => l.prompt));
+  for (let i = 0; i < lines.length; i++) {
+    expect({ i, text: t.texts[i], tokens: t.rows[i].length }).toEqual({ i, text: lines[i].completion, tokens: lines[i].tokens });
+  }
+  return t;
+}
+
 describe("nr export → transformers.js v3 (onnxruntime-node), KV cache", () => {
   it("f32: greedy completions equal nr generate --adapter token for token; f16 logits within tolerance", async () => {
     console.log(`export test: adapter seed ${seed} (replay with NR_SEED=${seed})`);
@@ -88,10 +97,7 @@ describe("nr export → transformers.js v3 (onnxruntime-node), KV cache", () => 
     expect(JSON.parse(readFileSync(join(f32Dir, "config.json"), "utf8"))["transformers.js_config"]).toMatchObject({ dtype: "fp32" });
 
     const prompts = ours.map((l) => l.prompt);
-    const t = await tjsGreedy(tjs, f32Dir, prompts);
-    for (let i = 0; i < prompts.length; i++) {
-      expect({ i, text: t.texts[i], tokens: t.rows[i].length }).toEqual({ i, text: ours[i].completion, tokens: ours[i].tokens });
-    }
+    const t = await expectSameAsGenerate(tjs, f32Dir, ours);
     console.log(`transformers.js greedy = nr generate --adapter on ${prompts.length} prompts (${ours.reduce((a, l) => a + l.tokens, 0)} tokens); first: ${JSON.stringify(ours[0].completion)}`);
 
     // f16: same sequences through both exports, one forward each (no cache), logits compared
@@ -120,6 +126,27 @@ describe("nr export → transformers.js v3 (onnxruntime-node), KV cache", () => 
     expect(maxAbs).toBeGreaterThan(1);
     expect(maxDiff).toBeGreaterThan(0); // the f16 rounding is really there
     expect(maxDiff).toBeLessThan(F16_LOGIT_TOL);
+  }, 300_000);
+
+  it("an NF4 base (--quant nf4): the export equals nr generate --quant nf4 --adapter", async () => {
+    const tjs = await import("@huggingface/transformers");
+    const nf4 = await runGenerate(gen({ adapter: adapterDir, quant: "nf4" }), quiet);
+    const dir = join(root, "nf4");
+    await runExport({ model: MODEL, adapter: adapterDir, out: dir, dtype: "f32", quant: "nf4", overwrite: false }, quiet);
+    await expectSameAsGenerate(tjs, dir, nf4);
+    // and the dequantised base really is in the file: it differs from the full-precision export
+    const full = join(root, "full-for-nf4");
+    await runExport({ model: MODEL, adapter: adapterDir, out: full, dtype: "f32", overwrite: false }, quiet);
+    expect(readFileSync(join(dir, "onnx", "model.onnx")).equals(readFileSync(join(full, "onnx", "model.onnx")))).toBe(false);
+  }, 300_000);
+
+  it("external data: onnx/model.onnx_data is named in the config and transformers.js generates from it", async () => {
+    const tjs = await import("@huggingface/transformers");
+    const dir = join(root, "external");
+    await exportTransformersJs(MODEL, dir, { externalData: true });
+    expect(readdirSync(join(dir, "onnx")).sort()).toEqual(["model.onnx", "model.onnx_data"]);
+    expect(JSON.parse(readFileSync(join(dir, "config.json"), "utf8"))["transformers.js_config"]).toMatchObject({ use_external_data_format: true });
+    await expectSameAsGenerate(tjs, dir, await runGenerate(gen({}), quiet));
   }, 300_000);
 });
 
