@@ -29,34 +29,27 @@
 // InvalidUserInput (a field missing, a name already loaded without load_inplace), 404 NotFoundError (unload of an
 // unknown name, a lora_path that holds no PEFT adapter), 400 BadRequestError (an adapter the server refuses, e.g. a
 // rank above its maximum, or a lora_path outside its root). Without runtimeLora both routes are 404, as in vLLM
-// without the variable. A load or unload joins the request queue: requests that arrived before it finish on the
-// weights they were admitted with (the running batch drains first), requests after it see the new weights.
+// without the variable. A load or unload joins the request queue once its file is read: the requests queued before
+// it run to the end on the weights they started with (admission stops, the running batch drains), then the weights
+// change, then later requests run — a request sent after the load has answered always gets the new weights.
+// (serve-lora.ts holds the adapter registry and those two routes.)
 //
 // With apiKey every route but /health needs `Authorization: Bearer <key>` (compared in constant time); others get
 // 401. A body nesting arrays/objects deeper than MAX_JSON_DEPTH is refused with 400 before it is parsed.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createHash, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
-import { realpath } from "node:fs/promises";
-import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { ChatMessage } from "@nr/model";
 import type { GeneratedSequence, GenerationJob, PromptSpec, TokenizerLike, WebGpuGenerator } from "./webgpu.js";
+import { ApiError } from "./serve-errors.js";
+import { ServedAdapters, type RuntimeLora } from "./serve-lora.js";
+
+export { ApiError } from "./serve-errors.js";
+export type { RuntimeLora } from "./serve-lora.js";
 
 export interface ServeTokenizer extends TokenizerLike {
   /** Render chat messages with the checkpoint's template (absent: /v1/chat/completions answers 400). */
   renderChat?(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
-}
-
-/**
- * Loading LoRA adapters while serving. `read` does the file work (and the checks that can refuse an adapter, as an
- * ApiError); `install` and `remove` change GPU state and are only called while no batch runs.
- */
-export interface RuntimeLora<T = unknown> {
-  read(name: string, path: string): Promise<T>;
-  install(name: string, data: T): void;
-  remove(name: string): void;
-  /** lora_path must resolve (symlinks followed) to this folder or inside it; relative paths start here. */
-  root?: string;
 }
 
 /** Deepest array/object nesting a request body may have (a chat request with content parts needs 5). */
@@ -100,19 +93,6 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** A request error with OpenAI's error fields. */
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly param: string | null = null,
-    readonly code: string | number | null = null,
-    readonly type = status === 404 ? "not_found_error" : status >= 500 ? "server_error" : "invalid_request_error",
-  ) {
-    super(message);
-    this.name = "ApiError";
-  }
-}
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
   if (res.headersSent) return;
@@ -284,56 +264,62 @@ function bearerCheck(apiKey: string | undefined): (req: IncomingMessage) => bool
   };
 }
 
-/** vLLM's error for the runtime LoRA routes: its type name and the HTTP status as code. */
-const loraError = (status: number, type: "InvalidUserInput" | "NotFoundError" | "BadRequestError", message: string, param: string | null = null) => new ApiError(status, message, param, status, type);
+const finish = (s: GeneratedSequence) => ({ finish_reason: s.finishReason === "length" ? "length" : "stop", stop_reason: s.stopString ?? null });
 
-/** `lora_path` → an absolute real path, refused when it climbs with `..` or leaves `root` (symlinks followed). */
-async function confinedPath(name: string, raw: string, root: string | undefined): Promise<string> {
-  if (raw.split(/[\\/]/).includes("..")) throw loraError(400, "BadRequestError", `lora_path "${raw}" contains "..": give the adapter folder without parent steps`, "lora_path");
-  const abs = resolve(root ?? process.cwd(), raw);
-  let real: string;
+/** The JSON object of a POST body: size, nesting depth and syntax checked, in that order. */
+async function jsonBody(req: IncomingMessage, maxBody: number): Promise<Body> {
+  const text = await readBody(req, maxBody);
+  // JSON.parse itself copes with deep nesting, but every recursive walk of the result (messages, error text) would
+  // overflow the stack: refuse it up front.
+  const depth = jsonDepth(text, MAX_JSON_DEPTH);
+  if (depth > MAX_JSON_DEPTH) throw new ApiError(400, `the request body nests arrays/objects more than ${MAX_JSON_DEPTH} levels deep; no request of this API needs more than 5`, null, "invalid_json");
+  let body: unknown;
   try {
-    real = await realpath(abs);
-  } catch {
-    throw loraError(404, "NotFoundError", `Loading lora ${name} failed: No adapter found for ${raw}`, "lora_path");
+    body = JSON.parse(text);
+  } catch (e) {
+    throw new ApiError(400, `malformed JSON in the request body: ${(e as Error).message}`, null, "invalid_json");
   }
-  if (root !== undefined) {
-    const rootReal = await realpath(root);
-    const rel = relative(rootReal, real);
-    if (rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel)) throw loraError(400, "BadRequestError", `lora_path "${raw}" resolves to ${real}, outside this server's --lora-root ${rootReal}`, "lora_path");
-  }
-  return real;
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, "the request body must be a JSON object", null, "invalid_json");
+  return body as Body;
 }
 
-export async function serve(opts: ServeOptions): Promise<RunningServer> {
-  const gen = opts.generator;
-  const tok = opts.tokenizer;
-  const ctx = opts.contextLength ?? gen.contextLength;
-  const maxTokensLimit = opts.maxTokens ?? ctx;
-  const maxRows = opts.maxBatchRows ?? 32;
-  const maxBody = opts.maxBodyBytes ?? 1 << 20;
-  // Served adapter name → the folder it was loaded from at runtime (null: given at start).
-  const adapters = new Map<string, string | null>((opts.adapters ?? []).map((a) => [a, null]));
-  const V = gen.decoder.config.vocabSize;
-  if (adapters.has(opts.model)) throw new Error(`serve: adapter name "${opts.model}" is also the base model's name; rename one`);
-  if (!Number.isInteger(maxRows) || maxRows < 1) throw new Error(`serve: maxBatchRows must be a positive integer (got ${maxRows})`);
-  gen.checkCache(maxRows, ctx); // fail at start, not on the first request
-  const scheduler = new Scheduler({ generator: gen, maxBatchRows: maxRows, tmax: ctx, activate: opts.activate, log: opts.log });
-  const created = Math.floor(Date.now() / 1000);
+/** The completions and chat endpoints over one generator: request validation, jobs, JSON and streamed answers. */
+class CompletionsApi {
+  readonly gen: WebGpuGenerator;
+  readonly tok: ServeTokenizer;
+  readonly model: string;
+  readonly ctx: number;
+  readonly maxTokensLimit: number;
+  readonly maxRows: number;
+  readonly V: number;
 
-  const common = (b: Body, chat: boolean): Common => {
-    const model = b.model ?? opts.model;
+  constructor(
+    opts: ServeOptions,
+    readonly adapters: ServedAdapters,
+    readonly scheduler: Scheduler,
+  ) {
+    this.gen = opts.generator;
+    this.tok = opts.tokenizer;
+    this.model = opts.model;
+    this.ctx = opts.contextLength ?? this.gen.contextLength;
+    this.maxTokensLimit = opts.maxTokens ?? this.ctx;
+    this.maxRows = opts.maxBatchRows ?? 32;
+    this.V = this.gen.decoder.config.vocabSize;
+  }
+
+  common(b: Body, chat: boolean): Common {
+    const model = b.model ?? this.model;
     if (typeof model !== "string") throw bad("model", "a string (a served model name)", model);
-    if (model !== opts.model && !adapters.has(model)) {
-      throw new ApiError(404, `The model \`${model}\` does not exist. Served: ${[opts.model, ...adapters.keys()].map((m) => `\`${m}\``).join(", ")} (GET /v1/models).`, "model", "model_not_found");
+    if (model !== this.model && !this.adapters.has(model)) {
+      throw new ApiError(404, `The model \`${model}\` does not exist. Served: ${[this.model, ...this.adapters.names()].map((m) => `\`${m}\``).join(", ")} (GET /v1/models).`, "model", "model_not_found");
     }
-    const n = int(b, "n", 1, 1, maxRows)!;
+    const n = int(b, "n", 1, 1, this.maxRows)!;
     const maxKey = chat && b.max_completion_tokens !== undefined && b.max_completion_tokens !== null ? "max_completion_tokens" : "max_tokens";
     const maxTokens = int(b, maxKey, chat ? null : 16, 1, Number.MAX_SAFE_INTEGER);
-    if (maxTokens !== null && maxTokens > maxTokensLimit) throw new ApiError(400, `${maxKey}=${maxTokens} is above this server's limit of ${maxTokensLimit} (nr serve --max-tokens)`, maxKey, "invalid_value");
+    if (maxTokens !== null && maxTokens > this.maxTokensLimit) throw new ApiError(400, `${maxKey}=${maxTokens} is above this server's limit of ${this.maxTokensLimit} (nr serve --max-tokens)`, maxKey, "invalid_value");
     const temperature = num(b, "temperature", 1, 0, 100);
     const topP = num(b, "top_p", 1, 0, 1, true);
-    const topK = int(b, "top_k", 0, -1, V)!;
+    const topK = int(b, "top_k", 0, -1, this.V)!;
     const minP = num(b, "min_p", 0, 0, 1);
     const repetitionPenalty = num(b, "repetition_penalty", 1, 0, 10, true);
     let stop: string[] = [];
@@ -350,32 +336,32 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     unsupported(b, "frequency_penalty", (v) => v === 0, "only 0");
     unsupported(b, "logit_bias", (v) => typeof v === "object" && Object.keys(v as object).length === 0, "no logit bias");
     unsupported(b, "best_of", (v) => v === n, "best_of must equal n");
-    return { adapter: model === opts.model ? null : model, model, n, maxTokens, sampling: { temperature, topP, topK: topK < 0 ? 0 : topK, minP, repetitionPenalty, stop, seed: seed ?? randomInt(2 ** 47) }, stream, includeUsage };
-  };
+    return { adapter: model === this.model ? null : model, model, n, maxTokens, sampling: { temperature, topP, topK: topK < 0 ? 0 : topK, minP, repetitionPenalty, stop, seed: seed ?? randomInt(2 ** 47) }, stream, includeUsage };
+  }
 
   /** Prompts → token ids with the context-window check; returns the completion budget of each. */
-  const budget = (ids: number[], c: Common, what: string): number => {
+  budget(ids: number[], c: Common, what: string): number {
     if (ids.length === 0) throw new ApiError(400, `${what} is empty (it encodes to no tokens)`, what, "invalid_value");
-    const bad = ids.find((id) => id >= V);
-    if (bad !== undefined) throw new ApiError(400, `${what} holds token id ${bad}, outside the vocabulary [0, ${V})`, what, "invalid_value");
-    const want = c.maxTokens ?? Math.min(maxTokensLimit, ctx - ids.length);
-    if (ids.length + want > ctx) {
-      throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, you requested ${ids.length + want} tokens (${ids.length} in the ${what}, ${want} for the completion). Please reduce the length of the ${what} or the completion.`, what, "context_length_exceeded");
+    const bad = ids.find((id) => id >= this.V);
+    if (bad !== undefined) throw new ApiError(400, `${what} holds token id ${bad}, outside the vocabulary [0, ${this.V})`, what, "invalid_value");
+    const want = c.maxTokens ?? Math.min(this.maxTokensLimit, this.ctx - ids.length);
+    if (ids.length + want > this.ctx) {
+      throw new ApiError(400, `This model's maximum context length is ${this.ctx} tokens. However, you requested ${ids.length + want} tokens (${ids.length} in the ${what}, ${want} for the completion). Please reduce the length of the ${what} or the completion.`, what, "context_length_exceeded");
     }
     return want;
-  };
+  }
 
-  const completionPrompts = (b: Body): number[][] => {
+  completionPrompts(b: Body): number[][] {
     const p = b.prompt;
     const isIds = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 && x.every((t) => typeof t === "number" && Number.isInteger(t) && t >= 0);
-    if (typeof p === "string") return [tok.encode(p)];
+    if (typeof p === "string") return [this.tok.encode(p)];
     if (isIds(p)) return [p];
-    if (Array.isArray(p) && p.length > 0 && p.every((s) => typeof s === "string")) return p.map((s: string) => tok.encode(s));
+    if (Array.isArray(p) && p.length > 0 && p.every((s) => typeof s === "string")) return p.map((s: string) => this.tok.encode(s));
     if (Array.isArray(p) && p.length > 0 && p.every(isIds)) return p as number[][];
     throw bad("prompt", "a string, a list of strings, a list of token ids or a list of such lists (non-empty)", p);
-  };
+  }
 
-  const chatPrompt = (b: Body): number[] => {
+  chatPrompt(b: Body): number[] {
     const msgs = b.messages;
     if (!Array.isArray(msgs) || msgs.length === 0) throw bad("messages", "a non-empty list of {role, content}", msgs);
     const flat: ChatMessage[] = msgs.map((m, i) => {
@@ -397,23 +383,27 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       } else throw bad(`${at}.content`, "a string or a list of text parts", content);
       return { role, content: text };
     });
-    if (!tok.renderChat) throw new ApiError(400, "this model's tokenizer has no chat template; use /v1/completions with a rendered prompt", "messages", "no_chat_template");
+    if (!this.tok.renderChat) throw new ApiError(400, "this model's tokenizer has no chat template; use /v1/completions with a rendered prompt", "messages", "no_chat_template");
     let text: string;
     try {
-      text = tok.renderChat(flat, { addGenerationPrompt: true });
+      text = this.tok.renderChat(flat, { addGenerationPrompt: true });
     } catch (e) {
       throw new ApiError(400, `the chat template refused these messages: ${(e as Error).message}`, "messages", "invalid_value");
     }
-    return tok.encode(text);
-  };
+    return this.tok.encode(text);
+  }
 
-  const finish = (s: GeneratedSequence) => ({ finish_reason: s.finishReason === "length" ? "length" : "stop", stop_reason: s.stopString ?? null });
-  const tokenText = (id: number) => tok.decode([id]);
-  // vLLM's return_tokens_as_token_ids: log-prob entries name tokens as "token_id:<id>" (exact ids for RL clients).
-  const tokenName = (id: number, asIds: boolean) => (asIds ? `token_id:${id}` : tokenText(id));
+  tokenText(id: number): string {
+    return this.tok.decode([id]);
+  }
 
-  async function completions(req: IncomingMessage, res: ServerResponse, b: Body, chat: boolean) {
-    const c = common(b, chat);
+  /** vLLM's return_tokens_as_token_ids: log-prob entries name tokens as "token_id:<id>" (exact ids for RL clients). */
+  tokenName(id: number, asIds: boolean): string {
+    return asIds ? `token_id:${id}` : this.tokenText(id);
+  }
+
+  async completions(res: ServerResponse, b: Body, chat: boolean) {
+    const c = this.common(b, chat);
     const asIds = bool(b, "return_tokens_as_token_ids");
     let logprobs = false;
     if (chat) {
@@ -427,8 +417,8 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       unsupported(b, "echo", (v) => v === false, "echo is not implemented");
       unsupported(b, "suffix", (v) => v === "", "suffix is not implemented");
     }
-    const prompts = chat ? [chatPrompt(b)] : completionPrompts(b);
-    const budgets = prompts.map((ids, i) => budget(ids, c, chat ? "messages" : prompts.length > 1 ? `prompt[${i}]` : "prompt"));
+    const prompts = chat ? [this.chatPrompt(b)] : this.completionPrompts(b);
+    const budgets = prompts.map((ids, i) => this.budget(ids, c, chat ? "messages" : prompts.length > 1 ? `prompt[${i}]` : "prompt"));
     const id = `${chat ? "chatcmpl" : "cmpl"}-${randomBytes(12).toString("hex")}`;
     const head = { id, object: chat ? "chat.completion" : "text_completion", created: Math.floor(Date.now() / 1000), model: c.model };
     let cancelled = false;
@@ -455,19 +445,19 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       let off = offset0;
       for (const id of ids) {
         text_offset.push(off);
-        off += tokenText(id).length;
+        off += this.tokenText(id).length;
       }
-      return { tokens: ids.map((id) => tokenName(id, asIds)), token_logprobs: lps, top_logprobs: null, text_offset };
+      return { tokens: ids.map((id) => this.tokenName(id, asIds)), token_logprobs: lps, top_logprobs: null, text_offset };
     };
     const chatLogprobs = (ids: number[], lps: number[]) => ({
       content: ids.map((t, i) => {
-        const s = tokenName(t, asIds);
-        return { token: s, logprob: lps[i], bytes: [...Buffer.from(tokenText(t), "utf8")], top_logprobs: [] };
+        const s = this.tokenName(t, asIds);
+        return { token: s, logprob: lps[i], bytes: [...Buffer.from(this.tokenText(t), "utf8")], top_logprobs: [] };
       }),
     });
     /** Text safe to send: not a possible start of a stop string, not a half-decoded character. */
     const safeText = (ids: readonly number[]) => {
-      let text = ids.length ? tok.decode(ids, { skipSpecialTokens: true }) : "";
+      let text = ids.length ? this.tok.decode(ids, { skipSpecialTokens: true }) : "";
       let end = text.length;
       for (const s of c.sampling.stop ?? []) {
         const at = text.indexOf(s);
@@ -504,7 +494,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       const result = new Promise<GeneratedSequence[]>((a, b) => ((resolve = a), (reject = b)));
       let job: GenerationJob;
       try {
-        job = gen.resolveJob(spec, { temperature: 1, maxNewTokens: budgets[pi] }, ctx, 0, resolve);
+        job = this.gen.resolveJob(spec, { temperature: 1, maxNewTokens: budgets[pi] }, this.ctx, 0, resolve);
       } catch (e) {
         throw new ApiError(400, (e as Error).message.replace(/^generate: /, ""));
       }
@@ -516,7 +506,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
       res.flushHeaders();
     }
-    for (const p of pending) scheduler.submit({ adapter: c.adapter, job: p.job });
+    for (const p of pending) this.scheduler.submit({ adapter: c.adapter, job: p.job });
     const results = await Promise.all(pending.map((p) => p.result));
     const all = results.flat();
     const usage = { prompt_tokens: promptTokens, completion_tokens: all.reduce((a, s) => a + s.tokenIds.length, 0), total_tokens: 0 };
@@ -533,91 +523,51 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     );
     sendJson(res, 200, { ...head, choices, usage });
   }
+}
 
-  const lora = opts.runtimeLora;
-  let adminChain: Promise<unknown> = Promise.resolve();
-  /** Loads and unloads one at a time, in arrival order (a check and its change see no other change between them). */
-  const serialized = <T>(fn: () => Promise<T>): Promise<T> => {
-    const next = adminChain.then(fn, fn);
-    adminChain = next.catch(() => {});
-    return next;
-  };
+const ROUTES = "GET /v1/models, POST /v1/completions, POST /v1/chat/completions";
+const LORA_ROUTES = ["/v1/load_lora_adapter", "/v1/unload_lora_adapter"];
 
-  async function loadAdapter(b: Body): Promise<string> {
-    const { lora_name: name, lora_path: path } = b;
-    if (typeof name !== "string" || typeof path !== "string" || !name || !path) throw loraError(400, "InvalidUserInput", "Both 'lora_name' and 'lora_path' must be provided.");
-    if (b.load_inplace !== undefined && b.load_inplace !== null && typeof b.load_inplace !== "boolean") throw loraError(400, "InvalidUserInput", `load_inplace must be true or false (got ${show(b.load_inplace)})`, "load_inplace");
-    if (name === opts.model) throw loraError(400, "InvalidUserInput", `'${name}' is the base model's served name; pick another lora_name`, "lora_name");
-    return serialized(async () => {
-      if (adapters.has(name) && b.load_inplace !== true) throw loraError(400, "InvalidUserInput", `The lora adapter '${name}' has already been loaded. If you want to load the adapter in place, set 'load_inplace' to True.`);
-      const real = await confinedPath(name, path, lora!.root);
-      const data = await lora!.read(name, real);
-      await scheduler.control(() => lora!.install(name, data));
-      adapters.set(name, real);
-      opts.log?.(`loaded LoRA adapter '${name}' from ${real}`);
-      return `Success: LoRA adapter '${name}' added successfully.`;
-    });
+/** One request: /health, the key, then the route. */
+async function route(req: IncomingMessage, res: ServerResponse, path: string, api: CompletionsApi, o: { maxBody: number; authorized: (req: IncomingMessage) => boolean; created: number }) {
+  if (path === "/health") return sendJson(res, 200, { status: "ok" });
+  if (!o.authorized(req)) throw new ApiError(401, `${req.headers.authorization ? "Incorrect" : "Missing"} API key: send the header \`Authorization: Bearer <key>\` with the key this server was started with (nr serve --api-key / NR_API_KEY)`, null, "invalid_api_key");
+  const adapters = api.adapters;
+  if (path === "/v1/models") {
+    if (req.method !== "GET") throw new ApiError(405, `${req.method} ${path}: use GET`, null, "method_not_allowed");
+    const card = (id: string, root: string) => ({ id, object: "model", created: o.created, owned_by: "nano-reasoner", root, parent: id === api.model ? null : api.model, max_model_len: api.ctx });
+    return sendJson(res, 200, { object: "list", data: [card(api.model, api.model), ...adapters.entries().map(([id, from]) => card(id, from ?? api.model))] });
   }
-
-  async function unloadAdapter(b: Body): Promise<string> {
-    const name = b.lora_name;
-    if (typeof name !== "string" || !name) throw loraError(400, "InvalidUserInput", "'lora_name' needs to be provided to unload a LoRA adapter.");
-    return serialized(async () => {
-      if (!adapters.has(name)) throw loraError(404, "NotFoundError", `The lora adapter '${name}' cannot be found.`, "lora_name");
-      adapters.delete(name); // new requests for it get 404 now; queued ones finish before the weights go
-      await scheduler.control(() => lora!.remove(name));
-      opts.log?.(`unloaded LoRA adapter '${name}'`);
-      return `Success: LoRA adapter '${name}' removed successfully.`;
-    });
+  const isLora = LORA_ROUTES.includes(path);
+  if (!["/v1/completions", "/v1/chat/completions", ...LORA_ROUTES].includes(path) || (isLora && !adapters.runtime)) {
+    const why = isLora ? " (runtime LoRA loading is off: start nr serve with --allow-runtime-lora)" : "";
+    throw new ApiError(404, `no route ${req.method} ${path}${why}; this server has ${ROUTES}${adapters.runtime ? `, POST ${LORA_ROUTES.join(", POST ")}` : ""}`, null, "unknown_route");
   }
-
-  /** The JSON object of a POST body: size, nesting depth and syntax checked, in that order. */
-  async function jsonBody(req: IncomingMessage): Promise<Body> {
-    const text = await readBody(req, maxBody);
-    // JSON.parse itself copes with deep nesting, but every recursive walk of the result (messages, error text) would
-    // overflow the stack: refuse it up front.
-    const depth = jsonDepth(text, MAX_JSON_DEPTH);
-    if (depth > MAX_JSON_DEPTH) throw new ApiError(400, `the request body nests arrays/objects more than ${MAX_JSON_DEPTH} levels deep; no request of this API needs more than 5`, null, "invalid_json");
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch (e) {
-      throw new ApiError(400, `malformed JSON in the request body: ${(e as Error).message}`, null, "invalid_json");
-    }
-    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, "the request body must be a JSON object", null, "invalid_json");
-    return body as Body;
+  if (req.method !== "POST") throw new ApiError(405, `${req.method} ${path}: use POST`, null, "method_not_allowed");
+  const body = await jsonBody(req, o.maxBody);
+  if (isLora) {
+    const text = await (path === "/v1/load_lora_adapter" ? adapters.load(body) : adapters.unload(body));
+    res.writeHead(200, { "content-type": "text/plain; charset=utf-8", "content-length": Buffer.byteLength(text).toString() });
+    return void res.end(text);
   }
+  await api.completions(res, body, path === "/v1/chat/completions");
+}
 
-  const authorized = bearerCheck(opts.apiKey);
-  const POST_ROUTES = ["/v1/completions", "/v1/chat/completions", "/v1/load_lora_adapter", "/v1/unload_lora_adapter"];
+export async function serve(opts: ServeOptions): Promise<RunningServer> {
+  const maxRows = opts.maxBatchRows ?? 32;
+  if ((opts.adapters ?? []).includes(opts.model)) throw new Error(`serve: adapter name "${opts.model}" is also the base model's name; rename one`);
+  if (!Number.isInteger(maxRows) || maxRows < 1) throw new Error(`serve: maxBatchRows must be a positive integer (got ${maxRows})`);
+  const ctx = opts.contextLength ?? opts.generator.contextLength;
+  opts.generator.checkCache(maxRows, ctx); // fail at start, not on the first request
+  const scheduler = new Scheduler({ generator: opts.generator, maxBatchRows: maxRows, tmax: ctx, activate: opts.activate, log: opts.log });
+  const adapters = new ServedAdapters(opts.model, opts.adapters ?? [], opts.runtimeLora, (fn) => scheduler.control(fn), opts.log);
+  const api = new CompletionsApi(opts, adapters, scheduler);
+  const routing = { maxBody: opts.maxBodyBytes ?? 1 << 20, authorized: bearerCheck(opts.apiKey), created: Math.floor(Date.now() / 1000) };
   const server = createServer((req, res) => {
     const t0 = performance.now();
     const path = (req.url ?? "/").split("?")[0].replace(/\/+$/, "") || "/";
-    const done = () => opts.log?.(`${req.method} ${path} ${res.statusCode} ${(performance.now() - t0).toFixed(0)} ms`);
-    res.on("finish", done);
-    const run = async () => {
-      if (path === "/health") return sendJson(res, 200, { status: "ok" });
-      if (!authorized(req)) throw new ApiError(401, `${req.headers.authorization ? "Incorrect" : "Missing"} API key: send the header \`Authorization: Bearer <key>\` with the key this server was started with (nr serve --api-key / NR_API_KEY)`, null, "invalid_api_key");
-      if (path === "/v1/models") {
-        if (req.method !== "GET") throw new ApiError(405, `${req.method} ${path}: use GET`, null, "method_not_allowed");
-        const card = (id: string, root: string) => ({ id, object: "model", created, owned_by: "nano-reasoner", root, parent: id === opts.model ? null : opts.model, max_model_len: ctx });
-        return sendJson(res, 200, { object: "list", data: [card(opts.model, opts.model), ...[...adapters].map(([id, from]) => card(id, from ?? opts.model))] });
-      }
-      const isLora = path === "/v1/load_lora_adapter" || path === "/v1/unload_lora_adapter";
-      if (!POST_ROUTES.includes(path) || (isLora && !lora)) {
-        const why = isLora ? " (runtime LoRA loading is off: start nr serve with --allow-runtime-lora)" : "";
-        throw new ApiError(404, `no route ${req.method} ${path}${why}; this server has GET /v1/models, POST /v1/completions, POST /v1/chat/completions${lora ? ", POST /v1/load_lora_adapter, POST /v1/unload_lora_adapter" : ""}`, null, "unknown_route");
-      }
-      if (req.method !== "POST") throw new ApiError(405, `${req.method} ${path}: use POST`, null, "method_not_allowed");
-      const body = await jsonBody(req);
-      if (isLora) {
-        const text = await (path === "/v1/load_lora_adapter" ? loadAdapter(body) : unloadAdapter(body));
-        res.writeHead(200, { "content-type": "text/plain; charset=utf-8", "content-length": Buffer.byteLength(text).toString() });
-        return void res.end(text);
-      }
-      await completions(req, res, body, path === "/v1/chat/completions");
-    };
-    run().catch((err) => {
+    res.on("finish", () => opts.log?.(`${req.method} ${path} ${res.statusCode} ${(performance.now() - t0).toFixed(0)} ms`));
+    route(req, res, path, api, routing).catch((err) => {
       const e = err instanceof ApiError ? err : new ApiError(500, `generation failed: ${(err as Error).message}`);
       if (e.status >= 500) opts.log?.(`${req.method} ${path}: ${e.message}`);
       if (res.headersSent) {
