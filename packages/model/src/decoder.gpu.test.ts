@@ -98,3 +98,42 @@ describe("gradient checkpointing on the GPU", () => {
     expect(peaks[1]).toBeLessThan(peaks[0] * 0.8);
   });
 });
+
+describe("Decoder.step (generation against a KV cache)", () => {
+  for (const architecture of ["qwen2", "qwen3"] as const) {
+    it(`${architecture}: chunked prefill and decode steps at per-row positions equal the float64 full-sequence forward`, async () => {
+      // Head dim 32: the subgroup-tile attention on CPU adapters, the row kernel elsewhere.
+      const modelDir = join(dir, `step-${architecture}`);
+      await generateModel(modelDir, { architecture, hiddenSize: 64, intermediateSize: 96, numLayers: 2, numHeads: 6, numKvHeads: 2, headDim: 32, vocabSize: 50, tieWordEmbeddings: false }, { seed: 5, dtype: "f32", tokenizer: false, init: { std: 0.2 } });
+      const seqs = [[5, 9, 2, 17, 3, 8, 40, 41], [11, 4, 30, 2, 1, 6]];
+      const cpuE = new Engine(new CpuBackend());
+      const { decoder: cpuDec } = await loadDecoder(cpuE, modelDir);
+      const H = 64, Tmax = 11;
+      const want = await Promise.all(seqs.map((s) => cpuDec.hidden(makeBatch(cpuE, [s])).read()));
+      const e = new Engine(new GpuBackend(gpu));
+      const { decoder } = await loadDecoder(e, modelDir);
+      const caches = decoder.weights.layers.map(() => ({ k: gpu.alloc(2 * Tmax * 2 * 32 * 4, "k"), v: gpu.alloc(2 * Tmax * 2 * 32 * 4, "v") }));
+      for (const c of caches) gpu.fill32(c.k, 0x7fc00000), gpu.fill32(c.v, 0x7fc00000); // unread slots stay NaN
+      // Row 0: 3-token prefill, then a 2-token chunk, then single tokens. Row 1: 3 junk tokens, then restarts at
+      // position 0 (its stale cache entries past its length must be ignored) and decodes one token per step.
+      const plan: Array<{ T: number; starts: number[]; tokens: number[][] }> = [{ T: 3, starts: [0, 0], tokens: [seqs[0].slice(0, 3), [7, 7, 7]] }];
+      plan.push({ T: 2, starts: [3, 0], tokens: [seqs[0].slice(3, 5), [seqs[1][0], 1]] });
+      for (let i = 0; i < 3; i++) plan.push({ T: 1, starts: [5 + i, 1 + i], tokens: [[seqs[0][5 + i]], [seqs[1][1 + i]]] });
+      let worst = 0;
+      for (const st of plan) {
+        const got = await e.scope(async () => e.noGrad(() => decoder.step({ tokens: st.tokens.flat(), starts: st.starts, B: 2, T: st.T, caches, Tmax })).read());
+        st.starts.forEach((p, b) => {
+          const n = b === 1 && st.T === 2 ? 1 : st.T; // row 1's second token of the chunk is junk past its restart
+          if (b === 1 && st.tokens[1][0] === 7) return;
+          for (let t = 0; t < n; t++) for (let d = 0; d < H; d++) {
+            const err = Math.abs(got[(b * st.T + t) * H + d] - want[b][(p + t) * H + d]);
+            worst = Math.max(worst, err);
+            expect(err, `${architecture} row ${b} position ${p + t} dim ${d}`).toBeLessThan(2e-4);
+          }
+        });
+      }
+      console.log(`Decoder.step ${architecture}: worst |step − float64 forward| of the hidden states ${worst.toExponential(2)}`);
+      for (const c of caches) gpu.release(c.k, c.v);
+    });
+  }
+});

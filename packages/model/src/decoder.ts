@@ -3,8 +3,11 @@
 //   embed → N × (RMSNorm → attention with RoPE, GQA, qkv bias (Qwen2) or per-head q/k RMSNorm (Qwen3) → residual
 //             → RMSNorm → SwiGLU MLP → residual) → final RMSNorm → LM head (tied or untied)
 // The LM head is fused with log-softmax, target gather and entropy: per-token outputs only, never [tokens × vocab].
+//
+// `step` is the same layer for generation: new tokens against a per-layer KV cache (prefill and decode alike), GPU only.
 import type { ModelConfig } from "./config.js";
 import { add, attention, embedding, linear, linearF16, lmHeadLogprob, rmsnorm, rope, swiglu, type Engine, type Tensor } from "@nr/autograd";
+import { attentionDecode, kvCacheAppend, type Gpu, type GpuBuffer } from "@nr/kernels";
 
 /** The fields of the HF config the decoder reads (see config.ts for their meaning). */
 export type DecoderConfig = Pick<
@@ -100,6 +103,25 @@ export interface DecoderForwardOptions {
   returnHidden?: boolean;
 }
 
+/** One layer's KV cache on the GPU: k and v, f32 [rows, Tmax, Hkv, D]. */
+export interface KvCache {
+  k: GpuBuffer;
+  v: GpuBuffer;
+}
+
+/** T new tokens for each of B cache rows (see Decoder.step). */
+export interface DecoderStep {
+  /** Token ids, [B·T] row-major. */
+  tokens: readonly number[];
+  /** Per row: the position of its first new token = the tokens its cache already holds. */
+  starts: readonly number[];
+  B: number;
+  T: number;
+  /** One cache per layer, each [B, Tmax, Hkv, D]. */
+  caches: readonly KvCache[];
+  Tmax: number;
+}
+
 export interface DecoderForwardResult {
   logp: Tensor;
   entropy: Tensor;
@@ -134,6 +156,50 @@ export class Decoder {
     const x1 = add(x, L.o.forward(a));
     const h2 = rmsnorm(x1, L.postAttentionNorm, c.rmsNormEps);
     return add(x1, L.down.forward(swiglu(L.gate.forward(h2), L.up.forward(h2))));
+  }
+
+  /**
+   * Generation: run the layers over T new tokens of each of B rows, appending their keys/values to the caches at
+   * positions starts[b] … starts[b] + T − 1 and attending (causally) to everything the row's cache then holds.
+   * A prompt's prefill is a step with starts = [0]; a decode step has T = 1. No tape (call under noGrad). GPU only.
+   * Returns the hidden states after the final norm, [B·T, H].
+   */
+  step(s: DecoderStep): Tensor {
+    const e = this.engine, c = this.config, W = this.weights;
+    const gpu = (e.backend as unknown as { gpu?: Gpu }).gpu;
+    if (!gpu) throw new Error("decoder.step: the KV cache lives on the GPU; use an engine with the GPU backend");
+    const { B, T, Tmax } = s;
+    const D = c.headDim, Hkv = c.numKvHeads, Hq = c.numHeads;
+    if (s.tokens.length !== B * T || s.starts.length !== B) throw new Error(`decoder.step: ${s.tokens.length} tokens and ${s.starts.length} starts for B=${B} T=${T}`);
+    if (s.caches.length !== c.numLayers) throw new Error(`decoder.step: ${s.caches.length} caches for ${c.numLayers} layers`);
+    const over = s.starts.findIndex((p) => p + T > Tmax);
+    if (over >= 0) throw new Error(`decoder.step: row ${over} would hold ${s.starts[over] + T} tokens, over the cache's Tmax=${Tmax}`);
+    const ids = e.tensor(s.tokens as number[], [B * T], { dtype: "u32" });
+    const pos = e.tensor(s.starts.flatMap((p) => Array.from({ length: T }, (_, t) => p + t)), [B * T], { dtype: "u32" });
+    const appendAt = e.tensor(s.starts as number[], [B], { dtype: "u32" });
+    const lens = e.tensor(s.starts.map((p) => p + T), [B], { dtype: "u32" });
+    const buf = (t: Tensor) => t.storage as GpuBuffer;
+    let x = embedding(ids, W.embed);
+    W.layers.forEach((L, li) => {
+      const h = rmsnorm(x, L.inputNorm, c.rmsNormEps);
+      let q = e.view(L.q.forward(h), [B, T, Hq, D]);
+      let k = e.view(L.k.forward(h), [B, T, Hkv, D]);
+      const v = e.view(L.v.forward(h), [B, T, Hkv, D]);
+      if (c.qkNorm) {
+        q = rmsnorm(q, L.qNorm!, c.rmsNormEps);
+        k = rmsnorm(k, L.kNorm!, c.rmsNormEps);
+      }
+      q = rope(q, pos, c.ropeTheta);
+      k = rope(k, pos, c.ropeTheta);
+      const cache = s.caches[li];
+      const o = e.empty([B, T, Hq, D], "f32");
+      kvCacheAppend(gpu, { k: buf(k), v: buf(v), kCache: cache.k, vCache: cache.v, positions: buf(appendAt), B, Tn: T, Tmax, Hkv, D });
+      attentionDecode(gpu, { q: buf(q), kCache: cache.k, vCache: cache.v, o: buf(o), lens: buf(lens), B, Tq: T, Tmax, Hq, Hkv, D });
+      const x1 = add(x, L.o.forward(e.view(o, [B * T, Hq * D])));
+      const h2 = rmsnorm(x1, L.postAttentionNorm, c.rmsNormEps);
+      x = add(x1, L.down.forward(swiglu(L.gate.forward(h2), L.up.forward(h2))));
+    });
+    return rmsnorm(x, W.finalNorm, c.rmsNormEps);
   }
 
   /** Hidden states after the final norm, [B·T, H]. */

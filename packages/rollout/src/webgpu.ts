@@ -6,8 +6,8 @@
 // their logits rows — one prefill per prompt, not n. Every step: GPU sampling of the next token of every live row
 // (temperature/top-k/top-p/min-p, Philox RNG), read back only the sampled ids and their log-probs under the sampling
 // distribution, record them (EOS, a stop string or the token budget ends a row), then one decode forward over all
-// slots (projections through the same Projection objects the trainer uses, RoPE at each row's own position, K/V
-// appended to the row's cache, attention against the cache up to the row's length) → final norm → logits.
+// slots (Decoder.step: the trainer's layers and Projection objects, RoPE at each row's own position, K/V appended to
+// the row's cache, attention against the cache up to the row's length) → final norm → logits.
 //
 // Continuous batching: a finished row frees its slot at once, and queued prompts are admitted into free slots
 // before the next step, so the batch stays full while work remains. `generateIds` with `maxBatchRows` ≥ the total
@@ -21,8 +21,8 @@
 // group, so rows that joined at different times (different steps) or carry different seeds all get their own draws.
 import * as K from "@nr/kernels";
 import type { Gpu, GpuBuffer } from "@nr/kernels";
-import { add, embedding, rmsnorm, rope, rowsArg, swiglu, type Engine, type Tensor } from "@nr/autograd";
-import type { Decoder, DecoderLayer } from "@nr/model";
+import { rowsArg, type Engine, type Tensor } from "@nr/autograd";
+import type { Decoder } from "@nr/model";
 import type { FinishReason, GenerationRequest, GenerationResult, Generator } from "@nr/data";
 
 export interface TokenizerLike {
@@ -312,7 +312,7 @@ export class WebGpuGenerator implements Generator {
           const promptLogits = gpu.alloc(V * 4, "prompt-logits");
           await e.scope(async () =>
             e.noGrad(() => {
-              const x = this.forwardTokens(job.promptIds, [0], L, 1, promptKv, "prefill", Tmax);
+              const x = this.decoder.step({ tokens: job.promptIds, starts: [0], B: 1, T: L, caches: promptKv, Tmax: L });
               this.lmLogits(x, L - 1, 1, promptLogits, 0);
             }),
           );
@@ -398,7 +398,7 @@ export class WebGpuGenerator implements Generator {
           const starts = slots.map((s, b) => (s ? lens[b] : 0));
           await e.scope(async () =>
             e.noGrad(() => {
-              const x = this.forwardTokens(feed, starts, 1, R, caches, "decode", Tmax);
+              const x = this.decoder.step({ tokens: feed, starts, B: R, T: 1, caches, Tmax });
               this.lmLogits(x, 0, R, logits, 0);
             }),
           );
@@ -491,48 +491,6 @@ export class WebGpuGenerator implements Generator {
         gpu.copy(b.gLogp, off * 4, b.logp, r * 4, n * 4);
       }
     }
-  }
-
-  /**
-   * Run the layers over `T` new tokens for each of `B` rows. prefill: B = 1, the prompt at cache row `cacheRows[0]`;
-   * decode: T = 1, row b's token sits at position `starts[b]`. Returns the final-norm hidden states [B·T, H].
-   */
-  private forwardTokens(tokens: number[], starts: number[], T: number, B: number, caches: { k: GpuBuffer; v: GpuBuffer }[], mode: "prefill" | "decode", Tmax: number): Tensor {
-    const e = this.engine, gpu = this.gpu, c = this.decoder.config, W = this.decoder.weights;
-    const D = c.headDim, Hkv = c.numKvHeads, Hq = c.numHeads;
-    const ids = e.tensor(tokens, [B * T], { dtype: "u32" });
-    const pos = e.tensor(mode === "prefill" ? Array.from({ length: T }, (_, t) => t) : starts, [B * T], { dtype: "u32" });
-    // decode: each row's new K/V goes to its own position; prefill: the prompt goes to row cacheRows[0] from 0.
-    const appendAt = e.tensor(starts, [B], { dtype: "u32" });
-    const lensAfter = e.tensor(starts.map((s) => s + 1), [B], { dtype: "u32" });
-    let x = embedding(ids, W.embed);
-    W.layers.forEach((L: DecoderLayer, li: number) => {
-      const h = rmsnorm(x, L.inputNorm, c.rmsNormEps);
-      let q = e.view(L.q.forward(h), [B, T, Hq, D]);
-      let k = e.view(L.k.forward(h), [B, T, Hkv, D]);
-      const v = e.view(L.v.forward(h), [B, T, Hkv, D]);
-      if (c.qkNorm) {
-        q = rmsnorm(q, L.qNorm!, c.rmsNormEps);
-        k = rmsnorm(k, L.kNorm!, c.rmsNormEps);
-      }
-      q = rope(q, pos, c.ropeTheta);
-      k = rope(k, pos, c.ropeTheta);
-      const cache = caches[li];
-      const o = e.empty([B, T, Hq, D], "f32");
-      if (mode === "prefill") {
-        // Write the prompt's K/V into its cache row (positions 0..T−1), then attend causally within the prompt.
-        gpu.copy(k.storage as GpuBuffer, 0, cache.k, 0, T * Hkv * D * 4);
-        gpu.copy(v.storage as GpuBuffer, 0, cache.v, 0, T * Hkv * D * 4);
-        K.attention(gpu, { q: q.storage as GpuBuffer, k: k.storage as GpuBuffer, v: v.storage as GpuBuffer, o: o.storage as GpuBuffer, B: 1, T, Hq, Hkv, D });
-      } else {
-        K.kvCacheAppend(gpu, { k: k.storage as GpuBuffer, v: v.storage as GpuBuffer, kCache: cache.k, vCache: cache.v, positions: appendAt.storage as GpuBuffer, B, Tn: 1, Tmax, Hkv, D });
-        K.attentionDecode(gpu, { q: q.storage as GpuBuffer, kCache: cache.k, vCache: cache.v, o: o.storage as GpuBuffer, lens: lensAfter.storage as GpuBuffer, B, Tq: 1, Tmax, Hq, Hkv, D });
-      }
-      const x1 = add(x, L.o.forward(e.view(o, [B * T, Hq * D])));
-      const h2 = rmsnorm(x1, L.postAttentionNorm, c.rmsNormEps);
-      x = add(x1, L.down.forward(swiglu(L.gate.forward(h2), L.up.forward(h2))));
-    });
-    return rmsnorm(x, W.finalNorm, c.rmsNormEps);
   }
 
   /** logits[dstRow + i] = h[srcRow + i] · Wᵀ for `count` rows (temperature applied by the sampler). */

@@ -168,6 +168,11 @@ export class Gpu {
   private pendingUniforms: GPUBuffer[] = [];
   private freeUniforms = new Map<number, GPUBuffer[]>();
   private destroyed = false;
+  /**
+   * Host-side work counted since the device was made (benchmarks read differences): recorded dispatches and
+   * buffer copies, queue submits, host→GPU writes, and GPU→host read-backs (each a map-and-wait round trip).
+   */
+  readonly counters = { dispatches: 0, copies: 0, submits: 0, writes: 0, reads: 0 };
 
   constructor(
     readonly device: GPUDevice,
@@ -259,6 +264,7 @@ export class Gpu {
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);
+    this.counters.dispatches++;
     this.profiler.afterDispatch(kernel.label);
   }
 
@@ -268,6 +274,7 @@ export class Gpu {
     this.endPass();
     if (!this.encoder) this.encoder = this.device.createCommandEncoder({ label: "nr-step" });
     this.encoder.copyBufferToBuffer("buffer" in src ? src.buffer : src, srcOffset, "buffer" in dst ? dst.buffer : dst, dstOffset, bytes);
+    this.counters.copies++;
   }
 
   /** Submit everything recorded so far (no wait). */
@@ -278,6 +285,7 @@ export class Gpu {
     if (this.encoder) {
       this.profiler.beforeFinish(this.encoder);
       this.device.queue.submit([this.encoder.finish()]);
+      this.counters.submits++;
       this.encoder = null;
     }
     if (uniforms.length) {
@@ -350,6 +358,7 @@ export class Gpu {
     // Pending commands that read `buf` must run before this write lands: submit them first.
     this.submit();
     this.device.queue.writeBuffer(buf.buffer, byteOffset, padded.buffer, padded.byteOffset, padded.byteLength);
+    this.counters.writes++;
   }
 
   /** Fill a buffer with a 32-bit pattern (e.g. NaN poisoning in tests). */
@@ -364,6 +373,7 @@ export class Gpu {
     const n = Math.ceil((bytes ?? ("bytes" in buf ? buf.bytes : src.size)) / 4) * 4;
     const staging = this.device.createBuffer({ size: Math.max(4, n), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: "nr-readback" });
     this.copy(buf, byteOffset, staging, 0, n);
+    this.counters.reads++;
     this.submit();
     try {
       await Promise.race([
