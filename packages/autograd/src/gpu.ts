@@ -66,12 +66,8 @@ export class GpuBackend implements Backend {
   }
 
   allocRows(rows: number, cols: number, dtype: DType): Storage {
-    const esz = dtype === "f16" ? 2 : 4;
-    if (bytesOf(rows * cols, dtype) <= this.shardBytes) return this.alloc(rows * cols, dtype);
-    // An even row count per shard keeps every f16 write at a 4-byte offset (writeRows); 8-row multiples when possible.
-    const fit = Math.floor(this.shardBytes / (cols * esz));
-    const rowsPerShard = fit >= 8 ? fit - (fit % 8) : fit - (fit % 2);
-    if (rowsPerShard < 2) throw new Error(`allocRows: two rows of ${cols} ${dtype} values do not fit a ${this.shardBytes}-byte storage binding`);
+    const rowsPerShard = K.tableShardRows(rows, cols, dtype === "f16" ? 2 : 4, this.shardBytes);
+    if (rowsPerShard >= rows) return this.alloc(rows * cols, dtype);
     const shards: GpuBuffer[] = [];
     for (let r0 = 0; r0 < rows; r0 += rowsPerShard) shards.push(this.gpu.alloc(bytesOf(Math.min(rowsPerShard, rows - r0) * cols, dtype), `table-shard-${dtype}`));
     return new RowShards(shards, rowsPerShard, rows, cols);

@@ -689,6 +689,20 @@ function embeddingChecks(who: string, M: number, V: number, H: number) {
   if (M * H > 2 ** 32 - 1) throw new Error(`${who}: M·H overflows 32-bit indexing (M=${M} H=${H})`);
 }
 
+/**
+ * Rows per shard of a [rows, cols] table of `bytesPerValue`-byte values so that each shard fits `limitBytes` (the
+ * binding limit): all rows when the whole table fits, else a multiple of 8 rows (of 2 when fewer than 8 fit), so
+ * that every f16 shard starts on a 4-byte word. The single place the shard size is decided (the GPU backend's
+ * allocation and @nr/lora's memory estimate both use it).
+ */
+export function tableShardRows(rows: number, cols: number, bytesPerValue: number, limitBytes: number): number {
+  if (Math.ceil((rows * cols * bytesPerValue) / 4) * 4 <= limitBytes) return rows;
+  const fit = Math.floor(limitBytes / (cols * bytesPerValue));
+  const per = fit >= 8 ? fit - (fit % 8) : fit - (fit % 2);
+  if (per < 2) throw new Error(`tableShardRows: two rows of ${cols} × ${bytesPerValue}-byte values do not fit a ${limitBytes}-byte storage binding`);
+  return per;
+}
+
 /** One row shard of a [V, H] table: its buffer, the id of its first row and its row count. */
 export interface TableShard {
   buf: GpuBuffer;

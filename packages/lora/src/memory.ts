@@ -5,7 +5,9 @@
 //              with double quantisation, the 8-bit absmax codes + per-256-block f32 + offset kept for saving
 //              (nf4MemoryFor); f32 otherwise, or f16 with `dtype: "f16"` (quant "none" only, as loadDecoder).
 //              Embedding and untied LM head are f32, or f16 with `dtype: "f16"`; norms and biases are always f32
-//              (as loadDecoder uploads them). f16 buffers are whole 32-bit words (⌈n/2⌉·4 bytes).
+//              (as loadDecoder uploads them). f16 buffers are whole 32-bit words (⌈n/2⌉·4 bytes). With `gpu`
+//              given, a table larger than its binding limit is counted as the row shards the GPU backend makes
+//              (@nr/kernels tableShardRows), and the LM-head scratch follows the sharded plans.
 //  adapters    LoRA A [r, in] and B [out, r] in f32; their gradients (f32) and AdamW m and v (2 × f32).
 //  activations the growth of the pool over one forward + backward of `tokens` tokens beyond the parameter
 //              gradients: what the autograd tape keeps (every op output, and a gradient for every output that needs
@@ -20,7 +22,7 @@
 // copy of its input right after its output and releases it at once, and in backward an f32 copy of its weight
 // before the input gradient, released after it; the f16 embedding lookup and the fused LM head (f16 weight read in
 // the kernels) allocate exactly what their f32 versions do.
-import { lmHeadBackwardPlan, lmHeadForwardPlan, nf4MemoryFor, rmsNormBackwardRowsPerBlock, sizeClass, attentionBackwardScratchBytes, columnSumScratchBytes, type Gpu } from "@nr/kernels";
+import { lmHeadBackwardPlan, lmHeadForwardPlan, nf4MemoryFor, rmsNormBackwardRowsPerBlock, sizeClass, tableShardRows, attentionBackwardScratchBytes, columnSumScratchBytes, type Gpu } from "@nr/kernels";
 import { LORA_TARGETS, loraParameterCount, resolveLoraConfig, type LoraConfig, type LoraTarget } from "./lora.js";
 
 export interface MemoryShape {
@@ -89,6 +91,20 @@ const f32Bytes = (n: number) => sizeClass(Math.max(4, n * 4));
 /** f16 tensor bytes (whole 32-bit words, as GpuBackend.alloc and gpu.upload of f16 bits) at the pool's size class. */
 const f16Bytes = (n: number) => sizeClass(Math.max(4, Math.ceil(n / 2) * 4));
 
+/** Rows per shard of the [V, H] tables on this device (all V without a device: no sharding assumed). */
+function tableRows(s: MemoryShape, bytesPerValue: number, gpu: Gpu | undefined): number {
+  return gpu ? tableShardRows(s.vocabSize, s.hiddenSize, bytesPerValue, gpu.limits.maxStorageBufferBindingSize ?? Infinity) : s.vocabSize;
+}
+
+/** Pool bytes of one [V, H] table: one buffer, or its row shards (GpuBackend.allocRows). */
+function tableBytesOf(s: MemoryShape, dtype: "f32" | "f16", gpu: Gpu | undefined): number {
+  const per = tableRows(s, dtype === "f16" ? 2 : 4, gpu);
+  const bytes = dtype === "f16" ? f16Bytes : f32Bytes;
+  let total = 0;
+  for (let v0 = 0; v0 < s.vocabSize; v0 += per) total += bytes(Math.min(per, s.vocabSize - v0) * s.hiddenSize);
+  return total;
+}
+
 export function memoryReport(s: MemoryShape, lora: LoraConfig, o: MemoryOptions): MemoryReport {
   const c = resolveLoraConfig(lora);
   const H = s.hiddenSize, q = s.numHeads * s.headDim, kv = s.numKvHeads * s.headDim, I = s.intermediateSize;
@@ -136,7 +152,7 @@ export function memoryReport(s: MemoryShape, lora: LoraConfig, o: MemoryOptions)
   const layerOther = [H, H, ...(s.qkvBias ? [q, kv, kv] : []), ...(s.oBias ? [H] : []), ...(s.qkNorm ? [s.headDim, s.headDim] : [])];
   const tables = [s.vocabSize * H, ...(s.tieWordEmbeddings ? [] : [s.vocabSize * H])];
   const f32Tensors = [H, ...Array.from({ length: L }, () => layerOther).flat()];
-  const baseOtherBytes = tables.reduce((a, n) => a + tableBytes(n), 0) + f32Tensors.reduce((a, n) => a + f32Bytes(n), 0);
+  const baseOtherBytes = tables.length * tableBytesOf(s, dtype, o.gpu) + f32Tensors.reduce((a, n) => a + f32Bytes(n), 0);
   const otherParams = [...tables, ...f32Tensors].reduce((a, n) => a + n, 0);
 
   const step = replayStep(s, c.targets, c.r, c.dropout > 0, o);
@@ -258,13 +274,14 @@ interface KernelScratch {
   rmsnormBackward(rows: number, H: number): number[];
 }
 
-function kernelScratch(s: MemoryShape, gpu: Gpu | undefined): KernelScratch {
+function kernelScratch(s: MemoryShape, gpu: Gpu | undefined, tableBytesPerValue: number): KernelScratch {
   const V = s.vocabSize, H = s.hiddenSize;
   if (gpu) {
+    const shardRows = tableRows(s, tableBytesPerValue, gpu);
     return {
-      lmHeadForward: (M) => Math.max(16, lmHeadForwardPlan(gpu, M, V, H).scratchBytes),
+      lmHeadForward: (M) => Math.max(16, lmHeadForwardPlan(gpu, M, V, H, shardRows).scratchBytes),
       lmHeadBackward: (M) => {
-        const p = lmHeadBackwardPlan(gpu, M, V, H);
+        const p = lmHeadBackwardPlan(gpu, M, V, H, { shardRows });
         return [M * 16, M * 4, p.R * p.Vc * 4, p.S > 1 ? p.S * p.R * H * 4 : 0];
       },
       rmsnormBackward: (rows, h) => {
@@ -295,8 +312,8 @@ function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: b
   const H = s.hiddenSize, q = s.numHeads * s.headDim, kv = s.numKvHeads * s.headDim, I = s.intermediateSize;
   const pool = new PoolReplay();
   const e = new EngineReplay(pool);
-  const ks = kernelScratch(s, o.gpu);
   const f16Base = (o.dtype ?? "f32") === "f16";
+  const ks = kernelScratch(s, o.gpu, f16Base ? 2 : 4);
   // Parameters: frozen (no gradient) or LoRA (gradient on first use). Their own buffers are static (not replayed).
   const param = (n: number, rg: boolean): Rt => ({ n, rg, buf: null, grad: null });
 

@@ -5,7 +5,7 @@
 // model-0000i-of-0000n.safetensors plus model.safetensors.index.json. Tokenizer files are copied from a folder
 // (the real Qwen2.5 tokenizer, for example) or a character tokenizer is generated. Meant for tests and benchmarks
 // that need the real shapes without downloading weights; write it to a temp folder, never into the repository.
-import { copyFile, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parameterSpecs, parseModelConfig, type ModelConfig } from "./config.js";
 import { initialValueChunks, type InitOptions, type StorageDtype } from "./generate.js";
@@ -100,6 +100,9 @@ async function writeTokenizerFiles(dir: string, from: string | undefined): Promi
   const present = new Set(await readdir(from).catch(() => [] as string[]));
   const copied = TOKENIZER_FILES.filter((f) => present.has(f));
   if (!copied.includes("tokenizer.json")) throw new Error(`${from}: no tokenizer.json in the tokenizer folder`);
-  for (const f of copied) await copyFile(join(from, f), join(dir, f));
+  for (const f of copied) {
+    await copyFile(join(from, f), join(dir, f));
+    await chmod(join(dir, f), 0o644); // a read-only source (a shared data folder) must not make the copy read-only
+  }
   return copied;
 }
