@@ -13,14 +13,12 @@ import {
   flattenOverrides,
   listPresets,
   loadPreset,
-  lrFactor,
   parseOverrides,
   presetDir,
   resolveConfig,
-  rlMaxNewTokensAt,
-  sftTotalSteps,
   validateConfig,
 } from "./config.js";
+import { rlMaxNewTokens, sftSchedule, stageIndexAt } from "../train/schedule.js";
 
 const errorOf = (f: () => unknown): ConfigError => {
   try {
@@ -61,7 +59,8 @@ describe("presets", () => {
     expect(c.rl).toMatchObject({ algo: "dr_grpo", G: 8, temperature: 0.8, maxNewTokens: 384, ppoEpochs: 2, clipGradNorm: 1 });
     expect(c.sft).toMatchObject({ lr: 2e-5, batchSize: 4, epochs: 1 });
     expect(c.data.trainSize).toBe(5000);
-    expect(sftTotalSteps(c)).toBe(1250);
+    // One epoch over 5000 examples in steps of batchSize 4 × gradAccum 1 (the step count SFT runs).
+    expect(sftSchedule(c, 5000)).toEqual({ perEpoch: 1250, total: 1250 });
     // A missing folder is named as such.
     expect(errorOf(() => resolveConfig({ preset: "qwen2.5-math-1.5b-dr-grpo", overrides: [["model.dir", join(ck, "nope")]] })).message).toMatch(/model\.dir = ".*nope" does not exist/);
   });
@@ -84,6 +83,23 @@ describe("presets", () => {
     expect(c.rl.G).toBe(DEFAULT_CONFIG.rl.G);
     expect(c.sft.steps).toBe(7);
     expect(c.sft.epochs).toBeUndefined();
+    // Either/or keys, optional-object defaults and typed values: the preset is merged as typed overrides.
+    const gen = join(dir, "gen.json");
+    writeFileSync(gen, JSON.stringify({ model: { generate: { hidden: 32 } }, sft: { epochs: 2, steps: null }, output: { wandb: { project: "p" } }, lora: { targets: "all-linear" } }));
+    const raw = loadPreset(gen) as Record<string, any>;
+    expect(raw.model).toEqual({ generate: { ...GENERATED_MODEL_DEFAULTS, hidden: 32 }, quant: "none", dtype: "f32", doubleQuant: false });
+    expect(raw.sft.steps).toBeUndefined();
+    expect(raw.sft.epochs).toBe(2);
+    expect(raw.output.wandb).toEqual({ project: "p", baseUrl: "https://api.wandb.ai" });
+    expect(resolveConfig({ preset: gen }).lora.targets).toEqual([...LORA_TARGET_NAMES]);
+    const empty = join(dir, "empty-generate.json");
+    writeFileSync(empty, JSON.stringify({ model: { generate: {} } }));
+    expect(resolveConfig({ preset: empty }).model).toMatchObject({ generate: GENERATED_MODEL_DEFAULTS });
+    expect(resolveConfig({ preset: empty }).model.dir).toBeUndefined();
+    // A JSON string where a number belongs is a validation error, not coerced as a CLI string would be.
+    const str = join(dir, "str.json");
+    writeFileSync(str, JSON.stringify({ rl: { G: "4" } }));
+    expect(errorOf(() => resolveConfig({ preset: str })).message).toMatch(/rl\.G = "4" is not allowed: expected an integer >= 1/);
   });
 });
 
@@ -151,9 +167,8 @@ describe("overrides", () => {
     expect(c.name).toBe("run-1");
     expect(c.seed).toBe(7);
     expect(c.lora.targets).toEqual(["q_proj", "v_proj"]);
-    expect(rlMaxNewTokensAt(c, 0)).toBe(16);
-    expect(rlMaxNewTokensAt(c, 25)).toBe(32);
-    expect(rlMaxNewTokensAt(c, 59)).toBe(64);
+    // 60 RL steps over 3 length stages: 20 steps each (the budget the RL loop uses at each step).
+    expect([0, 19, 20, 25, 39, 40, 59].map((s) => rlMaxNewTokens(c, stageIndexAt(c, s)))).toEqual([16, 16, 32, 32, 32, 64, 64]);
     // Short aliases.
     const a = parseOverrides(["--model", "/m", "--algo=gspo", "--data", "d.jsonl"]);
     expect(a.overrides).toEqual([["model.dir", "/m"], ["rl.algo", "gspo"], ["data.source", "d.jsonl"]]);
@@ -193,13 +208,22 @@ describe("overrides", () => {
   });
 });
 
-describe("schedules", () => {
-  it("warm-up then cosine / linear / constant", () => {
-    expect(lrFactor("cosine", 0, 110, 10)).toBeCloseTo(0.1);
-    expect(lrFactor("cosine", 10, 110, 10)).toBeCloseTo(1);
-    expect(lrFactor("cosine", 60, 110, 10)).toBeCloseTo(0.5);
-    expect(lrFactor("linear", 60, 110, 10)).toBeCloseTo(0.5);
-    expect(lrFactor("linear", 110, 110, 10)).toBeCloseTo(0);
-    expect(lrFactor("constant", 100, 110, 10)).toBe(1);
+describe("step schedules the pipeline runs (train/schedule.ts)", () => {
+  it("SFT steps: sft.steps, or epochs over whole batchSize × gradAccum steps of the usable examples", () => {
+    const c = resolveConfig({ overrides: [["sft.epochs", 2.5], ["sft.batchSize", 8], ["sft.gradAccum", 2]] });
+    expect(c.sft.steps).toBeUndefined();
+    expect(sftSchedule(c, 100)).toEqual({ perEpoch: 6, total: 15 }); // floor(100 / 16) = 6 per epoch, 6 × 2.5
+    expect(sftSchedule(c, 3)).toEqual({ perEpoch: 1, total: 3 }); // fewer examples than a step: one step per epoch
+    expect(sftSchedule(resolveConfig(), 2000)).toEqual({ perEpoch: 125, total: 40 }); // the default sets sft.steps
+    expect(sftSchedule(resolveConfig({ overrides: [["sft.enabled", false]] }), 2000).total).toBe(0);
+  });
+
+  it("length stages advance by step count; without stages the budget is rl.maxNewTokens", () => {
+    const c = resolveConfig({ overrides: [["rl.steps", 7], ["rl.maxNewTokens", 40], ["rl.lengthStages", "10,20,40"]] });
+    expect(Array.from({ length: 7 }, (_, s) => stageIndexAt(c, s))).toEqual([0, 0, 0, 1, 1, 2, 2]); // floor(s·3/7)
+    expect(rlMaxNewTokens(c, 5)).toBe(40);
+    expect(rlMaxNewTokens(c, 9)).toBe(40); // an early advance past the last stage stays there
+    const plain = resolveConfig();
+    expect([0, 29].map((s) => rlMaxNewTokens(plain, stageIndexAt(plain, s)))).toEqual([40, 40]);
   });
 });

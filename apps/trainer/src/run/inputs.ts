@@ -6,7 +6,7 @@ import type { MathRecord } from "@nr/data";
 import type { ModelTokenizer } from "@nr/model";
 import type { TrainConfig } from "./config.js";
 import { DataError, type RunData } from "./data.js";
-import { checkpointContextWindow, contextProblems } from "./rules.js";
+import { checkpointContextWindow, contextProblems } from "./config/rules.js";
 
 /** One SFT example: prompt and completion token ids (the same shape as train/loop's SftExampleIds). */
 export interface SftExampleTokens {

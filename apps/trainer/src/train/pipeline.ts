@@ -6,15 +6,17 @@
 // sequence length checks GPU memory before step 1.
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { createGpu, GpuError, type Gpu } from "@nr/kernels";
+import { createGpu } from "@nr/kernels";
 import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autograd";
-import { generateModel, loadDecoder, type Decoder } from "@nr/model";
+import { generateModel, loadDecoder } from "@nr/model";
 import { LoraModel, savePeftAdapter, type LoraConfig, type LoraTarget } from "@nr/lora";
 import { WebGpuGenerator } from "@nr/rollout";
 import { preset, type AlgoName } from "@nr/algos";
 import { mathReward } from "@nr/rewards";
 import { defaultGrader, ProgressBar, syntheticWords, thinks, type GradeFn } from "@nr/data";
-import { RunFolder, resolveModelDir, rlMaxNewTokensAt, writeReport, type Override, type TrainConfig } from "../run/index.js";
+import { RunFolder, resolveModelDir, writeReport, type Override, type TrainConfig } from "../run/index.js";
+import { preflight } from "./preflight.js";
+import { rlMaxNewTokens, sftSchedule, stageIndexAt } from "./schedule.js";
 import { loadRunData, recordDataSplit } from "../run/data.js";
 import { resumeConfig } from "../run/resume.js";
 import { checkInputs } from "../run/inputs.js";
@@ -271,8 +273,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
     // ---- SFT: masked completion loss, length-bucketed batches, schedule with warm-up, gradient accumulation
     const bs = config.sft.batchSize, accum = config.sft.gradAccum;
     const perStep = bs * accum;
-    const perEpoch = Math.max(1, Math.floor(sftExamples.length / perStep));
-    const sftTotal = config.sft.enabled ? (config.sft.steps ?? Math.max(1, Math.round(perEpoch * (config.sft.epochs ?? 1)))) : 0;
+    const { perEpoch, total: sftTotal } = sftSchedule(config, sftExamples.length);
     if (config.sft.enabled && sftExamples.length === 0) throw new Error(`sft: no usable examples (records need a solution and must fit sft.maxSeqLen = ${config.sft.maxSeqLen} tokens)`);
     const epochOrder = new Map<number, number[]>();
     const sftBatch = (s: number): SftExampleIds[][] => {
@@ -354,7 +355,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
           return out;
         };
         state.stage = Math.max(state.stage, stageIndexAt(config, s));
-        const maxNew = config.rl.lengthStages.length ? config.rl.lengthStages[Math.min(state.stage, config.rl.lengthStages.length - 1)] : rlMaxNewTokensAt(config, s);
+        const maxNew = rlMaxNewTokens(config, state.stage);
         gpu.pool.resetPeak();
         if (nanAt.has(`rl:${s + 1}!`)) poison(policyParams[0]);
         await remote?.publish(lora, "policy", s);
@@ -462,51 +463,4 @@ export function describeEval(r: EvalRecord, sampleTemperature: number): string {
   const g = `greedy ${(100 * r.accuracy).toFixed(1)}%${think}`;
   if (!r.samples) return g;
   return `${g} · avg@${r.samples} (T ${sampleTemperature}) ${(100 * (r.avgAtK ?? 0)).toFixed(1)}% · pass@${r.samples} ${(100 * (r.passAtK ?? 0)).toFixed(1)}%`;
-}
-
-/** Length stage reached by step count alone. */
-function stageIndexAt(c: TrainConfig, step: number): number {
-  const st = c.rl.lengthStages;
-  if (st.length === 0 || c.rl.steps === 0) return 0;
-  return Math.min(st.length - 1, Math.floor((step * st.length) / c.rl.steps));
-}
-
-/**
- * One forward + backward at the longest sequences each phase will see (SFT: batchSize × the longest example; RL: the
- * rows of a minibatch × (longest prompt + the largest completion budget)), with no update. A GPU out-of-memory error
- * here becomes a message with the knobs to turn, instead of a crash at step 137.
- */
-async function preflight(a: { gpu: Gpu; engine: Engine; decoder: Decoder; lora: LoraModel; config: TrainConfig; sftExamples: SftExampleIds[]; rlPromptLen: number; pad: number; log: (l: string) => void }) {
-  const { gpu, engine: e, decoder, config, pad } = a;
-  const probe = async (phase: string, rows: number, len: number, checkpoint: boolean, knobs: string) => {
-    if (rows <= 0 || len < 2) return;
-    gpu.pool.resetPeak();
-    const ids = Array.from({ length: len }, (_, i) => (i * 7 + 3) % Math.max(2, decoder.config.vocabSize));
-    const { makeBatch } = await import("@nr/model");
-    try {
-      await e.scope(async () => {
-        const b = makeBatch(e, Array.from({ length: rows }, () => ids), { pad });
-        const res = decoder.forward(b, { checkpoint });
-        decoder.backward(res, new Float64Array(rows * len).fill(-1 / (rows * len)));
-        await res.logp.read();
-      });
-      for (const t of a.lora.parameters("policy")) {
-        t.grad?.dispose();
-        t.grad = null;
-      }
-    } catch (err) {
-      if (err instanceof GpuError && err.kind === "out-of-memory") throw new Error(`pre-flight: one ${phase} step at ${rows} sequences × ${len} tokens does not fit in GPU memory (${err.message}). ${knobs}`);
-      throw err;
-    }
-    a.log(`pre-flight: ${phase} step at ${rows} × ${len} tokens fits (GPU pool peak ${(gpu.pool.getStats().peakAllocatedBytes / 2 ** 20).toFixed(1)} MiB; largest buffer allowed ${(gpu.limits.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB)`);
-  };
-  if (config.sft.enabled && a.sftExamples.length) {
-    const longest = Math.max(...a.sftExamples.map((x) => x.promptIds.length + x.completionIds.length));
-    await probe("SFT", config.sft.batchSize, longest, config.sft.checkpointing, "Lower sft.batchSize (raise sft.gradAccum to keep the effective batch), set sft.checkpointing true, or lower sft.maxSeqLen.");
-  }
-  if (config.rl.enabled && config.rl.steps > 0) {
-    const budget = Math.max(config.rl.maxNewTokens, ...config.rl.lengthStages);
-    const rows = config.rl.microBatchRows > 0 ? config.rl.microBatchRows : Math.ceil((config.rl.promptsPerStep * config.rl.G) / config.rl.miniBatches);
-    await probe("RL", rows, a.rlPromptLen + budget, config.sft.checkpointing, "Set rl.microBatchRows (completions per forward pass), raise rl.miniBatches, lower rl.maxNewTokens / rl.G, or set sft.checkpointing true (used by RL too).");
-  }
 }

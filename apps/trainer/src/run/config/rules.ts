@@ -3,7 +3,36 @@
 // value and a fix; validateConfig lists them all at once, before any model is loaded.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { TrainConfig } from "./config.js";
+import type { TrainConfig } from "./types.js";
+import { CONFIG_SCHEMA, describe, show, type Leaf } from "./schema.js";
+
+/** Every rule across keys (model shape, quantisation, difficulty, RL batch shapes, length stages, name, sampling). */
+export function crossFieldProblems(c: TrainConfig): string[] {
+  const problems: string[] = [];
+  const g = c.model.generate;
+  if (g) {
+    if (g.hidden % g.heads !== 0) problems.push(`model.generate.hidden = ${g.hidden} must be divisible by model.generate.heads = ${g.heads}`);
+    else if ((g.hidden / g.heads) % 2 !== 0) problems.push(`model.generate.hidden / heads = ${g.hidden / g.heads} must be even (RoPE rotates pairs)`);
+    if (g.heads % g.kvHeads !== 0) problems.push(`model.generate.heads = ${g.heads} must be a multiple of model.generate.kvHeads = ${g.kvHeads}`);
+  }
+  if (c.model.dtype === "f16" && c.model.quant === "nf4") problems.push(`model.dtype = "f16" needs model.quant = "none" (an NF4 base keeps its own 4-bit storage)`);
+  if (c.model.doubleQuant && c.model.quant !== "nf4") problems.push(`model.doubleQuant = true needs model.quant = "nf4" (got "${c.model.quant}")`);
+  if (c.data.difficulty.minSteps > c.data.difficulty.maxSteps) problems.push(`data.difficulty.minSteps = ${c.data.difficulty.minSteps} must be <= data.difficulty.maxSteps = ${c.data.difficulty.maxSteps}`);
+  if (c.rl.G < 2 && c.rl.algo !== "ppo") problems.push(`rl.G = ${c.rl.G} is too small for rl.algo = "${c.rl.algo}": group-relative advantages need rl.G >= 2 (only "ppo" works with 1)`);
+  const rollouts = c.rl.G * c.rl.promptsPerStep;
+  if (c.rl.miniBatches > rollouts) problems.push(`rl.miniBatches = ${c.rl.miniBatches} exceeds the ${rollouts} completions per step (rl.G × rl.promptsPerStep)`);
+  const st = c.rl.lengthStages;
+  for (let i = 0; i < st.length; i++) {
+    if (i > 0 && st[i] <= st[i - 1]) problems.push(`rl.lengthStages must increase (got ${st.join(",")})`);
+    if (st[i] > c.rl.maxNewTokens) problems.push(`rl.lengthStages[${i}] = ${st[i]} exceeds rl.maxNewTokens = ${c.rl.maxNewTokens}`);
+  }
+  if (!c.sft.enabled && !c.rl.enabled) problems.push(`sft.enabled and rl.enabled are both false: nothing to train`);
+  for (const url of c.rl.rollout?.servers ?? []) if (!/^https?:\/\/[^/\s]+/.test(url)) problems.push(`rl.rollout.servers: ${show(url)} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)`);
+  if (c.rl.rollout && c.rl.rollout.tisCap > 0 && c.rl.rollout.tisCap < 1) problems.push(`rl.rollout.tisCap = ${c.rl.rollout.tisCap} must be 0 (off) or >= 1 (a cap below 1 would shrink every token's weight)`);
+  if (!/^[\w.-]+$/.test(c.name) || c.name === "." || c.name === "..") problems.push(`name = ${show(c.name)} is not allowed: expected ${describe(CONFIG_SCHEMA.fields.name as Leaf)}`);
+  problems.push(...samplingProblems(c));
+  return problems;
+}
 
 /** Temperatures and batch sizes that only fail deep inside a run (at the first sampled token, after SFT). */
 export function samplingProblems(c: TrainConfig): string[] {
