@@ -76,10 +76,11 @@ export function walk(n: Node, visit: (n: Node) => void): void {
   }
 }
 
+/** Free variables; the index of a `\\sum`/`\\prod` (named `#k` by the parser) is bound, not free. */
 export function freeSymbols(n: Node): string[] {
   const out = new Set<string>();
   walk(n, (m) => {
-    if (m.t === "sym") out.add(m.name);
+    if (m.t === "sym" && m.name[0] !== "#") out.add(m.name);
   });
   return [...out].sort();
 }

@@ -9,6 +9,7 @@
  */
 import type { Node } from "./ast.js";
 import { gammaReal } from "./complex.js";
+import { bigOperatorRange } from "./evaluate.js";
 import type { Budget } from "./limits.js";
 
 export interface Ball {
@@ -437,6 +438,24 @@ function fnBall(name: string, args: Ball[]): Ball {
   }
 }
 
+function bigOperatorBall(n: Node & { t: "fn" }, env: Map<string, Ball>, budget: Budget): Ball {
+  const [index, lo, hi, term] = n.args;
+  if (n.args.length !== 4 || index.t !== "sym") return unknown(`malformed ${n.name}`);
+  const a = ballEval(lo, env, budget);
+  const b = ballEval(hi, env, budget);
+  const range = isExactInt(a) && isExactInt(b) ? bigOperatorRange(a.re, b.re) : null;
+  if (!range) return unknown(`${n.name} over a range that is not a short run of integers`);
+  const inner = new Map(env);
+  let acc = exactBall(n.name === "sum" ? 0 : 1);
+  for (let k = range[0]; k <= range[1]; k++) {
+    inner.set(index.name, exactBall(k));
+    const v = ballEval(term, inner, budget);
+    acc = n.name === "sum" ? add(acc, v) : mul(acc, v);
+    if (!isKnown(acc)) return acc;
+  }
+  return acc;
+}
+
 /** Certified value of a tree at the exact point `env`. `\infty` is unknown here (the caller compares it structurally). */
 export function ballEval(n: Node, env: Map<string, Ball>, budget: Budget): Ball {
   budget.tick();
@@ -473,6 +492,7 @@ export function ballEval(n: Node, env: Map<string, Ball>, budget: Budget): Ball 
     case "fact":
       return gamma(add(ballEval(n.a, env, budget), ONE));
     case "fn":
+      if (n.name === "sum" || n.name === "prod") return bigOperatorBall(n, env, budget);
       return fnBall(n.name, n.args.map((a) => ballEval(a, env, budget)));
     default:
       return unknown("not a number");

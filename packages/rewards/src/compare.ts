@@ -193,8 +193,17 @@ export class Comparer {
     if (a.length === 1 && b.length > 1 && b[0].length === 1) a = a[0].map((x) => [x]);
     if (b.length === 1 && a.length > 1 && a[0].length === 1) b = b[0].map((x) => [x]);
     if (a.length !== b.length || a[0].length !== b[0].length) return this.set("matrix shape", false);
-    for (let i = 0; i < a.length; i++) for (let j = 0; j < a[i].length; j++) if (!this.scalar(a[i][j], b[i][j])) return this.set("matrix entry", false);
+    for (let i = 0; i < a.length; i++)
+      for (let j = 0; j < a[i].length; j++) if (!this.scalar(a[i][j], b[i][j]) && !this.roundedEntry(a[i][j], b[i][j])) return this.set("matrix entry", false);
     return this.set("matrix", true);
+  }
+
+  /** A gold matrix entry written with 2 or 3 decimals is that value rounded: the entry must round to it (±half a unit). */
+  private roundedEntry(p: Node, g: Node): boolean {
+    const d = decimalsOf(g);
+    if (d === null || d < 2 || d > 3 || d >= this.opts.floatPrecision || hasInf(p) || freeSymbols(p).length > 0) return false;
+    const v = decide(this.ballConst(p), this.ballConst(g), 0.5 * 10 ** -d * (1 + 1e-9));
+    return this.certified(v, `matrix entry rounded to ${d} decimals`);
   }
 
   private records(p: Val, g: Val): boolean {
@@ -481,6 +490,7 @@ export class Comparer {
     let g = g0;
     if (show(p) === show(g)) return this.set("identical", true);
     const decimals = hasDecimal(p) || hasDecimal(g);
+    if (this.bigOperators(p, g, decimals)) return true;
     let ps = freeSymbols(p);
     const gs = freeSymbols(g);
     if (!this.opts.strictVariables && ps.join(",") !== gs.join(",") && ps.length === gs.length) {
@@ -490,6 +500,22 @@ export class Comparer {
     ps = union(ps, freeSymbols(g));
     if (ps.length === 0) return this.constants(p, g, decimals);
     return this.identity(p, g, ps, decimals);
+  }
+
+  /**
+   * Two sums (or products) with the same limits whose terms are the same function of the index (`\\sum_{k=1}^n 2k`
+   * vs `\\sum_{j=1}^n j\\cdot 2`): equal without evaluating them, which symbolic limits would not allow.
+   */
+  private bigOperators(p: Node, g: Node, decimals: boolean): boolean {
+    const sp = stripGroup(p);
+    const sg = stripGroup(g);
+    if (sp.t !== "fn" || sg.t !== "fn" || sp.name !== sg.name || (sp.name !== "sum" && sp.name !== "prod")) return false;
+    const [ip, lp, hp, tp] = sp.args;
+    const [ig, lg, hg, tg0] = sg.args;
+    if (ip.t !== "sym" || ig.t !== "sym" || !this.scalar(lp, lg) || !this.scalar(hp, hg)) return false;
+    const tg = renameSyms(tg0, new Map([[ig.name, ip.name]]));
+    const syms = union(union(freeSymbols(tp), freeSymbols(tg)), [ip.name]);
+    return this.identity(tp, tg, syms, decimals) && this.set(`${sp.name} term by term`, true);
   }
 
   private constants(p: Node, g: Node, decimals: boolean): boolean {
@@ -668,6 +694,15 @@ function spell(n: Node): string | null {
   return null;
 }
 
+const stripGroup = (n: Node): Node => (n.t === "group" ? stripGroup(n.a) : n);
+
+/** Digits after the point of a plain decimal literal (`0.29` → 2, `-1.186` → 3), else null. */
+function decimalsOf(n: Node): number | null {
+  if (n.t === "neg") return decimalsOf(n.a);
+  if (n.t !== "num" || !n.dec || !/^\d*\.\d+$/.test(n.raw)) return null;
+  return n.raw.length - n.raw.indexOf(".") - 1;
+}
+
 function union(a: string[], b: string[]): string[] {
   return [...new Set([...a, ...b])].sort();
 }
@@ -702,10 +737,18 @@ function constantChain(r: Val & { k: "rel" }): Node | null {
 
 const isConstNode = (n: Node) => !some(n, (m) => m.t === "sym");
 const symName = (n: Node): string | null => (n.t === "sym" ? n.name : n.t === "group" ? symName(n.a) : null);
+/** The quantity a one-variable range describes: a variable, or its absolute value (`1 \\le |z| \\le 2`). */
+const rangeName = (n: Node): string | null => {
+  if (n.t === "fn" && n.name === "abs" && n.args.length === 1) {
+    const s = symName(n.args[0]);
+    return s === null ? null : `|${s}|`;
+  }
+  return symName(n);
+};
 
 function relVar(r: Val & { k: "rel" }): string | null {
   for (const t of r.terms) {
-    const s = symName(t);
+    const s = rangeName(t);
     if (s) return s;
   }
   return null;
@@ -719,11 +762,11 @@ export function relToSet(r: Val & { k: "rel" }): Val | null {
   if (r.terms.length === 2) {
     let [a, b] = r.terms;
     let op: string = r.ops[0];
-    if (symName(b) && isConstNode(a) && !symName(a)) {
+    if (rangeName(b) && isConstNode(a) && !rangeName(a)) {
       [a, b] = [b, a];
       op = flip[op] ?? op;
     }
-    if (!symName(a) || !isConstNode(b)) return null;
+    if (!rangeName(a) || !isConstNode(b)) return null;
     switch (op) {
       case "<":
         return { k: "interval", lo: negInf, hi: b, lc: false, hc: false };
@@ -747,7 +790,7 @@ export function relToSet(r: Val & { k: "rel" }): Val | null {
   }
   if (r.terms.length === 3) {
     const [a, x, b] = r.terms;
-    if (!symName(x) || !isConstNode(a) || !isConstNode(b)) return null;
+    if (!rangeName(x) || !isConstNode(a) || !isConstNode(b)) return null;
     const [o1, o2] = r.ops;
     const up = (o: string) => o === "<" || o === "<=";
     const down = (o: string) => o === ">" || o === ">=";

@@ -216,6 +216,9 @@ function exactFn(name: string, args: Node[], env: Map<string, CQ> | null, budget
       for (const x of v) if ((name === "max" ? x.cmp(best) : best.cmp(x)) > 0) best = x;
       return CQ.real(best);
     }
+    case "sum":
+    case "prod":
+      return exactBigOperator(name, args, env, budget);
     case "gcd":
     case "lcm": {
       const v = realArgs(args, env, budget);
@@ -238,6 +241,35 @@ function exactFn(name: string, args: Node[], env: Map<string, CQ> | null, budget
     default:
       return null;
   }
+}
+
+/** Terms a `\\sum`/`\\prod` may have to be evaluated term by term (exactly or with error bounds). */
+export const MAX_TERMS = 1000;
+
+/** The integer range of a `\\sum`/`\\prod` with concrete limits, or null (symbolic or too long). */
+export function bigOperatorRange(lo: number | bigint, hi: number | bigint): [number, number] | null {
+  const a = Number(lo);
+  const b = Number(hi);
+  if (!Number.isSafeInteger(a) || !Number.isSafeInteger(b) || b - a + 1 > MAX_TERMS) return null;
+  return [a, b];
+}
+
+function exactBigOperator(name: "sum" | "prod", args: Node[], env: Map<string, CQ> | null, budget: Budget): CQ | null {
+  const [index, lo, hi, term] = args;
+  if (args.length !== 4 || index.t !== "sym") return null;
+  const limits = realArgs([lo, hi], env, budget);
+  if (!limits || !limits[0].isInt || !limits[1].isInt) return null;
+  const range = bigOperatorRange(limits[0].n, limits[1].n);
+  if (!range) return null;
+  const inner = new Map(env ?? []);
+  let acc = CQ.real(name === "sum" ? Q.ZERO : Q.ONE);
+  for (let k = range[0]; k <= range[1]; k++) {
+    inner.set(index.name, CQ.real(Q.int(k)));
+    const v = exactEval(term, inner, budget);
+    if (!v) return null;
+    acc = name === "sum" ? acc.add(v) : acc.mul(v);
+  }
+  return acc;
 }
 
 /** State of one numeric evaluation. */

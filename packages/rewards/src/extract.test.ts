@@ -7,10 +7,14 @@ describe("math spans", () => {
     const s = "a $x$ b $$y\nz$$ c \\(u\\) d \\[v\\] e \\$5 and $p \\$ q$";
     expect(findMathSpans(s).map((m) => m.content)).toEqual(["x", "y\nz", "u", "v", "p \\$ q"]);
   });
-  it("inline spans stay on one line; a lone $ is currency", () => {
+  it("\\(…\\) stays on one line; $…$ may break lines; a lone $ is currency", () => {
     expect(findMathSpans("Answer \\( \n 9 \n \\)").map((m) => m.content)).toEqual([]);
     expect(findMathSpans("costs $5 and\nthen $6").map((m) => m.content)).toEqual([]);
     expect(findMathSpans("Answer \\[ \n 9 \n \\]").map((m) => m.content.trim())).toEqual(["9"]);
+    // `$…$` may break lines inside a paragraph (not across a blank line)
+    expect(findMathSpans("The answer is $\n 9 \n$.").map((m) => m.content.trim())).toEqual(["9"]);
+    expect(findMathSpans("so $x =\n3$").map((m) => m.content)).toEqual(["x =\n3"]);
+    expect(findMathSpans("costs $5.\n\nThen $x$").map((m) => m.content)).toEqual(["x"]);
   });
   it("unwraps a whole-string environment only", () => {
     expect(unwrapWholeMath(" $\\frac12$. ")).toBe("\\frac12");

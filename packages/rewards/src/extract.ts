@@ -165,8 +165,8 @@ export interface Span {
 }
 
 /**
- * Math spans `$…$`, `$$…$$`, `\(…\)`, `\[…\]` in order. Inline spans (`$`, `\(`) must sit on one line
- * (Math-Verify's rule); an inline `$` without a partner on its line is a currency sign.
+ * Math spans `$…$`, `$$…$$`, `\(…\)`, `\[…\]` in order. `\(…\)` must sit on one line (Math-Verify's rule);
+ * an inline `$…$` may break lines but not paragraphs, and a `$` without a partner in its paragraph is a currency sign.
  */
 export function findMathSpans(s: string, max = 10_000): Span[] {
   const out: Span[] = [];
@@ -191,6 +191,7 @@ export function findMathSpans(s: string, max = 10_000): Span[] {
           continue;
         }
         const content = s.slice(i + 2, closeParen);
+        // `\(…\)` stays on one line (Math-Verify); only `$…$` may be broken across lines
         if (content.indexOf("\n") >= 0) {
           i++;
           continue;
@@ -224,12 +225,16 @@ export function findMathSpans(s: string, max = 10_000): Span[] {
       i = k + 1;
       continue;
     }
-    // inline: the next unescaped `$` on the same line
+    // inline: the next unescaped `$` in the same paragraph (models break lines inside `$…$`; a blank line ends it)
     let k = i + 1;
     let found = -1;
+    let multiline = false;
     while (k < s.length) {
       const c2 = s[k];
-      if (c2 === "\n") break;
+      if (c2 === "\n") {
+        if (endsParagraph(s, k)) break;
+        multiline = true;
+      }
       if (c2 === "\\") {
         k += 2;
         continue;
@@ -240,14 +245,21 @@ export function findMathSpans(s: string, max = 10_000): Span[] {
       }
       k++;
     }
-    if (found < 0) {
-      // No partner on this line: currency. Continue after the line to stay linear.
-      continue;
-    }
+    // No partner: currency. Across lines, `$5 … $6` (a digit right after the opening or the closing sign) is currency too.
+    if (found < 0 || (multiline && (isDigitAt(s, i + 1) || isDigitAt(s, found + 1)))) continue;
     out.push({ start: i, end: found + 1, content: s.slice(i + 1, found), display: false });
     i = found;
   }
   return out;
+}
+
+const isDigitAt = (s: string, k: number): boolean => k < s.length && s[k] >= "0" && s[k] <= "9";
+
+/** Whether the newline at `k` is followed by an empty line (or the end). */
+function endsParagraph(s: string, k: number): boolean {
+  let j = k + 1;
+  while (j < s.length && (s[j] === " " || s[j] === "\t" || s[j] === "\r")) j++;
+  return j >= s.length || s[j] === "\n";
 }
 
 /** If the whole (trimmed) string is one math environment, its content; else null. */

@@ -6,7 +6,7 @@
  * Plain conventions: `log(x)` is natural, `log(x, b)` base b; `2e3` and `1500E-1` are scientific notation.
  * Depth, token and node counts are capped (limits.ts); anything unsupported throws ParseError.
  */
-import type { Node, RelOp } from "./ast.js";
+import { type Node, type RelOp, renameSymbols } from "./ast.js";
 import { LIMITS, ParseError } from "./limits.js";
 
 const { MAX_TOKENS, MAX_NODES, MAX_DEPTH, MAX_ITEMS, MAX_LITERAL_DIGITS, MAX_ANSWER_CHARS } = LIMITS;
@@ -59,7 +59,7 @@ const MATRIX_ENVS = new Set(["pmatrix", "bmatrix", "Bmatrix", "vmatrix", "Vmatri
 /** Commands that can start an operand (for implicit multiplication). */
 const PRIMARY_CMDS = new Set([
   "frac", "sqrt", "binom", "pi", "infty", "begin", "mathbb", "emptyset", "varnothing", "lfloor", "lceil", "langle", "lvert",
-  "vert", "text",
+  "vert", "text", "sum", "prod",
 ]);
 /** Command prefixes split off a glued unknown command (`\quadx`, `\pix`). */
 const GLUE_PREFIXES = ["qquad", "quad", "cdot", "times", "infty", "pi", "pm", "mp"];
@@ -258,7 +258,8 @@ export function tokenize(src: string): Tok[] {
     if (run.length === 1) return push({ k: "id", v: run, sp });
     // plain Greek names (`theta`, `alpha_1`, `nu`) are the LaTeX symbols (a whole letter run only: `beta`, not `b·e·t·a`)
     if (GREEK.has(run)) return push({ k: "cmd", v: run, sp });
-    if (run.length <= 3 && !TEXT_WORDS.has(lower)) {
+    // `NO`, `BO`, `ABC` in capitals are points (`\\frac{NO}{BO}`); a text answer `NO` still matches by its spelling
+    if (run.length <= 3 && (!TEXT_WORDS.has(lower) || /^[A-Z]+$/.test(run))) {
       for (const c of run) push({ k: "id", v: c, sp });
       return;
     }
@@ -465,10 +466,26 @@ class Parser {
       case "cmd":
         return PRIMARY_CMDS.has(t.v) || t.v in FUNCS || GREEK.has(t.v);
       case "op":
-        return t.v === "(" || (t.v === "|" && this.absDepth === 0) || t.v === "\\{";
+        return t.v === "(" || (t.v === "|" && (this.absDepth === 0 || this.barOpensInside())) || t.v === "\\{";
       default:
         return false;
     }
+  }
+
+  /**
+   * Inside `|…|`, a bar right after a closing bar opens a new one when enough bars remain to close it and every
+   * enclosing one: `||x||y||` is |(|x|·|y|)|, while `|a|b|c|` keeps reading as |a|·b·|c|.
+   */
+  private barOpensInside(): boolean {
+    const prev = this.toks[this.pos - 1];
+    const after = this.peek(1);
+    if (!prev || prev.k !== "op" || prev.v !== "|" || !after || (after.k === "op" && after.v !== "(" && after.v !== "-")) return false;
+    let bars = 0;
+    for (let k = this.pos; k < this.toks.length; k++) {
+      const u = this.toks[k];
+      if (u.k === "op" && u.v === "|") bars++;
+    }
+    return bars >= this.absDepth + 2;
   }
 
   private parseUnary(): Node {
@@ -764,7 +781,25 @@ class Parser {
       return this.mk({ t: "tuple", items, open: "(", close: ")", semis: false });
     }
     if (v === "begin") return this.matrix(t.env ?? "");
+    if (v === "sum" || v === "prod") return this.bigOperator(v);
     throw new ParseError(`unsupported \\${v}`);
+  }
+
+  /**
+   * `\\sum_{k=a}^{b} term` (or `\\prod`): the term is the product that follows (`\\sum_{k=1}^n 2k + 1` is (Σ 2k) + 1).
+   * The index is renamed `#k` inside the term so that it is never a free variable of the answer.
+   */
+  private bigOperator(name: "sum" | "prod"): Node {
+    if (!this.isOp("_")) throw new ParseError(`\\${name} without limits`);
+    this.pos++;
+    const low = this.braceArg();
+    if (low.t !== "rel" || low.terms.length !== 2 || low.ops[0] !== "=" || low.terms[0].t !== "sym") throw new ParseError(`\\${name} needs _{k=…}`);
+    if (!this.isOp("^")) throw new ParseError(`\\${name} without an upper limit`);
+    this.pos++;
+    const high = this.parseExponent();
+    const index = `#${low.terms[0].name}`;
+    const term = renameSymbols(this.parseTerm(), new Map([[low.terms[0].name, index]]));
+    return this.mk({ t: "fn", name, args: [{ t: "sym", name: index }, low.terms[1], high, term] });
   }
 
   private matrix(env: string): Node {

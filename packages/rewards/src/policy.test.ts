@@ -307,6 +307,37 @@ describe("matrices", () => {
   ]);
 });
 
+describe("notations: line breaks in $…$, nested bars, |z| ranges, sums, labelled values, eaten escapes, rounded matrices", () => {
+  check([
+    ["The answer is $\n 9 \n$.", "9", true],
+    ["So $x =\n 3$", "3", true],
+    ["costs $5 and\nthen $6", "6", true],
+    ["\\boxed{||x||y||}", "|x|\\cdot|y|", true],
+    ["\\boxed{||x||y||}", "|x|+|y|", false],
+    ["\\boxed{||x|-|y||}", "\\left||y|-|x|\\right|", true],
+    ["\\boxed{[1,\\frac32]}", "1\\leq|z|\\leq\\frac32", true],
+    ["\\boxed{[1,\\frac32)}", "1\\leq|z|\\leq\\frac32", false],
+    ["\\boxed{\\sum_{k=1}^{n} 2k}", "\\sum_{j=1}^{n} j\\cdot 2", true],
+    ["\\boxed{\\sum_{k=1}^{n} 3k}", "\\sum_{j=1}^{n} j\\cdot 2", false],
+    ["\\boxed{\\sum_{k=0}^{n} 2k}", "\\sum_{j=1}^{n} j\\cdot 2", false],
+    ["\\boxed{\\sum_{k=1}^{10} k\\cdot 2^k}", "\\sum_{k=1}^{10} 2^k k", true],
+    ["\\boxed{\\sum_{k=1}^{10} k}", "55", true],
+    ["\\boxed{\\prod_{k=1}^{5} k}", "120", true],
+    ["\\boxed{\\frac{1}{\\sqrt6}}", "\\frac{NO}{BO}=\\frac{1}{\\sqrt6}", true],
+    ["\\boxed{\\frac{\\sqrt6}{6}}", "\\frac{NO}{BO}=\\frac{1}{\\sqrt6}", true],
+    ["\\boxed{\\frac{1}{\\sqrt5}}", "\\frac{NO}{BO}=\\frac{1}{\\sqrt6}", false],
+    ["\\boxed{5}", "x+y=5", false],
+    ["\\boxed{ext{13}}", "13", true],
+    ["13", "ext{13}", true],
+    ["\\boxed{\\text{No}}", "NO", true],
+    ["\\boxed{\\begin{pmatrix}0.290243531\\\\0.196008371\\\\-0.186381279\\end{pmatrix}}", "\\begin{pmatrix}0.29\\\\0.196\\\\-0.186\\end{pmatrix}", true],
+    ["\\boxed{\\begin{pmatrix}1/3\\\\2/3\\end{pmatrix}}", "\\begin{pmatrix}0.33\\\\0.667\\end{pmatrix}", true],
+    ["\\boxed{\\begin{pmatrix}1/3\\\\2/3\\end{pmatrix}}", "\\begin{pmatrix}0.34\\\\0.667\\end{pmatrix}", false],
+    ["\\boxed{\\begin{pmatrix}\\sin(10^{20})\\\\2/3\\end{pmatrix}}", "\\begin{pmatrix}0.34\\\\0.667\\end{pmatrix}", false],
+    ["\\boxed{0.290243531}", "0.29", false],
+  ]);
+});
+
 describe("Unicode that models and datasets write, read as its meaning", () => {
   check([
     ["\\boxed{５}", "5", true],

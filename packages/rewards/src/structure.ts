@@ -116,8 +116,9 @@ export function isLabel(n: Node): boolean {
     const arg = strip(m.b.a);
     return arg.t === "sym" || arg.t === "num";
   }
-  // AB, ABC: a segment or angle named by capital letters
+  // AB, ABC: a segment or angle named by capital letters; NO/BO: a ratio of two of them
   if (m.t === "mul" && isCapitalWord(m)) return true;
+  if (m.t === "div" && isCapitalWord(strip(m.a)) && isCapitalWord(strip(m.b))) return true;
   if (m.t === "mul" && m.a.t === "sym" && m.b.t === "tuple" && m.b.open === "(")
     return m.b.items.every((x) => strip(x).t === "sym" || strip(x).t === "num");
   return false;

@@ -140,8 +140,20 @@ export function foldFullwidth(s: string): string {
   return s.replace(/[\uff01-\uff5e]/g, (c) => String.fromCharCode(c.charCodeAt(0) - 0xfee0)).replace(/\u3000/g, " ");
 }
 
+const EATEN: Record<string, string> = { ext: "\\text", rac: "\\frac", oxed: "\\boxed", egin: "\\begin" };
+const EATEN_RE = /(?<![A-Za-z\\])(ext|rac|oxed|egin)\{/g;
+
+/**
+ * `\text{13}` whose `\t` became a TAB that a cleaning step then deleted arrives as `ext{13}` (likewise `rac{` for
+ * `\frac{`, `oxed{`, `egin{`): a bare command tail at a word start followed by `{` gets its command back.
+ */
+export function repairEatenEscapes(s: string): string {
+  if (s.indexOf("{") < 0 || !/(?<![A-Za-z\\])(?:ext|rac|oxed|egin)\{/.test(s)) return s;
+  return s.replace(EATEN_RE, (_m, tail: string) => `${EATEN[tail]}{`);
+}
+
 /** All repairs in order; bounded to the tail of very long inputs. */
 export function cleanText(s: string, maxChars: number): string {
   if (s.length > maxChars) s = s.slice(s.length - maxChars);
-  return unescapeIfDoubled(repairControlChars(foldFullwidth(s)));
+  return repairEatenEscapes(unescapeIfDoubled(repairControlChars(foldFullwidth(s))));
 }
