@@ -3,9 +3,11 @@
 // The judge is independent of the verifier: mathjs BigNumber evaluation at 120 significant digits of both sides.
 // An "equal" verdict counts as a false positive unless that reference puts the two values within the documented
 // tolerance (README "Soundness"). Inputs are fresh each run; the seed is printed for a replay (NR_SOUNDNESS_SEED).
+import { existsSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { all, create } from "mathjs";
 import { describe, expect, it } from "vitest";
-import { analyse, compareAnalysed, verify } from "./index.js";
+import { analyse, compareAnalysed, mathReward, verify } from "./index.js";
 
 const M = create(all, { number: "BigNumber", precision: 120 });
 type Big = ReturnType<typeof M.bignumber>;
@@ -353,5 +355,39 @@ describe(`soundness: exploit candidates against random golds (seed ${SEED})`, ()
       const r = run(probes, few, wrap);
       expect(r.falsePositives.slice(0, 10), `${name}:\n${r.falsePositives.slice(0, 10).join("\n")}`).toEqual([]);
     }
+  });
+});
+
+const DATA = fileURLToPath(new URL("../../../../shared/data/", import.meta.url));
+const haveData = existsSync(`${DATA}gsm8k_test.jsonl`) && existsSync(`${DATA}math500_test.jsonl`);
+if (!haveData) console.log(`[soundness.test] trainer-reward test skipped: shared data not found at ${DATA}`);
+
+describe.skipIf(!haveData)("through the trainer's reward function (mathReward, as apps/trainer's pipeline calls it)", () => {
+  const lines = (name: string) => readFileSync(`${DATA}${name}`, "utf8").split("\n").filter((l) => l.trim() !== "");
+  const pick = <T>(xs: T[], n: number, r: () => number) => Array.from({ length: n }, () => xs[Math.floor(r() * xs.length)]);
+  const r = rng(SEED ^ 0x5bd1e995);
+  const gsm8k = pick(lines("gsm8k_test.jsonl"), 200, r).map((l) => `#### ${(JSON.parse(l) as { answer: string }).answer.split("####").pop()?.trim()}`);
+  const math500 = pick(lines("math500_test.jsonl"), 200, r).map((l) => (JSON.parse(l) as { answer: string }).answer);
+  const golds = [...gsm8k, ...math500];
+  const gen = new Gen(rng(SEED ^ 0x2545f491));
+  const exploits = [
+    "\\sin(10^{20})",
+    "\\cos(10^{300})",
+    "\\sqrt{10^{40}+1}-10^{20}",
+    "1e309",
+    "\\frac{1}{\\sqrt{10^{40}+1}-10^{20}}",
+    "e^{1000}-e^{999}",
+    "(1+10^{-30})^{10^{30}}",
+    "\\infty-\\infty",
+    ...gen.probes(2).map((p) => p.latex),
+  ];
+
+  it.each(exploits)("a policy that always answers %s earns mean reward 0 on 200 GSM8K + 200 MATH-500 problems", (exploit) => {
+    const completion = `<think>\nLet me compute this carefully.\n</think>\nThe answer is \\boxed{${exploit}}.`;
+    const rewards = golds.map((g) => mathReward(completion, g));
+    const mean = rewards.reduce((a, x) => a + x.reward, 0) / rewards.length;
+    expect(rewards.every((x) => x.formatOk)).toBe(true);
+    const won = rewards.map((x, i) => (x.reward > 0 ? `${golds[i]}: ${x.verify.reason}` : "")).filter(Boolean);
+    expect(mean, won.slice(0, 5).join("\n")).toBe(0);
   });
 });
