@@ -6,7 +6,7 @@
 import { applyOverrides, ConfigError, configKeys, validateConfig, type Override, type TrainConfig, type ValidateOptions } from "./config.js";
 
 /** Keys (and the keys under them) that may change on --resume. */
-export const RESUME_SAFE_KEYS = ["description", "sft.steps", "sft.epochs", "rl.steps", "eval.every", "checkpoint.every", "checkpoint.keepLast", "guards.maxBadSteps", "output.wandb", "output.tensorboard", "data.skipBadRows"] as const;
+export const RESUME_SAFE_KEYS = ["description", "sft.steps", "sft.epochs", "rl.steps", "eval.every", "checkpoint.every", "checkpoint.keepLast", "guards.maxBadSteps", "output.wandb", "output.tensorboard", "data.skipBadRows", "rl.rollout.servers", "rl.rollout.timeoutS"] as const;
 
 export interface ResumeChange {
   key: string;

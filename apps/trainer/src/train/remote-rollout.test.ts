@@ -18,6 +18,7 @@ import { LoraModel } from "@nr/lora";
 import { HttpError, loadLoraAdapter, WebGpuGenerator } from "@nr/rollout";
 import { generateSynthetic } from "@nr/data";
 import { resolveConfig } from "../run/index.js";
+import { resumeConfig } from "../run/resume.js";
 import { runPipeline } from "./pipeline.js";
 import { promptSeed, RemoteRollout, REMOTE_ADAPTER_NAME, serverBaseUrl, takeRolloutKey } from "./remote-rollout.js";
 
@@ -199,5 +200,11 @@ describe("remote rollouts on two nr serve workers", () => {
     expect(c.rl.rollout).toEqual({ servers: ["http://a:8000/v1", "http://b:8001"], timeoutS: 600, tisCap: 0 });
     expect(() => resolveConfig({ overrides: [["rl.rollout.servers", "a:8000"]], checkPaths: false })).toThrow(/rl\.rollout\.servers: "a:8000" is not an http\(s\) URL/);
     expect(() => resolveConfig({ overrides: [["rl.rollout.servers", "http://a"], ["rl.rollout.tisCap", 0.5]], checkPaths: false })).toThrow(/tisCap = 0\.5 must be 0 \(off\) or >= 1/);
+    // --resume may point the run at other servers (the samples depend on the seeds, not on the servers); the change
+    // is recorded in config.json's resume history. Other rollout keys stay fixed.
+    const resumed = resumeConfig(c, [["rl.rollout.servers", "http://c:9000/v1"]], 3, { checkPaths: false }) as typeof c & { resumes: { changes: { key: string }[] }[] };
+    expect(resumed.rl.rollout!.servers).toEqual(["http://c:9000/v1"]);
+    expect(resumed.resumes[0].changes.map((ch) => ch.key)).toEqual(["rl.rollout.servers"]);
+    expect(() => resumeConfig(c, [["rl.rollout.tisCap", 3]], 3, { checkPaths: false })).toThrow(/rl\.rollout\.tisCap cannot change on --resume/);
   });
 });
