@@ -1,5 +1,6 @@
 // `pnpm bench rewards [--min-ms 3000]`: single-thread verifications/s and p99 latency of @nr/rewards' `verify`
-// on MATH-500 (reference solution vs its answer) and GSM8K (reference solution vs its #### number), and agreement
+// on MATH-500 (reference solution vs its answer), GSM8K (reference solution vs its #### number) and reward-hack probes
+// (ill-conditioned answers vs ordinary golds: false positives, latency), and agreement
 // with the expected verdicts of shared/data/answer_cases_dev.jsonl. Peer, measured in the same run on the same
 // inputs: a TypeScript port of the MATH paper's `is_equiv` string-normalisation grader (./hendrycks.ts).
 import { existsSync, readFileSync } from "node:fs";
@@ -67,6 +68,19 @@ function measure(pairs: Pair[], fn: (p: Pair) => boolean): Timing {
   return { perSecond: (lat.length / busy) * 1000, p50: q(0.5), p99: q(0.99), max: lat[lat.length - 1], calls: lat.length, correct };
 }
 
+// Reward-hack probes (issue #17): ill-conditioned or overflowing answers against ordinary golds. Every pair is unequal,
+// so "correct" counts false positives; the latency of the certified evaluation on these inputs is reported too.
+const EXPLOITS = [
+  "\\sin(10^{20})", "\\cos(10^{300})", "\\sqrt{10^{40}+1}-10^{20}", "1e309", "\\tan(10^{100})", "e^{1000}-e^{999}",
+  "(1+10^{-30})^{10^{30}}", "\\sin(\\sin(\\sin(10^{50})))", "(10^{30}+\\pi)-10^{30}-3", "2^{2^{2^{2^{2}}}}",
+];
+const exploitPairs: Pair[] = EXPLOITS.flatMap((e) =>
+  [...math500.slice(0, 50).map((p) => p.gold), ...gsm8k.slice(0, 50).map((p) => `#### ${p.gold}`)].map((gold) => ({
+    pred: `<think>ok</think> The answer is \\boxed{${e}}.`,
+    gold,
+  })),
+);
+
 const ours = (p: Pair) => verify(p.pred, p.gold).correct;
 const peerMath = (p: Pair) => isEquiv(peerAnswer(p.pred), p.gold);
 const peerGsm = (p: Pair) => isEquiv(gsm8kAnswer(p.pred), p.gold);
@@ -76,6 +90,7 @@ const rows: BenchRow[] = [];
 for (const [name, pairs, peerFn] of [
   ["MATH-500 solution vs answer", math500, peerMath],
   ["GSM8K test solution vs #### answer", gsm8k, peerGsm],
+  [`exploit probes (${EXPLOITS.length} × 100 golds, none equal)`, exploitPairs, peerMath],
 ] as const) {
   const a = measure(pairs, ours);
   const b = measure(pairs, peerFn);
@@ -85,7 +100,8 @@ for (const [name, pairs, peerFn] of [
   );
   rows.push(higherIsBetter(name, "verifications/s (single thread)", a.perSecond, PEER, b.perSecond, { calls: a.calls, target: 2000 }));
   rows.push(lowerIsBetter(name, "p99 latency ms", a.p99, PEER, b.p99, { p50: a.p50, max: a.max }));
-  rows.push(higherIsBetter(name, "self-agreement %", (100 * a.correct) / pairs.length, PEER, (100 * b.correct) / pairs.length));
+  if (pairs === exploitPairs) rows.push(lowerIsBetter(name, "false positives", a.correct, PEER, b.correct, { max: a.max }));
+  else rows.push(higherIsBetter(name, "self-agreement %", (100 * a.correct) / pairs.length, PEER, (100 * b.correct) / pairs.length));
 }
 
 // Agreement with the expected verdicts (the upstream grader options a row carries are passed on, as in the tests).
