@@ -1,7 +1,8 @@
 // A model folder in the layout transformers.js v3 loads for a decoder-only causal LM with a KV cache:
 //   config.json              the checkpoint's config, plus "transformers.js_config" saying which ONNX file to take
 //                            (dtype fp32 → onnx/model.onnx, fp16 → onnx/model_fp16.onnx) and whether it has external
-//                            data (onnx/<file>_data, the name transformers.js derives from the file name)
+//                            data (onnx/<file>_data, _data_1, …: the names transformers.js derives from the file
+//                            name; more than one file past ~2 GiB, since a browser reads each into one ArrayBuffer)
 //   generation_config.json   the checkpoint's, or one made from config.json's bos/eos/pad ids
 //   tokenizer files          copied (tokenizer.json + tokenizer_config.json are what transformers.js reads)
 //   onnx/model[_fp16].onnx   the graph of onnx.ts with past_key_values inputs and present outputs
@@ -9,7 +10,7 @@
 // names the file this folder has, so `from_pretrained(dir)` needs no options.
 import { copyFile, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { exportOnnx, type OnnxExportResult, type OnnxWeightDtype, type WeightMapper } from "./onnx.js";
 
 export interface FolderExportOptions {
@@ -17,6 +18,8 @@ export interface FolderExportOptions {
   /** Replaces weights before they are written (a merged LoRA adapter, dequantised NF4 weights). */
   mapWeight?: WeightMapper;
   externalData?: boolean | "auto";
+  /** Start another `_data` file where one would pass this size (default just under 2 GiB). */
+  externalDataChunkBytes?: number;
   /** Write into a folder that already has files (default: refuse). */
   overwrite?: boolean;
 }
@@ -55,14 +58,15 @@ export async function exportTransformersJs(modelDir: string, outDir: string, opt
   const raw = await checkPaths(modelDir, outDir, opts.overwrite ?? false);
   const { dtype: tjsDtype, file } = TRANSFORMERS_JS_FILE[dtype];
   await mkdir(join(outDir, "onnx"), { recursive: true });
-  const onnx = await exportOnnx(modelDir, join(outDir, "onnx", file), { dtype, kvCache: true, mapWeight: opts.mapWeight, externalData: opts.externalData });
-  const files = [`onnx/${file}`, ...(onnx.dataPath ? [`onnx/${file}_data`] : [])];
+  const onnx = await exportOnnx(modelDir, join(outDir, "onnx", file), { dtype, kvCache: true, mapWeight: opts.mapWeight, externalData: opts.externalData, externalDataChunkBytes: opts.externalDataChunkBytes });
+  const files = [`onnx/${file}`, ...onnx.dataPaths.map((p) => `onnx/${basename(p)}`)];
+  const chunks = onnx.dataPaths.length;
 
   const config = {
     ...raw,
     torch_dtype: dtype === "f16" ? "float16" : "float32",
     use_cache: true,
-    "transformers.js_config": { dtype: tjsDtype, kv_cache_dtype: "float32", ...(onnx.dataPath ? { use_external_data_format: true } : {}) },
+    "transformers.js_config": { dtype: tjsDtype, kv_cache_dtype: "float32", ...(chunks ? { use_external_data_format: chunks === 1 ? true : chunks } : {}) },
   };
   await writeFile(join(outDir, "config.json"), JSON.stringify(config, null, 2) + "\n");
   files.push("config.json");

@@ -34,6 +34,8 @@ export interface OnnxExportOptions {
   dtype?: OnnxWeightDtype;
   /** Put weights in `<out>_data` (external data). "auto" (default): when they exceed 1 GiB. */
   externalData?: boolean | "auto";
+  /** Start another external data file where one would pass this size (default just under 2 GiB). */
+  externalDataChunkBytes?: number;
   /** Add the past_key_values inputs and present outputs (see the header). Default false. */
   kvCache?: boolean;
   /** Replaces a weight (by HF name) before it is written, e.g. to merge a LoRA adapter into it. */
@@ -45,8 +47,10 @@ export type WeightMapper = (name: string, values: Float32Array | Float64Array) =
 
 export interface OnnxExportResult {
   path: string;
-  /** The external data file, when one was written. */
+  /** The (first) external data file, when one was written. */
   dataPath: string | null;
+  /** Every external data file, in order (`<out>_data`, `<out>_data_1`, …). */
+  dataPaths: string[];
   /** Bytes of weights written. */
   weightBytes: number;
 }
@@ -327,9 +331,48 @@ export async function buildOnnxModel(model: { config: ModelConfig; weights: Weig
 }
 
 /**
+ * Streams weights into external data files `<out>_data`, `<out>_data_1`, … (the names transformers.js derives from
+ * the ONNX file name), starting a new file where the next tensor would pass `chunkBytes` (browsers read each file into
+ * one ArrayBuffer). Tensors are 64-byte aligned.
+ */
+class ExternalData {
+  readonly paths: string[] = [];
+  private handle: FileHandle | null = null;
+  private offset = 0;
+  constructor(
+    private readonly outPath: string,
+    private readonly chunkBytes: number,
+  ) {}
+
+  /** Writes `bytes`; returns the initializer's external-data entries. */
+  async write(bytes: Uint8Array): Promise<{ key: string; value: string }[]> {
+    this.offset = Math.ceil(this.offset / 64) * 64;
+    if (!this.handle || (this.offset > 0 && this.offset + bytes.byteLength > this.chunkBytes)) {
+      await this.handle?.close();
+      this.paths.push(`${this.outPath}_data${this.paths.length ? `_${this.paths.length}` : ""}`);
+      this.handle = await open(this.paths.at(-1)!, "w");
+      this.offset = 0;
+    }
+    for (let done = 0; done < bytes.length; ) {
+      const { bytesWritten } = await this.handle.write(bytes, done, bytes.length - done, this.offset + done);
+      done += bytesWritten;
+    }
+    const at = this.offset;
+    this.offset += bytes.byteLength;
+    return [
+      { key: "location", value: basename(this.paths.at(-1)!) },
+      { key: "offset", value: String(at) },
+      { key: "length", value: String(bytes.byteLength) },
+    ];
+  }
+
+  close = async () => this.handle?.close();
+}
+
+/**
  * Exports a checkpoint folder (config.json + safetensors) to an ONNX file, reading one tensor at a time.
- * With external data the weights are streamed into `<outPath>_data` (the ONNX / Optimum naming that transformers.js
- * looks for) and never held together in memory.
+ * With external data the weights are streamed into `<outPath>_data` (more files past `externalDataChunkBytes`; see
+ * ExternalData) and never held together in memory.
  */
 export async function exportOnnx(modelDir: string, outPath: string, opts: OnnxExportOptions = {}): Promise<OnnxExportResult> {
   const ck = await openCheckpoint(modelDir);
@@ -341,45 +384,23 @@ export async function exportOnnx(modelDir: string, outPath: string, opts: OnnxEx
     const external = opts.externalData === true || ((opts.externalData ?? "auto") === "auto" && estBytes > 1 << 30);
     const inits: StoredInit[] = [];
     let weightBytes = 0;
-    let handle: FileHandle | null = null;
-    const dataPath = external ? `${outPath}_data` : null;
-    if (dataPath) handle = await open(dataPath, "w");
+    const data = external ? new ExternalData(outPath, opts.externalDataChunkBytes ?? 2 ** 31 - 2 ** 20) : null;
     try {
-      let offset = 0;
       const g = new Graph({
         add: async (name, dataType, dims, bytes) => {
           weightBytes += bytes.byteLength;
-          // small constants (shapes, scalars) stay inline; weights go to the data file
-          if (!handle || bytes.byteLength < 1024) {
-            inits.push({ name, dataType, dims, rawData: bytes.slice() });
-            return;
-          }
-          offset = Math.ceil(offset / 64) * 64;
-          for (let done = 0; done < bytes.length; ) {
-            const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, offset + done);
-            done += bytesWritten;
-          }
-          inits.push({
-            name,
-            dataType,
-            dims,
-            dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
-            externalData: [
-              { key: "location", value: basename(dataPath!) },
-              { key: "offset", value: String(offset) },
-              { key: "length", value: String(bytes.byteLength) },
-            ],
-          });
-          offset += bytes.byteLength;
+          // small constants (shapes, scalars) stay inline; weights go to the data files
+          if (!data || bytes.byteLength < 1024) inits.push({ name, dataType, dims, rawData: bytes.slice() });
+          else inits.push({ name, dataType, dims, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL, externalData: await data.write(bytes) });
         },
       });
       const read = async (name: string) => (opts.mapWeight ? opts.mapWeight(name, await ck.tensors.readF32(name)) : ck.tensors.readF32(name));
       await buildGraph(ck.config, read, g, dtype, opts.kvCache ?? false);
       await writeFile(outPath, serialise(ck.config, g, inits, opts.kvCache ?? false));
     } finally {
-      await handle?.close();
+      await data?.close();
     }
-    return { path: outPath, dataPath, weightBytes };
+    return { path: outPath, dataPath: data?.paths[0] ?? null, dataPaths: data?.paths ?? [], weightBytes };
   } finally {
     await ck.tensors.close();
   }

@@ -140,13 +140,22 @@ describe("nr export → transformers.js v3 (onnxruntime-node), KV cache", () => 
     expect(readFileSync(join(dir, "onnx", "model.onnx")).equals(readFileSync(join(full, "onnx", "model.onnx")))).toBe(false);
   }, 300_000);
 
-  it("external data: onnx/model.onnx_data is named in the config and transformers.js generates from it", async () => {
+  it("external data in one file and in chunks: named in the config, and transformers.js generates from both", async () => {
     const tjs = await import("@huggingface/transformers");
-    const dir = join(root, "external");
-    await exportTransformersJs(MODEL, dir, { externalData: true });
-    expect(readdirSync(join(dir, "onnx")).sort()).toEqual(["model.onnx", "model.onnx_data"]);
-    expect(JSON.parse(readFileSync(join(dir, "config.json"), "utf8"))["transformers.js_config"]).toMatchObject({ use_external_data_format: true });
-    await expectSameAsGenerate(tjs, dir, await runGenerate(gen({}), quiet));
+    const want = await runGenerate(gen({}), quiet);
+    const one = join(root, "external");
+    await exportTransformersJs(MODEL, one, { externalData: true });
+    expect(readdirSync(join(one, "onnx")).sort()).toEqual(["model.onnx", "model.onnx_data"]);
+    expect(JSON.parse(readFileSync(join(one, "config.json"), "utf8"))["transformers.js_config"]).toMatchObject({ use_external_data_format: true });
+    await expectSameAsGenerate(tjs, one, want);
+    // 100 KiB chunks (the default is just under 2 GiB): the 152 KiB embedding gets a file of its own
+    const chunked = join(root, "chunked");
+    const r = await exportTransformersJs(MODEL, chunked, { externalData: true, externalDataChunkBytes: 100 << 10 });
+    const n = r.dataPaths.length;
+    expect(n).toBeGreaterThan(3);
+    expect(readdirSync(join(chunked, "onnx")).sort()).toEqual(["model.onnx", "model.onnx_data", ...Array.from({ length: n - 1 }, (_, i) => `model.onnx_data_${i + 1}`)].sort());
+    expect(JSON.parse(readFileSync(join(chunked, "config.json"), "utf8"))["transformers.js_config"]).toMatchObject({ use_external_data_format: n });
+    await expectSameAsGenerate(tjs, chunked, want);
   }, 300_000);
 });
 
