@@ -65,17 +65,23 @@ await yargs(rest)
   .command(pretrainCommand)
   .command(
     "doctor",
-    "Show the WebGPU adapter, its features and limits, and run one checked matmul",
+    "Show the WebGPU adapter, its features and limits, and run one checked matmul; with --model, whether that model fits each training phase",
     (y) =>
       y
         .option("backend", { type: "string", describe: "Dawn backend (vulkan, metal, d3d12, null); env NR_BACKEND" })
         .option("adapter", { type: "string", describe: "substring of the adapter name to pick; env NR_ADAPTER" })
-        .option("json", { type: "boolean", default: false, describe: "print the report as JSON" }),
+        .option("model", { type: "string", describe: "checkpoint folder: estimate memory and the largest binding per phase of nr train (nothing is loaded)" })
+        .option("preset", { type: "string", describe: "training preset for --model (default: the embedded default)" })
+        .option("memory", { type: "number", describe: "device memory in GiB (WebGPU does not report it; CPU adapters use the host's RAM)" })
+        .option("prompt-tokens", { type: "number", default: 256, describe: "longest prompt in tokens, for the RL phases" })
+        .option("json", { type: "boolean", default: false, describe: "print the report as JSON" })
+        .example("nr doctor --model /models/Qwen2.5-Math-1.5B-Instruct --preset qwen2.5-math-1.5b-dr-grpo --memory 8", "does it fit an 8 GiB GPU?"),
     async (argv) => {
-      const report = await doctor({ backend: argv.backend, adapter: argv.adapter });
+      const model = argv.model ? { model: argv.model, preset: argv.preset, memoryGiB: argv.memory, promptTokens: argv["prompt-tokens"] } : undefined;
+      const report = await doctor({ backend: argv.backend, adapter: argv.adapter }, model);
       if (argv.json) console.log(JSON.stringify(report, null, 2));
       else printDoctor(report);
-      if (!report.matmul.ok) process.exitCode = 1;
+      if (!report.matmul.ok || report.fit?.phases.some((p) => p.fitsMemory === false || !p.fitsBinding)) process.exitCode = 1;
     },
   )
   .demandCommand(1, "Name a command; see --help.")

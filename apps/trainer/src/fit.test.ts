@@ -1,0 +1,70 @@
+// nr doctor --model: the per-phase fit (memory estimate, largest binding, knobs) against sizes worked out by hand,
+// and the doctor on a generated checkpoint.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generateModel, makeModelConfig } from "@nr/model";
+import { memoryReport } from "@nr/lora";
+import { fitReport } from "./fit.js";
+import { doctor } from "./doctor.js";
+import { resolveConfig } from "./run/index.js";
+
+let dir: string;
+beforeAll(async () => (dir = await mkdtemp(join(tmpdir(), "nr-fit-"))));
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+// Qwen2.5-Math-1.5B's shape
+const QWEN = makeModelConfig({ architecture: "qwen2", hiddenSize: 1536, intermediateSize: 8960, numLayers: 28, numHeads: 12, numKvHeads: 2, vocabSize: 151936, tieWordEmbeddings: true, torchDtype: "bfloat16" });
+const MiB = 2 ** 20;
+
+describe("fitReport", () => {
+  const cfg = resolveConfig({ preset: "qwen2.5-math-1.5b-dr-grpo", overrides: { "model.dir": "/nowhere" }, checkPaths: false });
+
+  it("finds the Qwen preset's SFT and RL activations over a 128 MiB binding, and names the knobs", () => {
+    const fits = fitReport(QWEN, cfg, { maxStorageBufferBindingSize: 128 * MiB, memoryBytes: 24 * 2 ** 30 }, 256);
+    const by = Object.fromEntries(fits.map((f) => [f.phase, f]));
+    // the 933 MB f32 table is split into 7 shards of 21840 rows (⌊2²⁷ / 6144⌋ = 21845 → a multiple of 8)
+    expect(by.load.largestBinding).toMatch(/7 shards of 21840 rows/);
+    expect(by.load.largestBindingBytes).toBe(21840 * 1536 * 4);
+    expect(by.load.fitsBinding).toBe(true);
+    // SFT: 4 × 1024 tokens × 8960 × 4 bytes = 140 MiB > 128 MiB
+    expect(by["SFT step"].largestBindingBytes).toBe(4 * 1024 * 8960 * 4);
+    expect(by["SFT step"].fitsBinding).toBe(false);
+    expect(by["SFT step"].knobs).toMatch(/sft\.batchSize.*sft\.maxSeqLen/);
+    expect(by["SFT step"].estimateBytes).toBe(memoryReport(QWEN, { r: 16, alpha: 32, dropout: 0.05 }, { tokens: 4096, checkpoint: true, quant: "nf4", doubleQuant: true }).totalBytes);
+    // RL generation: 8 prompts × G 8 = 64 rows of 256 + 384 tokens; one layer's K cache 64·640·2·128·4 B = 40 MiB
+    expect(by["RL generation"].shape).toBe("64 rows × 640 tokens");
+    expect(by["RL generation"].largestBindingBytes).toBe(64 * 640 * 256 * 4);
+    expect(by["RL generation"].fitsBinding).toBe(true);
+    expect(by["RL training step"].fitsBinding).toBe(false);
+    expect(by["RL training step"].knobs).toMatch(/rl\.microBatchRows/);
+  });
+
+  it("fits with the knobs turned; a small memory is reported as too small; unknown memory is not judged", () => {
+    const small = resolveConfig({ preset: "qwen2.5-math-1.5b-dr-grpo", overrides: { "model.dir": "/nowhere", "sft.batchSize": 1, "rl.microBatchRows": 2 }, checkPaths: false });
+    const fits = fitReport(QWEN, small, { maxStorageBufferBindingSize: 128 * MiB, memoryBytes: 2 * 2 ** 30 }, 256);
+    expect(fits.every((f) => f.fitsBinding)).toBe(true);
+    expect(fits.find((f) => f.phase === "load")!.fitsMemory).toBe(true); // NF4 base ≈ 1.6 GiB
+    expect(fits.find((f) => f.phase === "SFT step")!.fitsMemory).toBe(false);
+    expect(fitReport(QWEN, small, { maxStorageBufferBindingSize: 128 * MiB, memoryBytes: null }, 256).every((f) => f.fitsMemory === null)).toBe(true);
+  });
+
+  it("an f16 base binds f16 table shards and f16 linears", () => {
+    const f16 = resolveConfig({ preset: "qwen2.5-math-1.5b-dr-grpo", overrides: { "model.dir": "/nowhere", "model.quant": "none", "model.dtype": "f16", "model.doubleQuant": false }, checkPaths: false });
+    const load = fitReport(QWEN, f16, { maxStorageBufferBindingSize: 128 * MiB, memoryBytes: null }, 256)[0];
+    expect(load.largestBinding).toMatch(/4 shards of 43688 rows/); // ⌊2²⁷ / 3072⌋ = 43690 → 43688
+  });
+});
+
+describe("nr doctor --model", () => {
+  it("reports every phase of the default preset for a generated checkpoint, and refuses a bad --memory", async () => {
+    const modelDir = join(dir, "m");
+    await generateModel(modelDir, { architecture: "qwen2", hiddenSize: 32, numLayers: 2, numHeads: 2, numKvHeads: 1, tieWordEmbeddings: true }, { seed: 1, dtype: "bf16" });
+    const r = await doctor({}, { model: modelDir, memoryGiB: 1 });
+    expect(r.fit!.phases.map((p) => p.phase)).toEqual(["load", "SFT step", "RL generation", "RL training step"]);
+    expect(r.fit!.phases.every((p) => p.fitsMemory && p.fitsBinding)).toBe(true);
+    await expect(doctor({}, { model: modelDir, memoryGiB: -1 })).rejects.toThrow(/--memory must be a positive number/);
+    await expect(doctor({}, { model: join(dir, "missing") })).rejects.toThrow(/missing/);
+  });
+});
