@@ -168,6 +168,10 @@ describe("nr export: bad input fails before any work, naming what to fix", () =>
     expect(readdirSync(out)).toEqual(["keep.txt"]);
   });
 
+  it("--out naming an .onnx file (the old usage) says that --out is the folder", async () => {
+    await expect(runExport({ model: MODEL, out: "m/onnx/model.onnx", dtype: "f32", overwrite: false }, quiet)).rejects.toThrow(/--out names the model folder.*pass e\.g\. --out m$/);
+  });
+
   it("a missing --model folder and an adapter of another shape are named", async () => {
     await expect(runExport({ model: join(root, "nope"), out: join(root, "o1"), dtype: "f32", overwrite: false }, quiet)).rejects.toThrow(/--model .*nope: no such folder/);
     const wrong = await randomAdapter();

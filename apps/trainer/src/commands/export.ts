@@ -22,6 +22,7 @@ export interface ExportArgs {
 const LINEAR = /\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/;
 
 export async function runExport(a: ExportArgs, io: CommandIo = consoleIo) {
+  if (/\.onnx$/i.test(a.out)) throw new UsageError(`--out ${a.out}: --out names the model folder (the .onnx file goes to FOLDER/onnx/); pass e.g. --out ${a.out.replace(/(\/onnx)?\/?[^/]*\.onnx$/i, "") || "exported"}`);
   const paths = resolveModelPaths({ model: a.model, adapter: a.adapter });
   const [{ exportTransformersJs, loadModelConfig, parameterSpecs }, { readPeftAdapterToHost, mergedWeight }, { nf4QuantizeReference, nf4DequantizeReference }] = await Promise.all([
     import("@nr/model"),
