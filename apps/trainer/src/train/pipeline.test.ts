@@ -57,7 +57,15 @@ describe("nr train (miniature config)", () => {
     expect(rl[0].logp_mismatch).toBeLessThan(1e-3);
     // eval rows: base, after SFT, after RL step 1 (periodic), after RL
     expect(metrics.filter((m) => m.phase === "eval").map((m) => m.eval_label)).toEqual(["base (no adapter)", "after SFT", "RL step 1", "after RL"]);
-    expect(await readJsonl(join(runDir, "samples.jsonl"))).toHaveLength(2 * 2 * 2);
+    const samples = await readJsonl(join(runDir, "samples.jsonl"));
+    expect(samples).toHaveLength(2 * 2 * 2);
+    // thinking_rate: the share of the step's samples with something besides whitespace inside <think>…</think>.
+    const reasons = (c: unknown) => String(c).includes("<think>") && String(c).split("<think>")[1].split("</think>")[0].trim() !== "";
+    for (const m of rl) {
+      const own = samples.filter((x) => x.step === m.step);
+      expect(m.thinking_rate, `step ${m.step}`).toBe(own.filter((x) => reasons(x.completion)).length / own.length);
+    }
+    expect(metrics.filter((m) => m.phase === "eval").every((m) => typeof m.eval_thinking_rate === "number" && Number.isInteger((m.eval_thinking_rate as number) * 4))).toBe(true);
     const s = JSON.parse(await readFile(join(runDir, "summary.json"), "utf8"));
     expect(s).toMatchObject({ algo: "dr_grpo", steps: 5, sft_steps: 3, rl_steps: 2, rollbacks: 0 });
     for (const k of ["eval_base", "eval_before", "eval_after"]) {
