@@ -1,7 +1,7 @@
 // Shared by the model-facing subcommands (eval, generate, curate): open a checkpoint (+ optional PEFT adapter) on the
 // GPU as a WebGpuGenerator, load problems (a dataset file or the synthetic task), and build prompts in the format
 // the model expects. Every failure names the path or line that was wrong and what to pass instead.
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 // The GPU and data packages are imported when a command runs, not when the CLI starts (`nr --help` stays fast).
 import type { Gpu } from "@nr/kernels";
@@ -235,6 +235,25 @@ export async function loadProblems(o: LoadProblemsOptions): Promise<{ records: M
   if (loaded.badRows.length) (o.warn ?? ((l: string) => console.error(l)))(formatBadRows(loaded.badRows));
   if (loaded.records.length === 0) throw new UsageError(`--data ${o.data}: no usable problems${loaded.badRows.length ? ` (${loaded.badRows.length} bad rows skipped)` : ""}`);
   return { records: loaded.records, source: loaded.files.join(", ") };
+}
+
+/** The same file after resolving `..`, symlinks and the working directory (a path that does not exist yet as is). */
+function realPath(p: string): string {
+  return existsSync(p) ? realpathSync(p) : resolve(p);
+}
+
+/**
+ * Refuse an output file that is one of the command's inputs (`--out X --data X` would replace the data with the
+ * results). Each entry is [flag, path]; "synthetic" and absent paths are skipped.
+ */
+export function refuseOutputsOverInputs(outputs: readonly (readonly [string, string | undefined])[], inputs: readonly (readonly [string, string | undefined])[]): void {
+  for (const [flag, file] of outputs) {
+    if (file === undefined) continue;
+    for (const [inFlag, input] of inputs) {
+      if (input !== undefined && input !== "synthetic" && realPath(file) === realPath(input)) throw new UsageError(`${flag} ${file} is the ${inFlag} file: writing it would replace the input; write to another file`);
+    }
+    for (const [other, path] of outputs) if (other !== flag && path !== undefined && realPath(file) === realPath(path)) throw new UsageError(`${flag} and ${other} name the same file (${file}): give each its own`);
+  }
 }
 
 /** Parse a number option strictly (yargs turns "abc" into NaN). */

@@ -2,13 +2,13 @@
 // (sentence embeddings) → contamination against eval sets (n-grams, optionally embeddings) → learnable-zone
 // difficulty filter (samples from the current model on the GPU). Writes the kept problems as JSONL and a JSON report
 // of what each step removed and why.
-import { existsSync, realpathSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import type { CurateOptions, CurationResult, MathRecord, OnnxEmbedder } from "@nr/data";
 import { writeJsonAtomic } from "../run/folder.js";
 import { consoleIo, type CommandIo } from "./eval.js";
-import { checkNumber, loadProblems, makePrompter, openModel, PROMPT_FORMATS, resolveModelPaths, UsageError, type OpenedModel, type PromptFormat } from "./common.js";
+import { checkNumber, loadProblems, makePrompter, openModel, PROMPT_FORMATS, refuseOutputsOverInputs, resolveModelPaths, UsageError, type OpenedModel, type PromptFormat } from "./common.js";
 
 export interface CurateArgs {
   data: string;
@@ -61,28 +61,12 @@ async function makeEmbedder(spec: string): Promise<OnnxEmbedder> {
   return OnnxEmbedder.create(model, { tokenizer: tok.tokenizer, sessionOptions });
 }
 
-/** The same file after resolving `..`, symlinks and the working directory (a path that does not exist yet resolves as is). */
-const samePath = (a: string, b: string) => {
-  const real = (p: string) => (existsSync(p) ? realpathSync(p) : resolve(p));
-  return real(a) === real(b);
-};
-
 /** --report, default `<out without .jsonl>.report.json`. */
 const reportPathOf = (a: CurateArgs) => resolve(a.report ?? resolve(a.out).replace(/\.jsonl?$/i, "") + ".report.json");
 
-/** Curate writes its output and report last; neither may replace an input it reads. */
-function checkOutputs(a: CurateArgs): void {
-  const reportPath = reportPathOf(a);
-  const inputs = [["--data", a.data], ...(a.evalSet ?? []).map((f) => ["--eval-set", f])];
-  for (const [flag, file] of [["--out", a.out], ["--report", reportPath]] as const) {
-    for (const [inFlag, input] of inputs) {
-      if (input !== "synthetic" && samePath(file, input)) throw new UsageError(`${flag} ${file} is the ${inFlag} file: curating would replace its input; write to another file`);
-    }
-  }
-}
-
 export async function runCurate(a: CurateArgs, io: CommandIo = consoleIo): Promise<CurateReport> {
-  checkOutputs(a);
+  // Curate writes its output and report last; neither may replace an input it reads.
+  refuseOutputsOverInputs([["--out", a.out], ["--report", reportPathOf(a)]], [["--data", a.data], ...(a.evalSet ?? []).map((f) => ["--eval-set", f] as const)]);
   checkNumber("near-threshold", a.nearThreshold, { min: 0, max: 1 });
   checkNumber("ngram", a.ngram, { int: true, min: 1 });
   checkNumber("ngram-threshold", a.ngramThreshold, { min: 0, max: 1 });

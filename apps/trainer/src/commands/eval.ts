@@ -5,7 +5,7 @@ import { resolve } from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import type { EvalSummary } from "@nr/data";
 import { writeJsonAtomic } from "../run/folder.js";
-import { checkNumber, checkSamplingArgs, loadProblems, makePrompter, openModel, PROMPT_FORMATS, resolveModelPaths, UsageError, type PromptFormat, type SamplingArgs } from "./common.js";
+import { checkNumber, checkSamplingArgs, loadProblems, makePrompter, openModel, PROMPT_FORMATS, refuseOutputsOverInputs, resolveModelPaths, UsageError, type PromptFormat, type SamplingArgs } from "./common.js";
 
 export interface EvalArgs extends SamplingArgs {
   data: string;
@@ -41,6 +41,7 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
   if (a.samples > 1 && a.temperature === 0) throw new UsageError(`--samples ${a.samples} at --temperature 0 would give ${a.samples} identical completions per problem; pass a sampling temperature (e.g. --temperature 0.6) or --samples 1`);
   checkNumber("seed", a.seed, { int: true, min: 0 });
   // Paths and data first: a bad flag or row fails before any GPU work.
+  refuseOutputsOverInputs([["--out", a.out], ["--details", a.details]], [["--data", a.data]]);
   const paths = resolveModelPaths({ model: a.model, adapter: a.adapter });
   const run = paths.runConfig;
   const { records, source } = await loadProblems({

@@ -4,7 +4,7 @@ import { resolve } from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import type { GenerationRequest } from "@nr/data";
 import { consoleIo, modelOptions, type CommandIo } from "./eval.js";
-import { checkNumber, checkSamplingArgs, loadProblems, makePrompter, openModel, resolveModelPaths, UsageError, type SamplingArgs } from "./common.js";
+import { checkNumber, checkSamplingArgs, loadProblems, makePrompter, openModel, refuseOutputsOverInputs, resolveModelPaths, UsageError, type SamplingArgs } from "./common.js";
 
 export interface GenerateArgs extends SamplingArgs {
   prompt?: string[];
@@ -33,6 +33,7 @@ export async function runGenerate(a: GenerateArgs, io: CommandIo = consoleIo): P
   if (prompts.some((p) => p.trim() === "")) throw new UsageError("--prompt is empty: pass the text to complete");
   checkSamplingArgs(a);
   checkNumber("seed", a.seed, { int: true, min: 0 });
+  refuseOutputsOverInputs([["--out", a.out]], [["--data", a.data]]);
   const paths = resolveModelPaths({ model: a.model, adapter: a.adapter });
   const items =
     a.data !== undefined

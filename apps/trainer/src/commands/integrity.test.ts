@@ -164,13 +164,20 @@ describe.skipIf(!existsSync(cli))("nr train refuses bad settings and data before
 });
 
 describe.skipIf(!existsSync(cli))("other subcommands (built CLI)", () => {
-  it("curate refuses --out equal to --data after resolving paths; eval refuses a split a single file does not have", () => {
+  it("curate, eval and generate refuse an output that is their input (after resolving paths); a single file has no other split", () => {
     const before = snapshot(dir);
     let r = nr(dir, "curate", "--data", "good.jsonl", "--out", `../${dir.split("/").pop()}/./good.jsonl`);
     expect(r.code).toBe(2);
-    expect(r.err).toMatch(/--out .*good\.jsonl is the --data file: curating would replace its input/);
+    expect(r.err).toMatch(/--out .*good\.jsonl is the --data file: writing it would replace the input/);
     r = nr(dir, "curate", "--data", "good.jsonl", "--out", "kept.jsonl", "--report", "good.jsonl");
     expect(r.err).toMatch(/--report .*good\.jsonl is the --data file/);
+    for (const args of [["eval", "--model", MODEL, "--data", "good.jsonl", "--details", "./good.jsonl"], ["generate", "--model", MODEL, "--data", "good.jsonl", "--out", "good.jsonl"]]) {
+      r = nr(dir, ...args);
+      expect(r.code, args.join(" ")).toBe(2);
+      expect(r.err).toMatch(/--(details|out) .*good\.jsonl is the --data file/);
+    }
+    r = nr(dir, "eval", "--model", MODEL, "--data", "good.jsonl", "--out", "same.json", "--details", "same.json");
+    expect(r.err).toMatch(/--out and --details name the same file/);
     r = nr(dir, "eval", "--model", MODEL, "--data", "good.jsonl", "--split", "test");
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/good\.jsonl: a single file has no split "test" \(its name says "good"\)/);
