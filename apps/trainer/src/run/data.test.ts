@@ -81,6 +81,12 @@ describe("resumeConfig", () => {
     const again = resumeConfig(c, [["rl.steps", "80"], ["rl.G", "8"]], 60) as TrainConfig & { resumes: { step: number }[] };
     expect(again.resumes.map((r) => r.step)).toEqual([40, 60]);
     expect(resumeConfig(c, [["rl.G", "8"]], 60)).toEqual(c);
+    // The resumed run's config.json still works as a preset for a new run (its history is not carried over).
+    const file = join(mkdtempSync(join(tmpdir(), "nr-preset-")), "config.json");
+    writeFileSync(file, JSON.stringify(again));
+    const fresh = resolveConfig({ preset: file, checkPaths: false }) as TrainConfig & { resumes?: unknown };
+    expect(fresh.resumes).toBeUndefined();
+    expect(fresh.rl.steps).toBe(80);
   });
 
   it("refuses every other key by name, and a still-failing config with the fix to pass", () => {

@@ -66,6 +66,8 @@ export function loadPreset(nameOrPath: string, dir = presetDir()): Record<string
     throw new ConfigError([`${file} is not valid JSON: ${(err as Error).message}`]);
   }
   if (!isObj(json)) throw new ConfigError([`${file} must hold a JSON object`]);
+  // A run's config.json used as a preset: its `resumes` history (run/resume.ts) is not a setting of the new run.
+  delete json.resumes;
   const problems: string[] = [];
   collectUnknown(json, CONFIG_SCHEMA, "", problems);
   if (problems.length) throw new ConfigError(problems, file);
