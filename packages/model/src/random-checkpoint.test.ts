@@ -1,10 +1,11 @@
 // The full-size random checkpoint generator, at small sizes: HF file layout (one file or shards + index cut by size),
 // every stored byte equal to the unchunked draw rounded to bf16, the config kept field for field, tokenizer copied.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { openCheckpoint } from "./checkpoint.js";
 import { parameterSpecs } from "./config.js";
 import { initialValueChunks, initialValues } from "./generate.js";
@@ -15,31 +16,10 @@ let dir: string;
 beforeAll(async () => (dir = await mkdtemp(join(tmpdir(), "nr-random-ck-"))));
 afterAll(async () => rm(dir, { recursive: true, force: true }));
 
-// A published Qwen2.5 config.json with the sizes cut down (awkward ones), every other field as published.
-const QWEN = {
-  architectures: ["Qwen2ForCausalLM"],
-  attention_dropout: 0.0,
-  bos_token_id: 151643,
-  eos_token_id: 151645,
-  hidden_act: "silu",
-  hidden_size: 24,
-  initializer_range: 0.02,
-  intermediate_size: 40,
-  max_position_embeddings: 4096,
-  max_window_layers: 21,
-  model_type: "qwen2",
-  num_attention_heads: 3,
-  num_hidden_layers: 3,
-  num_key_value_heads: 1,
-  rms_norm_eps: 1e-6,
-  rope_theta: 10000.0,
-  sliding_window: 4096,
-  tie_word_embeddings: true,
-  torch_dtype: "bfloat16",
-  use_cache: true,
-  use_sliding_window: false,
-  vocab_size: 151936,
-};
+// The published Qwen2.5-Math-1.5B-Instruct config.json (kept for the scale bench) with the sizes cut down to awkward
+// ones; the vocabulary stays 151,936 and every other field as published.
+const published = fileURLToPath(new URL("../../../benchmarks/scale/qwen2.5-math-1.5b-instruct.config.json", import.meta.url));
+const QWEN = { ...JSON.parse(readFileSync(published, "utf8")), hidden_size: 24, intermediate_size: 40, num_attention_heads: 3, num_hidden_layers: 3, num_key_value_heads: 1 };
 
 describe("writeRandomCheckpoint", () => {
   it("shards by size with an index above maxShardBytes; each stored tensor is the seeded draw in bf16, byte for byte", async () => {
