@@ -1,10 +1,10 @@
-// `pnpm bench rewards [--min-ms 3000]`: single-thread verifications/s and p99 latency of @nr/rewards' `verify`
+// `pnpm bench rewards [--min-ms 3000] [--baseline DIR]`: single-thread verifications/s and p99 latency of @nr/rewards' `verify`
 // on MATH-500 (reference solution vs its answer), GSM8K (reference solution vs its #### number) and reward-hack probes
 // (ill-conditioned answers vs ordinary golds: false positives, latency), and agreement
 // with the expected verdicts of shared/data/answer_cases_dev.jsonl. Peer, measured in the same run on the same
 // inputs: a TypeScript port of the MATH paper's `is_equiv` string-normalisation grader (./hendrycks.ts).
 import { existsSync, readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { verify, type VerifyOptions } from "@nr/rewards";
 import { type BenchRow, higherIsBetter, lowerIsBetter, writeResults } from "../lib/report.js";
 import { gsm8kAnswer, isEquiv, peerAnswer } from "./hendrycks.js";
@@ -14,6 +14,10 @@ const arg = (name: string, dflt: string) => {
   return i >= 0 ? process.argv[i + 1] : dflt;
 };
 const minMs = Number(arg("min-ms", "3000"));
+// `--baseline DIR`: another build of @nr/rewards (e.g. an older commit's packages/rewards/dist) measured in the same
+// run, alternating with ours on the same pairs: the before/after ratio a loaded machine cannot fake.
+const baselineDir = arg("baseline", "");
+const baseline = baselineDir ? ((await import(pathToFileURL(`${baselineDir}/index.js`).href)) as { verify: typeof verify }) : null;
 const DATA = fileURLToPath(new URL("../../../shared/data/", import.meta.url));
 if (!existsSync(DATA)) {
   console.error(`rewards bench: the shared data folder is missing (${DATA})`);
@@ -100,6 +104,15 @@ for (const [name, pairs, peerFn] of [
   );
   rows.push(higherIsBetter(name, "verifications/s (single thread)", a.perSecond, PEER, b.perSecond, { calls: a.calls, target: 2000 }));
   rows.push(lowerIsBetter(name, "p99 latency ms", a.p99, PEER, b.p99, { p50: a.p50, max: a.max }));
+  if (baseline) {
+    const before = measure(pairs, (p) => baseline.verify(p.pred, p.gold).correct);
+    const after = measure(pairs, ours);
+    console.log(
+      `${name}: baseline ${before.perSecond.toFixed(0)}/s (p99 ${before.p99.toFixed(3)} ms, max ${before.max.toFixed(2)} ms, ${before.correct} equal) → ` +
+        `ours ${after.perSecond.toFixed(0)}/s (p99 ${after.p99.toFixed(3)} ms, max ${after.max.toFixed(2)} ms, ${after.correct} equal): ratio ${(after.perSecond / before.perSecond).toFixed(2)}`,
+    );
+    rows.push(higherIsBetter(name, "verifications/s vs --baseline build", after.perSecond, `baseline ${baselineDir}`, before.perSecond, { baselineEqual: before.correct }));
+  }
   if (pairs === exploitPairs) rows.push(lowerIsBetter(name, "false positives", a.correct, PEER, b.correct, { max: a.max }));
   else rows.push(higherIsBetter(name, "self-agreement %", (100 * a.correct) / pairs.length, PEER, (100 * b.correct) / pairs.length));
 }

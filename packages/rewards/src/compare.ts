@@ -579,7 +579,7 @@ export class Comparer {
 
   /** `\infty` only equals an infinity of the same sign: a finite number, however large, is never infinite. */
   private infinities(p: Node, g: Node): boolean {
-    if (hasInf(p) !== hasInf(g)) return this.set("a finite value is never infinity", false);
+    if (hasInf(p) !== hasInf(g)) return this.set("infinity on one side only (a finite value is never infinity)", false);
     if (hasHugeLiteral(p) || hasHugeLiteral(g)) return this.undecided("a literal beyond the double range next to infinity");
     const sa = newState();
     const sb = newState();
