@@ -10,6 +10,7 @@ import {
   columnSum,
   columnSumPlan,
   columnSumReference,
+  copyColumns,
   embedding,
   embeddingBackward,
   embeddingBackwardReference,
@@ -461,5 +462,37 @@ describe("embedding gather and scatter-add backward", () => {
     const o = gpu.alloc(64);
     expect(() => embedding(gpu, { ids, table: t, out: o, M: 4, V: 5, H: 4 })).toThrow(/table holds/);
     gpu.release(ids, t, o);
+  });
+});
+
+describe("copyColumns (column blocks of a row-blocked linear layer)", () => {
+  for (const c of [{ M: 1, srcCols: 1, dstCols: 3, srcCol0: 0, dstCol0: 2, cols: 1 }, { M: 37, srcCols: 13, dstCols: 50, srcCol0: 2, dstCol0: 29, cols: 11 }, { M: 300, srcCols: 96, dstCols: 96, srcCol0: 0, dstCol0: 0, cols: 96 }]) {
+    it(JSON.stringify(c), async () => {
+      const { M, srcCols, dstCols, srcCol0, dstCol0, cols } = c;
+      const src = randn(M * srcCols, rand);
+      const prior = randn(M * dstCols, rand);
+      const srcBuf = gpu.upload(src);
+      const dst = gpu.upload(prior);
+      copyColumns(gpu, { src: srcBuf, dst, M, srcCols, dstCols, srcCol0, dstCol0, cols });
+      const copied = await gpu.readF32(dst, M * dstCols);
+      copyColumns(gpu, { src: srcBuf, dst, M, srcCols, dstCols, srcCol0, dstCol0, cols, accumulate: true });
+      const summed = await gpu.readF32(dst, M * dstCols);
+      for (let m = 0; m < M; m++) {
+        for (let j = 0; j < dstCols; j++) {
+          const i = m * dstCols + j;
+          const inBlock = j >= dstCol0 && j < dstCol0 + cols;
+          const s = src[m * srcCols + srcCol0 + j - dstCol0];
+          expect(copied[i], `copy [${m}, ${j}] (seed ${seed})`).toBe(inBlock ? s : prior[i]);
+          expect(summed[i], `accumulate [${m}, ${j}] (seed ${seed})`).toBe(inBlock ? Math.fround(s + s) : prior[i]);
+        }
+      }
+      gpu.release(srcBuf, dst);
+    });
+  }
+  it("refuses columns outside either matrix", () => {
+    const b = gpu.alloc(64), d = gpu.alloc(64);
+    expect(() => copyColumns(gpu, { src: b, dst: d, M: 2, srcCols: 4, dstCols: 8, srcCol0: 1, dstCol0: 0, cols: 4 })).toThrow(/columns \[1, 5\) are outside src's 4/);
+    expect(() => copyColumns(gpu, { src: b, dst: d, M: 2, srcCols: 4, dstCols: 8, srcCol0: 0, dstCol0: 6, cols: 4 })).toThrow(/outside dst's 8/);
+    gpu.release(b, d);
   });
 });

@@ -564,6 +564,59 @@ export function columnSumReference(x: ArrayLike<number>, M: number, N: number): 
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Column blocks: dst[m, dstCol0 + j] (+)= src[m, srcCol0 + j] for j < cols. A linear layer too large for one binding
+// is held as row blocks of its weight (each its own buffer); their outputs are column blocks of the layer's output,
+// put together (forward) and taken apart (backward) with this copy.
+
+export interface CopyColumnsArgs {
+  src: GpuBuffer;
+  dst: GpuBuffer;
+  M: number;
+  /** Row lengths (elements) of src and dst. */
+  srcCols: number;
+  dstCols: number;
+  srcCol0: number;
+  dstCol0: number;
+  /** Columns copied per row. */
+  cols: number;
+  /** dst += src instead of dst = src. */
+  accumulate?: boolean;
+}
+
+export function copyColumnsWgsl(accumulate: boolean): string {
+  return /* wgsl */ `
+struct Params { M: u32, cols: u32, srcCols: u32, dstCols: u32, srcCol0: u32, dstCol0: u32, n: u32, p0: u32 }
+@group(0) @binding(0) var<storage, read> Src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> Dst: array<f32>;
+@group(0) @binding(2) var<uniform> u: Params;
+
+@compute @workgroup_size(${WG1D})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = ${FLAT_WG} * ${WG1D}u + lid;
+  if (i >= u.n) { return; }
+  let m = i / u.cols;
+  let j = i - m * u.cols;
+  let d = m * u.dstCols + u.dstCol0 + j;
+  Dst[d] = ${accumulate ? "Dst[d] + " : ""}Src[m * u.srcCols + u.srcCol0 + j];
+}
+`;
+}
+
+/** Record the copy (or accumulation) of a [M, cols] column block of f32 src into a column block of f32 dst. */
+export function copyColumns(gpu: Gpu, a: CopyColumnsArgs): void {
+  const who = "copyColumns";
+  for (const [k, v] of Object.entries({ M: a.M, cols: a.cols, srcCols: a.srcCols, dstCols: a.dstCols })) requireCount(who, k, v);
+  if (!(Number.isInteger(a.srcCol0) && a.srcCol0 >= 0 && a.srcCol0 + a.cols <= a.srcCols)) throw new Error(`${who}: columns [${a.srcCol0}, ${a.srcCol0 + a.cols}) are outside src's ${a.srcCols}`);
+  if (!(Number.isInteger(a.dstCol0) && a.dstCol0 >= 0 && a.dstCol0 + a.cols <= a.dstCols)) throw new Error(`${who}: columns [${a.dstCol0}, ${a.dstCol0 + a.cols}) are outside dst's ${a.dstCols}`);
+  requireBuffer(gpu, who, "src", a.src, a.M * a.srcCols, "f32", `[${a.M}, ${a.srcCols}]`);
+  requireBuffer(gpu, who, "dst", a.dst, a.M * a.dstCols, "f32", `[${a.M}, ${a.dstCols}]`);
+  if (a.src.buffer === a.dst.buffer) throw new Error(`${who}: src and dst are the same buffer`);
+  const n = a.M * a.cols;
+  const kernel = gpu.kernel(`copy_columns${a.accumulate ? "_acc" : ""}`, copyColumnsWgsl(a.accumulate ?? false));
+  gpu.dispatch(kernel, [a.src, a.dst], foldGrid(gpu, Math.ceil(n / WG1D)), new Uint32Array([a.M, a.cols, a.srcCols, a.dstCols, a.srcCol0, a.dstCol0, n, 0]));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Embedding gather and its scatter-add backward
 
 export interface EmbeddingArgs {
