@@ -9,6 +9,8 @@
 // Default: Qwen2.5-1.5B scaled down as in `pnpm bench model` (4 layers, hidden 192, MLP 1120, vocab 8192, 6:1 heads
 // of dim 32), 32-token prompts, 32 new tokens, ORT's CPU EP (the faster peer on a CPU-backed adapter) — a few
 // minutes on lavapipe.
+// Each case also prints the host-side work of one decode step (Gpu.counters: dispatches, buffer copies, submits,
+// host writes, read-backs) — the per-token overhead that dominates at batch 1 on a CPU adapter.
 // Last row: continuous batching (finished rows leave, queued prompts join) against our own static batching on the
 // same number of rows, with mixed completion budgets.
 // Second peer (--no-tjs to skip): transformers.js v3 generate() with its KV cache on the same model exported by
@@ -107,6 +109,20 @@ async function continuousCase(gen: WebGpuGenerator): Promise<BenchRow> {
   return higherIsBetter(`${count} prompts × ${per} (budgets ${budgets.join("/")}) through ${slots} rows`, "completion tokens/s (prefill included)", tokens / (contMs / 1000), "ours, static batching in waves of 16 rows", tokens / (staticMs / 1000), { meanLiveRows: +t.meanLiveRows.toFixed(2), identicalTokens: same });
 }
 
+/**
+ * Host-side work per decode step (sampling, read-back and the decode forward of every row): the Gpu counters of an
+ * N-token generation minus those of a 1-token one (same prefill, no decode forward), divided by N − 1.
+ */
+async function decodeStepCounts(gen: WebGpuGenerator, prompts: number, n: number): Promise<Record<string, number>> {
+  const count = async (maxNewTokens: number) => {
+    const c0 = { ...gen.gpu.counters };
+    await gen.generateIds(Array.from({ length: prompts }, (_, i) => ({ promptIds: promptIds(i), n })), { temperature: 0, maxNewTokens });
+    return Object.fromEntries(Object.entries(gen.gpu.counters).map(([k, v]) => [k, v - c0[k as keyof typeof c0]]));
+  };
+  const one = await count(1), all = await count(N);
+  return Object.fromEntries(Object.entries(all).map(([k, v]) => [k, +((v - one[k]) / Math.max(1, N - 1)).toFixed(2)]));
+}
+
 const dir = await mkdtemp(join(tmpdir(), "nr-bench-rollout-"));
 try {
   console.log(`generating a ${full ? "Qwen2.5-1.5B-shaped" : "scaled-down Qwen2.5-1.5B-shaped"} model (${JSON.stringify(config)}); prompts ${P} tokens, ${N} new tokens, batches ${batches.join(", ")}`);
@@ -143,6 +159,7 @@ try {
       ours.decode = Math.max(ours.decode, t.decodeTokens / (t.decodeMs / 1000));
     }
     const peak = gpu.pool.getStats().peakAllocatedBytes;
+    const perStep = await decodeStepCounts(gen, prompts, n);
     let theirs: Awaited<ReturnType<typeof ortGreedy>> | null = null;
     for (let it = 0; session && it < iters; it++) {
       const r = await ortGreedy(session, b);
@@ -161,6 +178,7 @@ try {
       poolPeakAboveWeightsMiB: +((peak - base) / 2 ** 20).toFixed(1),
       kvCacheMiB: +(gen.kvCacheBytes(b, P + N) / 2 ** 20).toFixed(2),
       greedyAgreement: agree === null ? null : `${agree}/${b}`,
+      perDecodeStep: perStep,
       ...(error ? { note: error } : {}),
     };
     const name = `batch ${b} (${prompts} prompt${prompts > 1 ? "s" : ""} × ${n}${n > 1 ? ", shared prefill" : ""})`;
@@ -174,7 +192,7 @@ try {
       rows.push(higherIsBetter(`${name} vs transformers.js`, "decode tokens/s", ours.decode, tjs.peer.label, (b * (N - 1)) / (t.decodeMs / 1000), tExtra));
       console.log(`${name}: transformers.js prefill ${((b * P) / (t.prefillMs / 1000)).toFixed(0)} tok/s (${b} rows), decode ${((b * (N - 1)) / (t.decodeMs / 1000)).toFixed(1)} tok/s; greedy agreement with ours ${tAgree}`);
     }
-    console.log(`${name}: ours prefill ${ours.prefill.toFixed(0)} tok/s, decode ${ours.decode.toFixed(1)} tok/s; peer ${theirs ? `prefill ${((prompts * P) / (theirs.prefillMs / 1000)).toFixed(0)}, decode ${((b * N) / (theirs.decodeMs / 1000)).toFixed(1)} tok/s` : `unavailable (${error})`}; pool peak ${extra.poolPeakMiB} MiB (${extra.poolPeakAboveWeightsMiB} MiB above the weights, KV cache ${extra.kvCacheMiB} MiB); greedy agreement ${extra.greedyAgreement}`);
+    console.log(`${name}: ours prefill ${ours.prefill.toFixed(0)} tok/s, decode ${ours.decode.toFixed(1)} tok/s; peer ${theirs ? `prefill ${((prompts * P) / (theirs.prefillMs / 1000)).toFixed(0)}, decode ${((b * N) / (theirs.decodeMs / 1000)).toFixed(1)} tok/s` : `unavailable (${error})`}; pool peak ${extra.poolPeakMiB} MiB (${extra.poolPeakAboveWeightsMiB} MiB above the weights, KV cache ${extra.kvCacheMiB} MiB); greedy agreement ${extra.greedyAgreement}; per decode step ${Object.entries(perStep).map(([k, v]) => `${v} ${k}`).join(", ")}`);
   }
   await session?.release();
   await tjs.peer?.release();

@@ -90,6 +90,8 @@ export interface MatmulOptions {
   accumulate?: boolean;
   /** Storage dtype of A and B (default f32). */
   dtype?: FloatDType;
+  /** Optional f32 [N] added to every row of C (a linear layer's bias, fused into the product's store). */
+  bias?: Storage;
 }
 
 export interface AdamWStep {

@@ -91,7 +91,7 @@ export class CpuBackend implements Backend {
       for (let n = 0; n < N; n++) {
         let s = 0;
         for (let k = 0; k < K; k++) s += as[o.transA ? k * M + m : m * K + k] * bs[o.transB ? n * K + k : k * N + n];
-        cs[m * N + n] = (o.accumulate ? cs[m * N + n] : 0) + alpha * s;
+        cs[m * N + n] = (o.accumulate ? cs[m * N + n] : 0) + alpha * s + (o.bias ? A(o.bias)[n] : 0);
       }
     }
   }

@@ -163,7 +163,7 @@ export class GpuBackend implements Backend {
     return s;
   }
   matmul(a: Storage, b: Storage, c: Storage, o: MatmulOptions) {
-    K.matmul(this.gpu, { a: B(a), b: B(b), c: B(c), ...o, outDtype: "f32" });
+    K.matmul(this.gpu, { a: B(a), b: B(b), c: B(c), ...o, bias: o.bias ? B(o.bias) : undefined, outDtype: "f32" });
   }
   cast(x: Storage, out: Storage, n: number, from: FloatDType, to: FloatDType) {
     if (from === to) throw new Error(`cast: from and to are both ${from}`);

@@ -20,3 +20,4 @@ export * from "./optim.js";
 export * from "./sampling.js";
 export * from "./attention.js";
 export * from "./nf4.js";
+export * from "./residual-norm.js";

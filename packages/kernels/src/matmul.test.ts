@@ -33,6 +33,8 @@ interface Case {
   accumulate?: boolean;
   path?: MatmulPath;
   splitK?: number;
+  /** Add a random f32 bias [N] to every row (fused into the store or the split-K reduction). */
+  bias?: boolean;
 }
 
 async function check(c: Case) {
@@ -70,7 +72,9 @@ async function check(c: Case) {
     gpu.fill32(scratch, NAN_F32_BITS);
     gpu.release(scratch);
   }
-  matmul(gpu, { a: aBuf, b: bBuf, c: cBuf, ...args });
+  const bias = c.bias ? randn(N, rand) : null;
+  const biasBuf = bias ? gpu.upload(bias) : undefined;
+  matmul(gpu, { a: aBuf, b: bBuf, c: cBuf, ...args, bias: biasBuf });
   const got = outDtype === "f16" ? await gpu.readF16(cBuf, batch * M * N) : await gpu.readF32(cBuf, batch * M * N);
 
   const want = matmulReference(a, b, { M, N, K, transA: c.transA, transB: c.transB, batch, strideB, alpha: c.alpha });
@@ -81,9 +85,13 @@ async function check(c: Case) {
     want[i] += prior[i];
     mag[i] += Math.abs(prior[i]);
   }
+  if (bias) for (let i = 0; i < want.length; i++) {
+    want[i] += bias[i % N];
+    mag[i] += Math.abs(bias[i % N]);
+  }
   const bound = mag.map((m, i) => RTOL_ACCUM * m + (outDtype === "f16" ? RTOL_F16_OUT * Math.abs(want[i]) : 0) + 1e-30);
   const report = compare(got, want, bound);
-  gpu.release(aBuf, bBuf, cBuf);
+  gpu.release(aBuf, bBuf, cBuf, biasBuf);
   expect(report.ok, `${JSON.stringify(c)} (${plan.label}, ${plan.slices} K slices of ${plan.kLen}): ${describeReport(report)} (seed ${seed})`).toBe(true);
 }
 
@@ -145,6 +153,13 @@ describe("matmul vs float64 reference", () => {
     { M: 8, N: 24, K: 640, transB: true, path: "direct", splitK: 4, dtype: "f16", outDtype: "f16", accumulate: true },
     { M: 6, N: 30, K: 600, transB: true, path: "broadcast", splitK: 5, dtype: "f16", outDtype: "f16" },
     { M: 4, N: 6, K: 2100, transB: true }, // default path; the heuristic splits this (checked below)
+    // A fused bias (nn.Linear's, added after alpha and the accumulated prior) on every kernel, split or not.
+    { M: 1, N: 67, K: 132, transB: true, bias: true }, // decode GEMV, the adapter's default path
+    { M: 13, N: 37, K: 40, transB: true, path: "broadcast", bias: true, batch: 2, accumulate: true, alpha: 0.5 },
+    { M: 29, N: 19, K: 48, path: "broadcast", bias: true }, // lanes along M
+    { M: 21, N: 70, K: 36, transB: true, path: "direct", bias: true, dtype: "f16", outDtype: "f16" },
+    { M: 19, N: 33, K: 47, transB: true, path: "tiled", bias: true },
+    { M: 5, N: 40, K: 1000, transB: true, path: "broadcast", splitK: 3, bias: true, accumulate: true },
   ];
   for (const c of fixed) it(`fixed ${JSON.stringify(c)}`, () => check(c));
 

@@ -57,6 +57,8 @@ export interface MatmulArgs {
   alpha?: number;
   /** C += result instead of C = result (gradient accumulation). */
   accumulate?: boolean;
+  /** Optional f32 [N] added to every row of C after alpha·A·B (nn.Linear's bias, fused into the store). */
+  bias?: GpuBuffer;
   /**
    * Force a kernel: "tiled" (workgroup-memory tiles), "direct" (register tile, x·Wᵀ with K % 4 == 0 only) or
    * "broadcast" (subgroup-broadcast kernel for CPU adapters; needs the `subgroups` feature).
@@ -86,9 +88,14 @@ export function chooseMatmulTile(M: number): TileConfig {
 }
 
 /** The store of one finished value `v` (f32 expression) at element (gm, gn): C = alpha·v (+C), or the raw partial when split. */
-function storeWgsl(o: { split: boolean; accumulate: boolean; outDtype: MatmulDtype; gm: string; gn: string; v: string; batch: string }): string {
+function storeWgsl(o: { split: boolean; accumulate: boolean; bias?: boolean; outDtype: MatmulDtype; gm: string; gn: string; v: string; batch: string }): string {
   if (o.split) return `{ C[wg.z * u.M * u.N + ${o.gm} * u.N + ${o.gn}] = ${o.v}; }`;
-  return `{ let ci = ${o.batch} * u.strideC + ${o.gm} * u.N + ${o.gn}; var v = u.alpha * ${o.v};${o.accumulate ? " v += f32(C[ci]);" : ""} C[ci] = ${o.outDtype}(v); }`;
+  return `{ let ci = ${o.batch} * u.strideC + ${o.gm} * u.N + ${o.gn}; var v = u.alpha * ${o.v};${o.accumulate ? " v += f32(C[ci]);" : ""}${o.bias ? ` v += BIAS[${o.gn}];` : ""} C[ci] = ${o.outDtype}(v); }`;
+}
+
+/** The bindings after A, B, C: the bias (when fused into this kernel's store) and the uniform block. */
+function tailBindings(bias: boolean): string {
+  return bias ? "@group(0) @binding(3) var<storage, read> BIAS: array<f32>;\n@group(0) @binding(4) var<uniform> u: Params;" : "@group(0) @binding(3) var<uniform> u: Params;";
 }
 
 export function matmulWgsl(opts: {
@@ -97,6 +104,7 @@ export function matmulWgsl(opts: {
   dtype: MatmulDtype;
   outDtype: MatmulDtype;
   accumulate: boolean;
+  bias?: boolean;
   tile: TileConfig;
   /** Write raw f32 partial sums of this workgroup's K slice to C = scratch [batch·slices, M, N]. */
   split?: boolean;
@@ -125,7 +133,7 @@ ${PARAMS_WGSL}
 @group(0) @binding(0) var<storage, read> A: array<${dtype}>;
 @group(0) @binding(1) var<storage, read> B: array<${dtype}>;
 @group(0) @binding(2) var<storage, read_write> C: array<${split ? "f32" : outDtype}>;
-@group(0) @binding(3) var<uniform> u: Params;
+${tailBindings(!split && !!opts.bias)}
 
 var<workgroup> As: array<f32, ${BK * BM}>;   // [BK][BM]
 var<workgroup> Bs: array<f32, ${BK * BN}>;   // [BK][BN]
@@ -179,7 +187,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
     for (var j = 0u; j < ${TN}u; j++) {
       let gn = col0 + lid.x + j * ${WX}u;
       if (gn < u.N) {
-        ${storeWgsl({ split, accumulate, outDtype, gm: "gm", gn: "gn", v: "acc[r][j]", batch: "bz" })}
+        ${storeWgsl({ split, accumulate, bias: opts.bias, outDtype, gm: "gm", gn: "gn", v: "acc[r][j]", batch: "bz" })}
       }
     }
   }
@@ -194,7 +202,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
  * straight from memory and keeps TM×TN dot-product accumulators. GPUs use it for M ≤ 8 (GEMV-shaped products).
  * With a K split, kLen is a multiple of 4.
  */
-export function matmulDirectWgsl(opts: { dtype: MatmulDtype; outDtype: MatmulDtype; accumulate: boolean; TM: number; TN: number; WX: number; WY: number; split?: boolean }): string {
+export function matmulDirectWgsl(opts: { dtype: MatmulDtype; outDtype: MatmulDtype; accumulate: boolean; bias?: boolean; TM: number; TN: number; WX: number; WY: number; split?: boolean }): string {
   const { dtype, outDtype, accumulate, TM, TN, WX: wx, WY: wy } = opts;
   const split = opts.split ?? false;
   const needF16 = dtype === "f16" || (!split && outDtype === "f16");
@@ -204,7 +212,7 @@ ${PARAMS_WGSL}
 @group(0) @binding(0) var<storage, read> A: array<vec4<${dtype}>>;
 @group(0) @binding(1) var<storage, read> B: array<vec4<${dtype}>>;
 @group(0) @binding(2) var<storage, read_write> C: array<${split ? "f32" : outDtype}>;
-@group(0) @binding(3) var<uniform> u: Params;
+${tailBindings(!split && !!opts.bias)}
 
 @compute @workgroup_size(${wx}, ${wy}, 1)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
@@ -235,7 +243,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
     for (var j = 0u; j < ${TN}u; j++) {
       let n = n0 + j;
       if (n < u.N) {
-        ${storeWgsl({ split, accumulate, outDtype, gm: "m", gn: "n", v: "acc[i][j]", batch: "bz" })}
+        ${storeWgsl({ split, accumulate, bias: opts.bias, outDtype, gm: "m", gn: "n", v: "acc[i][j]", batch: "bz" })}
       }
     }
   }
@@ -280,6 +288,7 @@ export function matmulBroadcastWgsl(opts: {
   dtype: MatmulDtype;
   outDtype: MatmulDtype;
   accumulate: boolean;
+  bias?: boolean;
   cfg: BroadcastConfig;
   split?: boolean;
 }): string {
@@ -343,7 +352,7 @@ export function matmulBroadcastWgsl(opts: {
       const r = `rBase + ${i}u`;
       const l = `lBase + ${j * W}u`;
       const [gm, gn] = alongN ? [r, l] : [l, r];
-      L.push(`if (${r} < ${rowsN} && ${l} < ${colsN}) ${storeWgsl({ split, accumulate, outDtype, gm: `(${gm})`, gn: `(${gn})`, v: `c${i}_${j}`, batch: "bz" })}`);
+      L.push(`if (${r} < ${rowsN} && ${l} < ${colsN}) ${storeWgsl({ split, accumulate, bias: opts.bias, outDtype, gm: `(${gm})`, gn: `(${gn})`, v: `c${i}_${j}`, batch: "bz" })}`);
     }
   }
   const elem = (operand: string) => (operand === P && vec4 ? `vec4<${dtype}>` : dtype);
@@ -354,7 +363,7 @@ ${PARAMS_WGSL}
 @group(0) @binding(0) var<storage, read> A: array<${elem("A")}>;
 @group(0) @binding(1) var<storage, read> B: array<${elem("B")}>;
 @group(0) @binding(2) var<storage, read_write> C: array<${split ? "f32" : outDtype}>;
-@group(0) @binding(3) var<uniform> u: Params;
+${tailBindings(!split && !!opts.bias)}
 
 @compute @workgroup_size(${W})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) sg: u32) {
@@ -364,14 +373,14 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) sg: u
 }
 
 /** Sum the K-slice partials: C[b] = alpha·Σ_s P[b·S + s] (+ C[b]), converted to the output dtype. */
-export function matmulSplitReduceWgsl(opts: { outDtype: MatmulDtype; accumulate: boolean }): string {
+export function matmulSplitReduceWgsl(opts: { outDtype: MatmulDtype; accumulate: boolean; bias?: boolean }): string {
   const { outDtype, accumulate } = opts;
   return /* wgsl */ `
 ${outDtype === "f16" ? "enable f16;" : ""}
-struct RP { count: u32, slices: u32, strideC: u32, alpha: f32 }
+struct RP { count: u32, slices: u32, strideC: u32, alpha: f32, N: u32, p0: u32, p1: u32, p2: u32 }
 @group(0) @binding(0) var<storage, read> P: array<f32>;
 @group(0) @binding(1) var<storage, read_write> C: array<${outDtype}>;
-@group(0) @binding(2) var<uniform> u: RP;
+${opts.bias ? "@group(0) @binding(2) var<storage, read> BIAS: array<f32>;\n@group(0) @binding(3) var<uniform> u: RP;" : "@group(0) @binding(2) var<uniform> u: RP;"}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -383,6 +392,7 @@ fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nwg: v
   let ci = g.z * u.strideC + i;
   var v = u.alpha * s;
   ${accumulate ? "v += f32(C[ci]);" : ""}
+  ${opts.bias ? "v += BIAS[i % u.N];" : ""}
   C[ci] = ${outDtype}(v);
 }
 `;
@@ -454,7 +464,7 @@ export interface MatmulPlan {
 }
 
 /** Validate a call's shape/options and decide path, tile and split (no buffers needed). */
-export function matmulPlan(gpu: Gpu, args: Omit<MatmulArgs, "a" | "b" | "c">): MatmulPlan {
+export function matmulPlan(gpu: Gpu, args: Omit<MatmulArgs, "a" | "b" | "c" | "bias"> & { bias?: unknown }): MatmulPlan {
   const { M, N, K } = args;
   const transA = args.transA ?? false;
   const transB = args.transB ?? false;
@@ -485,7 +495,8 @@ export function matmulPlan(gpu: Gpu, args: Omit<MatmulArgs, "a" | "b" | "c">): M
   }
 
   // Kernel, workgroup grid (x, y) and K granule for the chosen path.
-  const suffix = `${dtype}${transA ? "_tA" : ""}${transB ? "_tB" : ""}${outDtype === "f16" ? "_oh" : ""}${accumulate ? "_acc" : ""}`;
+  const bias = args.bias !== undefined;
+  const suffix = `${dtype}${transA ? "_tA" : ""}${transB ? "_tB" : ""}${outDtype === "f16" ? "_oh" : ""}${accumulate ? "_acc" : ""}${bias ? "_bias" : ""}`;
   let grid: [number, number];
   let granule: number;
   let wgsl: (split: boolean) => string;
@@ -494,7 +505,7 @@ export function matmulPlan(gpu: Gpu, args: Omit<MatmulArgs, "a" | "b" | "c">): M
     // M ≤ 8 (decode/GEMV): one row per invocation, 64 invocations along N. Otherwise an 8×4 register tile.
     const cfg = M <= 8 ? { TM: 1, TN: 4, WX: 64, WY: 1 } : { TM: 8, TN: 4, WX: 8, WY: 8 };
     label = `matmul_direct_${suffix}_tm${cfg.TM}`;
-    wgsl = (split) => matmulDirectWgsl({ dtype, outDtype, accumulate, ...cfg, split });
+    wgsl = (split) => matmulDirectWgsl({ dtype, outDtype, accumulate, bias, ...cfg, split });
     grid = [Math.ceil(N / (cfg.TN * cfg.WX)), Math.ceil(M / (cfg.TM * cfg.WY))];
     granule = 16;
   } else if (path === "broadcast") {
@@ -502,13 +513,13 @@ export function matmulPlan(gpu: Gpu, args: Omit<MatmulArgs, "a" | "b" | "c">): M
     const rows = cfg.lanesAlong === "n" ? M : N;
     const cols = cfg.lanesAlong === "n" ? N : M;
     label = `matmul_bcast_${suffix}_${cfg.lanesAlong}${cfg.TM}x${cfg.TN}${cfg.vec4 ? "v" : ""}_w${cfg.W}`;
-    wgsl = (split) => matmulBroadcastWgsl({ transA, transB, dtype, outDtype, accumulate, cfg, split });
+    wgsl = (split) => matmulBroadcastWgsl({ transA, transB, dtype, outDtype, accumulate, bias, cfg, split });
     grid = [Math.ceil(cols / (cfg.W * cfg.TN)), Math.ceil(rows / cfg.TM)];
     granule = cfg.W;
   } else {
     const tile = chooseMatmulTile(M);
     label = `matmul_${suffix}_tm${tile.TM}`;
-    wgsl = (split) => matmulWgsl({ transA, transB, dtype, outDtype, accumulate, tile, split });
+    wgsl = (split) => matmulWgsl({ transA, transB, dtype, outDtype, accumulate, bias, tile, split });
     grid = [Math.ceil(N / (TN * WX)), Math.ceil(M / (tile.TM * WY))];
     granule = tile.BK;
   }
@@ -540,6 +551,8 @@ export function matmul(gpu: Gpu, args: MatmulArgs): void {
   if (args.a.bytes < need(strideA, M * K, dtype)) throw new Error(`matmul: A holds ${args.a.bytes} bytes, needs ${need(strideA, M * K, dtype)} for M=${M} K=${K} batch=${batch}`);
   if (args.b.bytes < need(strideB, K * N, dtype)) throw new Error(`matmul: B holds ${args.b.bytes} bytes, needs ${need(strideB, K * N, dtype)} for K=${K} N=${N} batch=${batch}`);
   if (args.c.bytes < need(strideC, M * N, outDtype)) throw new Error(`matmul: C holds ${args.c.bytes} bytes, needs ${need(strideC, M * N, outDtype)} for M=${M} N=${N} batch=${batch}`);
+  if (args.bias && args.bias.bytes < N * 4) throw new Error(`matmul: bias holds ${args.bias.bytes} bytes, needs ${N * 4} (f32 [N=${N}])`);
+  const biasBuf = args.bias ? [args.bias] : [];
 
   const params = new ArrayBuffer(48);
   const u = new Uint32Array(params);
@@ -549,7 +562,7 @@ export function matmul(gpu: Gpu, args: MatmulArgs): void {
   u[8] = plan.slices;
   const [gx0, gy0] = plan.grid;
   if (plan.slices === 1) {
-    gpu.dispatch(gpu.kernel(plan.label, plan.wgsl(false)), [args.a, args.b, args.c], [gx0, gy0, batch], params);
+    gpu.dispatch(gpu.kernel(plan.label, plan.wgsl(false)), [args.a, args.b, args.c, ...biasBuf], [gx0, gy0, batch], params);
     return;
   }
   const S = plan.slices;
@@ -558,11 +571,11 @@ export function matmul(gpu: Gpu, args: MatmulArgs): void {
   const count = M * N;
   const groups = Math.ceil(count / 256);
   const gx = Math.min(groups, gpu.limits.maxComputeWorkgroupsPerDimension ?? 65535);
-  const rp = new ArrayBuffer(16);
-  new Uint32Array(rp).set([count, S, strideC]);
+  const rp = new ArrayBuffer(32);
+  new Uint32Array(rp).set([count, S, strideC, 0, N]);
   new Float32Array(rp)[3] = alpha;
-  const reduce = gpu.kernel(`matmul_splitk_reduce_${outDtype}${accumulate ? "_acc" : ""}`, matmulSplitReduceWgsl({ outDtype, accumulate }));
-  gpu.dispatch(reduce, [scratch, args.c], [gx, Math.ceil(groups / gx), batch], rp);
+  const reduce = gpu.kernel(`matmul_splitk_reduce_${outDtype}${accumulate ? "_acc" : ""}${args.bias ? "_bias" : ""}`, matmulSplitReduceWgsl({ outDtype, accumulate, bias: !!args.bias }));
+  gpu.dispatch(reduce, [scratch, args.c, ...biasBuf], [gx, Math.ceil(groups / gx), batch], rp);
   gpu.release(scratch); // later commands that reuse this buffer run after ours
 }
 

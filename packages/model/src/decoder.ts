@@ -7,7 +7,7 @@
 // `step` is the same layer for generation: new tokens against a per-layer KV cache (prefill and decode alike), GPU only.
 import type { ModelConfig } from "./config.js";
 import { add, attention, embedding, linear, linearF16, lmHeadLogprob, rmsnorm, rope, swiglu, type Engine, type Tensor } from "@nr/autograd";
-import { attentionDecode, kvCacheAppend, type Gpu, type GpuBuffer } from "@nr/kernels";
+import { addRmsNorm, attentionDecode, kvCacheAppend, type Gpu, type GpuBuffer } from "@nr/kernels";
 
 /** The fields of the HF config the decoder reads (see config.ts for their meaning). */
 export type DecoderConfig = Pick<
@@ -179,9 +179,16 @@ export class Decoder {
     const appendAt = e.tensor(s.starts as number[], [B], { dtype: "u32" });
     const lens = e.tensor(s.starts.map((p) => p + T), [B], { dtype: "u32" });
     const buf = (t: Tensor) => t.storage as GpuBuffer;
-    let x = embedding(ids, W.embed);
+    // x: the residual stream, updated in place; each sub-layer's residual add is fused with the norm after it.
+    const x = embedding(ids, W.embed);
+    const H = c.hiddenSize, rows = B * T;
+    const addNorm = (r: Tensor, w: Tensor) => {
+      const y = e.empty([rows, H], "f32");
+      addRmsNorm(gpu, { x: buf(x), r: buf(r), w: buf(w), y: buf(y), rows, H, eps: c.rmsNormEps });
+      return y;
+    };
+    let h = rmsnorm(x, W.layers[0]?.inputNorm ?? W.finalNorm, c.rmsNormEps);
     W.layers.forEach((L, li) => {
-      const h = rmsnorm(x, L.inputNorm, c.rmsNormEps);
       let q = e.view(L.q.forward(h), [B, T, Hq, D]);
       let k = e.view(L.k.forward(h), [B, T, Hkv, D]);
       const v = e.view(L.v.forward(h), [B, T, Hkv, D]);
@@ -195,11 +202,11 @@ export class Decoder {
       const o = e.empty([B, T, Hq, D], "f32");
       kvCacheAppend(gpu, { k: buf(k), v: buf(v), kCache: cache.k, vCache: cache.v, positions: buf(appendAt), B, Tn: T, Tmax, Hkv, D });
       attentionDecode(gpu, { q: buf(q), kCache: cache.k, vCache: cache.v, o: buf(o), lens: buf(lens), B, Tq: T, Tmax, Hq, Hkv, D });
-      const x1 = add(x, L.o.forward(e.view(o, [B * T, Hq * D])));
-      const h2 = rmsnorm(x1, L.postAttentionNorm, c.rmsNormEps);
-      x = add(x1, L.down.forward(swiglu(L.gate.forward(h2), L.up.forward(h2))));
+      const h2 = addNorm(L.o.forward(e.view(o, [rows, Hq * D])), L.postAttentionNorm);
+      const mlp = L.down.forward(swiglu(L.gate.forward(h2), L.up.forward(h2)));
+      h = addNorm(mlp, W.layers[li + 1]?.inputNorm ?? W.finalNorm);
     });
-    return rmsnorm(x, W.finalNorm, c.rmsNormEps);
+    return h;
   }
 
   /** Hidden states after the final norm, [B·T, H]. */

@@ -148,6 +148,9 @@ export async function createGpu(options: GpuOptions = {}): Promise<Gpu> {
   return new Gpu(device, summary, info.subgroupMatrixConfigs ?? [], instance!);
 }
 
+/** Entries of the uniform-buffer and bind-group caches (LRU). */
+const CACHE_ENTRIES = 4096;
+
 type TypedArray = Float32Array | Float64Array | Uint32Array | Int32Array | Uint16Array | Uint8Array | Int8Array;
 
 /** A ready device with everything kernels need. */
@@ -167,6 +170,17 @@ export class Gpu {
   /** Uniform buffers used by the commands recorded since the last submit; recycled once the GPU is done. */
   private pendingUniforms: GPUBuffer[] = [];
   private freeUniforms = new Map<number, GPUBuffer[]>();
+  /**
+   * Per-dispatch host work is most of a small decode step's cost (a bind group and a uniform write per dispatch,
+   * ~80 dispatches per token on a 4-layer model), and a decode loop repeats the same dispatches: same pipelines,
+   * same pooled buffers, same parameters. So uniform buffers are content-addressed and never rewritten (a hit needs
+   * no write), and bind groups are cached by (pipeline, buffers, uniform buffer) identity. Both are LRU-bounded;
+   * an evicted uniform buffer is recycled only after the GPU finished the work submitted with it.
+   */
+  private readonly uniformCache = new Map<string, GPUBuffer>();
+  private readonly bindGroupCache = new Map<string, GPUBindGroup>();
+  private readonly objectIds = new WeakMap<object, number>();
+  private nextObjectId = 1;
   private destroyed = false;
   /**
    * Host-side work counted since the device was made (benchmarks read differences): recorded dispatches and
@@ -233,13 +247,39 @@ export class Gpu {
   /** A uniform buffer holding `data`, valid for commands recorded before the next submit. */
   uniform(data: ArrayBuffer | ArrayBufferView): GPUBuffer {
     const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const key = bytes.byteLength % 4 === 0 && bytes.byteLength <= 256 ? String.fromCharCode(...new Uint16Array(bytes.slice().buffer)) : null;
+    const hit = key === null ? undefined : this.uniformCache.get(key);
+    if (hit) {
+      this.uniformCache.delete(key!);
+      this.uniformCache.set(key!, hit);
+      return hit;
+    }
+    const buf = this.freshUniform(bytes);
+    if (key !== null) {
+      this.uniformCache.set(key, buf);
+      if (this.uniformCache.size > CACHE_ENTRIES) {
+        const [oldKey, old] = this.uniformCache.entries().next().value as [string, GPUBuffer];
+        this.uniformCache.delete(oldKey);
+        this.pendingUniforms.push(old); // recycled once the work submitted with it is done
+      }
+    } else this.pendingUniforms.push(buf);
+    return buf;
+  }
+
+  /** A small id per object (pipelines, buffers) for cache keys. */
+  private idOf(o: object): number {
+    let id = this.objectIds.get(o);
+    if (id === undefined) this.objectIds.set(o, (id = this.nextObjectId++));
+    return id;
+  }
+
+  private freshUniform(bytes: Uint8Array): GPUBuffer {
     const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
     const free = this.freeUniforms.get(size);
     let buf = free?.pop();
     if (!buf) buf = this.device.createBuffer({ size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: "nr-uniform" });
+    // writeBuffer lands before the next submit, ahead of every command recorded with this buffer.
     this.device.queue.writeBuffer(buf, 0, bytes);
-    // writeBuffer lands before the *next submit*, so a uniform buffer may not be rewritten until then.
-    this.pendingUniforms.push(buf);
     return buf;
   }
 
@@ -254,12 +294,17 @@ export class Gpu {
       throw new GpuError(`${kernel.label}: dispatch ${x}×${y}×${z} exceeds maxComputeWorkgroupsPerDimension=${maxWg}`, "validation");
     }
     if (x === 0 || y === 0 || z === 0) return;
-    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
-      binding: i,
-      resource: { buffer: "buffer" in b ? b.buffer : b },
-    }));
-    if (uniforms) entries.push({ binding: entries.length, resource: { buffer: this.uniform(uniforms) } });
-    const bindGroup = this.device.createBindGroup({ layout: kernel.pipeline.getBindGroupLayout(0), entries, label: kernel.label });
+    const bound = buffers.map((b) => ("buffer" in b ? b.buffer : b));
+    if (uniforms) bound.push(this.uniform(uniforms));
+    const key = `${this.idOf(kernel.pipeline)}:${bound.map((b) => this.idOf(b)).join(",")}`;
+    let bindGroup = this.bindGroupCache.get(key);
+    if (bindGroup) this.bindGroupCache.delete(key);
+    else {
+      const entries: GPUBindGroupEntry[] = bound.map((buffer, i) => ({ binding: i, resource: { buffer } }));
+      bindGroup = this.device.createBindGroup({ layout: kernel.pipeline.getBindGroupLayout(0), entries, label: kernel.label });
+      if (this.bindGroupCache.size >= CACHE_ENTRIES) this.bindGroupCache.delete(this.bindGroupCache.keys().next().value as string);
+    }
+    this.bindGroupCache.set(key, bindGroup);
     const pass = this.beginPass();
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);
