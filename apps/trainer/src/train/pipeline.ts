@@ -4,22 +4,21 @@
 // functions of (seed, step), so the counters are the RNG state). Guards: a non-finite loss or gradient skips the
 // step; `guards.maxBadSteps` of them in a row roll back to the last good state; a pre-flight pass at the longest
 // sequence length checks GPU memory before step 1.
-import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { createGpu } from "@nr/kernels";
 import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autograd";
-import { generateModel, loadDecoder } from "@nr/model";
+import { loadDecoder } from "@nr/model";
 import { LoraModel, savePeftAdapter, type LoraConfig, type LoraTarget } from "@nr/lora";
 import { WebGpuGenerator } from "@nr/rollout";
 import { preset, type AlgoName } from "@nr/algos";
 import { mathReward } from "@nr/rewards";
-import { defaultGrader, ProgressBar, syntheticWords, thinks, type GradeFn } from "@nr/data";
-import { RunFolder, resolveModelDir, writeReport, type Override, type TrainConfig } from "../run/index.js";
+import { ProgressBar, thinks } from "@nr/data";
+import { writeReport, type Override, type TrainConfig } from "../run/index.js";
+import { describeEval, pct } from "./eval-lines.js";
+import { grader, isCorrect } from "./grading.js";
 import { preflight } from "./preflight.js";
+import { prepareRun } from "./prepare.js";
 import { rlMaxNewTokens, sftSchedule, stageIndexAt } from "./schedule.js";
-import { loadRunData, recordDataSplit } from "../run/data.js";
-import { resumeConfig } from "../run/resume.js";
-import { checkInputs } from "../run/inputs.js";
 import { Critic, rlStep, seededPermutation, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
 import { openRemoteRollout, takeRolloutKey, withSamplerCorrection } from "./remote-rollout.js";
 import { initialState, readTrainerStateJson, readTrainerTensors, restoreTensor, writeTrainerState, type EvalRecord, type TensorGroup, type TrainerState } from "./state.js";
@@ -40,24 +39,7 @@ export interface PipelineOptions {
   overwrite?: boolean;
 }
 
-/** The verifier from @nr/rewards; a strict boxed-answer match when that package is not built. */
-async function grader(): Promise<{ grade: GradeFn; name: string }> {
-  try {
-    return { grade: await defaultGrader(), name: "@nr/rewards verify" };
-  } catch {
-    const exact: GradeFn = (pred, gold) => {
-      const m = /\\boxed\{([^{}]*)\}(?![\s\S]*\\boxed)/.exec(pred);
-      return m !== null && m[1].trim() === gold.trim();
-    };
-    return { grade: exact, name: "exact boxed match (fallback: @nr/rewards not available)" };
-  }
-}
-
-/** Tokenizer words of the generated default model: the synthetic task's words get single tokens. */
-export function taskTokenizerWords(): string[] {
-  const words = syntheticWords();
-  return [...words, ...words.map((w) => ` ${w}`), "Q:", "\nA:", " =", " +", " -", " *", " /", "\\boxed"];
-}
+export { taskTokenizerWords } from "./prepare.js";
 
 /**
  * Test hook: NR_INJECT_NAN="sft:3,rl:2" poisons the gradient of those (1-based, per phase) steps (the update is
@@ -66,8 +48,6 @@ export function taskTokenizerWords(): string[] {
 function injectedNanSteps(): Set<string> {
   return new Set((process.env.NR_INJECT_NAN ?? "").split(",").map((s) => s.trim()).filter(Boolean));
 }
-
-const isCorrect = (g: Awaited<ReturnType<GradeFn>>) => (typeof g === "boolean" ? g : g.correct);
 
 /**
  * Run `nr train`. With `resumeDir`, `configIn` is ignored (the run's config.json, with `opts.overrides` where allowed).
@@ -81,45 +61,9 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
   // The rollout servers' API key never reaches config.json.
   const rolloutKey = takeRolloutKey(configIn, opts.overrides);
   [configIn, opts] = [rolloutKey.config, { ...opts, overrides: rolloutKey.overrides }];
-  let run: RunFolder | null = null, config: TrainConfig, resumeFrom: string | null = null;
-  if (opts.resumeDir) {
-    if (opts.overwrite) throw new Error("--overwrite and --resume contradict each other: --resume continues the run, --overwrite deletes it");
-    // Locks the folder, then checks the saved config with the overrides (refusing unsafe ones) before writing.
-    const r = RunFolder.resume(resolve(cwd, opts.resumeDir), { config: (saved, from) => resumeConfig(saved, opts.overrides ?? [], from?.step ?? 0, { cwd }) });
-    run = r.run;
-    config = r.config;
-    resumeFrom = r.checkpoint?.dir ?? null;
-    log(resumeFrom ? `resuming ${run.dir} from ${resumeFrom}` : `resuming ${run.dir}: no complete checkpoint yet, starting from step 0`);
-    const last = (config as { resumes?: { step: number; changes: { key: string; from: unknown; to: unknown }[] }[] }).resumes?.at(-1);
-    if (last && opts.overrides?.length) log(`resume: from step ${last.step}: ${last.changes.map((c) => `${c.key} ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`).join(", ")} (recorded in config.json)`);
-  } else {
-    if (!configIn) throw new Error("runPipeline: a config is needed unless resuming");
-    config = configIn;
-  }
-  const nanAt = injectedNanSteps();
-
-  // ---- data and tokens, checked before the run folder is written and before the GPU starts
-  const data = await loadRunData(config, cwd, log);
-  let modelDir = config.model.dir ? resolveModelDir(config.model.dir, cwd) : undefined;
-  let inputs = modelDir ? await checkInputs(config, modelDir, data) : null;
-  run ??= RunFolder.open(config, { ifExists: opts.overwrite ? "overwrite" : "error", cwd });
+  const { run, config, resumeFrom, data, modelDir, inputs } = await prepareRun(configIn, opts, cwd, log);
   const runDir = run.dir;
-  recordDataSplit(runDir, data.split, resumeFrom !== null);
-
-  // ---- model
-  if (!modelDir) {
-    const g = config.model.generate!;
-    modelDir = join(runDir, "model");
-    if (!existsSync(join(modelDir, "config.json"))) {
-      log(`generating a Qwen2-architecture model (hidden ${g.hidden}, ${g.layers} layers, ${g.heads}/${g.kvHeads} heads) in ${modelDir}`);
-      await generateModel(
-        modelDir,
-        { architecture: "qwen2", hiddenSize: g.hidden, intermediateSize: g.intermediate, numLayers: g.layers, numHeads: g.heads, numKvHeads: g.kvHeads, tieWordEmbeddings: true },
-        { seed: config.seed, dtype: "f32", init: { std: 0.2 }, tokenizer: { words: taskTokenizerWords() } },
-      );
-    }
-  }
-  inputs ??= await checkInputs(config, modelDir, data);
+  const nanAt = injectedNanSteps();
   const { tok, promptStyle, encodePrompt, pad, eos, sftRecords, noThinkTargets } = inputs;
   const sftExamples: SftExampleIds[] = inputs.sftExamples;
   const { train, heldout } = data;
@@ -454,13 +398,3 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
 }
 
 const poison = (t: Tensor) => restoreTensor(t, new Float32Array(t.size).fill(NaN));
-
-const pct = (r: EvalRecord | null) => (r ? `${(100 * r.accuracy).toFixed(1)}%${r.samples ? ` (avg@${r.samples} ${(100 * (r.avgAtK ?? 0)).toFixed(1)}%)` : ""}` : "—");
-
-/** `greedy 95.0% · avg@8 (T 1) 78.1% · pass@8 99.0%`. */
-export function describeEval(r: EvalRecord, sampleTemperature: number): string {
-  const think = r.thinkingRate === undefined ? "" : ` (${(100 * r.thinkingRate).toFixed(0)}% thinking)`;
-  const g = `greedy ${(100 * r.accuracy).toFixed(1)}%${think}`;
-  if (!r.samples) return g;
-  return `${g} · avg@${r.samples} (T ${sampleTemperature}) ${(100 * (r.avgAtK ?? 0)).toFixed(1)}% · pass@${r.samples} ${(100 * (r.passAtK ?? 0)).toFixed(1)}%`;
-}
