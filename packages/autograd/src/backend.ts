@@ -44,6 +44,8 @@ export interface Backend {
   matmul(a: Storage, b: Storage, c: Storage, o: MatmulOptions): void;
   /** out = x converted from one float dtype to the other (f32 → f16 rounds; on the CPU backend to the f16 value). */
   cast(x: Storage, out: Storage, n: number, from: FloatDType, to: FloatDType): void;
+  /** dst[m, dstCol0 + j] (+)= src[m, srcCol0 + j] for j < cols, f32 [M, srcCols] and [M, dstCols] matrices. */
+  copyColumns(src: Storage, dst: Storage, M: number, srcCols: number, dstCols: number, srcCol0: number, dstCol0: number, cols: number, accumulate: boolean): void;
   /** y[m, n] += bias[n]. */
   biasAdd(y: Storage, bias: Storage, M: number, N: number): void;
   /** dbias[n] += Σ_m dy[m, n]. */

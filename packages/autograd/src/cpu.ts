@@ -23,6 +23,15 @@ export class CpuBackend implements Backend {
     if (dtype === "f16") for (let i = 0; i < out.length; i++) out[i] = toF16(out[i]);
     return out;
   }
+  copyColumns(src: Storage, dst: Storage, M: number, srcCols: number, dstCols: number, srcCol0: number, dstCol0: number, cols: number, accumulate: boolean) {
+    const s = A(src), d = A(dst);
+    for (let m = 0; m < M; m++) {
+      for (let j = 0; j < cols; j++) {
+        const i = m * dstCols + dstCol0 + j;
+        d[i] = (accumulate ? d[i] : 0) + s[m * srcCols + srcCol0 + j];
+      }
+    }
+  }
   allocRows(rows: number, cols: number): Storage {
     return this.alloc(rows * cols);
   }

@@ -6,7 +6,7 @@ import { createGpu, type Gpu } from "@nr/kernels";
 import { CpuBackend } from "./cpu.js";
 import { GpuBackend } from "./gpu.js";
 import { Engine, type Tensor } from "./tensor.js";
-import { add, attention, embedding, linear, linearF16, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
+import { add, attention, concatColumns, embedding, linear, linearF16, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
 
 let gpu: Gpu;
 beforeAll(async () => (gpu = await createGpu()));
@@ -48,6 +48,7 @@ describe(`GPU backend = float64 CPU backend (seed ${seed})`, () => {
   it("linear with bias (forward, dx, dW, dbias)", () => sameOnBoth((e, [x, w, b]) => [linear(x, w, b)], [[5, 12], [7, 12], [7]]));
   it("add + scale with fan-out", () => sameOnBoth((e, [a, b]) => [add(scale(a, 0.5), b), add(a, a)], [[300], [300]]));
   it("mul", () => sameOnBoth((e, [a, b]) => [mul(a, b)], [[77], [77]]));
+  it("concatColumns", () => sameOnBoth((e, [a, b, c]) => [concatColumns([a, b, c])], [[5, 3], [5, 8], [5, 1]]));
   it("rmsnorm", () => sameOnBoth((e, [x, w]) => [rmsnorm(x, w, 1e-6)], [[6, 40], [40]]));
   it("rope with per-token positions", () =>
     sameOnBoth((e, [x]) => [rope(x, e.tensor([0, 5, 1, 77], [4], { dtype: "u32" }), 10000)], [[4, 3, 16]]));

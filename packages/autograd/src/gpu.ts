@@ -170,6 +170,9 @@ export class GpuBackend implements Backend {
     // The bit-exact integer kernels of @nr/kernels (round to nearest even, overflow → ±Inf as tensor.half()).
     if (n > 0) K.cast(this.gpu, { src: B(x), dst: B(out), n, kind: from === "f32" ? "f32->f16" : "f16->f32" });
   }
+  copyColumns(src: Storage, dst: Storage, M: number, srcCols: number, dstCols: number, srcCol0: number, dstCol0: number, cols: number, accumulate: boolean) {
+    K.copyColumns(this.gpu, { src: B(src), dst: B(dst), M, srcCols, dstCols, srcCol0, dstCol0, cols, accumulate });
+  }
   biasAdd(y: Storage, bias: Storage, M: number, N: number) {
     K.biasAdd(this.gpu, { y: B(y), bias: B(bias), M, N });
   }

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { CpuBackend } from "./cpu.js";
 import { Engine, type Tensor } from "./tensor.js";
-import { add, attention, embedding, linear, linearF16, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
+import { add, attention, embedding, linear, linearF16, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu, concatColumns } from "./ops.js";
 
 const seed = process.env.NR_SEED ? Number(process.env.NR_SEED) : (Math.random() * 2 ** 31) >>> 0;
 let s = seed;
@@ -55,6 +55,7 @@ describe(`gradcheck (float64, seed ${seed})`, () => {
   it("linear with bias", () => gradcheck((e, [x, w, b]) => [linear(x, w, b)], [[3, 5], [4, 5], [4]]));
   it("add and scale (fan-out accumulates)", () => gradcheck((e, [a, b]) => [add(a, scale(a, -2.5)), add(a, b)], [[7], [7]]));
   it("mul (both sides, and a ∘ a)", () => gradcheck((e, [a, b]) => [mul(a, b), mul(a, a)], [[9], [9]]));
+  it("concatColumns (a part used twice)", () => gradcheck((e, [a, b]) => [concatColumns([a, b, a])], [[3, 2], [3, 5]]));
   it("rmsnorm", () => gradcheck((e, [x, w]) => [rmsnorm(x, w, 1e-6)], [[3, 6], [6]]));
   it("rope", () =>
     gradcheck((e, [x]) => {

@@ -226,6 +226,30 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, keyValid: Tensor, sca
   return o;
 }
 
+/**
+ * Column blocks side by side: parts [..., n_i] → [..., Σ n_i] (the outputs of a linear layer held as row blocks of
+ * its weight). Backward hands each part its columns of the gradient.
+ */
+export function concatColumns(parts: Tensor[]): Tensor {
+  const e = parts[0].engine, B = e.backend;
+  const lead = parts[0].shape.slice(0, -1);
+  const M = parts[0].size / parts[0].shape[parts[0].shape.length - 1];
+  const widths = parts.map((p) => p.shape[p.shape.length - 1]);
+  if (parts.some((p, i) => p.size !== M * widths[i] || p.dtype !== "f32")) throw new Error("concatColumns: parts must be f32 with the same leading dimensions");
+  const N = widths.reduce((a, b) => a + b, 0);
+  const y = e.empty([...lead, N], "f32", "concatColumns");
+  const offsets = widths.map((_, i) => widths.slice(0, i).reduce((a, b) => a + b, 0));
+  parts.forEach((p, i) => B.copyColumns(p.storage, y.storage, M, widths[i], N, 0, offsets[i], widths[i], false));
+  if (e.needsGrad(...parts)) {
+    y.requiresGrad = true;
+    e.record("concatColumns", () => {
+      if (!y.grad) return;
+      parts.forEach((p, i) => p.requiresGrad && B.copyColumns(y.grad!.storage, e.gradOf(p).storage, M, N, widths[i], offsets[i], 0, widths[i], true));
+    });
+  }
+  return y;
+}
+
 /** Rows of table [V, H] picked by ids (u32 [M]) → [M, H]. */
 export function embedding(ids: Tensor, table: Tensor): Tensor {
   const e = table.engine, B = e.backend;
