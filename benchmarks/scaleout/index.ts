@@ -15,6 +15,7 @@ import { createGpu } from "@nr/kernels";
 import { Engine, GpuBackend } from "@nr/autograd";
 import { loadDecoder, loadTokenizer } from "@nr/model";
 import { LoraModel } from "@nr/lora";
+import { randomizeAdapter } from "@nr/lora/testing";
 import { WebGpuGenerator, type PromptSpec } from "@nr/rollout";
 import { RemoteRollout } from "../../apps/trainer/src/train/remote-rollout.js";
 import { higherIsBetter, lowerIsBetter, writeResults, type BenchRow } from "../lib/report.js";
@@ -54,9 +55,7 @@ try {
   const tok = await loadTokenizer(MODEL);
   const lora = new LoraModel(decoder);
   lora.addAdapter("policy", { r: 16, alpha: 32, seed: 1 });
-  const c = lora.configs.get("policy")!;
-  let s = 7;
-  for (const p of lora.projections) if (p.adapters.has("policy")) p.setAdapter("policy", c, await p.adapters.get("policy")!.weights.A.read(), Array.from({ length: p.outFeatures * c.r }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.05), false);
+  randomizeAdapter(lora, "policy", 7, 0.05);
   const words = ["apples", "pens", "books", "coins", "cards", "stones", "shells", "cups"];
   const prompts: PromptSpec[] = Array.from({ length: PROMPTS }, (_, i) => ({ promptIds: tok.encode(`Q: Sam has ${i + 3} ${words[i % words.length]} and buys ${(i * 5) % 9 + 2} more. How many ${words[i % words.length]} does Sam have now?\nA: `), n: G }));
   const sampling = { temperature: 1, maxNewTokens: NEW };

@@ -1,7 +1,24 @@
-// Shared by this package's tests (not exported from the index): the masked log-probs of a batch of rows, and one
-// full-batch SFT step on them.
+// Shared by tests and benchmarks (`@nr/lora/testing`, not the index): the masked log-probs of a batch of rows, one
+// full-batch SFT step on them, and adapters with nonzero weights.
 import type { AdamW } from "@nr/autograd";
 import { makeBatch, type Decoder } from "@nr/model";
+import type { LoraModel } from "./lora.js";
+
+/**
+ * Give adapter `name` seeded uniform weights in [−scale/2, scale/2] (A then B per projection), frozen. PEFT's init
+ * has B = 0, an adapter that does not change the model; tests of serving and loading need one that does.
+ */
+export function randomizeAdapter(lora: LoraModel, name: string, seed: number, scale = 0.8) {
+  const c = lora.configs.get(name);
+  if (!c) throw new Error(`randomizeAdapter: no adapter named "${name}"`);
+  let s = seed >>> 0;
+  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * scale;
+  for (const p of lora.projections) {
+    if (!p.adapters.has(name)) continue;
+    const A = Array.from({ length: c.r * p.inFeatures }, rand);
+    p.setAdapter(name, c, A, Array.from({ length: p.outFeatures * c.r }, rand), false);
+  }
+}
 
 /** Per-token log-probs (no tape) of left-padded `rows`, with the batch's loss mask. */
 export async function maskedLogps(decoder: Decoder, rows: number[][]) {

@@ -11,6 +11,7 @@ import { createGpu } from "@nr/kernels";
 import { Engine, GpuBackend } from "@nr/autograd";
 import { generateModel, loadDecoder, loadTokenizer } from "@nr/model";
 import { LoraModel, loadPeftAdapter, savePeftAdapter } from "@nr/lora";
+import { randomizeAdapter } from "@nr/lora/testing";
 import { WebGpuGenerator, type RunningServer } from "@nr/rollout";
 import { startServe } from "./serve.js";
 
@@ -25,17 +26,14 @@ const quiet = { log: () => {}, err: () => {} };
 /** What the WebGpuGenerator gives with each adapter loaded by hand: greedy text, chat text, sampled token ids. */
 const want: Record<string, { greedy: string; chat: string; sampled: number[][] }> = {};
 
-/** A PEFT adapter of rank r with nonzero B (PEFT's init has B = 0, which would not change the model). */
+/** A PEFT adapter of rank r with nonzero weights. */
 async function writeAdapter(dir: string, r: number, seed: number) {
   const gpu = await createGpu();
   try {
     const { decoder } = await loadDecoder(new Engine(new GpuBackend(gpu)), join(root, "base"));
     const lora = new LoraModel(decoder);
     lora.addAdapter("a", { r, alpha: 2 * r });
-    let s = seed;
-    const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.8;
-    const c = lora.configs.get("a")!;
-    for (const p of lora.projections) if (p.adapters.has("a")) p.setAdapter("a", c, Array.from({ length: c.r * p.inFeatures }, rand), Array.from({ length: p.outFeatures * c.r }, rand), false);
+    randomizeAdapter(lora, "a", seed);
     await savePeftAdapter(lora, "a", dir);
   } finally {
     gpu.destroy();

@@ -9,6 +9,7 @@ import { createGpu } from "@nr/kernels";
 import { Engine, GpuBackend } from "@nr/autograd";
 import { generateModel, loadDecoder, loadTokenizer } from "@nr/model";
 import { LoraModel, loadPeftAdapter, savePeftAdapter } from "@nr/lora";
+import { randomizeAdapter } from "@nr/lora/testing";
 import { OpenAIGenerator, WebGpuGenerator, type RunningServer } from "@nr/rollout";
 import { parseAdapterSpecs, startServe } from "./serve.js";
 
@@ -26,10 +27,7 @@ beforeAll(async () => {
     const { decoder } = await loadDecoder(e, join(root, "base"));
     const lora = new LoraModel(decoder);
     lora.addAdapter("a", { r: 4, alpha: 8 });
-    let s = 12345;
-    const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.8;
-    const c = lora.configs.get("a")!;
-    for (const p of lora.projections) if (p.adapters.has("a")) p.setAdapter("a", c, Array.from({ length: c.r * p.inFeatures }, rand), Array.from({ length: p.outFeatures * c.r }, rand), false);
+    randomizeAdapter(lora, "a", 12345);
     await savePeftAdapter(lora, "a", join(root, "adapter"));
   } finally {
     gpu.destroy();

@@ -15,6 +15,7 @@ import { createGpu, type Gpu } from "@nr/kernels";
 import { Engine, GpuBackend } from "@nr/autograd";
 import { loadDecoder, loadTokenizer, type ModelTokenizer } from "@nr/model";
 import { LoraModel } from "@nr/lora";
+import { randomizeAdapter } from "@nr/lora/testing";
 import { HttpError, loadLoraAdapter, WebGpuGenerator } from "@nr/rollout";
 import { generateSynthetic } from "@nr/data";
 import { resolveConfig } from "../run/index.js";
@@ -87,10 +88,7 @@ describe("remote rollouts on two nr serve workers", () => {
     const { decoder } = await loadDecoder(e, MODEL);
     const lora = new LoraModel(decoder);
     lora.addAdapter("policy", { r: 4, alpha: 8, seed: 5 });
-    // A policy that differs from the base: nonzero B (PEFT's init has B = 0).
-    let s = 99;
-    const c = lora.configs.get("policy")!;
-    for (const p of lora.projections) if (p.adapters.has("policy")) p.setAdapter("policy", c, await p.adapters.get("policy")!.weights.A.read(), Array.from({ length: p.outFeatures * c.r }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.6), false);
+    randomizeAdapter(lora, "policy", 99, 0.6); // a policy that differs from the base (PEFT's init has B = 0)
     const logs: string[] = [];
     const opts = { apiKey: KEY, adapterDir: join(root, "adapter"), baseModel: MODEL, timeoutMs: 60_000, stopTokenIds: tok.stopTokenIds, recordFile: join(root, "records.jsonl"), log: (l: string) => logs.push(l) };
     const ps = prompts(6, 11, 4);
