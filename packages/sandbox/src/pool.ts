@@ -87,7 +87,7 @@ export class SandboxPool {
   }
 
   private spawn(): void {
-    const worker = new Worker(WORKER_URL, { workerData: this.config, resourceLimits: { maxOldGenerationSizeMb: 512 } });
+    const worker = new Worker(WORKER_URL, { workerData: this.config, execArgv: [], resourceLimits: { maxOldGenerationSizeMb: 512 } });
     const slot: Slot = { worker, ready: false };
     this.started++;
     this.slots.push(slot);

@@ -2,7 +2,8 @@
 // Python libraries into its in-memory file system, import the preloaded modules, seal (harden.ts), then run one
 // request at a time. The wall-clock limit is the pool's job (it terminates this thread).
 import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join, sep } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parentPort, workerData } from "node:worker_threads";
 import { limitWasmMemory, PYTHON_RUNNER, restrictNodeModules, sealJavaScript } from "./harden.js";
 import type { RunReply, RunRequest, WorkerConfig, WorkerMessage } from "./protocol.js";
@@ -75,7 +76,9 @@ async function boot() {
   limitWasmMemory(config.memoryLimitBytes);
   const { loadPyodide } = await import("pyodide");
   const capture = new OutputCapture(config.outputLimitBytes);
-  const py = await loadPyodide({ jsglobals: Object.freeze(Object.create(null)), env: { HOME: "/home/sandbox" }, stdout: () => {}, stderr: () => {} });
+  // indexURL given: pyodide otherwise finds its files from a stack trace, which source-mapping loaders (tsx) change.
+  const indexURL = dirname(fileURLToPath(import.meta.resolve("pyodide"))) + sep;
+  const py = await loadPyodide({ indexURL, jsglobals: Object.freeze(Object.create(null)), env: { HOME: "/home/sandbox" }, stdout: () => {}, stderr: () => {} });
   mark("pyodide loaded");
   py.setStdout(capture.writer("stdout"));
   py.setStderr(capture.writer("stderr"));
