@@ -123,3 +123,77 @@ describe("WebGpuGenerator edge cases", () => {
     expect(r[0][0]).toMatchObject({ text: "", finishReason: "eos", tokenIds: [] });
   });
 });
+
+describe("WebGpuGenerator tool use (TIR: pause a row, append the tool's tokens to its KV cache, resume)", () => {
+  /** Scores completions with the training forward at temperature T (no cache): the reference for the sampler. */
+  async function trainingLogp(promptIds: number[], tokenIds: number[], T: number) {
+    return engine.scope(async () => engine.noGrad(() => decoder.forward(makeBatch(engine, [[...promptIds, ...tokenIds]]), { temperature: T })).logp.read());
+  }
+
+  it("appended tokens are masked, and the tokens sampled after them match the training forward", async () => {
+    const inserted = tok.encode(" 42 ok");
+    const tool = {
+      start: () => {
+        let called = false;
+        return {
+          afterToken: (ids: readonly number[]) => {
+            if (called || ids.length < 3) return null;
+            called = true;
+            return new Promise<number[]>((r) => setTimeout(() => r(inserted), 20));
+          },
+        };
+      },
+    };
+    const prompts = [tok.encode("Sam buys 3 pens"), tok.encode("7 * 6 =")];
+    const T = 0.8;
+    const out = await gen.generateIds(prompts.map((p) => ({ promptIds: p, n: 2, tool })), { temperature: T, maxNewTokens: 14, seed: 7, maxBatchRows: 4 });
+    let worst = 0, sampled = 0;
+    for (const [i, seqs] of out.entries()) {
+      for (const s of seqs) {
+        expect(s.toolMask).toHaveLength(s.tokenIds.length);
+        if (s.tokenIds.length < 3) continue; // ended (EOS) before the tool was called
+        const span = s.toolMask!.flatMap((m, j) => (m ? [j] : []));
+        expect(span).toEqual(Array.from({ length: Math.min(inserted.length, s.tokenIds.length - 3) }, (_, k) => 3 + k));
+        expect(span.map((j) => s.tokenIds[j])).toEqual(inserted.slice(0, span.length));
+        expect(span.map((j) => s.logprobs[j])).toEqual(span.map(() => 0));
+        const lp = await trainingLogp(prompts[i], s.tokenIds, T);
+        s.tokenIds.forEach((_, j) => {
+          if (s.toolMask![j]) return;
+          sampled++;
+          worst = Math.max(worst, Math.abs(lp[prompts[i].length - 1 + j] - s.logprobs[j]));
+        });
+      }
+    }
+    console.log(`tool use: max |sampling logp − training logp| over ${sampled} sampled tokens = ${worst.toExponential(2)}`);
+    expect(sampled).toBeGreaterThan(12);
+    expect(worst).toBeLessThan(1e-3);
+  });
+
+  it("a paused row does not hold up the batch, and a tool that appends nothing leaves greedy output unchanged", async () => {
+    const prompt = tok.encode("Tom has 12 apples.");
+    const plain = await gen.generateIds([{ promptIds: prompt, n: 2 }], { temperature: 0, maxNewTokens: 10 });
+    // Row 0 pauses after its 2nd token until row 1 has decoded 4 more tokens: if a pause stalled the loop, this
+    // would never resolve (the test would time out).
+    let release: (() => void) | null = null;
+    let otherTokens = 0;
+    let sessions = 0;
+    const tool = {
+      start: () => {
+        const sample = sessions++;
+        return {
+          afterToken: (ids: readonly number[]) => {
+            if (sample !== 0 || ids.length !== 2) return null;
+            return new Promise<number[]>((r) => (release = () => r([])));
+          },
+        };
+      },
+    };
+    const onToken = (sample: number) => {
+      if (sample === 1 && release && ++otherTokens === 4) release();
+    };
+    const withTool = await gen.generateIds([{ promptIds: prompt, n: 2, tool, onToken }], { temperature: 0, maxNewTokens: 10 });
+    expect(otherTokens).toBeGreaterThanOrEqual(4);
+    expect(withTool[0].map((s) => s.tokenIds)).toEqual(plain[0].map((s) => s.tokenIds));
+    expect(withTool[0][0].toolMask).toEqual(withTool[0][0].tokenIds.map(() => 0));
+  });
+});

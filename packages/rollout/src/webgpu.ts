@@ -57,10 +57,27 @@ export interface SampleOptions extends SamplingSettings {
   maxBatchRows?: number;
 }
 
+/**
+ * Tool use inside generation (TIR: the model writes a program, a sandbox runs it, its output joins the text). Each
+ * sequence gets a session when it starts; after every sampled token the session may pause the sequence and hand
+ * back token ids to append. The sequence keeps its slot and its KV cache while the tool runs (other rows go on
+ * decoding), then the ids are fed one per decode step like sampled tokens (appended to the cache, no re-prefill),
+ * marked 1 in `toolMask` with log-prob 0, and sampling resumes. They count towards maxNewTokens.
+ */
+export interface ToolHook {
+  start(): ToolSession;
+}
+export interface ToolSession {
+  /** null: go on sampling; a promise: pause this sequence until it gives the token ids to append. */
+  afterToken(tokenIds: readonly number[]): Promise<number[]> | null;
+}
+
 /** One prompt to complete `n` times, with optional per-prompt sampling settings. */
 export interface PromptSpec extends Partial<SamplingSettings> {
   promptIds: number[];
   n: number;
+  /** Tool use (see {@link ToolHook}); sequences of this prompt then carry `toolMask`. */
+  tool?: ToolHook;
   /** Streaming: called after each token of sample `sample` is recorded (tokenIds/logprobs are the live arrays). */
   onToken?: (sample: number, tokenIds: readonly number[], logprobs: readonly number[]) => void;
   /** Streaming: called when sample `sample` finishes (before the whole prompt's result is delivered). */
@@ -76,6 +93,8 @@ export interface GeneratedSequence {
   finishReason: FinishReason;
   /** The stop string that ended the sequence (finishReason "stop"). */
   stopString?: string;
+  /** With a tool hook: 1 where the token was appended by the tool (not sampled: no policy action), else 0. */
+  toolMask?: number[];
 }
 
 export interface GenerationTiming {
@@ -105,6 +124,7 @@ export interface GenerationJob {
   seqIds: number[];
   onToken?: PromptSpec["onToken"];
   onSequence?: PromptSpec["onSequence"];
+  tool?: ToolHook;
   /** Receives the n sequences when the last of them finishes. */
   done(seqs: GeneratedSequence[]): void;
   /** Receives the error when the loop fails while this job is in it. */
@@ -138,6 +158,8 @@ interface Slot {
   logprobs: number[];
   done: FinishReason | null;
   stopString?: string;
+  /** Tool use: the session, tokens waiting to be fed, the mask so far, and the pending tool call (row paused). */
+  tool?: { session: ToolSession; forced: number[]; mask: number[]; paused: Promise<void> | null };
 }
 
 interface JobState {
@@ -165,14 +187,17 @@ export class WebGpuGenerator implements Generator {
     return this.opts.contextLength ?? 4096;
   }
 
+  /** Tool use for every prompt of `generate()` (e.g. the TIR sandbox of `nr eval --prompt-format tir`). */
+  tool: ToolHook | null = null;
+
   async generate(requests: GenerationRequest[]): Promise<GenerationResult[]> {
     // One batch for all requests: each request's own seed (when given) makes its samples independent of the others.
     const seqs = await this.generateIds(
-      requests.map((r) => ({ promptIds: this.tokenizer.encode(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, maxNewTokens: r.maxNewTokens, seed: r.seed, stop: r.stop })),
+      requests.map((r) => ({ promptIds: this.tokenizer.encode(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, maxNewTokens: r.maxNewTokens, seed: r.seed, stop: r.stop, ...(this.tool ? { tool: this.tool } : {}) })),
       { temperature: 1, maxNewTokens: 1 },
     );
     return seqs.map((s) => ({
-      completions: s.map((q) => ({ text: q.text, tokens: q.tokenIds.length, finishReason: q.finishReason, logprobs: q.logprobs, tokenIds: q.tokenIds }) as never),
+      completions: s.map((q) => ({ text: q.text, tokens: q.tokenIds.length, finishReason: q.finishReason, logprobs: q.logprobs, tokenIds: q.tokenIds, ...(q.toolMask ? { toolMask: q.toolMask } : {}) }) as never),
     }));
   }
 
@@ -224,7 +249,7 @@ export class WebGpuGenerator implements Generator {
     if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`generate: seed must be a non-negative integer (got ${seed})`);
     const h = own ? hashIds(p.promptIds) : 0;
     const seqIds = Array.from({ length: p.n }, (_, s) => (own ? (h + s) >>> 0 : (rowBase + s) >>> 0));
-    return { promptIds: p.promptIds, n: p.n, temperature, topP, topK, minP, repetitionPenalty, maxNewTokens, stop, seed, seqIds, onToken: p.onToken, onSequence: p.onSequence, done };
+    return { promptIds: p.promptIds, n: p.n, temperature, topP, topK, minP, repetitionPenalty, maxNewTokens, stop, seed, seqIds, onToken: p.onToken, onSequence: p.onSequence, tool: p.tool, done };
   }
 
   async generateIds(prompts: PromptSpec[], o: SampleOptions): Promise<GeneratedSequence[][]> {
@@ -328,6 +353,7 @@ export class WebGpuGenerator implements Generator {
             gpu.write(seqBuf, Uint32Array.of(job.seqIds[s]), dst * 4);
             lens[dst] = L;
             slots[dst] = { job, sample: s, step: 0, tokenIds: [], logprobs: [], done: null };
+            if (job.tool) slots[dst]!.tool = { session: job.tool.start(), forced: [], mask: [], paused: null };
             if (job.repetitionPenalty !== 1) {
               if (!hist.buf) {
                 hist.host = new Uint32Array(R * Tmax);
@@ -350,8 +376,13 @@ export class WebGpuGenerator implements Generator {
             states.delete(job);
           }
         }
-        const live = slots.flatMap((s, b) => (s ? [b] : []));
-        if (live.length === 0) break;
+        const live = slots.flatMap((s, b) => (s && !s.tool?.paused ? [b] : []));
+        const paused = slots.flatMap((s) => (s?.tool?.paused ? [s.tool.paused] : []));
+        if (live.length === 0 && paused.length === 0) break;
+        if (live.length === 0) {
+          await Promise.race(paused); // every row waits for its tool: nothing to decode until one answers
+          continue;
+        }
         // ---- sample one token for every live row, then record it
         const t1 = performance.now();
         if (hist.buf) this.penalize(slots, live, lens, hist as { host: Uint32Array; buf: GpuBuffer; lens: GpuBuffer }, logits, Tmax);
@@ -366,14 +397,16 @@ export class WebGpuGenerator implements Generator {
           const sq = slots[b]!;
           const job = sq.job;
           sq.step++;
-          const tok = idv[b];
-          if (stops.has(tok)) sq.done = "eos";
+          const forced = sq.tool?.forced.length ? sq.tool.forced.shift()! : undefined;
+          const tok = forced ?? idv[b];
+          if (forced === undefined && stops.has(tok)) sq.done = "eos";
           else {
             sq.tokenIds.push(tok);
-            sq.logprobs.push(lpv[b]);
+            sq.logprobs.push(forced === undefined ? lpv[b] : 0);
+            sq.tool?.mask.push(forced === undefined ? 0 : 1);
             if (job.repetitionPenalty !== 1) hist.host[b * Tmax + job.promptIds.length + sq.tokenIds.length - 1] = tok;
             timing.decodeTokens++;
-            if (job.stop.length) {
+            if (job.stop.length && forced === undefined) {
               const tail = this.tokenizer.decode(sq.tokenIds.slice(-32));
               const hit = job.stop.find((s) => tail.includes(s));
               if (hit !== undefined) {
@@ -383,6 +416,7 @@ export class WebGpuGenerator implements Generator {
             }
             if (!sq.done && sq.tokenIds.length >= job.maxNewTokens) sq.done = "length";
             job.onToken?.(sq.sample, sq.tokenIds, sq.logprobs);
+            if (!sq.done && forced === undefined && sq.tool) this.callTool(sq.tool, sq.tokenIds);
           }
           if (sq.done) {
             const st = states.get(job)!;
@@ -393,16 +427,21 @@ export class WebGpuGenerator implements Generator {
           }
         }
         // ---- decode: feed every live row its sampled token (free slots get a dummy token at position 0)
+        // A row that paused at this step still feeds the token it just sampled. One paused before re-feeds its last
+        // token at that token's own position: the same keys/values rewritten in place and its logits kept valid, so
+        // it can resume by sampling (a tool that appends nothing) or by feeding the tool's tokens.
+        // (decided by who sampled this step, not by `paused`, which a tool may clear while this step awaits the GPU)
+        const waiting = slots.map((s, b) => !!s && !live.includes(b));
         const feed = slots.map((s) => (s ? s.tokenIds[s.tokenIds.length - 1] : 0));
         if (slots.some((s) => s)) {
-          const starts = slots.map((s, b) => (s ? lens[b] : 0));
+          const starts = slots.map((s, b) => (s ? lens[b] - (waiting[b] ? 1 : 0) : 0));
           await e.scope(async () =>
             e.noGrad(() => {
               const x = this.decoder.step({ tokens: feed, starts, B: R, T: 1, caches, Tmax });
               this.lmLogits(x, 0, R, logits, 0);
             }),
           );
-          for (let b = 0; b < R; b++) if (slots[b]) lens[b]++;
+          for (let b = 0; b < R; b++) if (slots[b] && !waiting[b]) lens[b]++;
         }
         timing.decodeMs += performance.now() - t1;
       }
@@ -425,7 +464,22 @@ export class WebGpuGenerator implements Generator {
       const at = text.indexOf(sq.stopString);
       if (at >= 0) text = text.slice(0, at);
     }
-    return { promptIds: job.promptIds, tokenIds: sq.tokenIds, logprobs: sq.logprobs, text, finishReason: sq.done!, ...(sq.stopString !== undefined ? { stopString: sq.stopString } : {}) };
+    return { promptIds: job.promptIds, tokenIds: sq.tokenIds, logprobs: sq.logprobs, text, finishReason: sq.done!, ...(sq.stopString !== undefined ? { stopString: sq.stopString } : {}), ...(sq.tool ? { toolMask: sq.tool.mask } : {}) };
+  }
+
+  /** Asks the row's tool session about its latest token; a call pauses the row until its ids arrive. */
+  private callTool(tool: NonNullable<Slot["tool"]>, tokenIds: readonly number[]): void {
+    const call = tool.session.afterToken(tokenIds);
+    if (!call) return;
+    tool.paused = call.then(
+      (ids) => {
+        tool.forced.push(...ids);
+        tool.paused = null;
+      },
+      () => {
+        tool.paused = null; // a failing tool appends nothing; the row samples on
+      },
+    );
   }
 
   /**
