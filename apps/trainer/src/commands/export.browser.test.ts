@@ -1,15 +1,15 @@
 // The deploy demo (examples/deploy) in a real browser: models/nr-tiny-math is exported with `nr export`, served on
 // 127.0.0.1 with transformers.js's own browser bundle and WASM files (the network is otherwise off), and headless
-// Chromium, driven over the DevTools protocol, opens the page. The page's greedy completion must equal
-// `nr generate`'s for the same prompt, the page must log no error, and a screenshot of the output box must change
+// Chromium, driven over the DevTools protocol, opens the page on WASM (and with NR_SCALE=1 on WebGPU). The page's
+// greedy completion must equal `nr generate`'s for the same prompt, the page must log no error, and a screenshot of the output box must change
 // when its text is removed (the text is really drawn). Skips with one line when Chromium is not installed.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runExport } from "./export.js";
-import { runGenerate } from "./generate.js";
+import { runGenerate, type GeneratedLine } from "./generate.js";
 
 const CHROMIUM = process.env.NR_CHROMIUM ?? "/usr/bin/chromium";
 const HAVE_CHROMIUM = existsSync(CHROMIUM);
@@ -47,51 +47,78 @@ class Cdp {
 }
 
 let root = "";
-let browser: ChildProcess | null = null;
+let server: { url: string; close(): Promise<void> } | null = null;
+let want: GeneratedLine;
+const browsers: ChildProcess[] = [];
 afterAll(async () => {
-  // the profile folder can only be removed once Chromium has exited
-  if (browser && browser.exitCode === null) await new Promise((done) => browser!.once("exit", done).kill());
+  await server?.close();
+  // a profile folder can only be removed once its Chromium has exited
+  for (const b of browsers) if (b.exitCode === null) await new Promise((done) => b.once("exit", done).kill());
   if (root) rmSync(root, { recursive: true, force: true });
 });
 
-describe.skipIf(!HAVE_CHROMIUM)("deploy demo in headless Chromium (transformers.js, WASM)", () => {
-  it("the page generates nr generate's completion and draws it", async () => {
+/** Headless Chromium on an empty page, attached over the DevTools pipe. */
+async function openBrowser(flags: string[], profile: string) {
+  const base = ["--headless", "--no-sandbox", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--no-proxy-server", "--window-size=900,600"];
+  const proc = spawn(CHROMIUM, [...base, ...flags, `--user-data-dir=${profile}`, "--remote-debugging-pipe", "about:blank"], { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] });
+  browsers.push(proc);
+  const cdp = new Cdp(proc);
+  const { targetInfos } = (await cdp.send("Target.getTargets")) as { targetInfos: { targetId: string; type: string }[] };
+  const { sessionId } = (await cdp.send("Target.attachToTarget", { targetId: targetInfos.find((t) => t.type === "page")!.targetId, flatten: true })) as { sessionId: string };
+  const evaluate = async (expression: string) => ((await cdp.send("Runtime.evaluate", { expression, returnByValue: true, awaitPromise: true }, sessionId)) as { result: { value: unknown } }).result.value;
+  await cdp.send("Runtime.enable", {}, sessionId);
+  await cdp.send("Page.enable", {}, sessionId);
+  const shot = async (clip?: Record<string, number>) => Buffer.from(((await cdp.send("Page.captureScreenshot", { format: "png", ...(clip ? { clip } : {}) }, sessionId)) as { data: string }).data, "base64");
+  return { cdp, sessionId, evaluate, shot };
+}
+
+// WASM with the GPU off; with NR_SCALE=1 also WebGPU on Chromium's SwiftShader adapter (a CPU implementation, so it
+// runs on any machine, but loading compiles every shader on the CPU: about a minute here against 10 s for WASM).
+const DEVICES: [string, string[]][] = [
+  ["wasm", ["--disable-gpu"]],
+  ...(process.env.NR_SCALE === "1" ? [["webgpu", ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"]] as [string, string[]]] : []),
+];
+
+describe.skipIf(!HAVE_CHROMIUM)("deploy demo in headless Chromium (transformers.js)", () => {
+  beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), "nr-deploy-"));
     const out = join(root, "model");
     await runExport({ model: MODEL, out, dtype: "f32", overwrite: false }, quiet);
-    const [want] = await runGenerate({ model: MODEL, prompt: [PROBLEM], samples: 1, temperature: 0, topP: 1, maxNewTokens: 48, seed: 0, batchSize: 1, promptFormat: "qa", skipBadRows: false, quiet: true }, quiet);
+    [want] = await runGenerate({ model: MODEL, prompt: [PROBLEM], samples: 1, temperature: 0, topP: 1, maxNewTokens: 48, seed: 0, batchSize: 1, promptFormat: "qa", skipBadRows: false, quiet: true }, quiet);
     const { startDeployServer } = await import(DEMO);
-    const server = await startDeployServer({ modelDir: out });
-    try {
-      browser = spawn(CHROMIUM, ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--no-proxy-server", "--window-size=900,600", `--user-data-dir=${join(root, "profile")}`, "--remote-debugging-pipe", "about:blank"], { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] });
-      const cdp = new Cdp(browser);
-      const { targetInfos } = (await cdp.send("Target.getTargets")) as { targetInfos: { targetId: string; type: string }[] };
-      const { sessionId } = (await cdp.send("Target.attachToTarget", { targetId: targetInfos.find((t) => t.type === "page")!.targetId, flatten: true })) as { sessionId: string };
-      const evaluate = async (expression: string) => ((await cdp.send("Runtime.evaluate", { expression, returnByValue: true, awaitPromise: true }, sessionId)) as { result: { value: unknown } }).result.value;
-      await cdp.send("Runtime.enable", {}, sessionId);
-      await cdp.send("Page.enable", {}, sessionId);
-      await cdp.send("Page.navigate", { url: `${server.url}?prompt=${encodeURIComponent(want.prompt)}&max=48` }, sessionId);
-      let state: unknown = "";
-      for (const t0 = Date.now(); Date.now() - t0 < 120_000 && state !== "done" && state !== "error"; await new Promise((r) => setTimeout(r, 250))) state = await evaluate("document.body?.dataset.state ?? ''");
-      const status = await evaluate("document.getElementById('status').textContent");
-      console.log(`deploy page: ${status}; completion ${JSON.stringify(await evaluate("document.getElementById('output').textContent"))}`);
-      expect(state).toBe("done");
-      expect(await evaluate("document.getElementById('output').textContent")).toBe(want.completion);
-      const errors = cdp.events.filter((e) => e.method === "Runtime.exceptionThrown" || (e.method === "Runtime.consoleAPICalled" && e.params.type === "error"));
-      expect(errors).toEqual([]);
+    server = await startDeployServer({ modelDir: out });
+  }, 120_000);
 
-      const box = (await evaluate("(() => { const r = document.getElementById('output').getBoundingClientRect(); return { x: r.x, y: r.y, width: r.width, height: r.height, scale: 1 }; })()")) as Record<string, number>;
-      const shot = async (clip?: Record<string, number>) => Buffer.from(((await cdp.send("Page.captureScreenshot", { format: "png", ...(clip ? { clip } : {}) }, sessionId)) as { data: string }).data, "base64");
-      const page = await shot();
-      if (process.env.NR_DEPLOY_SCREENSHOT) writeFileSync(process.env.NR_DEPLOY_SCREENSHOT, page);
-      const withText = await shot(box);
-      await evaluate("document.getElementById('output').textContent = ''");
-      const empty = await shot(box);
-      expect(page.subarray(1, 4).toString("latin1")).toBe("PNG");
-      expect(withText.equals(empty)).toBe(false);
-    } finally {
-      await server.close();
+  it.each(DEVICES)("device %s: the page generates nr generate's completion and draws it", async (device, flags) => {
+    const { cdp, sessionId, evaluate, shot } = await openBrowser(flags, join(root, `profile-${device}`));
+    // navigator.gpu exists only in secure contexts (127.0.0.1 is one, about:blank is not): ask from the server's origin
+    await cdp.send("Page.navigate", { url: `${server!.url}no-such-page` }, sessionId);
+    await new Promise((r) => setTimeout(r, 500));
+    if (device === "webgpu" && !(await evaluate("navigator.gpu?.requestAdapter().then((a) => !!a) ?? false"))) {
+      console.log(`skipped: this Chromium gives no WebGPU adapter with ${flags.join(" ")}`);
+      return;
     }
+    await cdp.send("Page.navigate", { url: `${server!.url}?prompt=${encodeURIComponent(want.prompt)}&max=48&device=${device}` }, sessionId);
+    let state: unknown = "";
+    for (const t0 = Date.now(); Date.now() - t0 < 120_000 && state !== "done" && state !== "error"; await new Promise((r) => setTimeout(r, 250))) state = await evaluate("document.body?.dataset.state ?? ''");
+    const output = await evaluate("document.getElementById('output').textContent");
+    console.log(`deploy page (${device}): ${await evaluate("document.getElementById('status').textContent")}; completion ${JSON.stringify(output)}`);
+    expect(state).toBe("done");
+    expect(output).toBe(want.completion);
+    // onnxruntime-web prints its own warnings through console.error ("[W:onnxruntime:…] Some nodes were not assigned
+    // to the preferred execution providers" on WebGPU: shape ops run on the CPU by design); anything else fails
+    const text = (e: { params: Record<string, unknown> }) => JSON.stringify(e.params.args ?? e.params.exceptionDetails);
+    const errors = cdp.events.filter((e) => e.method === "Runtime.exceptionThrown" || (e.method === "Runtime.consoleAPICalled" && e.params.type === "error" && !/\[W:onnxruntime:/.test(text(e))));
+    expect(errors.map(text)).toEqual([]);
+
+    const box = (await evaluate("(() => { const r = document.getElementById('output').getBoundingClientRect(); return { x: r.x, y: r.y, width: r.width, height: r.height, scale: 1 }; })()")) as Record<string, number>;
+    const page = await shot();
+    if (process.env.NR_DEPLOY_SCREENSHOT && device === "wasm") writeFileSync(process.env.NR_DEPLOY_SCREENSHOT, page);
+    const withText = await shot(box);
+    await evaluate("document.getElementById('output').textContent = ''");
+    const empty = await shot(box);
+    expect(page.subarray(1, 4).toString("latin1")).toBe("PNG");
+    expect(withText.equals(empty)).toBe(false);
   }, 240_000);
 });
 if (!HAVE_CHROMIUM) console.log(`skipped: ${CHROMIUM} not installed (bash scripts/setup.sh installs Debian's chromium, or set NR_CHROMIUM)`);
