@@ -255,8 +255,8 @@ export function gamma(z: Ball): Ball {
     const hi = gammaReal(m + z.rad);
     rad = Math.max(Math.abs(hi - g), Math.abs(g - lo)) * (1 + 1e-12);
   }
-  // Lanczos (≈1e-15 relative) and the reflection formula for negative arguments: 1e-12 relative is generous
-  return computed(g, 0, rad + 1e-12 * Math.abs(g), true, Math.abs(g));
+  // Lanczos (≈1e-15 relative), the reflection formula for negative arguments, and the endpoint evaluations: 1e-11 relative
+  return computed(g, 0, rad + 1e-11 * Math.abs(g), true, Math.abs(g));
 }
 
 /** x^(1/n) for an integer n ≥ 2 on a real ball, the real root for odd n (∛−8 = −2). */

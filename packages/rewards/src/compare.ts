@@ -12,6 +12,7 @@ import { type Ball, ballEval, decide, div, exactBall, isKnown, relTol, type Verd
 import * as Cx from "./complex.js";
 import { exactEval, newState, numEval, UndefinedValue } from "./evaluate.js";
 import { type Budget, SizeLimit } from "./limits.js";
+import { mulberry32 } from "./random.js";
 import { CQ, Q } from "./rational.js";
 import type { Val } from "./structure.js";
 
@@ -24,17 +25,6 @@ export interface CompareOptions {
   strictVariables: boolean;
   /** Compare bare lists `a, b, c` as multisets instead of in order. */
   unorderedLists: boolean;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const hasDecimal = (n: Node): boolean => some(n, (m) => m.t === "num" && m.dec);

@@ -1,6 +1,7 @@
 // The exact and numeric evaluators, checked against mathjs as an independent oracle on random expressions.
 import { all, create } from "mathjs";
 import { describe, expect, it } from "vitest";
+import { mulberry32 as rng } from "./random.js";
 import { exactEval, newState, numEval } from "./evaluate.js";
 import { Budget, LIMITS, SizeLimit } from "./limits.js";
 import { normalizeAnswer } from "./normalize.js";
@@ -42,17 +43,6 @@ interface Gen {
   latex: string;
   plain: string;
   rational: boolean;
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function gen(r: () => number, depth: number, symbols: boolean): Gen {

@@ -8,21 +8,11 @@
 // Measured on an idle core: typical calls take well under 1 ms and the adversarial ones tens of ms; the assert
 // uses a generous ceiling because this machine is shared.
 import { describe, expect, it } from "vitest";
+import { mulberry32 as rng } from "./random.js";
 import { extractBoxed, verify } from "./index.js";
 
 const CEILING_MS = Number(process.env.NR_FUZZ_CEILING_MS ?? 2000);
 const TOTAL = Number(process.env.NR_FUZZ_N ?? 100_000);
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const PIECES = [
   "\\boxed{", "\\fbox{", "}", "{", "\\frac", "\\dfrac", "\\sqrt", "\\sqrt[3]", "^", "_", "(", ")", "[", "]", "\\{", "\\}", ",", ";",

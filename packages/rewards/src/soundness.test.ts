@@ -5,27 +5,17 @@
 // tolerance (README "Soundness"). Inputs are fresh each run; the seed is printed for a replay (NR_SOUNDNESS_SEED).
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { all, create } from "mathjs";
+import { all, type BigNumber, create } from "mathjs";
 import { describe, expect, it } from "vitest";
+import { mulberry32 as rng } from "./random.js";
 import { analyse, compareAnalysed, mathReward, verify } from "./index.js";
 
 const M = create(all, { number: "BigNumber", precision: 120 });
-type Big = ReturnType<typeof M.bignumber>;
+type Big = BigNumber;
 
 const SEED = Number(process.env.NR_SOUNDNESS_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const GOLDS = Number(process.env.NR_SOUNDNESS_GOLDS ?? 10_000);
 const PER_CLASS = 8;
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A LaTeX string and the same value in mathjs syntax (the reference). */
 interface Expr {
@@ -235,8 +225,8 @@ class Gen {
 function reference(ref: string): Big | null {
   if (ref === "") return null;
   try {
-    const v = M.evaluate(ref) as unknown;
-    if (M.isBigNumber(v) && (v as Big).isFinite()) return v as Big;
+    const v: unknown = M.evaluate(ref);
+    if (M.isBigNumber(v) && v.isFinite()) return v;
   } catch {
     // a reference that cannot be evaluated is not finite
   }
@@ -246,15 +236,19 @@ function reference(ref: string): Big | null {
 /** Whether the two reference values are within the documented tolerance (a real equality, not a false positive). */
 function withinPolicy(v: Big | null, g: Big, decimal: boolean): boolean {
   if (v === null) return false;
-  const d = M.abs(M.subtract(v, g) as Big) as Big;
-  const ag = M.abs(g) as Big;
+  const d = v.minus(g).abs();
+  const ag = g.abs();
   if (!decimal) return d.lte(ag.times(1e-10));
-  const tol = M.bignumber(1e-6).times(M.max(1, ag.div(1000)) as Big);
+  const scale = ag.div(1000);
+  const tol = M.bignumber(1e-6).times(scale.gt(1) ? scale : 1);
   return d.lte(tol) && (ag.gte(1) || d.lte(ag.times(0.01)));
 }
 
-/** Runs every probe against every gold; returns the equal verdicts the reference does not confirm. */
-function run(probes: Probe[], golds: Gold[], wrap: (x: string) => string = (x) => x) {
+/**
+ * Runs every probe against every gold; returns the equal verdicts the reference does not confirm. Yields to the event
+ * loop after each probe so that the test worker keeps answering its runner on a loaded machine.
+ */
+async function run(probes: Probe[], golds: Gold[], wrap: (x: string) => string = (x) => x) {
   const goldRefs = golds.map((g) => reference(g.ref) as Big);
   const analysedGolds = golds.map((g) => (g.latex.startsWith("####") ? null : analyse([wrap(g.latex)], "gold", "boxed")));
   const falsePositives: string[] = [];
@@ -262,6 +256,7 @@ function run(probes: Probe[], golds: Gold[], wrap: (x: string) => string = (x) =
   let undecidable = 0;
   let comparisons = 0;
   for (const p of probes) {
+    await new Promise((resolve) => setImmediate(resolve));
     const pv = reference(p.ref);
     const analysedPred = analyse([wrap(p.latex)], "pred", "boxed");
     for (let j = 0; j < golds.length; j++) {
@@ -328,9 +323,9 @@ describe(`soundness: exploit candidates against random golds (seed ${SEED})`, ()
   });
 
   const classes = [...new Set(probes.map((p) => p.cls))];
-  it.each(classes)(`%s: ${PER_CLASS} candidates × ${GOLDS} golds, no equal verdict the 120-digit reference does not confirm`, (cls) => {
+  it.each(classes)(`%s: ${PER_CLASS} candidates × ${GOLDS} golds, no equal verdict the 120-digit reference does not confirm`, async (cls) => {
     const mine = probes.filter((p) => p.cls === cls);
-    const r = run(mine, golds);
+    const r = await run(mine, golds);
     const kinds = new Map<string, number>();
     for (const g of golds) kinds.set(g.kind, (kinds.get(g.kind) ?? 0) + 1);
     console.log(
@@ -340,7 +335,7 @@ describe(`soundness: exploit candidates against random golds (seed ${SEED})`, ()
     expect(r.falsePositives.slice(0, 20), r.falsePositives.slice(0, 20).join("\n")).toEqual([]);
   });
 
-  it("the same inside tuples, sets, intervals, matrices and the identity check", () => {
+  it("the same inside tuples, sets, intervals, matrices and the identity check", async () => {
     const few = golds.filter((g) => !g.latex.startsWith("####")).slice(0, 150);
     const wraps: Array<[string, (x: string) => string]> = [
       ["tuple", (x) => `(${x}, 1)`],
@@ -352,7 +347,7 @@ describe(`soundness: exploit candidates against random golds (seed ${SEED})`, ()
       ["identity", (x) => `\\left(${x}\\right)\\cdot x^{2}`],
     ];
     for (const [name, wrap] of wraps) {
-      const r = run(probes, few, wrap);
+      const r = await run(probes, few, wrap);
       expect(r.falsePositives.slice(0, 10), `${name}:\n${r.falsePositives.slice(0, 10).join("\n")}`).toEqual([]);
     }
   });
@@ -369,7 +364,7 @@ describe.skipIf(!haveData)("through the trainer's reward function (mathReward, a
   const gsm8k = pick(lines("gsm8k_test.jsonl"), 200, r).map((l) => `#### ${(JSON.parse(l) as { answer: string }).answer.split("####").pop()?.trim()}`);
   const math500 = pick(lines("math500_test.jsonl"), 200, r).map((l) => (JSON.parse(l) as { answer: string }).answer);
   const golds = [...gsm8k, ...math500];
-  const gen = new Gen(rng(SEED ^ 0x2545f491));
+  // fixed strings: a generated one may be a legitimate value (`\sqrt{\sqrt{\sqrt{\sqrt{10^{16}}}}}` is 10)
   const exploits = [
     "\\sin(10^{20})",
     "\\cos(10^{300})",
@@ -379,7 +374,14 @@ describe.skipIf(!haveData)("through the trainer's reward function (mathReward, a
     "e^{1000}-e^{999}",
     "(1+10^{-30})^{10^{30}}",
     "\\infty-\\infty",
-    ...gen.probes(2).map((p) => p.latex),
+    "\\tan(10^{100})",
+    "\\sin(\\sin(\\sin(10^{50})))",
+    "\\frac{e^{10^{-20}}-1}{10^{-20}}",
+    "10^{20}(\\cos(10^{-12})-1)",
+    "2^{2^{2^{2^{2}}}}",
+    "\\sec(7\\cdot 10^{200})",
+    "(10^{30}+\\pi)-10^{30}-3",
+    "\\ln(1+10^{-40})",
   ];
 
   it.each(exploits)("a policy that always answers %s earns mean reward 0 on 200 GSM8K + 200 MATH-500 problems", (exploit) => {
