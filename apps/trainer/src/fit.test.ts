@@ -50,6 +50,14 @@ describe("fitReport", () => {
     expect(fitReport(QWEN, small, { maxStorageBufferBindingSize: 128 * MiB, memoryBytes: null }, 256).every((f) => f.fitsMemory === null)).toBe(true);
   });
 
+  it("Qwen2.5-7B's 18,944 × 3,584 MLP (136 MB in bf16) loads as row blocks", () => {
+    const q7 = makeModelConfig({ architecture: "qwen2", hiddenSize: 3584, intermediateSize: 18944, numLayers: 28, numHeads: 28, numKvHeads: 4, vocabSize: 152064, tieWordEmbeddings: false, torchDtype: "bfloat16" });
+    const load = fitReport(q7, cfg, { maxStorageBufferBindingSize: 128 * MiB, memoryBytes: null }, 256)[0];
+    expect(load.fitsBinding).toBe(true);
+    // tables: ⌊2²⁷ / 14336⌋ = 9362 → 9360 rows of f32; the MLP: ⌊2²⁷ / 7168⌋ = 18724 → 18720 rows of bf16 (2 blocks)
+    expect(load.largestBindingBytes).toBe(Math.max(9360 * 3584 * 4, 18720 * 3584 * 2));
+  });
+
   it("an f16 base binds f16 table shards and f16 linears", () => {
     const f16 = resolveConfig({ preset: "qwen2.5-math-1.5b-dr-grpo", overrides: { "model.dir": "/nowhere", "model.quant": "none", "model.dtype": "f16", "model.doubleQuant": false }, checkPaths: false });
     const load = fitReport(QWEN, f16, { maxStorageBufferBindingSize: 128 * MiB, memoryBytes: null }, 256)[0];

@@ -45,14 +45,21 @@ function loadBinding(m: ModelConfig, cfg: TrainConfig, limit: number): Binding {
   // NF4 quantises the stored bf16/f16 bits on the GPU; an f16 base uploads f16; f32 uploads f32
   const wBytes = cfg.model.quant === "nf4" ? (m.torchDtype === "float32" ? 4 : 2) : cfg.model.dtype === "f16" ? 2 : 4;
   const tBytes = cfg.model.quant === "none" && cfg.model.dtype === "f16" ? 2 : 4;
-  let rows = m.vocabSize;
-  try {
-    rows = tableShardRows(m.vocabSize, H, tBytes, limit);
-  } catch {
-    // two rows do not fit: report the whole table as the binding
-  }
-  const shards = Math.ceil(m.vocabSize / rows);
-  return largest([N * K * wBytes, `linear weight [${N} × ${K}] at load`], [rows * H * tBytes, `embedding table${shards > 1 ? ` shard (${shards} shards of ${rows} rows)` : ""}`]);
+  // tables and linear weights over the limit are held as row shards / blocks (loadDecoder)
+  const split = (rows: number, cols: number, bytes: number): [number, number] => {
+    try {
+      const per = tableShardRows(rows, cols, bytes, limit);
+      return [per, Math.ceil(rows / per)];
+    } catch {
+      return [rows, 1]; // two rows do not fit: the whole matrix is the binding
+    }
+  };
+  const [wRows, wBlocks] = split(N, K, wBytes);
+  const [tRows, tShards] = split(m.vocabSize, H, tBytes);
+  return largest(
+    [wRows * K * wBytes, `linear weight [${N} × ${K}]${wBlocks > 1 ? ` row block (${wBlocks} blocks of ${wRows} rows)` : ""} at load`],
+    [tRows * H * tBytes, `embedding table${tShards > 1 ? ` shard (${tShards} shards of ${tRows} rows)` : ""}`],
+  );
 }
 
 /** The fit of every phase of `cfg` for model `m` on an adapter with `limits`; `promptTokens` is the longest prompt. */

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { createGpu, type Gpu } from "@nr/kernels";
 import { CpuBackend, Engine, GpuBackend, RowShards } from "@nr/autograd";
 import { generateModel } from "./generate.js";
-import { dequantizedCopy, loadDecoder } from "./load.js";
+import { dequantizedCopy, loadDecoder, RowBlockProjection } from "./load.js";
 import { makeBatch, type Decoder } from "./decoder.js";
 
 let gpu: Gpu;
@@ -48,23 +48,31 @@ function close(got: Float64Array, want: Float64Array, tol: number, what: string,
 }
 
 describe("loadDecoder with tables over the binding limit", () => {
+  // 1024-byte bindings also split the linear weights (gate/up [40, 24] bf16 = 1920 B) into row blocks of 16 rows
   const cases = [
-    { name: "tied f32 table, NF4 base", tied: true, opts: { quant: "nf4" as const } },
-    { name: "untied f16 tables", tied: false, opts: { dtype: "f16" as const } },
+    { name: "tied f32 table, NF4 base", tied: true, opts: { quant: "nf4" as const }, shardBytes: SHARD_BYTES },
+    { name: "untied f16 tables", tied: false, opts: { dtype: "f16" as const }, shardBytes: SHARD_BYTES },
+    { name: "NF4 linears in row blocks", tied: true, opts: { quant: "nf4" as const }, shardBytes: 1024 },
+    { name: "f16 linears in row blocks, untied", tied: false, opts: { dtype: "f16" as const }, shardBytes: 1024 },
   ];
   for (const c of cases) {
     it(c.name, async () => {
       if (c.opts.dtype === "f16" && !gpu.hasF16) return;
       const modelDir = join(dir, c.name.replace(/\W+/g, "-"));
       await generateModel(modelDir, { ...CONFIG, tieWordEmbeddings: c.tied }, { seed: 3, dtype: "bf16", tokenizer: false, init: { std: 0.2 } });
-      const e = new Engine(new GpuBackend(gpu, { maxShardBytes: SHARD_BYTES }));
+      const e = new Engine(new GpuBackend(gpu, { maxShardBytes: c.shardBytes }));
       const { decoder } = await loadDecoder(e, modelDir, c.opts);
       for (const t of [decoder.weights.embed, decoder.weights.lmHead]) {
         expect(t.storage).toBeInstanceOf(RowShards);
         const s = t.storage as RowShards;
         expect(s.shards.length).toBeGreaterThanOrEqual(c.opts.dtype === "f16" ? 6 : 12);
-        for (const b of s.shards) expect(b.bytes).toBeLessThanOrEqual(SHARD_BYTES);
+        for (const b of s.shards) expect(b.bytes).toBeLessThanOrEqual(c.shardBytes);
       }
+      const gate = decoder.weights.layers[1].gate;
+      if (c.shardBytes < 1920) {
+        expect(gate).toBeInstanceOf(RowBlockProjection);
+        expect((gate as RowBlockProjection).blocks.map((b) => b.outFeatures)).toEqual([16, 16, 8]);
+      } else expect(gate).not.toBeInstanceOf(RowBlockProjection);
       expect(decoder.weights.lmHead === decoder.weights.embed).toBe(c.tied);
       // the float64 reference on the very weights the GPU holds (NF4 dequantised, f16 values)
       const ref = await dequantizedCopy(decoder, new Engine(new CpuBackend()));

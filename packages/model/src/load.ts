@@ -21,7 +21,7 @@
 // gradient dy·W is computed in f32. Needs shader-f16 on the GPU. On the float64 CPU backend the same model is built
 // with the f16 values held in float64 and the activations rounded to f16 before each projection: an emulation of the
 // GPU path, the reference its tests compare against.
-import { Engine, GpuBackend, Tensor } from "@nr/autograd";
+import { concatColumns, Engine, GpuBackend, Tensor } from "@nr/autograd";
 import {
   downloadNf4,
   loadBnbNf4,
@@ -32,6 +32,7 @@ import {
   parseBnbNf4,
   quantizeNf4,
   releaseNf4,
+  tableShardRows,
   type BnbTensor,
   type Gpu,
   type GpuBuffer,
@@ -143,6 +144,94 @@ async function readBnbTensors(src: TensorSource, name: string): Promise<Map<stri
   return out;
 }
 
+/**
+ * A frozen base linear layer held as row blocks of its weight — each block its own NF4 / f16 / f32 tensor within one
+ * storage binding — for a weight too large for one (Qwen2.5-7B's 18,944 × 3,584 MLP in bf16 is 136 MB). Each block's
+ * output is a column block of the layer's output (concatColumns); backward sends each block its columns, and every
+ * block adds its input gradient into x's. A block is quantised as a tensor of its own (its own NF4 double-quant
+ * offset), as bitsandbytes would quantise that block.
+ */
+export class RowBlockProjection implements Projection {
+  constructor(
+    readonly blocks: Projection[],
+    readonly bias: Tensor | null = null,
+    readonly name = "row-blocks",
+  ) {
+    if (blocks.some((b) => b.inFeatures !== blocks[0].inFeatures)) throw new Error(`${name}: row blocks with different in_features`);
+  }
+  get outFeatures() {
+    return this.blocks.reduce((a, b) => a + b.outFeatures, 0);
+  }
+  get inFeatures() {
+    return this.blocks[0].inFeatures;
+  }
+  forward(x: Tensor): Tensor {
+    const y = concatColumns(this.blocks.map((b) => b.forward(x)));
+    if (this.bias) y.engine.backend.biasAdd(y.storage, this.bias.storage, y.size / this.outFeatures, this.outFeatures);
+    return y;
+  }
+}
+
+type RowRange = { start: number; count: number };
+
+/** Rows per block of a linear weight on this engine: all rows when its upload fits one binding. */
+function blockRows(engine: Engine, info: { shape: readonly number[]; dtype: string }, quant: BaseQuant, dtype: BaseDtype): number {
+  const [N, K] = info.shape;
+  if (!(engine.backend instanceof GpuBackend)) return N;
+  // NF4 quantises the stored bits (bf16/f16: 2 bytes; else f32); an unquantised base uploads f16 or f32
+  const bytes = quant === "nf4" ? (info.dtype === "BF16" || info.dtype === "F16" ? 2 : 4) : dtype === "f16" ? 2 : 4;
+  return tableShardRows(N, K, bytes, engine.backend.shardBytes);
+}
+
+/** A frozen f16 tensor of rows `range` of `name` (all by default): stored values rounded on the host (nearest even). */
+async function readF16Tensor(engine: Engine, gpu: Gpu | null, src: TensorSource, name: string, range?: RowRange): Promise<Tensor> {
+  const info = src.info(name);
+  const rows = range ?? { start: 0, count: info.shape[0] };
+  const cols = info.numel / info.shape[0];
+  const bits = await src.readF16(name, { rows });
+  for (let i = 0; i < bits.length; i++) {
+    if ((bits[i] & 0x7c00) !== 0x7c00) continue;
+    // ±Inf or NaN in f16: refuse when the stored value was finite (it overflowed the f16 range)
+    const v = (await src.readF32(name, { rows: { start: rows.start + Math.floor(i / cols), count: 1 } }))[i % cols];
+    if (Number.isFinite(v)) throw new Error(`${info.file}: ${name} holds ${v} at element ${rows.start * cols + i}, outside the f16 range (|w| ≤ 65504); load this model with dtype "f32"`);
+  }
+  const shape = [rows.count, ...info.shape.slice(1)];
+  const label = range ? `${name}[${rows.start}:${rows.start + rows.count}]` : name;
+  if (gpu) return engine.track(new Tensor(engine, shape, "f16", gpu.upload(bits, label), false, label));
+  return engine.tensor(Float64Array.from(bits, f16BitsToNumber), shape, { dtype: "f16", name: label });
+}
+
+/** Rows `range` of a stored linear weight as NF4, quantised on the GPU from its stored bits. */
+async function quantizeRows(gpu: Gpu, src: TensorSource, name: string, range: RowRange, o: { blocksize: number; doubleQuant: boolean }): Promise<Nf4Weight> {
+  const info = src.info(name);
+  const K = info.shape[1];
+  const raw = info.dtype === "BF16" || info.dtype === "F16" || info.dtype === "F32";
+  // Upload the stored bits: the quantiser widens bf16/f16 exactly on the GPU.
+  const input = raw ? gpu.upload(await src.readRaw(name, { rows: range }), `${name}.full`) : gpu.upload(await src.readF32(name, { rows: range }), `${name}.full`);
+  const dtype: Nf4SourceDtype = info.dtype === "BF16" ? "bf16" : info.dtype === "F16" ? "f16" : "f32";
+  const w = quantizeNf4(gpu, { input, dtype: raw ? dtype : "f32", N: range.count, K, blocksize: o.blocksize, doubleQuant: o.doubleQuant, label: name });
+  // Released now and reused only by work recorded later; destroyed by the trim at the end of loading.
+  gpu.release(input);
+  return w;
+}
+
+/** A frozen base projection on the GPU (NF4 quantised here, f16 or f32), as row blocks when it exceeds one binding. */
+async function gpuProjection(engine: Engine, gpu: Gpu, src: TensorSource, name: string, bias: Tensor | null, o: { quant: BaseQuant; dtype: BaseDtype; blocksize: number; doubleQuant: boolean }): Promise<Projection> {
+  const info = src.info(name);
+  const [N, K] = info.shape;
+  const per = blockRows(engine, info, o.quant, o.dtype);
+  const block = async (range: RowRange, b: Tensor | null): Promise<Projection> => {
+    const label = per < N ? `${name}[${range.start}:${range.start + range.count}]` : name;
+    if (o.quant === "nf4") return new Nf4Projection(engine, await quantizeRows(gpu, src, name, range, o), b, label);
+    if (o.dtype === "f16") return new F16Projection(await readF16Tensor(engine, gpu, src, name, per < N ? range : undefined), b);
+    return new DenseProjection(engine.tensor(await src.readF32(name, { rows: range }), [range.count, K], { name: label }), b);
+  };
+  if (per >= N) return block({ start: 0, count: N }, bias);
+  const blocks: Projection[] = [];
+  for (let r0 = 0; r0 < N; r0 += per) blocks.push(await block({ start: r0, count: Math.min(per, N - r0) }, null));
+  return new RowBlockProjection(blocks, bias, name);
+}
+
 /** Rows read from the checkpoint and uploaded at a time while a table streams in (an even count: f16 rows stay word-aligned). */
 const TABLE_CHUNK_ROWS = 4096;
 
@@ -197,22 +286,7 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
       return engine.tensor(data, [...info.shape], { requiresGrad: opts.trainable ?? false, name });
     };
     const maybe = async (role: ParamRole | undefined, layer: number, present: boolean) => (role && present ? get(role, layer) : null);
-    // A frozen f16 tensor: the stored values converted on the host (round to nearest even), uploaded as f16 bits.
-    const getF16 = async (role: ParamRole, layer?: number): Promise<Tensor> => {
-      const name = paramName(role, layer);
-      const info = ck.tensors.info(name);
-      if (!info) throw new Error(`${ck.tensors.path}: tensor ${name} is missing`);
-      const bits = await ck.tensors.readF16(name);
-      for (let i = 0; i < bits.length; i++) {
-        if ((bits[i] & 0x7c00) !== 0x7c00) continue;
-        // ±Inf or NaN in f16: refuse when the stored value was finite (it overflowed the f16 range)
-        const v = (await ck.tensors.readF32(name, { rows: { start: Math.floor(i / (info.numel / info.shape[0])), count: 1 } }))[i % (info.numel / info.shape[0])];
-        if (Number.isFinite(v)) throw new Error(`${ck.tensors.path}: ${name} holds ${v} at element ${i}, outside the f16 range (|w| ≤ 65504); load this model with dtype "f32"`);
-      }
-      const shape = [...info.shape];
-      if (gpu) return engine.track(new Tensor(engine, shape, "f16", gpu.upload(bits, name), false, name));
-      return engine.tensor(Float64Array.from(bits, f16BitsToNumber), shape, { dtype: "f16", name });
-    };
+    const getF16 = (role: ParamRole, layer?: number) => readF16Tensor(engine, gpu, ck.tensors, paramName(role, layer));
     const getTable = (role: "embed" | "lmHead") => loadTable(engine, ck.tensors, paramName(role), baseDtype, opts.trainable ?? false);
 
     // One linear layer of the base: dense, or NF4 (quantised here, or as stored).
@@ -221,9 +295,11 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
       const biasRole = BIAS_ROLE[role];
       const bias = await maybe(biasRole, layer, role === "o" ? c.oBias : c.qkvBias);
       const stored4bit = ck.report.quantized.has(name);
-      if (!stored4bit && quant === "none") return baseDtype === "f16" ? new F16Projection(await getF16(role, layer), bias) : new DenseProjection(await get(role, layer), bias);
+      const bigOnGpu = gpu && !stored4bit && !opts.trainable && blockRows(engine, ck.tensors.info(name), quant, baseDtype) < ck.tensors.info(name).shape[0];
+      if (!stored4bit && quant === "none" && !bigOnGpu) return baseDtype === "f16" ? new F16Projection(await getF16(role, layer), bias) : new DenseProjection(await get(role, layer), bias);
       const info = ck.tensors.info(name);
       const blocksize = opts.blocksize ?? 64;
+      if (bigOnGpu) return gpuProjection(engine, gpu!, ck.tensors, name, bias, { quant, dtype: baseDtype, blocksize, doubleQuant: opts.doubleQuant ?? true });
       if (!gpu) {
         // float64 reference: the exact dequantised values as a frozen dense weight.
         let values: Float32Array;
@@ -240,21 +316,7 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
         return new DenseProjection(engine.tensor(values, shape, { name }), bias);
       }
       if (stored4bit) return new Nf4Projection(engine, loadBnbNf4(gpu, await readBnbTensors(ck.tensors, name), name), bias, name);
-      const [N, K] = info.shape;
-      let input;
-      let dtype: Nf4SourceDtype;
-      if (info.dtype === "BF16" || info.dtype === "F16" || info.dtype === "F32") {
-        // Upload the stored bits: the quantiser widens bf16/f16 exactly on the GPU.
-        input = gpu.upload(await ck.tensors.readRaw(name), `${name}.full`);
-        dtype = info.dtype === "BF16" ? "bf16" : info.dtype === "F16" ? "f16" : "f32";
-      } else {
-        input = gpu.upload(await ck.tensors.readF32(name), `${name}.full`);
-        dtype = "f32";
-      }
-      const w = quantizeNf4(gpu, { input, dtype, N, K, blocksize, doubleQuant: opts.doubleQuant ?? true, label: name });
-      // Released now and reused only by work recorded later; destroyed by the trim at the end of loading.
-      gpu.release(input);
-      return new Nf4Projection(engine, w, bias, name);
+      return gpuProjection(engine, gpu, ck.tensors, name, bias, { quant, dtype: baseDtype, blocksize, doubleQuant: opts.doubleQuant ?? true });
     };
 
     const embed = await getTable("embed");
@@ -289,10 +351,23 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
 export async function dequantizedCopy(decoder: Decoder, engine: Engine): Promise<Decoder> {
   const copy = async (t: Tensor) => engine.tensor(await t.read(), [...t.shape], { name: t.name, dtype: t.dtype === "f16" ? "f32" : t.dtype });
   const proj = async (p: Projection): Promise<Projection> => {
+    if (p instanceof RowBlockProjection) {
+      // the blocks' weights stacked back into one [N, K] weight
+      const values = new Float64Array(p.outFeatures * p.inFeatures);
+      let at = 0;
+      for (const blk of p.blocks) {
+        const w = (await proj(blk)) as DenseProjection;
+        const v = await w.weight.read();
+        values.set(v, at);
+        at += v.length;
+        w.weight.dispose();
+      }
+      return new DenseProjection(engine.tensor(values, [p.outFeatures, p.inFeatures], { name: p.name }), p.bias && (await copy(p.bias)));
+    }
     if (p instanceof F16Projection) return new DenseProjection(await copy(p.weight), p.bias && (await copy(p.bias)));
     if (p instanceof Nf4Projection) return new DenseProjection(engine.tensor(await p.dequantize(), [p.outFeatures, p.inFeatures], { name: p.name }), p.bias && (await copy(p.bias)));
     if (p instanceof DenseProjection) return new DenseProjection(await copy(p.weight), p.bias && (await copy(p.bias)));
-    throw new Error("dequantizedCopy: projections must be dense, NF4 or f16 (copy the base before wrapping it with LoRA adapters)");
+    throw new Error("dequantizedCopy: projections must be dense, NF4, f16 or row blocks of those (copy the base before wrapping it with LoRA adapters)");
   };
   const W = decoder.weights;
   const embed = await copy(W.embed);
