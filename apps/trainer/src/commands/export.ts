@@ -19,8 +19,6 @@ export interface ExportArgs {
   overwrite: boolean;
 }
 
-const LINEAR = /\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/;
-
 export async function runExport(a: ExportArgs, io: CommandIo = consoleIo) {
   if (/\.onnx$/i.test(a.out)) throw new UsageError(`--out ${a.out}: --out names the model folder (the .onnx file goes to FOLDER/onnx/); pass e.g. --out ${a.out.replace(/(\/onnx)?\/?[^/]*\.onnx$/i, "") || "exported"}`);
   const paths = resolveModelPaths({ model: a.model, adapter: a.adapter });
@@ -33,12 +31,15 @@ export async function runExport(a: ExportArgs, io: CommandIo = consoleIo) {
   const adapter = paths.adapterDir ? await readPeftAdapterToHost(paths.adapterDir, config).catch((e: Error) => Promise.reject(new UsageError(`--adapter ${a.adapter}: ${e.message}`))) : null;
   const quant = a.quant ?? paths.runConfig?.model.quant ?? "none";
   const doubleQuant = paths.runConfig?.model.doubleQuant ?? true;
-  const total = parameterSpecs(config).length;
+  const specs = parameterSpecs(config);
+  // what the GPU loader quantises under quant nf4: the seven linear weights of every layer (not the LM head)
+  const layerLinears = new Set(specs.filter((p) => p.kind === "linear" && p.layer !== null).map((p) => p.name));
+  const total = specs.length;
   const t0 = performance.now();
   let done = 0;
   const mapWeight = (name: string, w: Float32Array | Float64Array) => {
     let base = w;
-    if (quant === "nf4" && LINEAR.test(name)) {
+    if (quant === "nf4" && layerLinears.has(name)) {
       const q = nf4QuantizeReference(w, { blocksize: 64, doubleQuant });
       base = nf4DequantizeReference(q.packed, q.scales, w.length, 64);
     }
