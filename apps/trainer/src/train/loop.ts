@@ -14,6 +14,8 @@ import { computeAdvantages, filterGroups, policyLoss, stepNormalizers, type Algo
 export interface SftExampleIds {
   promptIds: number[];
   completionIds: number[];
+  /** Per completion token: 0 where the token is not the policy's action (TIR tool output), else 1. Default all 1. */
+  lossMask?: number[];
 }
 
 /**
@@ -25,7 +27,7 @@ function completionBatch(e: Engine, rows: SftExampleIds[], pad: number) {
   const at = (i: number, j: number) => i * b.T + rows[i].promptIds.length - 1 + j;
   const mask = new Float64Array(b.B * b.T);
   rows.forEach((r, i) => {
-    for (let j = 0; j < r.completionIds.length; j++) mask[at(i, j)] = 1;
+    for (let j = 0; j < r.completionIds.length; j++) mask[at(i, j)] = r.lossMask?.[j] ?? 1;
   });
   return { batch: b, mask, at };
 }
@@ -208,7 +210,7 @@ export interface RlStepStats {
 interface Rollout {
   prompt: RlPrompt;
   promptIndex: number;
-  seqs: { tokenIds: number[]; logprobs: number[]; text: string; finishReason: string }[];
+  seqs: { tokenIds: number[]; logprobs: number[]; text: string; finishReason: string; toolMask?: number[] }[];
   group: CompletionGroup;
   sampleOffset: number;
 }
@@ -216,6 +218,21 @@ interface Rollout {
 /** A permutation of 0..n-1 that depends only on `seed` (data order and minibatches are functions of the step: exact resume). */
 export function seededPermutation(n: number, seed: number): number[] {
   return new Rng(seed).shuffle(Array.from({ length: n }, (_, i) => i));
+}
+
+/** TIR rollouts (sequences with a toolMask): tool calls per completion (runs of tool tokens) and the tool-token share. */
+function toolUseMetrics(seqs: { tokenIds: number[]; toolMask?: number[] }[]): Record<string, number> {
+  const withTool = seqs.filter((s) => s.toolMask);
+  if (withTool.length === 0) return {};
+  let calls = 0, toolTokens = 0, tokens = 0;
+  for (const s of withTool) {
+    s.toolMask!.forEach((m, j) => {
+      toolTokens += m;
+      if (m && (j === 0 || !s.toolMask![j - 1])) calls++;
+    });
+    tokens += s.tokenIds.length;
+  }
+  return { "tir/calls_per_completion": calls / withTool.length, "tir/tool_token_frac": tokens ? toolTokens / tokens : 0 };
 }
 
 function chunks<T>(xs: T[], size: number): T[][] {
@@ -268,6 +285,7 @@ export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: 
     batch = o.morePrompts(want);
   }
   const generateMs = performance.now() - t0;
+  const tirExtra = toolUseMetrics(kept.flatMap((r) => r.seqs));
   const rewardsAll = allGroups.flatMap((g) => g.rewards);
   const mean = rewardsAll.reduce((a, b) => a + b, 0) / Math.max(1, rewardsAll.length);
   const std = Math.sqrt(rewardsAll.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, rewardsAll.length - 1));
@@ -288,7 +306,7 @@ export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: 
     generatedTokens,
   };
   if (kept.length === 0) {
-    return { ...base, loss: 0, gradNorm: 0, clipRatio: 0, entropy: 0, kl: 0, logpMismatch: 0, trainMs: 0, trainTokens: 0, skipped: false, noSignal: true, extra: {} };
+    return { ...base, loss: 0, gradNorm: 0, clipRatio: 0, entropy: 0, kl: 0, logpMismatch: 0, trainMs: 0, trainTokens: 0, skipped: false, noSignal: true, extra: tirExtra };
   }
 
   // ---- training rows: one per kept completion
@@ -299,7 +317,10 @@ export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: 
   const owner: number[] = []; // row → index into samples
   for (const r of kept) {
     r.seqs.forEach((s, j) => {
-      rows.push({ promptIds: r.prompt.promptIds, completionIds: s.finishReason === "eos" ? [...s.tokenIds, o.eos] : s.tokenIds });
+      const eos = s.finishReason === "eos";
+      // TIR: tokens a tool appended are context, not actions: out of the loss, its normalizers and the log-prob check.
+      const lossMask = s.toolMask ? [...s.toolMask.map((m) => 1 - m), ...(eos ? [1] : [])] : undefined;
+      rows.push({ promptIds: r.prompt.promptIds, completionIds: eos ? [...s.tokenIds, o.eos] : s.tokenIds, ...(lossMask ? { lossMask } : {}) });
       samplerLogp.push(s.logprobs);
       truncated.push(s.finishReason === "length");
       owner.push(r.sampleOffset + j);
@@ -368,7 +389,7 @@ export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: 
       const norm = stepNormalizers(
         parts.map((p) => {
           const m: number[] = [];
-          p.forEach((i) => m.push(...rows[i].completionIds.map(() => 1)));
+          p.forEach((i) => m.push(...rows[i].completionIds.map((_, j) => rows[i].lossMask?.[j] ?? 1)));
           return { mask: m, numSequences: p.length, seqIds: p.flatMap((i, s) => rows[i].completionIds.map(() => s)), truncated: p.map((i) => truncated[i]) };
         }),
         o.algo,
@@ -385,7 +406,7 @@ export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: 
           if (epoch === 0 && k === 0) {
             // Sampler vs trainer: the same tokens scored by the KV-cache sampler and by the training forward.
             let s = 0, n = 0;
-            p.forEach((i, r) => samplerLogp[i].forEach((lq, j) => ((s += Math.abs(lq - logp[at(r, j)])), n++)));
+            p.forEach((i, r) => samplerLogp[i].forEach((lq, j) => rows[i].lossMask?.[j] !== 0 && ((s += Math.abs(lq - logp[at(r, j)])), n++)));
             mismatch = n ? s / n : 0;
           }
           const tokAdv = adv.tokenAdvantages ? toPadded(part, p.map((i) => adv.tokenAdvantages![i]), at, mask.length) : undefined;
@@ -413,7 +434,7 @@ export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: 
           clipRatio = m["clip_ratio/region_mean"] ?? 0;
           entropyMean = m["entropy"] ?? 0;
           klMean = m["kl"] ?? 0;
-          extra = m;
+          extra = { ...m, ...tirExtra };
           trainTokens += mask.reduce((a, x) => a + x, 0);
           const seeds: Array<[Tensor, ArrayLike<number>]> = [[res.logp, out.dLogp]];
           if (out.dEntropy.some((x) => x !== 0)) seeds.push([res.entropy, out.dEntropy]);
