@@ -7,7 +7,7 @@
 // `step` is the same layer for generation: new tokens against a per-layer KV cache (prefill and decode alike), GPU only.
 import type { ModelConfig } from "./config.js";
 import { add, attention, embedding, linear, linearF16, lmHeadLogprob, rmsnorm, rope, swiglu, type Engine, type Tensor } from "@nr/autograd";
-import { addRmsNorm, attentionDecode, kvCacheAppend, type Gpu, type GpuBuffer } from "@nr/kernels";
+import { addRmsNorm, attentionDecode, kvCacheAppend, rope as ropeKernel, type Gpu, type GpuBuffer } from "@nr/kernels";
 
 /** The fields of the HF config the decoder reads (see config.ts for their meaning). */
 export type DecoderConfig = Pick<
@@ -196,8 +196,8 @@ export class Decoder {
         q = rmsnorm(q, L.qNorm!, c.rmsNormEps);
         k = rmsnorm(k, L.kNorm!, c.rmsNormEps);
       }
-      q = rope(q, pos, c.ropeTheta);
-      k = rope(k, pos, c.ropeTheta);
+      // q and k rotated in place by one dispatch (the autograd op takes one tensor at a time).
+      ropeKernel(gpu, { q: buf(q), k: buf(k), positions: buf(pos), tokens: rows, Hq, Hkv, D, theta: c.ropeTheta });
       const cache = s.caches[li];
       const o = e.empty([B, T, Hq, D], "f32");
       kvCacheAppend(gpu, { k: buf(k), v: buf(v), kCache: cache.k, vCache: cache.v, positions: buf(appendAt), B, Tn: T, Tmax, Hkv, D });
