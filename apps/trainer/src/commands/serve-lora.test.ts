@@ -185,5 +185,6 @@ describe("nr serve: runtime LoRA (vLLM's routes), API key, lora root", () => {
     await expect(startServe(open, quiet)).rejects.toThrow(/--allow-runtime-lora on --host 0\.0\.0\.0 .*needs --api-key/);
     await expect(startServe({ ...open, host: "127.0.0.1", loraRoot: join(root, "nope") }, quiet)).rejects.toThrow(/--lora-root .*nope: no such folder/);
     await expect(startServe({ ...open, host: "127.0.0.1", maxLoraRank: 0 }, quiet)).rejects.toThrow(/--max-lora-rank/);
+    await expect(startServe({ ...open, apiKey: " " }, quiet)).rejects.toThrow(/--api-key is empty/);
   });
 });

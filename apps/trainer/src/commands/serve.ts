@@ -78,6 +78,7 @@ export async function startServe(a: ServeArgs, io: CommandIo = consoleIo): Promi
   checkNumber("max-batch", a.maxBatch, { int: true, min: 1 });
   checkNumber("max-body-bytes", a.maxBodyBytes, { int: true, min: 1024 });
   checkNumber("max-lora-rank", a.maxLoraRank, { int: true, min: 1 });
+  if (a.apiKey !== undefined && a.apiKey.trim() === "") throw new UsageError("--api-key is empty: give the key clients will send as Authorization: Bearer KEY (or leave the flag out)");
   const apiKey = a.apiKey ?? (process.env.NR_API_KEY || undefined);
   if (a.allowRuntimeLora && !apiKey && !isLoopback(a.host)) throw new UsageError(`--allow-runtime-lora on --host ${a.host} (reachable from other machines) needs --api-key KEY or NR_API_KEY: anyone who can reach the port could load files from this machine`);
   if (a.loraRoot !== undefined && !a.allowRuntimeLora) throw new UsageError("--lora-root only applies with --allow-runtime-lora");
