@@ -134,7 +134,8 @@ const BIAS_ROLE: Partial<Record<LinearRole, ParamRole>> = { q: "qBias", k: "kBia
 /** Companion tensors of a bitsandbytes 4-bit weight. */
 const BNB_SUFFIXES = [".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4"];
 
-async function readBnbTensors(src: TensorSource, name: string): Promise<Map<string, BnbTensor>> {
+/** The tensors bitsandbytes stores for 4-bit weight `name`: the packed codes and those of its companions present. */
+export async function readBnbTensors(src: TensorSource, name: string): Promise<Map<string, BnbTensor>> {
   const out = new Map<string, BnbTensor>();
   for (const key of [name, ...BNB_SUFFIXES.map((s) => name + s)]) {
     if (!src.has(key)) continue;

@@ -1,14 +1,16 @@
 // ONNX export checked against the float64 reference through onnxruntime-node (CPU EP): an oracle that shares no code
 // with reference.ts beyond the weights.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import onnxProto from "onnx-proto";
 import { generateModel } from "./generate.js";
 import { loadModel, type LoadedModel, type WeightMap } from "./checkpoint.js";
-import type { ModelConfigInit } from "./config.js";
+import { parameterSpecs, toHfConfig, type ModelConfigInit } from "./config.js";
+import { bnbNf4Tensors, dynamicMap, NF4_CODE, nf4DequantizeReference, nf4QuantizeReference } from "@nr/kernels";
+import { encodeFloats, writeSafetensorsCheckpoint, type SafetensorsDtype, type TensorToWrite } from "./safetensors.js";
 import { referenceForward } from "./reference.js";
 import { buildOnnxModel, exportOnnx, ONNX_OPSET } from "./onnx.js";
 import { roundToF16 } from "./dtypes.js";
@@ -165,6 +167,40 @@ describe("ONNX export vs float64 reference (onnxruntime-node CPU)", () => {
     const got16 = await runOrt(inline.path, IDS, MASK, ref.positionIds, m.config.vocabSize);
     // bf16 values of this magnitude are exact in f16: same numbers as the f32 export
     expect(compare(ref.logits, got16, MASK, m.config.vocabSize).maxAbs).toBeLessThan(ABS_TOL);
+  });
+
+  it("a bitsandbytes NF4 checkpoint exports its dequantised weights (= reference on host-dequantised weights)", async () => {
+    const cfg = CONFIGS[0][1];
+    const src = await generateModel(join(root, "bnb-src"), cfg, { seed: 9, dtype: "f32", tokenizer: false, init: { std: 0.15 } });
+    const m = await loadModel(src.dir);
+    // quantise every per-layer linear weight on the host as bitsandbytes does (double quant), store it in bnb's layout
+    const dequant: WeightMap = new Map(m.weights);
+    const tensors: TensorToWrite[] = [];
+    for (const spec of parameterSpecs(m.config)) {
+      const w = Float32Array.from(m.weights.get(spec.name)!);
+      if (spec.kind !== "linear" || spec.layer === null) {
+        tensors.push({ name: spec.name, dtype: "F32", shape: spec.shape, data: encodeFloats(w, "F32") });
+        continue;
+      }
+      const q = nf4QuantizeReference(w, { blocksize: 64, doubleQuant: true });
+      dequant.set(spec.name, nf4DequantizeReference(q.packed, q.scales, w.length, 64));
+      const state = { shape: spec.shape as [number, number], blocksize: 64, dtype: "float32", packed: q.packed, quantMap: NF4_CODE, absmax: null, nested: { qabsmax: q.qabsmax!, absmax2: q.absmax2!, quantMap: dynamicMap(), blocksize: 256, offset: q.offset!, dtype: "float32" } };
+      for (const [name, t] of Object.entries(bnbNf4Tensors(state, spec.name))) tensors.push({ name, dtype: t.dtype as SafetensorsDtype, shape: t.shape, data: t.bytes });
+    }
+    const bnbDir = join(root, "bnb-nf4");
+    await mkdir(bnbDir, { recursive: true });
+    await writeSafetensorsCheckpoint(bnbDir, tensors);
+    await writeFile(join(bnbDir, "config.json"), JSON.stringify({ ...toHfConfig(m.config), quantization_config: { load_in_4bit: true, bnb_4bit_quant_type: "nf4", bnb_4bit_use_double_quant: true } }));
+
+    const out = join(root, "bnb-nf4.onnx");
+    await exportOnnx(bnbDir, out);
+    const ref = referenceForward({ config: m.config, weights: dequant }, IDS, { attentionMask: MASK });
+    const got = await runOrt(out, IDS, MASK, ref.positionIds, m.config.vocabSize);
+    const err = compare(ref.logits, got, MASK, m.config.vocabSize);
+    const vsFull = compare(referenceForward(m, IDS, { attentionMask: MASK }).logits, got, MASK, m.config.vocabSize);
+    console.log(`bnb NF4 checkpoint → ONNX vs float64 reference on the dequantised weights: max abs ${err.maxAbs.toExponential(2)} (vs the unquantised weights: ${vsFull.maxAbs.toExponential(2)})`);
+    expect(err.maxAbs).toBeLessThan(ABS_TOL);
+    expect(vsFull.maxAbs).toBeGreaterThan(100 * ABS_TOL); // the NF4 rounding is really in the graph
   });
 
   it("uses only standard opset-17 ops with the documented inputs and output", async () => {

@@ -24,6 +24,9 @@ import onnxProto from "onnx-proto";
 import { HF_NAMES, paramName, parameterSpecs, type ModelConfig, type ParamRole } from "./config.js";
 import { openCheckpoint, type WeightMap } from "./checkpoint.js";
 import { f32ToF16 } from "./dtypes.js";
+import { nf4DequantizeReference, nf4HostScales, parseBnbNf4 } from "@nr/kernels";
+import { readBnbTensors } from "./load.js";
+import type { TensorSource } from "./safetensors.js";
 
 const { onnx } = onnxProto;
 
@@ -330,6 +333,12 @@ export async function buildOnnxModel(model: { config: ModelConfig; weights: Weig
   return serialise(model.config, g, inits, opts.kvCache ?? false);
 }
 
+/** A bitsandbytes NF4 weight stored in the checkpoint, dequantised on the host (the values the NF4 kernels compute with). */
+async function readBnbDequantized(src: TensorSource, name: string): Promise<Float32Array> {
+  const s = parseBnbNf4(await readBnbTensors(src, name), name);
+  return nf4DequantizeReference(s.packed, nf4HostScales(s), s.shape[0] * s.shape[1], s.blocksize, s.quantMap);
+}
+
 /**
  * Streams weights into external data files `<out>_data`, `<out>_data_1`, … (the names transformers.js derives from
  * the ONNX file name), starting a new file where the next tensor would pass `chunkBytes` (browsers read each file into
@@ -370,7 +379,8 @@ class ExternalData {
 }
 
 /**
- * Exports a checkpoint folder (config.json + safetensors) to an ONNX file, reading one tensor at a time.
+ * Exports a checkpoint folder (config.json + safetensors) to an ONNX file, reading one tensor at a time. Weights stored
+ * as bitsandbytes NF4 are exported dequantised.
  * With external data the weights are streamed into `<outPath>_data` (more files past `externalDataChunkBytes`; see
  * ExternalData) and never held together in memory.
  */
@@ -378,7 +388,6 @@ export async function exportOnnx(modelDir: string, outPath: string, opts: OnnxEx
   const ck = await openCheckpoint(modelDir);
   const dtype = opts.dtype ?? "f32";
   try {
-    if (ck.report.quantized.size > 0) throw new Error(`${modelDir}: 4-bit (bitsandbytes) weights cannot be exported; dequantise or merge first`);
     const elems = parameterSpecs(ck.config).reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
     const estBytes = elems * (dtype === "f16" ? 2 : 4);
     const external = opts.externalData === true || ((opts.externalData ?? "auto") === "auto" && estBytes > 1 << 30);
@@ -394,7 +403,10 @@ export async function exportOnnx(modelDir: string, outPath: string, opts: OnnxEx
           else inits.push({ name, dataType, dims, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL, externalData: await data.write(bytes) });
         },
       });
-      const read = async (name: string) => (opts.mapWeight ? opts.mapWeight(name, await ck.tensors.readF32(name)) : ck.tensors.readF32(name));
+      const read = async (name: string) => {
+        const stored = ck.report.quantized.has(name) ? await readBnbDequantized(ck.tensors, name) : await ck.tensors.readF32(name);
+        return opts.mapWeight ? opts.mapWeight(name, stored) : stored;
+      };
       await buildGraph(ck.config, read, g, dtype, opts.kvCache ?? false);
       await writeFile(outPath, serialise(ck.config, g, inits, opts.kvCache ?? false));
     } finally {
