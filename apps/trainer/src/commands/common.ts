@@ -147,7 +147,7 @@ export async function openModel(o: OpenModelOptions): Promise<OpenedModel> {
 // Prompts
 // ---------------------------------------------------------------------------------------------------------------
 
-export const PROMPT_FORMATS = ["auto", "chat", "qa", "raw"] as const;
+export const PROMPT_FORMATS = ["auto", "chat", "qa", "raw", "tir"] as const;
 export type PromptFormat = (typeof PROMPT_FORMATS)[number];
 
 /** The `Q: …\nA: ` format `nr train` uses for SFT, RL and its own evals. */
@@ -188,6 +188,8 @@ export async function makePrompter(format: PromptFormat, m: Pick<ModelPaths, "mo
     template = ChatTemplate.chatml();
     describe = "built-in ChatML (the checkpoint has no chat template)";
   }
+  // tir: the same template with the tool-integrated system prompt; the caller attaches the sandbox (nr eval).
+  if (f === "tir") return { format: "tir", describe: `${describe}, TIR system prompt (python blocks run in the sandbox)`, build: (p) => buildPrompt(template, p, { style: "tir" }) };
   return { format: "chat", describe, build: (p) => buildPrompt(template, p) };
 }
 

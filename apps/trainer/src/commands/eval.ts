@@ -4,7 +4,9 @@
 import { resolve } from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import type { EvalSummary } from "@nr/data";
+import type { TirStats } from "@nr/sandbox";
 import { writeJsonAtomic } from "../run/folder.js";
+import { attachTirSandbox } from "./sandbox.js";
 import { checkNumber, checkSamplingArgs, loadProblems, makePrompter, openModel, PROMPT_FORMATS, refuseOutputsOverInputs, resolveModelPaths, UsageError, type PromptFormat, type SamplingArgs } from "./common.js";
 
 export interface EvalArgs extends SamplingArgs {
@@ -24,6 +26,8 @@ export interface EvalReport {
   adapterName: string;
   options: Omit<EvalArgs, "model" | "adapter" | "quant" | "data" | "out" | "details" | "progress">;
   summary: Omit<EvalSummary, "results">;
+  /** --prompt-format tir: the sandbox's tool calls (per completion, errors, timeouts). */
+  tool?: TirStats;
   out: string;
   details: string | null;
 }
@@ -55,8 +59,10 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
     warn: io.err,
   });
   const m = await openModel({ model: a.model, adapter: a.adapter, quant: a.quant });
+  let tir: Awaited<ReturnType<typeof attachTirSandbox>> | null = null;
   try {
     const prompter = await makePrompter(a.promptFormat, m);
+    if (prompter.format === "tir") tir = await attachTirSandbox(m.generator, io.err);
     io.err(`eval: ${records.length} problems from ${source}; prompts: ${prompter.describe}; adapter ${m.gpu.adapterName}${m.quant === "nf4" ? "; NF4 base" : ""}${m.adapterDir ? `; LoRA ${m.adapterDir}` : ""}`);
     // Greedy pass@1 always; sampled completions when asked for several, or for one at a temperature above 0.
     const sampled = a.samples > 1 || a.temperature > 0 ? a.samples : 0;
@@ -76,6 +82,7 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
       name: `eval ${m.adapterDir ?? m.modelDir}`,
     });
     io.log(formatEvalTable(summary));
+    if (tir) io.log(tir.describe());
     const { results: _results, ...rest } = summary;
     const out = resolve(a.out);
     const report: EvalReport = {
@@ -87,6 +94,7 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
       adapterName: m.gpu.adapterName,
       options: { split: a.split, n: a.n, samples: a.samples, temperature: a.temperature, topP: a.topP, maxNewTokens: a.maxNewTokens, seed: a.seed, batchSize: a.batchSize, promptFormat: a.promptFormat, skipBadRows: a.skipBadRows },
       summary: rest,
+      ...(tir ? { tool: tir.tool.stats } : {}),
       out,
       details: a.details ? resolve(a.details) : null,
     };
@@ -94,6 +102,7 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
     io.err(`eval: wrote ${out}${a.details ? ` and ${resolve(a.details)} (one line per problem)` : ""}`);
     return report;
   } finally {
+    await tir?.close();
     m.close();
   }
 }
@@ -103,7 +112,7 @@ export const modelOptions = <T>(y: Argv<T>) =>
   y
     .option("model", { type: "string", demandOption: true, describe: "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json)" })
     .option("adapter", { type: "string", describe: "PEFT LoRA adapter folder, e.g. runs/NAME/checkpoints/step-N" })
-    .option("prompt-format", { choices: PROMPT_FORMATS, default: "auto" as PromptFormat, describe: "chat: the checkpoint's chat template; qa: 'Q: …\\nA: '; raw: as is; auto: what the adapter's nr-train run used (its data.prompt), else chat" })
+    .option("prompt-format", { choices: PROMPT_FORMATS, default: "auto" as PromptFormat, describe: "chat: the checkpoint's chat template; qa: 'Q: …\\nA: '; raw: as is; tir: chat with the tool-integrated prompt, python blocks run in the sandbox; auto: what the adapter's nr-train run used (its data.prompt), else chat" })
     .option("max-new-tokens", { type: "number", default: 256, describe: "token budget per completion" })
     .option("temperature", { type: "number", default: 0, describe: "sampling temperature (0 = greedy)" })
     .option("top-p", { type: "number", default: 0.95, describe: "nucleus mass when sampling" })
