@@ -143,4 +143,20 @@ describe("completeTokenIds / loadLoraAdapter (vLLM's shapes, against a mock)", (
     expect(err.status).toBe(0);
     expect(err.message).toMatch(/ECONNREFUSED/);
   });
+
+  it("a server that takes the request and never answers times out as an HttpError with status 0", async () => {
+    const silent = createServer(() => {}); // holds every request open
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    try {
+      const t0 = performance.now();
+      const err = await postJson({ baseUrl: `http://127.0.0.1:${(silent.address() as AddressInfo).port}/v1`, timeoutMs: 300 }, "/completions", "{}").catch((e) => e);
+      expect(err).toBeInstanceOf(HttpError);
+      expect(err.status).toBe(0);
+      expect(err.message).toMatch(/no answer within 300 ms/);
+      expect(performance.now() - t0).toBeLessThan(5000);
+    } finally {
+      silent.closeAllConnections();
+      silent.close();
+    }
+  });
 });

@@ -177,6 +177,7 @@ describe("remote rollouts on two nr serve workers", () => {
     }
     expect(metrics.some((m) => m.grad_norm > 0)).toBe(true); // the adapter moved: the byte comparison below means something
     expect(lines.some((l) => l.includes("sitting out this step"))).toBe(true);
+    expect(lines.find((l) => l.startsWith("rl step 1/3"))).toMatch(/s gen on 2 servers, \|Δlogp\| \d\.\de-?\d+,/);
     const records = readFileSync(join(runDir, "rollouts.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
     expect(new Set(records.filter((r) => r.step === 1).map((r) => r.server)).size).toBe(2);
     expect(records.filter((r) => r.step > 1).every((r) => r.server === workers[0].url)).toBe(true);
