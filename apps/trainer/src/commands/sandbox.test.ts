@@ -8,8 +8,10 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { findPythonLibs } from "@nr/sandbox";
+import { runEval } from "./eval.js";
 
 const cli = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
+const committedModel = fileURLToPath(new URL("../../../../models/nr-tiny-math", import.meta.url));
 const hasSympy = findPythonLibs().some((d) => d.endsWith("sympy"));
 
 function nr(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
@@ -50,5 +52,24 @@ describe.skipIf(!existsSync(cli))("nr sandbox (built CLI)", () => {
     const r = await nr("sandbox", "-c", "import sympy as sp\nx = sp.Symbol('x')\nprint(sp.solve(x**2 - 2, x))\nprint(sp.factorint(2**32 + 1))");
     expect(r.err).toBe("");
     expect([r.code, r.out]).toEqual([0, "[-sqrt(2), sqrt(2)]\n{641: 1, 6700417: 1}\n"]);
+  }, 300_000);
+});
+
+describe("nr eval --prompt-format tir", () => {
+  it("runs on the committed model with the TIR prompt and the sandbox attached, and reports tool use", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nr-eval-tir-"));
+    const lines: string[] = [];
+    const io = { log: (l: string) => lines.push(l), err: (l: string) => lines.push(l) };
+    try {
+      const rep = await runEval({ model: committedModel, data: "synthetic", n: 3, samples: 1, temperature: 0, topP: 1, maxNewTokens: 16, seed: 0, batchSize: 4, promptFormat: "tir", out: join(dir, "eval.json"), skipBadRows: false, progress: false }, io);
+      expect(rep.promptFormat).toBe("tir");
+      expect(rep.summary.problems).toBe(3);
+      // The tiny model was never taught to write python: the tool saw its 3 completions and ran nothing.
+      expect(rep.tool).toEqual({ completions: 3, calls: 0, errors: 0, timeouts: 0, skipped: 0 });
+      expect(lines.join("\n")).toMatch(/TIR system prompt/);
+      expect(lines.join("\n")).toMatch(/tir: 0 tool calls in 3 completions/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 300_000);
 });
