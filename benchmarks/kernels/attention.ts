@@ -84,6 +84,19 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   return m;
 };
 
+/**
+ * CPU adapters: the subgroup-tile forward (their default, attention-subgroup.ts) against the row-per-invocation
+ * kernel on the same inputs, kernel only, timed back to back.
+ */
+async function forwardPathRow(gpu: Gpu, args: Parameters<typeof attention>[1], flops: number, defaultMs: number, R: number, iters: number): Promise<BenchRow> {
+  const rowsArgs = { ...args, forwardPath: "rows" as const };
+  attention(gpu, rowsArgs);
+  await gpu.sync();
+  const rowsMs = await kernelMs(gpu, () => attention(gpu, rowsArgs), R, iters);
+  console.log(`attention fwd T=${args.T}: subgroup tiles ${(flops / defaultMs / 1e6).toFixed(2)} GFLOP/s vs row kernel ${(flops / rowsMs / 1e6).toFixed(2)} GFLOP/s`);
+  return higherIsBetter(`GQA causal fwd T=${args.T} f32: subgroup tiles vs row kernel`, "GFLOP/s kernel only", flops / defaultMs / 1e6, "ours, one query row per invocation (forwardPath \"rows\")", flops / rowsMs / 1e6, { T: args.T, defaultMs, rowsMs });
+}
+
 export async function benchAttention(gpu: Gpu, opts: { iters?: number; tuning?: AttentionTuning } = {}): Promise<BenchRow[]> {
   const iters = opts.iters ?? 3;
   const slow = gpu.adapter.isFallbackAdapter || /llvmpipe|swiftshader|software/i.test(gpu.adapterName);
@@ -137,6 +150,7 @@ export async function benchAttention(gpu: Gpu, opts: { iters?: number; tuning?: 
     await gpu.sync();
     const fwdMs = await kernelMs(gpu, () => attention(gpu, args), R, iters);
     const oursKernel = fwdFlops / fwdMs / 1e6;
+    if (slow && !opts.tuning) rows.push(await forwardPathRow(gpu, args, fwdFlops, fwdMs, R, iters));
 
     // End to end, the unit session.run measures.
     let ours: Float32Array = new Float32Array(0);

@@ -61,7 +61,7 @@ const argmaxLast = (data: Float32Array, b: number, T: number, V: number) =>
   });
 
 /** Greedy generation by full recompute in ORT: returns tokens and the prefill / decode times. */
-async function ortGreedy(session: ort.InferenceSession, b: number): Promise<{ tokens: number[][]; prefillMs: number; decodeMs: number }> {
+async function ortGreedy(session: ort.InferenceSession, b: number): Promise<{ tokens: number[][]; prefillMs: number; decodeMs: number; decodeCpuMs: number }> {
   const { prompts, n } = layout(b);
   const run = async (rows: number[][]) => {
     const T = rows[0].length;
@@ -78,11 +78,12 @@ async function ortGreedy(session: ort.InferenceSession, b: number): Promise<{ to
   const prefillMs = performance.now() - t0;
   const seqs = Array.from({ length: b }, (_, r) => [...promptIds(Math.floor(r / n)), first[Math.floor(r / n)]]);
   const t1 = performance.now();
+  const cpu0 = process.cpuUsage();
   for (let s = 1; s < N; s++) {
     const next = await run(seqs);
     seqs.forEach((q, r) => q.push(next[r]));
   }
-  return { tokens: seqs.map((q) => q.slice(P)), prefillMs, decodeMs: performance.now() - t1 };
+  return { tokens: seqs.map((q) => q.slice(P)), prefillMs, decodeMs: performance.now() - t1, decodeCpuMs: cpuMs(process.cpuUsage(cpu0)) };
 }
 
 /**
@@ -109,18 +110,26 @@ async function continuousCase(gen: WebGpuGenerator): Promise<BenchRow> {
   return higherIsBetter(`${count} prompts × ${per} (budgets ${budgets.join("/")}) through ${slots} rows`, "completion tokens/s (prefill included)", tokens / (contMs / 1000), "ours, static batching in waves of 16 rows", tokens / (staticMs / 1000), { meanLiveRows: +t.meanLiveRows.toFixed(2), identicalTokens: same });
 }
 
+/** CPU time of this process (every thread: JS, lavapipe's workers, ORT's pool) in ms. */
+const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
+
 /**
  * Host-side work per decode step (sampling, read-back and the decode forward of every row): the Gpu counters of an
- * N-token generation minus those of a 1-token one (same prefill, no decode forward), divided by N − 1.
+ * N-token generation minus those of a 1-token one (same prefill, no decode forward), divided by N − 1; and the
+ * process CPU time per step the same way (a measure the other helpers' load on a shared machine disturbs less than
+ * wall time).
  */
-async function decodeStepCounts(gen: WebGpuGenerator, prompts: number, n: number): Promise<Record<string, number>> {
+async function decodeStepCounts(gen: WebGpuGenerator, prompts: number, n: number): Promise<{ counts: Record<string, number>; cpuMsPerStep: number }> {
   const count = async (maxNewTokens: number) => {
     const c0 = { ...gen.gpu.counters };
+    const cpu0 = process.cpuUsage();
     await gen.generateIds(Array.from({ length: prompts }, (_, i) => ({ promptIds: promptIds(i), n })), { temperature: 0, maxNewTokens });
-    return Object.fromEntries(Object.entries(gen.gpu.counters).map(([k, v]) => [k, v - c0[k as keyof typeof c0]]));
+    const cpu = cpuMs(process.cpuUsage(cpu0));
+    return { c: Object.fromEntries(Object.entries(gen.gpu.counters).map(([k, v]) => [k, v - c0[k as keyof typeof c0]])), cpu };
   };
   const one = await count(1), all = await count(N);
-  return Object.fromEntries(Object.entries(all).map(([k, v]) => [k, +((v - one[k]) / Math.max(1, N - 1)).toFixed(2)]));
+  const steps = Math.max(1, N - 1);
+  return { counts: Object.fromEntries(Object.entries(all.c).map(([k, v]) => [k, +((v - one.c[k]) / steps).toFixed(2)])), cpuMsPerStep: (all.cpu - one.cpu) / steps };
 }
 
 const dir = await mkdtemp(join(tmpdir(), "nr-bench-rollout-"));
@@ -159,14 +168,17 @@ try {
       ours.decode = Math.max(ours.decode, t.decodeTokens / (t.decodeMs / 1000));
     }
     const peak = gpu.pool.getStats().peakAllocatedBytes;
-    const perStep = await decodeStepCounts(gen, prompts, n);
+    const { counts: perStep, cpuMsPerStep } = await decodeStepCounts(gen, prompts, n);
     let theirs: Awaited<ReturnType<typeof ortGreedy>> | null = null;
     for (let it = 0; session && it < iters; it++) {
       const r = await ortGreedy(session, b);
       if (!theirs) theirs = r;
       theirs.prefillMs = Math.min(theirs.prefillMs, r.prefillMs);
       theirs.decodeMs = Math.min(theirs.decodeMs, r.decodeMs);
+      theirs.decodeCpuMs = Math.min(theirs.decodeCpuMs, r.decodeCpuMs);
     }
+    // CPU ms per generated token, each side; cpuRatio > 1: ours spends less CPU per token.
+    const oursCpu = cpuMsPerStep / b, peerCpu = theirs ? theirs.decodeCpuMs / (b * (N - 1)) : null;
     const mine = out.flat().map((s) => s.tokenIds);
     const agree = theirs ? mine.filter((q, r) => q.join() === theirs.tokens[r].join()).length : null;
     const extra = {
@@ -179,11 +191,13 @@ try {
       kvCacheMiB: +(gen.kvCacheBytes(b, P + N) / 2 ** 20).toFixed(2),
       greedyAgreement: agree === null ? null : `${agree}/${b}`,
       perDecodeStep: perStep,
+      decodeCpuMsPerToken: { ours: +oursCpu.toFixed(3), peer: peerCpu === null ? null : +peerCpu.toFixed(3), cpuRatio: peerCpu === null ? null : +(peerCpu / oursCpu).toFixed(3) },
       ...(error ? { note: error } : {}),
     };
     const name = `batch ${b} (${prompts} prompt${prompts > 1 ? "s" : ""} × ${n}${n > 1 ? ", shared prefill" : ""})`;
     rows.push(higherIsBetter(name, "prefill tokens/s", ours.prefill, peer, theirs ? (prompts * P) / (theirs.prefillMs / 1000) : null, extra));
-    rows.push(higherIsBetter(name, "decode tokens/s", ours.decode, peer, theirs ? (b * N) / (theirs.decodeMs / 1000) : null, extra));
+    // The peer's decode loop makes N − 1 tokens (the first comes from its prefill).
+    rows.push(higherIsBetter(name, "decode tokens/s", ours.decode, peer, theirs ? (b * (N - 1)) / (theirs.decodeMs / 1000) : null, extra));
     if (tjs.peer) {
       const t = await tjs.peer.greedy(Array.from({ length: b }, (_, r) => promptIds(Math.floor(r / n))), N, iters);
       const tAgree = `${mine.filter((q, r) => q.join() === t.tokens[r].join()).length}/${b}`;
@@ -192,7 +206,7 @@ try {
       rows.push(higherIsBetter(`${name} vs transformers.js`, "decode tokens/s", ours.decode, tjs.peer.label, (b * (N - 1)) / (t.decodeMs / 1000), tExtra));
       console.log(`${name}: transformers.js prefill ${((b * P) / (t.prefillMs / 1000)).toFixed(0)} tok/s (${b} rows), decode ${((b * (N - 1)) / (t.decodeMs / 1000)).toFixed(1)} tok/s; greedy agreement with ours ${tAgree}`);
     }
-    console.log(`${name}: ours prefill ${ours.prefill.toFixed(0)} tok/s, decode ${ours.decode.toFixed(1)} tok/s; peer ${theirs ? `prefill ${((prompts * P) / (theirs.prefillMs / 1000)).toFixed(0)}, decode ${((b * N) / (theirs.decodeMs / 1000)).toFixed(1)} tok/s` : `unavailable (${error})`}; pool peak ${extra.poolPeakMiB} MiB (${extra.poolPeakAboveWeightsMiB} MiB above the weights, KV cache ${extra.kvCacheMiB} MiB); greedy agreement ${extra.greedyAgreement}; per decode step ${Object.entries(perStep).map(([k, v]) => `${v} ${k}`).join(", ")}`);
+    console.log(`${name}: ours prefill ${ours.prefill.toFixed(0)} tok/s, decode ${ours.decode.toFixed(1)} tok/s; peer ${theirs ? `prefill ${((prompts * P) / (theirs.prefillMs / 1000)).toFixed(0)}, decode ${((b * (N - 1)) / (theirs.decodeMs / 1000)).toFixed(1)} tok/s` : `unavailable (${error})`}; pool peak ${extra.poolPeakMiB} MiB (${extra.poolPeakAboveWeightsMiB} MiB above the weights, KV cache ${extra.kvCacheMiB} MiB); greedy agreement ${extra.greedyAgreement}; per decode step ${Object.entries(perStep).map(([k, v]) => `${v} ${k}`).join(", ")}; CPU ms per decode token ours ${oursCpu.toFixed(2)}, peer ${peerCpu?.toFixed(2) ?? "-"}`);
   }
   await session?.release();
   await tjs.peer?.release();

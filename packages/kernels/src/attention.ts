@@ -56,8 +56,13 @@
 // n the visible keys, |o − o₆₄| ≤ η(4D + 8n + 64)(1 + S)·Σ_s p_s|v_s|, and the gradients are bounded by the same
 // factor times magnitudes that propagate |·| through the backward (see `attentionBackwardReference`).
 //
-// Speed on lavapipe (2 cores, Qwen2.5-1.5B heads, T = 512, f32, quiet machine): forward ≈ 2.5–2.8 GFLOP/s, backward
-// ≈ 1.6 GFLOP/s counted as 2.5× the forward's flops (benchmarks/kernels/attention.ts). Not done: a GPU-tuned
+// On CPU adapters the forward (prefill and decode) runs attention-subgroup.ts instead where the head dim allows
+// (D % 32 == 0 with lavapipe's 8-wide subgroups): tiles of 12 query rows × 16 keys spread over the lanes of one
+// subgroup, each K/V row loaded once per tile. Measured on the shared 2-core machine at T = 512, Qwen2.5-1.5B heads,
+// both kernels in the same run (`pnpm bench kernels --only attention`): 4.0–4.4× the row kernel below.
+//
+// Speed of the row kernels on lavapipe (2 cores, Qwen2.5-1.5B heads, T = 512, f32, quiet machine): forward ≈ 2.5–2.8
+// GFLOP/s, backward ≈ 1.6 GFLOP/s counted as 2.5× the forward's flops (benchmarks/kernels/attention.ts). Not done: a GPU-tuned
 // variant (several invocations per row or subgroup-matrix tiles instead of 2·D f32 of per-invocation state) and
 // split-KV decode (flash-decoding) for long caches with few heads; the GPU path ("private" regs) is tested for
 // correctness here on lavapipe only.
