@@ -2,11 +2,12 @@
 // committed tiny model: the adapter goes out through vLLM's load route, the samples that come back equal the local
 // WebGpuGenerator's with the same per-prompt seeds, a server that breaks mid-step has its prompts served by the other,
 // the key and the lora root are enforced, and `nr train` with rl.rollout.servers finishes a few RL steps — with one
-// server killed after the first — without writing the key into the run folder.
+// server killed after the first — without writing the key into the run folder; the same run on one server, killed
+// and resumed, ends with the same adapter bytes.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer, type Server } from "node:http";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -82,6 +83,23 @@ async function brokenWorker(): Promise<{ server: Server; url: string; completion
   return state;
 }
 
+/** `nr train` in a child process (child-run.ts) with the key in NR_API_KEY; killed with SIGKILL once `killWhen` holds. */
+function runChild(args: string[], killWhen?: () => boolean): Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }> {
+  const child = fileURLToPath(new URL("./child-run.ts", import.meta.url));
+  return new Promise((resolvePromise, reject) => {
+    const p = spawn(process.execPath, ["--import", "tsx", child, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NR_API_KEY: KEY } });
+    let out = "";
+    p.stdout!.on("data", (d) => (out += d));
+    p.stderr!.on("data", (d) => (out += d));
+    const timer = killWhen ? setInterval(() => killWhen() && p.kill("SIGKILL"), 20) : undefined;
+    p.on("error", reject);
+    p.on("exit", (code, signal) => {
+      clearInterval(timer);
+      resolvePromise({ code, signal, out });
+    });
+  });
+}
+
 describe("remote rollouts on two nr serve workers", () => {
   it("the servers' samples equal the local generator's with the same per-prompt seeds; a broken server's prompts go to the other", async () => {
     const e = new Engine(new GpuBackend(gpu));
@@ -153,7 +171,7 @@ describe("remote rollouts on two nr serve workers", () => {
     const config = resolveConfig({
       overrides: [
         ["name", "remote"], ["model.dir", MODEL], ["data.trainSize", 16], ["data.evalSize", 4], ["eval.n", 4], ["eval.maxNewTokens", 8], ["eval.samples", 0], ["eval.every", 0],
-        ["sft.enabled", false], ["rl.steps", 3], ["rl.G", 4], ["rl.promptsPerStep", 2], ["rl.maxNewTokens", 16], ["checkpoint.every", 0],
+        ["sft.enabled", false], ["rl.steps", 3], ["rl.G", 4], ["rl.promptsPerStep", 2], ["rl.maxNewTokens", 16], ["checkpoint.every", 1],
         ["rl.rollout.servers", servers], ["rl.rollout.apiKey", KEY], ["rl.rollout.tisCap", 2], ["rl.rollout.timeoutS", 60],
       ],
       cwd: root,
@@ -187,11 +205,21 @@ describe("remote rollouts on two nr serve workers", () => {
     for (const f of files(runDir)) expect(readFileSync(f).includes(KEY), f).toBe(false);
     expect(takeRolloutKey(config, [["rl.rollout.apiKey", "other"]])).toMatchObject({ apiKey: "other", overrides: [] });
 
-    // The same run on the surviving server alone ends with the same adapter bytes: samples depend on the recorded
-    // seeds, not on which server drew them, so a resumed run (same seeds per step) continues exactly.
-    const alone = await runPipeline({ ...config, name: "remote-alone", rl: { ...config.rl, rollout: { ...config.rl.rollout!, servers: [workers[0].url] } } }, { cwd: root, log: () => {} });
+    // The same run on the surviving server alone, killed with SIGKILL after its first checkpoint and resumed (the key
+    // from NR_API_KEY: config.json has none), ends with the same adapter bytes: the samples depend on the recorded
+    // seeds, not on which server drew them or on the interruption.
+    const { apiKey: _, ...rollout } = config.rl.rollout!;
+    const cfgPath = join(root, "resumed.json");
+    writeFileSync(cfgPath, JSON.stringify({ ...config, name: "remote-resumed", rl: { ...config.rl, rollout: { ...rollout, servers: [workers[0].url] } } }));
+    const resumedDir = join(root, "runs", "remote-resumed");
+    const killed = await runChild([cfgPath, root], () => existsSync(join(resumedDir, "checkpoints", "step-1", "checkpoint.json")));
+    expect(killed.signal, killed.out).toBe("SIGKILL");
+    expect(existsSync(join(resumedDir, "summary.json"))).toBe(false);
+    const resumed = await runChild([cfgPath, root, resumedDir]);
+    expect(resumed.code, resumed.out).toBe(0);
+    expect(resumed.out).toMatch(/resumed at step [12] \(rl/);
     const adapter = (dir: string) => readFileSync(join(dir, "best", "adapter_model.safetensors"));
-    expect(adapter(alone.runDir).equals(adapter(runDir))).toBe(true);
+    expect(adapter(resumedDir).equals(adapter(runDir))).toBe(true);
   }, 240_000);
 
   it("rl.rollout from the command line: a list of URLs, checked", () => {
