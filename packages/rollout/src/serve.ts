@@ -12,7 +12,8 @@
 // Fields: model (the base model's or an adapter's name; default the base), n, max_tokens (chat: also
 // max_completion_tokens), temperature, top_p, top_k (−1/0 = off), min_p, repetition_penalty (vLLM's extension, HF
 // semantics over prompt + output), seed, stop, logprobs (completions: 0/1;
-// chat: true, top_logprobs 0), stream (+ stream_options.include_usage). Log-probs are those of the sampled tokens
+// chat: true, top_logprobs 0), return_tokens_as_token_ids (vLLM's: log-prob tokens spelled "token_id:<id>"), stream
+// (+ stream_options.include_usage). Log-probs are those of the sampled tokens
 // under the sampling distribution (after temperature / top-k / top-p / min-p; 0 for greedy), which is what RL needs;
 // alternatives (top_logprobs) are not computed. finish_reason is "stop" (EOS or a stop string; vLLM's stop_reason
 // names the string) or "length".
