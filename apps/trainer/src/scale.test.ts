@@ -98,7 +98,7 @@ describe.skipIf(why !== null)("the Qwen2.5-Math-1.5B shape end to end (NR_SCALE=
         return (async () => {
           const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "base", prompt: "What is 2+3?", max_tokens: 2 }) });
           expect(r.status).toBe(200);
-          body = await r.json();
+          body = (await r.json()) as { choices: Array<{ text: string }> };
         })();
       },
     });
