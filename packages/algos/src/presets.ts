@@ -174,18 +174,22 @@ function fmt(v: unknown): string {
   }
 }
 
-/** Throws an Error listing every invalid key of a resolved config (names the key and the allowed values). */
-export function validateConfig(config: AlgoConfig): AlgoConfig {
+/**
+ * Throws an Error listing every invalid key of a resolved config (names the key and the allowed values). `keyPrefix`
+ * names where the config sits in a caller's own settings (e.g. "rl.algoConfig"): every key in the messages starts with it.
+ */
+export function validateConfig(config: AlgoConfig, keyPrefix = ""): AlgoConfig {
   const errors: string[] = [];
-  checkValue(SCHEMA, config, "", errors, false);
-  if (errors.length === 0) crossChecks(config, errors);
+  checkValue(SCHEMA, config, keyPrefix, errors, false);
+  if (errors.length === 0) crossChecks(config, errors, keyPrefix);
   if (errors.length > 0) {
     throw new Error(`@nr/algos: invalid config${config && typeof config === "object" && "name" in config ? ` for '${String(config.name)}'` : ""}:\n  - ${errors.join("\n  - ")}`);
   }
   return config;
 }
 
-function crossChecks(c: AlgoConfig, errors: string[]): void {
+function crossChecks(c: AlgoConfig, errors: string[], keyPrefix: string): void {
+  const before = errors.length;
   const est = c.advantage.estimator;
   if ((est === "lead" || est === "lpro") && c.advantage.scale !== "group") {
     errors.push(`advantage.scale = "${c.advantage.scale}" with advantage.estimator "${est}" (allowed: "group")`);
@@ -202,6 +206,8 @@ function crossChecks(c: AlgoConfig, errors: string[]): void {
   if (c.lead.B < c.lead.A) {
     errors.push(`lead.B = ${c.lead.B} < lead.A = ${c.lead.A} (allowed: B ≥ A, w decreases from B to A)`);
   }
+  // Each message starts with its key; the caller's prefix goes in front of it.
+  if (keyPrefix) for (let i = before; i < errors.length; i++) errors[i] = `${keyPrefix}.${errors[i]}`;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -304,9 +310,9 @@ function deepMerge<T>(target: T, src: unknown): T {
 
 /**
  * Resolved, validated configuration of a preset with optional deep-partial overrides.
- * `preset("dapo", { overlong: { maxLength: 3072, cacheLength: 512 } })`.
+ * `preset("dapo", { overlong: { maxLength: 3072, cacheLength: 512 } })`. `keyPrefix`: see {@link validateConfig}.
  */
-export function preset(name: AlgoName, overrides?: AlgoOverrides): AlgoConfig {
+export function preset(name: AlgoName, overrides?: AlgoOverrides, keyPrefix = ""): AlgoConfig {
   if (!ALGO_NAMES.includes(name)) {
     throw new Error(`@nr/algos: unknown preset name = ${fmt(name)} (allowed: ${ALGO_NAMES.map((n) => `"${n}"`).join(" | ")})`);
   }
@@ -314,11 +320,11 @@ export function preset(name: AlgoName, overrides?: AlgoOverrides): AlgoConfig {
     throw new Error(`@nr/algos: overrides for '${name}' must be an object (got ${fmt(overrides)})`);
   }
   if (overrides?.name !== undefined && overrides.name !== name) {
-    throw new Error(`@nr/algos: overrides.name = "${String(overrides.name)}" conflicts with preset "${name}" (allowed: "${name}")`);
+    throw new Error(`@nr/algos: ${keyPrefix || "overrides"}.name = "${String(overrides.name)}" conflicts with preset "${name}" (allowed: "${name}")`);
   }
   // Reject unknown keys / bad values in the overrides first, so the message points at what the caller wrote.
   const errors: string[] = [];
-  if (overrides) checkValue(SCHEMA, overrides, "", errors, true);
+  if (overrides) checkValue(SCHEMA, overrides, keyPrefix, errors, true);
   if (errors.length > 0) throw new Error(`@nr/algos: invalid overrides for '${name}':\n  - ${errors.join("\n  - ")}`);
 
   let cfg = deepMerge(base(name), PRESET_DIFFS[name]);
@@ -328,7 +334,7 @@ export function preset(name: AlgoName, overrides?: AlgoOverrides): AlgoConfig {
   }
   cfg = deepMerge(cfg, overrides);
   cfg.name = name;
-  return validateConfig(cfg);
+  return validateConfig(cfg, keyPrefix);
 }
 
 /** Resolve `config` for `algo`: a full config is validated as is, a partial one is merged onto the preset. */

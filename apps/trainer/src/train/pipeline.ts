@@ -10,7 +10,7 @@ import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autogr
 import { loadDecoder } from "@nr/model";
 import { LoraModel, savePeftAdapter, type LoraConfig, type LoraTarget } from "@nr/lora";
 import { WebGpuGenerator } from "@nr/rollout";
-import { preset, type AlgoName } from "@nr/algos";
+import { preset, type AlgoName, type AlgoOverrides } from "@nr/algos";
 import { mathReward } from "@nr/rewards";
 import { ProgressBar, thinks } from "@nr/data";
 import { writeReport, type Override, type TrainConfig } from "../run/index.js";
@@ -87,7 +87,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
     // ---- state: fresh, or from the latest checkpoint
     let state: TrainerState = initialState();
     const sftOpt = new AdamW(policyParams, { lr: config.sft.lr, weightDecay: 0 });
-    const algo = preset(config.rl.algo as AlgoName);
+    const algo = preset(config.rl.algo as AlgoName, config.rl.algoConfig as AlgoOverrides | undefined, "rl.algoConfig");
     const usesCritic = algo.value.coef > 0;
     const critic = usesCritic ? new Critic(lora, decoder, { ...loraCfg, seed: config.seed + 1 }) : undefined;
     const rlParams: Tensor[] = [...policyParams, ...(critic?.params ?? [])];

@@ -34,6 +34,15 @@ function coerce(leaf: Leaf, key: string, raw: unknown): unknown {
       if (nums.some((n) => !Number.isInteger(n))) fail();
       return nums;
     }
+    case "json": {
+      let v: unknown;
+      try {
+        v = JSON.parse(s);
+      } catch (err) {
+        throw new ConfigError([`--${key} ${show(raw)} is not JSON (${(err as Error).message}): expected ${describe(leaf)}`]);
+      }
+      return isObj(v) ? v : fail();
+    }
     case "list":
     case "strings":
       return s.replace(/^\[|\]$/g, "").split(",").map((x) => x.trim().replace(/^"|"$/g, "")).filter(Boolean);
@@ -50,7 +59,8 @@ export function applyOverrides(config: Record<string, unknown>, overrides: reado
   const list: Override[] = Array.isArray(overrides) ? [...(overrides as Override[])] : Object.entries(overrides);
   const out = structuredClone(config);
   const problems: string[] = [];
-  for (const [key, raw] of list) {
+  for (const [dotted, value0] of list) {
+    const [key, raw] = intoJsonSetting(dotted, value0);
     const path = key.split(".");
     const node = nodeAt(path);
     if (!node || path.some((p) => p === "")) {
@@ -92,13 +102,43 @@ export function applyOverrides(config: Record<string, unknown>, overrides: reado
         if (unk.length) throw new ConfigError(unk);
       } else value = o.typed ? raw : coerce(node, key, raw);
       for (const group of parentNode.oneOf ?? []) if (group.includes(last)) for (const g of group) if (g !== last) delete target[g];
-      target[last] = value;
+      // A JSON setting given twice (a preset's, then the command line's) keeps what the second does not name.
+      target[last] = node.kind === "json" && isObj(target[last]) && isObj(value) ? mergeJson(target[last], value) : value;
     } catch (err) {
       if (err instanceof ConfigError) problems.push(...err.problems);
       else throw err;
     }
   }
   if (problems.length) throw new ConfigError(problems);
+  return out;
+}
+
+/**
+ * A key below a JSON setting (`rl.algoConfig.clip.epsHigh 0.28`) becomes the setting with a one-key object
+ * ({clip: {epsHigh: 0.28}}), merged over what is there; a CLI string is read as JSON when it is (numbers, true, null).
+ */
+function intoJsonSetting(key: string, raw: unknown): Override {
+  const path = key.split(".");
+  for (let i = 1; i < path.length; i++) {
+    if (nodeAt(path.slice(0, i))?.kind !== "json") continue;
+    let value = raw;
+    if (typeof raw === "string") {
+      try {
+        value = JSON.parse(raw);
+      } catch {
+        value = raw;
+      }
+    }
+    for (const k of path.slice(i).reverse()) value = { [k]: value };
+    return [path.slice(0, i).join("."), value];
+  }
+  return [key, raw];
+}
+
+/** `over` deep-merged into a copy of `base` (objects merge key by key; anything else replaces). */
+function mergeJson(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out = structuredClone(base);
+  for (const [k, v] of Object.entries(over)) out[k] = isObj(v) && isObj(out[k]) ? mergeJson(out[k] as Record<string, unknown>, v) : v;
   return out;
 }
 

@@ -3,6 +3,7 @@
 // value and a fix; validateConfig lists them all at once, before any model is loaded.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { preset, type AlgoName, type AlgoOverrides } from "@nr/algos";
 import type { TrainConfig } from "./types.js";
 import { CONFIG_SCHEMA, describe, show, type Leaf } from "./schema.js";
 
@@ -30,8 +31,21 @@ export function crossFieldProblems(c: TrainConfig): string[] {
   for (const url of c.rl.rollout?.servers ?? []) if (!/^https?:\/\/[^/\s]+/.test(url)) problems.push(`rl.rollout.servers: ${show(url)} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)`);
   if (c.rl.rollout && c.rl.rollout.tisCap > 0 && c.rl.rollout.tisCap < 1) problems.push(`rl.rollout.tisCap = ${c.rl.rollout.tisCap} must be 0 (off) or >= 1 (a cap below 1 would shrink every token's weight)`);
   if (!/^[\w.-]+$/.test(c.name) || c.name === "." || c.name === "..") problems.push(`name = ${show(c.name)} is not allowed: expected ${describe(CONFIG_SCHEMA.fields.name as Leaf)}`);
-  problems.push(...samplingProblems(c));
+  problems.push(...samplingProblems(c), ...algoConfigProblems(c));
   return problems;
+}
+
+/** rl.algoConfig merged over the rl.algo preset and checked by @nr/algos itself; each message names rl.algoConfig.<key>. */
+export function algoConfigProblems(c: TrainConfig): string[] {
+  if (c.rl.algoConfig === undefined) return [];
+  try {
+    preset(c.rl.algo as AlgoName, c.rl.algoConfig as AlgoOverrides, "rl.algoConfig");
+    return [];
+  } catch (err) {
+    const message = (err as Error).message.replace(/^@nr\/algos: /, "");
+    const items = message.split("\n").filter((l) => l.startsWith("  - ")).map((l) => `${l.slice(4)} (for rl.algo = "${c.rl.algo}")`);
+    return items.length ? items : [message];
+  }
 }
 
 /** Temperatures and batch sizes that only fail deep inside a run (at the first sampled token, after SFT). */

@@ -11,7 +11,9 @@ export type Leaf =
   | { kind: "enum"; values: readonly string[]; doc?: string }
   | { kind: "ints"; min?: number; doc?: string }
   | { kind: "strings"; values: readonly string[]; aliases?: Record<string, readonly string[]>; doc?: string }
-  | { kind: "list"; doc?: string };
+  | { kind: "list"; doc?: string }
+  /** A JSON object checked elsewhere (rl.algoConfig by @nr/algos); a second value deep-merges over the first. */
+  | { kind: "json"; doc?: string };
 
 export interface ObjNode {
   kind: "object";
@@ -95,10 +97,11 @@ export const CONFIG_SCHEMA: ObjNode = {
     },
     rl: {
       kind: "object",
-      optional: ["rollout"],
+      optional: ["rollout", "algoConfig"],
       fields: {
         enabled: bool,
         algo: en(...RL_ALGOS),
+        algoConfig: { kind: "json", doc: 'a JSON object of @nr/algos settings merged over the rl.algo preset, e.g. {"lpro":{"lambda":0.1},"clip":{"epsHigh":0.28}}' },
         G: int(1),
         temperature: num({ min: 0 }),
         topP: num({ gt: 0, max: 1 }),
@@ -229,6 +232,8 @@ export function describe(leaf: Leaf): string {
       return `a list of integers${leaf.min !== undefined ? ` >= ${leaf.min}` : ""} (e.g. 128,256)`;
     case "list":
       return leaf.doc ?? "a list of strings";
+    case "json":
+      return leaf.doc ?? "a JSON object";
     case "strings":
       return `a list of ${[...leaf.values, ...Object.keys(leaf.aliases ?? {})].map((v) => `"${v}"`).join(" | ")}`;
   }

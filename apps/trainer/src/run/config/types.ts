@@ -109,6 +109,11 @@ export interface RlConfig {
   microBatchRows: number;
   /** Generate on OpenAI-compatible servers (vLLM, nr serve) instead of this GPU (apps/trainer/src/train/remote-rollout.ts). */
   rollout?: RolloutConfig;
+  /**
+   * The algorithm's own knobs: a partial @nr/algos AlgoConfig deep-merged over the `rl.algo` preset and checked by
+   * @nr/algos, e.g. {"lpro": {"lambda": 0.1}, "clip": {"epsHigh": 0.28}, "kl": {"beta": 0.001}}.
+   */
+  algoConfig?: Record<string, unknown>;
 }
 
 export interface RolloutConfig {

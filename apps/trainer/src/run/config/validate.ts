@@ -37,6 +37,8 @@ function checkLeaf(leaf: Leaf, key: string, v: unknown, problems: string[]): unk
     case "ints":
       if (!Array.isArray(v) || v.some((x) => typeof x !== "number" || !Number.isInteger(x) || (leaf.min !== undefined && x < leaf.min))) return bad();
       return v;
+    case "json":
+      return isObj(v) ? v : bad();
     case "list": {
       const items = typeof v === "string" ? [v] : v;
       return Array.isArray(items) && items.length > 0 && items.every((x) => typeof x === "string" && x.length > 0) ? items : bad();
