@@ -71,6 +71,7 @@ import type { GpuBuffer } from "./runtime/pool.js";
 import { FLAT_WG, foldGrid, isCpuAdapter, requireBuffer, requireCount, requireF16, vecType, type Dtype } from "./elementwise.js";
 import { attentionSubgroupFits, attentionSubgroupWgsl } from "./attention-subgroup.js";
 import { broadcastWidth } from "./matmul.js";
+import { memoWgsl } from "./wgsl-cache.js";
 
 export type AttentionDtype = Dtype;
 
@@ -617,6 +618,11 @@ function checkDispatch(gpu: Gpu, who: string, x: number, B: number) {
   if (x > max || B > max) throw new Error(`${who}: ${x} row blocks × batch ${B} exceed ${max} workgroups per dimension; split the batch or use a larger workgroupSize`);
 }
 
+// The forward and append generators as the launchers call them (decode calls them every step; see wgsl-cache.ts).
+const subgroupFwdWgsl = memoWgsl(attentionSubgroupWgsl);
+const rowsFwdWgsl = memoWgsl(attentionForwardWgsl);
+const appendWgsl = memoWgsl(kvCacheAppendWgsl);
+
 function recordForward(
   gpu: Gpu,
   who: string,
@@ -631,8 +637,8 @@ function recordForward(
   const decode = a.lens !== undefined;
   const { VW, DV, DVMAX } = attentionHeadLayout(D);
   const kernel = sub
-    ? gpu.kernel(`attention_fwd_sg_${dtype}_d${D}_w${sub.W}_tm${sub.TM}_tn${sub.TN}${a.lse ? "_lse" : ""}`, attentionSubgroupWgsl({ dtype, D, ...sub, lse: !!a.lse }))
-    : gpu.kernel(`attention_fwd_${dtype}_v${VW}x${DVMAX}_${regs}${WG}_kb${KB}${a.lse ? "_lse" : ""}`, attentionForwardWgsl({ dtype, VW, DVMAX, regs, WG, KB, lse: !!a.lse }));
+    ? gpu.kernel(`attention_fwd_sg_${dtype}_d${D}_w${sub.W}_tm${sub.TM}_tn${sub.TN}${a.lse ? "_lse" : ""}`, subgroupFwdWgsl({ dtype, D, ...sub, lse: !!a.lse }))
+    : gpu.kernel(`attention_fwd_${dtype}_v${VW}x${DVMAX}_${regs}${WG}_kb${KB}${a.lse ? "_lse" : ""}`, rowsFwdWgsl({ dtype, VW, DVMAX, regs, WG, KB, lse: !!a.lse }));
   const params = new ArrayBuffer(32);
   new Uint32Array(params).set([Tq, Tk, Hq, Hkv, G, 0, DV, MASK_MODE[a.maskMode] | (decode ? DECODE_BIT : 0)]);
   new Float32Array(params)[5] = a.scale * LOG2E;
@@ -770,7 +776,7 @@ export function kvCacheAppend(gpu: Gpu, args: KvCacheAppendArgs): void {
   const VW = (Hkv * D) % 4 === 0 ? 4 : 1;
   const rowVecs = (Hkv * D) / VW;
   const total = B * Tn * rowVecs;
-  const kernel = gpu.kernel(`kv_cache_append_${dtype}_v${VW}`, kvCacheAppendWgsl({ dtype, VW }));
+  const kernel = gpu.kernel(`kv_cache_append_${dtype}_v${VW}`, appendWgsl({ dtype, VW }));
   gpu.dispatch(kernel, [args.k, args.v, args.kCache, args.vCache, args.positions], foldGrid(gpu, Math.ceil(total / 64)), new Uint32Array([Tn, Tmax, rowVecs, total]));
 }
 

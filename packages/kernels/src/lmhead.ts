@@ -36,6 +36,7 @@
 //  3. `lmhead_bwd_dw` (only when a trainable head asks for it): dW[chunk] += dlogitsᵀ · h[R].
 //  Memory: R·Vc·4 B of scratch (default ≤ 32 MiB) + split-K slabs, never M × V.
 import type { Gpu } from "./runtime/device.js";
+import { memoWgsl } from "./wgsl-cache.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 
 export type LmDtype = "f32" | "f16";
@@ -105,6 +106,9 @@ export interface LmHeadLogitsArgs extends Common {
 
 // -------------------------------------------------------------------------------------------------------------
 // Tiles
+
+// The logits kernel runs once per decode step: its text is built once (see wgsl-cache.ts).
+const logitsWgsl = memoWgsl((o: Parameters<typeof lmHeadTileWgsl>[0]) => lmHeadTileWgsl(o));
 
 interface LmHeadTileConfig {
   TM: number; // rows per invocation
@@ -829,7 +833,7 @@ export function lmHeadLogits(gpu: Gpu, args: LmHeadLogitsArgs): void {
   const VEC = vecOf(H);
   const tile = args.tile ?? lmHeadTile(M);
   if (ceil(M, tile.WY * tile.TM) > 65535) throw new Error(`${name}: M=${M} is too many rows for one call`);
-  const k = gpu.kernel(`lmhead_logits_${hD}_${wD}_v${VEC}_${tileName(tile)}`, lmHeadTileWgsl({ hDtype: hD, wDtype: wD, VEC, tile, mode: "logits" }));
+  const k = gpu.kernel(`lmhead_logits_${hD}_${wD}_v${VEC}_${tileName(tile)}`, logitsWgsl({ hDtype: hD, wDtype: wD, VEC, tile, mode: "logits" }));
   const invT = 1 / (args.temperature ?? 1);
   for (const s of shards) {
     for (let c0 = 0; c0 < s.rows; c0 += 65535 * tile.WX * tile.TN) {

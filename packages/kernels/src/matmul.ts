@@ -31,6 +31,7 @@
 import { availableParallelism } from "node:os";
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
+import { memoWgsl } from "./wgsl-cache.js";
 
 export type MatmulDtype = "f32" | "f16";
 export type MatmulPath = "tiled" | "direct" | "broadcast";
@@ -463,6 +464,12 @@ export interface MatmulPlan {
   wgsl: (split: boolean) => string;
 }
 
+// The generators as the launchers call them: each distinct text built once (see wgsl-cache.ts).
+const tiledWgsl = memoWgsl(matmulWgsl);
+const directWgsl = memoWgsl(matmulDirectWgsl);
+const broadcastWgsl = memoWgsl(matmulBroadcastWgsl);
+const splitReduceWgsl = memoWgsl(matmulSplitReduceWgsl);
+
 /** Validate a call's shape/options and decide path, tile and split (no buffers needed). */
 export function matmulPlan(gpu: Gpu, args: Omit<MatmulArgs, "a" | "b" | "c" | "bias"> & { bias?: unknown }): MatmulPlan {
   const { M, N, K } = args;
@@ -505,7 +512,7 @@ export function matmulPlan(gpu: Gpu, args: Omit<MatmulArgs, "a" | "b" | "c" | "b
     // M ≤ 8 (decode/GEMV): one row per invocation, 64 invocations along N. Otherwise an 8×4 register tile.
     const cfg = M <= 8 ? { TM: 1, TN: 4, WX: 64, WY: 1 } : { TM: 8, TN: 4, WX: 8, WY: 8 };
     label = `matmul_direct_${suffix}_tm${cfg.TM}`;
-    wgsl = (split) => matmulDirectWgsl({ dtype, outDtype, accumulate, bias, ...cfg, split });
+    wgsl = (split) => directWgsl({ dtype, outDtype, accumulate, bias, ...cfg, split });
     grid = [Math.ceil(N / (cfg.TN * cfg.WX)), Math.ceil(M / (cfg.TM * cfg.WY))];
     granule = 16;
   } else if (path === "broadcast") {
@@ -513,13 +520,13 @@ export function matmulPlan(gpu: Gpu, args: Omit<MatmulArgs, "a" | "b" | "c" | "b
     const rows = cfg.lanesAlong === "n" ? M : N;
     const cols = cfg.lanesAlong === "n" ? N : M;
     label = `matmul_bcast_${suffix}_${cfg.lanesAlong}${cfg.TM}x${cfg.TN}${cfg.vec4 ? "v" : ""}_w${cfg.W}`;
-    wgsl = (split) => matmulBroadcastWgsl({ transA, transB, dtype, outDtype, accumulate, bias, cfg, split });
+    wgsl = (split) => broadcastWgsl({ transA, transB, dtype, outDtype, accumulate, bias, cfg, split });
     grid = [Math.ceil(cols / (cfg.W * cfg.TN)), Math.ceil(rows / cfg.TM)];
     granule = cfg.W;
   } else {
     const tile = chooseMatmulTile(M);
     label = `matmul_${suffix}_tm${tile.TM}`;
-    wgsl = (split) => matmulWgsl({ transA, transB, dtype, outDtype, accumulate, bias, tile, split });
+    wgsl = (split) => tiledWgsl({ transA, transB, dtype, outDtype, accumulate, bias, tile, split });
     grid = [Math.ceil(N / (TN * WX)), Math.ceil(M / (tile.TM * WY))];
     granule = tile.BK;
   }
@@ -574,7 +581,7 @@ export function matmul(gpu: Gpu, args: MatmulArgs): void {
   const rp = new ArrayBuffer(32);
   new Uint32Array(rp).set([count, S, strideC, 0, N]);
   new Float32Array(rp)[3] = alpha;
-  const reduce = gpu.kernel(`matmul_splitk_reduce_${outDtype}${accumulate ? "_acc" : ""}${args.bias ? "_bias" : ""}`, matmulSplitReduceWgsl({ outDtype, accumulate, bias: !!args.bias }));
+  const reduce = gpu.kernel(`matmul_splitk_reduce_${outDtype}${accumulate ? "_acc" : ""}${args.bias ? "_bias" : ""}`, splitReduceWgsl({ outDtype, accumulate, bias: !!args.bias }));
   gpu.dispatch(reduce, [scratch, args.c, ...biasBuf], [gx, Math.ceil(groups / gx), batch], rp);
   gpu.release(scratch); // later commands that reuse this buffer run after ours
 }

@@ -10,6 +10,7 @@
 // pass needs no barrier beyond the reduction's. In place because WebGPU forbids two writable bindings of one buffer.
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
+import { memoWgsl } from "./wgsl-cache.js";
 import { FLAT_WG, foldGrid, requireBuffer, requireCount, rowWorkgroup, treeReduceWgsl, vecType, vecWidth } from "./elementwise.js";
 
 export interface AddRmsNormArgs {
@@ -59,6 +60,8 @@ ${treeReduceWgsl(WG)}
 `;
 }
 
+const addRmsNormText = memoWgsl(addRmsNormWgsl);
+
 /** Record x ← x + r and y = rmsnorm(x)·w in one dispatch. */
 export function addRmsNorm(gpu: Gpu, a: AddRmsNormArgs): void {
   const who = "addRmsNorm";
@@ -75,7 +78,7 @@ export function addRmsNorm(gpu: Gpu, a: AddRmsNormArgs): void {
   const params = new ArrayBuffer(16);
   new Uint32Array(params).set([rows, H, H / V]);
   new Float32Array(params)[3] = eps;
-  gpu.dispatch(gpu.kernel(`add_rmsnorm_wg${WG}_v${V}`, addRmsNormWgsl({ WG, V })), [a.x, a.r, a.w, a.y], foldGrid(gpu, rows), params);
+  gpu.dispatch(gpu.kernel(`add_rmsnorm_wg${WG}_v${V}`, addRmsNormText({ WG, V })), [a.x, a.r, a.w, a.y], foldGrid(gpu, rows), params);
 }
 
 /** float64 reference: { sum: x + r, y }. */

@@ -21,7 +21,8 @@ export class PipelineCache {
   }
 
   get(label: string, wgsl: string, entryPoint = "main"): Kernel {
-    const key = `${entryPoint}\u0000${wgsl}`;
+    // The text itself is the key for "main" (no concatenation: a memoised generator's string keeps its hash).
+    const key = entryPoint === "main" ? wgsl : `${entryPoint}\u0000${wgsl}`;
     const hit = this.cache.get(key);
     if (hit) return hit;
     this.device.pushErrorScope("validation");
