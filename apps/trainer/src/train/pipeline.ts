@@ -4,7 +4,7 @@
 // functions of (seed, step), so the counters are the RNG state). Guards: a non-finite loss or gradient skips the
 // step; `guards.maxBadSteps` of them in a row roll back to the last good state; a pre-flight pass at the longest
 // sequence length checks GPU memory before step 1.
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { createGpu } from "@nr/kernels";
 import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autograd";
 import { loadDecoder } from "@nr/model";
@@ -21,6 +21,7 @@ import { prepareRun } from "./prepare.js";
 import { rlMaxNewTokens, sftSchedule, stageIndexAt } from "./schedule.js";
 import { Critic, rlStep, seededPermutation, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
 import { openRemoteRollout, takeRolloutKey, withSamplerCorrection } from "./remote-rollout.js";
+import { addPolicyAdapter } from "./start-adapter.js";
 import { initialState, readTrainerStateJson, readTrainerTensors, restoreTensor, writeTrainerState, type EvalRecord, type TensorGroup, type TrainerState } from "./state.js";
 
 export interface PipelineResult {
@@ -76,7 +77,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
     const { decoder } = await loadDecoder(engine, modelDir, { quant: config.model.quant, doubleQuant: config.model.doubleQuant, dtype: config.model.dtype });
     const lora = new LoraModel(decoder);
     const loraCfg: LoraConfig = { r: config.lora.r, alpha: config.lora.alpha, dropout: config.lora.dropout, targets: config.lora.targets as LoraTarget[], seed: config.seed };
-    const policyParams = lora.addAdapter("policy", loraCfg);
+    const policyParams = await addPolicyAdapter(lora, loraCfg, config.model.adapter && resolve(cwd, config.model.adapter), log);
     const gen = new WebGpuGenerator(engine, decoder, tok);
     const remote = openRemoteRollout(config, { runDir, baseModel: config.model.dir ?? modelDir, apiKey: rolloutKey.apiKey, stopTokenIds: tok.stopTokenIds, log });
     const { grade, name: graderName } = await grader();
@@ -98,8 +99,8 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
       return g;
     };
     const ensureReference = async () => {
-      // π_ref after an SFT cold start is the SFT model (a frozen copy of the adapter), else the bare base.
-      if (state.reference === null && config.sft.enabled) {
+      // π_ref after an SFT cold start (or from model.adapter) is that adapter (a frozen copy), else the bare base.
+      if (state.reference === null && (config.sft.enabled || config.model.adapter !== undefined)) {
         await lora.copyAdapter("policy", "reference");
         state.reference = "reference";
       }
@@ -260,7 +261,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
         bar.finish();
       }
       state.phase = "rl";
-      state.evalBefore = config.sft.enabled ? await evaluate("after SFT") : state.evalBase;
+      state.evalBefore = config.sft.enabled ? await evaluate("after SFT") : config.model.adapter !== undefined ? await evaluate("start adapter") : state.evalBase;
       await ensureReference();
       lastGood = await snapshot();
     }

@@ -42,7 +42,7 @@ export const CONFIG_SCHEMA: ObjNode = {
     seed: int(0),
     model: {
       kind: "object",
-      optional: ["dir", "generate"],
+      optional: ["dir", "generate", "adapter"],
       oneOf: [["dir", "generate"]],
       fields: {
         dir: str,
@@ -54,6 +54,7 @@ export const CONFIG_SCHEMA: ObjNode = {
         quant: en(...BASE_QUANTS),
         dtype: en(...BASE_DTYPES),
         doubleQuant: bool,
+        adapter: { kind: "string", doc: "a PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. runs/NAME/best" },
       },
     },
     data: {

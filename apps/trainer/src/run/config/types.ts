@@ -29,6 +29,8 @@ export interface ModelConfig {
   dtype: BaseDtype;
   /** NF4 only: quantise the absmax scales too (bitsandbytes `bnb_4bit_use_double_quant`). */
   doubleQuant: boolean;
+  /** A PEFT LoRA adapter folder the policy starts from (e.g. an SFT run's best/); its r, alpha and targets must be lora's. */
+  adapter?: string;
 }
 
 /** Synthetic-task difficulty (ignored for a dataset path). */

@@ -5,6 +5,7 @@ import type { TrainConfig } from "./types.js";
 import { CONFIG_SCHEMA, ConfigError, closest, describe, isObj, show, unknownKeyMessage, type Leaf, type ObjNode } from "./schema.js";
 import { crossFieldProblems, modelDirContextProblems } from "./rules.js";
 import { resolveModelDir } from "./presets.js";
+import { startAdapterProblems } from "./start-adapter.js";
 
 
 function checkLeaf(leaf: Leaf, key: string, v: unknown, problems: string[]): unknown {
@@ -118,6 +119,7 @@ export function validateConfig(config: unknown, opts: ValidateOptions = {}): Tra
         else problems.push(...modelDirContextProblems(c, abs));
       }
     }
+    problems.push(...startAdapterProblems(c, cwd));
     const s = c.data.source;
     if (s !== "synthetic") {
       if (isPlaceholder(s)) problems.push(`data.source = ${show(s)} is a placeholder: set "synthetic" or a JSONL/Parquet path (--data.source PATH)`);
