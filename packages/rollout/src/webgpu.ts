@@ -187,13 +187,13 @@ export class WebGpuGenerator implements Generator {
     return this.opts.contextLength ?? 4096;
   }
 
-  /** Tool use for every prompt of `generate()` (e.g. the TIR sandbox of `nr eval --prompt-format tir`). */
+  /** Tool use for every prompt that brings none of its own (`generate()`, `generateIds()`; e.g. the TIR sandbox). */
   tool: ToolHook | null = null;
 
   async generate(requests: GenerationRequest[]): Promise<GenerationResult[]> {
     // One batch for all requests: each request's own seed (when given) makes its samples independent of the others.
     const seqs = await this.generateIds(
-      requests.map((r) => ({ promptIds: this.tokenizer.encode(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, maxNewTokens: r.maxNewTokens, seed: r.seed, stop: r.stop, ...(this.tool ? { tool: this.tool } : {}) })),
+      requests.map((r) => ({ promptIds: this.tokenizer.encode(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, maxNewTokens: r.maxNewTokens, seed: r.seed, stop: r.stop })),
       { temperature: 1, maxNewTokens: 1 },
     );
     return seqs.map((s) => ({
@@ -249,7 +249,7 @@ export class WebGpuGenerator implements Generator {
     if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`generate: seed must be a non-negative integer (got ${seed})`);
     const h = own ? hashIds(p.promptIds) : 0;
     const seqIds = Array.from({ length: p.n }, (_, s) => (own ? (h + s) >>> 0 : (rowBase + s) >>> 0));
-    return { promptIds: p.promptIds, n: p.n, temperature, topP, topK, minP, repetitionPenalty, maxNewTokens, stop, seed, seqIds, onToken: p.onToken, onSequence: p.onSequence, tool: p.tool, done };
+    return { promptIds: p.promptIds, n: p.n, temperature, topP, topK, minP, repetitionPenalty, maxNewTokens, stop, seed, seqIds, onToken: p.onToken, onSequence: p.onSequence, tool: p.tool ?? this.tool ?? undefined, done };
   }
 
   async generateIds(prompts: PromptSpec[], o: SampleOptions): Promise<GeneratedSequence[][]> {

@@ -164,9 +164,9 @@ export interface Prompter {
  * The prompt format an `nr train` run used: its `data.prompt` ("auto" = chat for a checkpoint given by model.dir,
  * qa for a generated model); runs from before that key existed used qa.
  */
-export function runPromptFormat(run: TrainConfig): "qa" | "chat" {
+export function runPromptFormat(run: TrainConfig): "qa" | "chat" | "tir" {
   const p = (run.data as { prompt?: string }).prompt ?? "qa";
-  if (p === "chat" || p === "qa") return p;
+  if (p === "chat" || p === "qa" || p === "tir") return p;
   return run.model.dir ? "chat" : "qa";
 }
 

@@ -49,30 +49,19 @@ export async function runSandbox(a: SandboxArgs, io: SandboxIo = processIo): Pro
   }
 }
 
-/** TIR defaults of `nr eval --prompt-format tir` (the Qwen2.5-Math evaluation's limits are of this order). */
-export const TIR_LIMITS = { maxCalls: 4, maxOutputChars: 512, timeoutMs: 5000 };
-
 /**
  * Starts a warm sandbox and makes every completion of `generator.generate()` tool-integrated (python blocks run,
  * their output appended). `close()` detaches it and stops the sandbox.
  */
 export async function attachTirSandbox(generator: Pick<WebGpuGenerator, "tool" | "tokenizer">, log: (line: string) => void) {
-  const { SandboxPool, TirTool } = await import("@nr/sandbox");
-  const t0 = performance.now();
-  const pool = new SandboxPool({ workers: 1, timeoutMs: TIR_LIMITS.timeoutMs });
-  await pool.warm();
-  log(`tir: Python sandbox warm in ${((performance.now() - t0) / 1000).toFixed(1)} s (preloaded: ${pool.config.preload.join(", ") || "nothing"}); at most ${TIR_LIMITS.maxCalls} calls per completion, ${TIR_LIMITS.timeoutMs} ms each, output cut at ${TIR_LIMITS.maxOutputChars} characters`);
-  const tool = new TirTool(pool, generator.tokenizer, TIR_LIMITS);
-  generator.tool = tool;
-  const describe = () => {
-    const s = tool.stats;
-    return `tir: ${s.calls} tool calls in ${s.completions} completions (${(s.calls / Math.max(1, s.completions)).toFixed(2)} per completion), ${s.errors} errors, ${s.timeouts} timeouts, ${s.skipped} blocks past the per-completion limit`;
-  };
+  const { startTirSandbox } = await import("../train/tir.js");
+  const tir = await startTirSandbox(generator.tokenizer, log);
+  generator.tool = tir.tool;
   const close = async () => {
     generator.tool = null;
-    await pool.close();
+    await tir.close();
   };
-  return { tool, describe, close };
+  return { ...tir, close };
 }
 
 export const sandboxCommand: CommandModule<object, SandboxArgs> = {

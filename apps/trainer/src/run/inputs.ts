@@ -16,7 +16,7 @@ export interface SftExampleTokens {
 
 export interface RunInputs {
   tok: ModelTokenizer;
-  promptStyle: "qa" | "chat";
+  promptStyle: "qa" | "chat" | "tir";
   encodePrompt: (problem: string) => number[];
   pad: number;
   eos: number;
@@ -34,7 +34,7 @@ export async function checkInputs(config: TrainConfig, modelDir: string, data: R
   const tok = await loadTokenizer(modelDir);
   const promptStyle = config.data.prompt === "auto" ? (config.model.dir ? "chat" : "qa") : config.data.prompt;
   const encodePrompt = (problem: string) =>
-    promptStyle === "chat" ? tok.encodeChat(buildMessages(problem).map((m) => ({ role: m.role, content: m.content })), { addGenerationPrompt: true }) : tok.encode(`Q: ${problem}\nA: `);
+    promptStyle === "qa" ? tok.encode(`Q: ${problem}\nA: `) : tok.encodeChat(buildMessages(problem, { style: promptStyle === "tir" ? "tir" : "cot" }).map((m) => ({ role: m.role, content: m.content })), { addGenerationPrompt: true });
   const pad = tok.padTokenId ?? tok.stopTokenIds[0] ?? 0;
   const eos = tok.stopTokenIds[0];
   // sft.noThinkFraction: that share of the targets answers with an empty <think></think> (a hybrid-thinking cold start).

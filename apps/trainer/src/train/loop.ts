@@ -8,6 +8,7 @@ import { linear, type AdamW, type Engine, type Tensor } from "@nr/autograd";
 import { makeBatch, type Decoder } from "@nr/model";
 import type { LoraConfig, LoraModel } from "@nr/lora";
 import type { WebGpuGenerator } from "@nr/rollout";
+import { toolUseMetrics } from "./tir.js";
 import { Rng, thinks } from "@nr/data";
 import { computeAdvantages, filterGroups, policyLoss, stepNormalizers, type AlgoConfig, type CompletionGroup, type PolicyBatch } from "@nr/algos";
 
@@ -218,21 +219,6 @@ interface Rollout {
 /** A permutation of 0..n-1 that depends only on `seed` (data order and minibatches are functions of the step: exact resume). */
 export function seededPermutation(n: number, seed: number): number[] {
   return new Rng(seed).shuffle(Array.from({ length: n }, (_, i) => i));
-}
-
-/** TIR rollouts (sequences with a toolMask): tool calls per completion (runs of tool tokens) and the tool-token share. */
-function toolUseMetrics(seqs: { tokenIds: number[]; toolMask?: number[] }[]): Record<string, number> {
-  const withTool = seqs.filter((s) => s.toolMask);
-  if (withTool.length === 0) return {};
-  let calls = 0, toolTokens = 0, tokens = 0;
-  for (const s of withTool) {
-    s.toolMask!.forEach((m, j) => {
-      toolTokens += m;
-      if (m && (j === 0 || !s.toolMask![j - 1])) calls++;
-    });
-    tokens += s.tokenIds.length;
-  }
-  return { "tir/calls_per_completion": calls / withTool.length, "tir/tool_token_frac": tokens ? toolTokens / tokens : 0 };
 }
 
 function chunks<T>(xs: T[], size: number): T[][] {

@@ -22,6 +22,7 @@ import { rlMaxNewTokens, sftSchedule, stageIndexAt } from "./schedule.js";
 import { Critic, rlStep, seededPermutation, sftStep, type RlPrompt, type SftExampleIds } from "./loop.js";
 import { openRemoteRollout, takeRolloutKey, withSamplerCorrection } from "./remote-rollout.js";
 import { addPolicyAdapter } from "./start-adapter.js";
+import { startRunTir, tirMetrics, type TirSandbox } from "./tir.js";
 import { initialState, readTrainerStateJson, readTrainerTensors, restoreTensor, writeTrainerState, type EvalRecord, type TensorGroup, type TrainerState } from "./state.js";
 
 export interface PipelineResult {
@@ -70,6 +71,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
   const { train, heldout } = data;
 
   const gpu = await createGpu();
+  let tir: TirSandbox | null = null; // data.prompt tir: the sandbox that runs the completions' python blocks
   try {
     const engine = new Engine(new GpuBackend(gpu));
     // QLoRA: with model.quant "nf4" the seven linear weights of every layer are quantised on the GPU at load (double
@@ -80,6 +82,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
     const policyParams = await addPolicyAdapter(lora, loraCfg, config.model.adapter && resolve(cwd, config.model.adapter), log);
     const gen = new WebGpuGenerator(engine, decoder, tok);
     const remote = openRemoteRollout(config, { runDir, baseModel: config.model.dir ?? modelDir, apiKey: rolloutKey.apiKey, stopTokenIds: tok.stopTokenIds, log });
+    if (promptStyle === "tir") tir = await startRunTir(gen, remote !== null, log);
     const { grade, name: graderName } = await grader();
     log(`adapter ${gpu.adapterName}; base ${config.model.quant === "nf4" ? `NF4${config.model.doubleQuant ? " (double-quantised scales)" : ""}` : config.model.dtype}; verifier: ${graderName}; ${lora.parameterCount("policy")} trainable LoRA parameters; prompts: ${promptStyle}`);
 
@@ -338,6 +341,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
           gpu_mem_mb: gpuMemMiB(), skipped: st.skipped, time: elapsed(),
           ...(st.extra["value/explained_var"] !== undefined ? { value_loss: st.extra["loss/value"], value_explained_var: st.extra["value/explained_var"] } : {}),
           ...remote?.stepStats(),
+          ...tirMetrics(tir, st.extra),
         });
         for (const smp of st.samples) {
           const p: Partial<RlPrompt> = problems[smp.prompt] ?? {};
@@ -394,6 +398,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
     log(`held-out accuracy: base ${pct(state.evalBase)} → after SFT ${pct(state.evalBefore)} → after RL ${pct(state.evalAfter)}`);
     return { runDir, summary };
   } finally {
+    await tir?.close(); // logs the run's tool-call counts
     gpu.destroy();
   }
 }

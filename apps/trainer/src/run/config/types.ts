@@ -48,13 +48,15 @@ export interface DataConfig {
   evalSize: number;
   difficulty: DifficultyConfig;
   /** Prompt format: "qa" (`Q: … A: `, for the small generated models), "chat" (the tokenizer's chat template with
-   * the chain-of-thought system prompt, for instruct checkpoints), or "auto" (chat for model.dir, qa otherwise). */
+   * the chain-of-thought system prompt, for instruct checkpoints), "tir" (the chat template with the tool-integrated
+   * system prompt: python blocks in completions run in @nr/sandbox and their output is appended), or "auto" (chat for
+   * model.dir, qa otherwise). */
   prompt: PromptStyle;
   /** Skip malformed dataset rows (counted in the log) instead of stopping at the first with `file:line: reason`. Default false. */
   skipBadRows?: boolean;
 }
 
-export const PROMPT_STYLES = ["auto", "qa", "chat"] as const;
+export const PROMPT_STYLES = ["auto", "qa", "chat", "tir"] as const;
 export type PromptStyle = (typeof PROMPT_STYLES)[number];
 
 export interface LoraSection {
