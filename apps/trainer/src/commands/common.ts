@@ -66,17 +66,21 @@ function requireDirWith(dir: string, file: string, what: string, flag: string): 
 }
 
 /**
- * The config.json of the `nr train` run an adapter folder belongs to, or null. An `nr train` run keeps adapters in
+ * The folder of the `nr train` run an adapter folder would belong to, or null. An `nr train` run keeps adapters in
  * `<run>/best` and `<run>/checkpoints/step-N/adapter`; `<run>/checkpoints/step-N` itself is accepted too.
  */
-export function runConfigOfAdapter(adapterDir: string): TrainConfig | null {
+export function runDirOfAdapter(adapterDir: string): string | null {
   const abs = resolve(adapterDir);
   const up = (p: string, n: number): string => (n === 0 ? p : up(dirname(p), n - 1));
-  const runDir =
-    basename(abs) === "best" ? dirname(abs)
+  return basename(abs) === "best" ? dirname(abs)
     : basename(abs) === "adapter" && basename(up(abs, 2)) === "checkpoints" ? up(abs, 3)
     : basename(dirname(abs)) === "checkpoints" ? up(abs, 2)
     : null;
+}
+
+/** The config.json of the `nr train` run an adapter folder belongs to (see {@link runDirOfAdapter}), or null. */
+export function runConfigOfAdapter(adapterDir: string): TrainConfig | null {
+  const runDir = runDirOfAdapter(adapterDir);
   if (runDir === null) return null;
   const cfg = join(runDir, "config.json");
   if (!existsSync(cfg)) return null;
@@ -95,6 +99,8 @@ export interface ModelPaths {
   modelDir: string;
   adapterDir: string | null;
   runConfig: TrainConfig | null;
+  /** The `nr train` run folder of the adapter (when runConfig was found there). */
+  runDir: string | null;
 }
 
 /** Check the --model / --adapter folders (before any GPU work) and find the adapter's run config. */
@@ -105,7 +111,8 @@ export function resolveModelPaths(o: OpenModelOptions): ModelPaths {
   const isCheckpoint = o.adapter !== undefined && basename(dirname(resolve(o.adapter))) === "checkpoints" && existsSync(join(o.adapter, "adapter", ADAPTER_CONFIG));
   const adapterArg = isCheckpoint ? join(o.adapter!, "adapter") : o.adapter;
   const adapterDir = adapterArg !== undefined ? requireDirWith(adapterArg, ADAPTER_CONFIG, "a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), e.g. runs/NAME/best or runs/NAME/checkpoints/step-N", "--adapter") : null;
-  return { modelDir, adapterDir, runConfig: adapterDir ? runConfigOfAdapter(adapterDir) : null };
+  const runConfig = adapterDir ? runConfigOfAdapter(adapterDir) : null;
+  return { modelDir, adapterDir, runConfig, runDir: runConfig ? runDirOfAdapter(adapterDir!) : null };
 }
 
 /** Load a checkpoint (and adapter) onto the GPU. Call `close()` when done (it destroys the device). */

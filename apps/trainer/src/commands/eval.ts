@@ -1,17 +1,20 @@
 // `nr eval`: greedy pass@1 (and avg@n / pass@k / maj@k with --samples > 1) of a checkpoint, optionally with a LoRA
 // adapter, on a dataset or the synthetic task. Generation runs on the GPU (WebGpuGenerator), grading with the
 // @nr/rewards verifier through @nr/data's evaluate(). Prints a table and writes a JSON summary.
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import type { EvalSummary } from "@nr/data";
 import type { TirStats } from "@nr/sandbox";
 import { writeJsonAtomic } from "../run/folder.js";
+import { DATA_SPLIT_FILE, runSplitOf, type DataSplitFile } from "../run/data.js";
 import { attachTirSandbox } from "./sandbox.js";
 import { checkNumber, checkSamplingArgs, loadProblems, makePrompter, openModel, PROMPT_FORMATS, refuseOutputsOverInputs, resolveModelPaths, UsageError, type PromptFormat, type SamplingArgs } from "./common.js";
 
 export interface EvalArgs extends SamplingArgs {
   data: string;
   n: number;
+  /** With an adapter trained on this data file: also evaluate the records its run trained on. */
+  includeTrain?: boolean;
   out: string;
   details?: string;
   progress?: boolean;
@@ -48,9 +51,11 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
   refuseOutputsOverInputs([["--out", a.out], ["--details", a.details]], [["--data", a.data]]);
   const paths = resolveModelPaths({ model: a.model, adapter: a.adapter });
   const run = paths.runConfig;
-  const { records, source } = await loadProblems({
+  // The adapter's run held records out of this very file: only those were never trained on.
+  const split = paths.runDir && a.data !== "synthetic" ? runSplitOf(paths.runDir, a.data) : null;
+  const loaded = await loadProblems({
     data: a.data,
-    n: a.n,
+    n: split && !a.includeTrain ? undefined : a.n,
     split: a.split,
     skipBadRows: a.skipBadRows,
     // The synthetic held-out set of an nr-train run: the run's seed and difficulty.
@@ -58,6 +63,8 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
     difficulty: run?.data.difficulty,
     warn: io.err,
   });
+  const records = split ? heldOutOnly(loaded.records, split, join(paths.runDir!, DATA_SPLIT_FILE), a, io) : loaded.records;
+  const source = loaded.source;
   const m = await openModel({ model: a.model, adapter: a.adapter, quant: a.quant });
   let tir: Awaited<ReturnType<typeof attachTirSandbox>> | null = null;
   try {
@@ -92,7 +99,7 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
       promptFormat: prompter.format,
       quant: m.quant,
       adapterName: m.gpu.adapterName,
-      options: { split: a.split, n: a.n, samples: a.samples, temperature: a.temperature, topP: a.topP, maxNewTokens: a.maxNewTokens, seed: a.seed, batchSize: a.batchSize, promptFormat: a.promptFormat, skipBadRows: a.skipBadRows },
+      options: { split: a.split, n: a.n, includeTrain: a.includeTrain ?? false, samples: a.samples, temperature: a.temperature, topP: a.topP, maxNewTokens: a.maxNewTokens, seed: a.seed, batchSize: a.batchSize, promptFormat: a.promptFormat, skipBadRows: a.skipBadRows },
       summary: rest,
       ...(tir ? { tool: tir.tool.stats } : {}),
       out,
@@ -105,6 +112,20 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
     await tir?.close();
     m.close();
   }
+}
+
+/** The records a run held out (by id), first n; with --include-train all of them, with a warning. */
+function heldOutOnly<R extends { id: string }>(records: R[], split: DataSplitFile, splitFile: string, a: EvalArgs, io: CommandIo): R[] {
+  const held = new Set(split.eval);
+  const trainIds = new Set(split.train);
+  const trained = records.filter((r) => trainIds.has(r.id)).length;
+  if (a.includeTrain) {
+    io.err(`eval: warning: ${trained} of these ${records.length} problems were trained on by the adapter's run (${splitFile})`);
+    return records;
+  }
+  const kept = records.filter((r) => held.has(r.id)).slice(0, a.n);
+  io.err(`eval: the adapter's run held ${held.size} records of ${a.data} out (${splitFile}) and trained on ${trained}: evaluating ${kept.length} held-out ones (--include-train for every record)`);
+  return kept;
 }
 
 /** Options shared by eval and generate: the model, the adapter, the prompt format, sampling. */
@@ -132,6 +153,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       .option("out", { type: "string", default: "eval.json", describe: "JSON summary written here" })
       .option("details", { type: "string", describe: "also write one JSON line per problem (prompt, completions, verdicts) here" })
       .option("skip-bad-rows", { type: "boolean", default: false, describe: "skip malformed dataset rows (listed on stderr) instead of failing" })
+      .option("include-train", { type: "boolean", default: false, describe: "with an adapter whose nr-train run held records out of this --data file: evaluate every record, not only the held-out ones" })
       .example("$0 eval --model runs/default/model --adapter runs/default/checkpoints/step-70 --n 50", "greedy pass@1 of a trained adapter on 50 held-out synthetic problems")
       .example("$0 eval --model ~/Qwen2.5-0.5B-Instruct --data gsm8k_test.jsonl --samples 8 --temperature 0.6 --out gsm8k.json", "pass@1 greedy, avg@8 / pass@k / maj@8 sampled") as unknown as Argv<EvalArgs>,
   handler: async (a) => {

@@ -226,6 +226,15 @@ describe.skipIf(!existsSync(cli) || !existsSync(GSM8K))("a miniature nr train on
     // --overwrite removed the old run's files.
     expect(existsSync(join(run, "checkpoints", "step-99"))).toBe(false);
     expect(readFileSync(join(run, "metrics.jsonl"), "utf8")).not.toContain('"step":99');
+    // nr eval of the run's adapter on the same file evaluates the held-out records only (unless --include-train).
+    const evalArgs = ["eval", "--model", MODEL, "--adapter", "runs/mini/best", "--data", "gsm.jsonl", "--skip-bad-rows", "--max-new-tokens", "2", "--out", "e.json"];
+    r = nr(dir, ...evalArgs);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/the adapter's run held 10 records of gsm\.jsonl out \(.*data_split\.json\) and trained on \d+: evaluating 10 held-out ones/);
+    expect(r.err).toMatch(/eval: 10 problems from/);
+    r = nr(dir, ...evalArgs, "--include-train");
+    expect(r.err).toMatch(/warning: \d+ of these 48 problems were trained on by the adapter's run/);
+    expect(r.err).toMatch(/eval: 48 problems from/);
     // Same seed, same split: a second run of the same command would split identically (checked on --resume).
     // --resume after a hand edit that breaks the config: refused, then rescued by the override, which is recorded.
     const cfg = JSON.parse(readFileSync(join(run, "config.json"), "utf8"));

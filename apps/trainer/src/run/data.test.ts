@@ -1,5 +1,5 @@
 // The run's data: folder splits, one-split folders, the resume check of data_split.json; and resume overrides.
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -47,7 +47,7 @@ describe("loadRunData", () => {
     const first = await loadRunData(config(file), "/", () => {});
     recordDataSplit(run, first.split, false);
     const saved = JSON.parse(readFileSync(join(run, DATA_SPLIT_FILE), "utf8"));
-    expect(saved).toEqual({ source: file, seed: 0, how: "seeded split of one file", train: first.train.map((r) => r.id), eval: first.heldout.map((r) => r.id), dropped: [] });
+    expect(saved).toEqual({ source: file, path: realpathSync(file), seed: 0, how: "seeded split of one file", train: first.train.map((r) => r.id), eval: first.heldout.map((r) => r.id), dropped: [] });
     recordDataSplit(run, (await loadRunData(config(file), "/", () => {})).split, true); // same data: fine
     writeFileSync(file, rows(0, 21));
     const changed = await loadRunData(config(file), "/", () => {});

@@ -5,7 +5,7 @@
 // In every case train questions that repeat a held-out one (exactly or nearly) are dropped from train and reported.
 // The split is written to `<run>/data_split.json` (record ids as @nr/data names them) and checked again on --resume.
 // Bad data (missing, empty, malformed, too small) is refused here, before any model is loaded.
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { LeakReport, LoadedDataset, MathRecord } from "@nr/data";
 import type { TrainConfig } from "./config.js";
@@ -16,6 +16,8 @@ export const DATA_SPLIT_FILE = "data_split.json";
 /** `<run>/data_split.json`. */
 export interface DataSplitFile {
   source: string;
+  /** The data file or folder, resolved (so that `nr eval --adapter` can tell it is given the same data). */
+  path?: string;
   seed: number;
   /** How the held-out records were chosen. */
   how: "synthetic splits" | "dataset folder splits" | "seeded split of one file";
@@ -82,7 +84,7 @@ export async function loadRunData(config: TrainConfig, cwd: string, log: (l: str
     const diff = d.difficulty ?? {};
     const train = generateSynthetic({ count: d.trainSize, seed: config.seed, split: "train", ...diff });
     const heldout = generateSynthetic({ count: d.evalSize, seed: config.seed, split: "heldout", ...diff });
-    return { train, heldout, split: splitFile("synthetic", config.seed, "synthetic splits", train, heldout, []) };
+    return { train, heldout, split: splitFile("synthetic", undefined, config.seed, "synthetic splits", train, heldout, []) };
   }
   const path = resolve(cwd, d.source);
   if (!existsSync(path)) throw new DataError(`data.source = "${d.source}" does not exist: expected "synthetic" or a .jsonl/.json/.parquet file or dataset folder`);
@@ -102,11 +104,22 @@ export async function loadRunData(config: TrainConfig, cwd: string, log: (l: str
   const train = parts.train.slice(0, d.trainSize);
   if (train.length === 0) throw new DataError(`data.source ${d.source}: no train records left after holding out ${parts.heldOut.length}${parts.leaks.length ? ` and dropping ${parts.leaks.length} duplicates of held-out questions` : ""}`);
   log(`data: ${train.length} train / ${parts.heldOut.length} held-out records from ${d.source} (${parts.how}, seed ${config.seed}; disjoint; ids in ${DATA_SPLIT_FILE})`);
-  return { train, heldout: parts.heldOut, split: splitFile(d.source, config.seed, parts.how, train, parts.heldOut, parts.leaks) };
+  return { train, heldout: parts.heldOut, split: splitFile(d.source, realpathSync(path), config.seed, parts.how, train, parts.heldOut, parts.leaks) };
 }
 
-function splitFile(source: string, seed: number, how: DataSplitFile["how"], train: MathRecord[], heldout: MathRecord[], dropped: LeakReport[]): DataSplitFile {
-  return { source, seed, how, train: train.map((r) => r.id), eval: heldout.map((r) => r.id), dropped };
+function splitFile(source: string, path: string | undefined, seed: number, how: DataSplitFile["how"], train: MathRecord[], heldout: MathRecord[], dropped: LeakReport[]): DataSplitFile {
+  return { source, ...(path ? { path } : {}), seed, how, train: train.map((r) => r.id), eval: heldout.map((r) => r.id), dropped };
+}
+
+/**
+ * When a run held records out of this very data file (a seeded split), its split: `nr eval` of the run's adapter on
+ * the file then evaluates the held-out records only. Null for other data, other kinds of split, or no record.
+ */
+export function runSplitOf(runDir: string, dataPath: string): DataSplitFile | null {
+  const file = join(runDir, DATA_SPLIT_FILE);
+  if (!existsSync(file) || !existsSync(dataPath)) return null;
+  const split = JSON.parse(readFileSync(file, "utf8")) as DataSplitFile;
+  return split.how === "seeded split of one file" && split.path === realpathSync(dataPath) ? split : null;
 }
 
 /**
