@@ -20,7 +20,7 @@ export type {
   Metrics,
   NumArray,
 } from "./types.js";
-export { ALGO_NAMES, preset, resolveConfig, validateConfig } from "./presets.js";
+export { ALGO_NAMES, preset, prepareConfig, resolveConfig, validateConfig } from "./presets.js";
 export {
   groupAdvantages,
   computeAdvantages,

@@ -188,6 +188,33 @@ export function validateConfig(config: AlgoConfig, keyPrefix = ""): AlgoConfig {
   return config;
 }
 
+// Configs that prepareConfig validated and froze: they cannot change afterwards, so policyLoss need not check them again.
+const PREPARED = new WeakSet<object>();
+
+function deepFreeze<T>(v: T): T {
+  if (v !== null && typeof v === "object") {
+    for (const x of Object.values(v)) deepFreeze(x);
+    Object.freeze(v);
+  }
+  return v;
+}
+
+/**
+ * A validated, deep-frozen copy of `config`, validated once: hand it to every policyLoss call of a run and they
+ * skip the schema walk (a config that did not come from here is validated on each call).
+ */
+export function prepareConfig(config: AlgoConfig, keyPrefix = ""): Readonly<AlgoConfig> {
+  if (config && typeof config === "object" && PREPARED.has(config)) return config;
+  const copy = deepFreeze(structuredClone(validateConfig(config, keyPrefix)));
+  PREPARED.add(copy);
+  return copy;
+}
+
+/** `config` itself once it is known valid: prepared configs as they are, any other after validateConfig. */
+export function validatedConfig(config: AlgoConfig): AlgoConfig {
+  return config && typeof config === "object" && PREPARED.has(config) ? config : validateConfig(config);
+}
+
 function crossChecks(c: AlgoConfig, errors: string[], keyPrefix: string): void {
   const before = errors.length;
   const est = c.advantage.estimator;
