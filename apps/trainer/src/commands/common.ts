@@ -239,7 +239,8 @@ export async function loadProblems(o: LoadProblemsOptions): Promise<{ records: M
     loaded = await loadDataset(o.data, { split: o.split, limit: o.n, onBadRow: o.skipBadRows ? "skip" : "error" });
   } catch (e) {
     if (e instanceof DatasetError) throw new UsageError(`${e.message}${e.report.snippet ? `\n  ${e.report.snippet}` : ""}\n(fix the row, or pass --skip-bad-rows to skip such rows)`);
-    throw new UsageError(`--data ${o.data}: ${(e as Error).message}`);
+    const msg = (e as Error).message.replace(/; pass the split option$/, "; pick one with --split NAME");
+    throw new UsageError(`--data ${o.data}: ${msg}`);
   }
   if (loaded.badRows.length) (o.warn ?? ((l: string) => console.error(l)))(formatBadRows(loaded.badRows));
   if (loaded.records.length === 0) throw new UsageError(`--data ${o.data}: no usable problems${loaded.badRows.length ? ` (${loaded.badRows.length} bad rows skipped)` : ""}`);

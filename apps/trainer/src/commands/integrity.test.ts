@@ -165,6 +165,9 @@ describe.skipIf(!existsSync(cli))("nr train refuses bad settings and data before
 
 describe.skipIf(!existsSync(cli))("other subcommands (built CLI)", () => {
   it("curate, eval and generate refuse an output that is their input (after resolving paths); a single file has no other split", () => {
+    mkdirSync(join(dir, "splits"));
+    writeFileSync(join(dir, "splits", "train.jsonl"), readFileSync(join(dir, "good.jsonl")));
+    writeFileSync(join(dir, "splits", "test.jsonl"), readFileSync(join(dir, "good.jsonl")));
     const before = snapshot(dir);
     let r = nr(dir, "curate", "--data", "good.jsonl", "--out", `../${dir.split("/").pop()}/./good.jsonl`);
     expect(r.code).toBe(2);
@@ -178,6 +181,9 @@ describe.skipIf(!existsSync(cli))("other subcommands (built CLI)", () => {
     }
     r = nr(dir, "eval", "--model", MODEL, "--data", "good.jsonl", "--out", "same.json", "--details", "same.json");
     expect(r.err).toMatch(/--out and --details name the same file/);
+    r = nr(dir, "eval", "--model", MODEL, "--data", "splits");
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/--data splits: splits: several splits \(test, train\); pick one with --split NAME/);
     r = nr(dir, "eval", "--model", MODEL, "--data", "good.jsonl", "--split", "test");
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/good\.jsonl: a single file has no split "test" \(its name says "good"\)/);
