@@ -47,3 +47,5 @@ export {
 export { isInformativeGroup, filterGroups, dynamicSample } from "./sampling.js";
 export type { GroupFilterResult, DynamicSampleResult } from "./sampling.js";
 export { mean, std, zScores, quantile } from "./stats.js";
+export { stepPlan } from "./plan.js";
+export type { StepPlan, StepPlanOptions } from "./plan.js";

@@ -61,7 +61,8 @@ export interface DynamicSampleResult<G> {
  * DAPO dynamic sampling: call `generateRound(round, stillNeeded)` (which samples and scores a batch of groups),
  * keep informative groups, repeat until `targetGroups` are collected (then truncate to exactly that many) or
  * `dynamicSampling.maxRounds` rounds have run. At the cap, `onCapReached: "partial"` returns what was collected with
- * `complete: false`; `"error"` throws. With dynamic sampling disabled, one round is run and nothing is filtered.
+ * `complete: false`; `"error"` throws. A round that returns no group ends sampling (the prompt source ran out), with
+ * the same outcome as the cap. With dynamic sampling disabled, one round is run and nothing is filtered.
  */
 export async function dynamicSample<G extends CompletionGroup>(
   generateRound: (round: number, stillNeeded: number) => G[] | Promise<G[]>,
@@ -80,6 +81,7 @@ export async function dynamicSample<G extends CompletionGroup>(
   while (kept.length < targetGroups && rounds < maxRounds) {
     const batch = await generateRound(rounds, targetGroups - kept.length);
     rounds++;
+    if (batch.length === 0) break; // the caller's prompt source has run out
     generated += batch.length;
     const f = filterGroups(batch, config);
     dropped += f.dropped;
@@ -88,7 +90,8 @@ export async function dynamicSample<G extends CompletionGroup>(
   const complete = kept.length >= targetGroups;
   if (!complete && ds.enabled && ds.onCapReached === "error") {
     throw new Error(
-      `dynamicSample: only ${kept.length}/${targetGroups} informative groups after dynamicSampling.maxRounds = ${ds.maxRounds} rounds ` +
+      `dynamicSample: only ${kept.length}/${targetGroups} informative groups after ` +
+        (rounds < maxRounds ? `${rounds} rounds, when the prompt source ran out ` : `dynamicSampling.maxRounds = ${ds.maxRounds} rounds `) +
         `(${dropped} of ${generated} groups had std ≤ ${ds.stdThreshold}); raise maxRounds or use onCapReached: "partial"`,
     );
   }

@@ -1,6 +1,9 @@
 // The training config's TypeScript types and the value lists the schema and the CLI share.
-export const RL_ALGOS = ["grpo", "dr_grpo", "ppo", "gspo", "dapo", "grpo_lead", "lpro"] as const;
-export type RlAlgo = (typeof RL_ALGOS)[number];
+import { ALGO_NAMES, type AlgoName } from "@nr/algos";
+
+/** The RL algorithms are @nr/algos' presets (one list, owned there). */
+export const RL_ALGOS = ALGO_NAMES;
+export type RlAlgo = AlgoName;
 export const LR_SCHEDULES = ["constant", "linear", "cosine"] as const;
 export type LrSchedule = (typeof LR_SCHEDULES)[number];
 export const LORA_TARGET_NAMES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
