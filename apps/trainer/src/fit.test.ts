@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateModel, makeModelConfig } from "@nr/model";
 import { memoryReport } from "@nr/lora";
-import { fitReport } from "./fit.js";
+import { fitReport, rowsPerForward } from "./fit.js";
 import { doctor } from "./doctor.js";
 import { resolveConfig } from "./run/index.js";
 
@@ -37,7 +37,9 @@ describe("fitReport", () => {
     expect(by["RL generation"].shape).toBe("64 rows × 640 tokens");
     expect(by["RL generation"].largestBindingBytes).toBe(64 * 640 * 256 * 4);
     expect(by["RL generation"].fitsBinding).toBe(true);
-    expect(by["RL training step"].fitsBinding).toBe(false);
+    // RL training: 16 rows per minibatch capped to the 5 whose [5·640 × 8960] f32 activation fits 128 MiB
+    expect(by["RL training step"].shape).toBe("5 rows × 640 tokens");
+    expect(by["RL training step"].fitsBinding).toBe(true);
     expect(by["RL training step"].knobs).toMatch(/rl\.microBatchRows/);
   });
 
@@ -62,6 +64,22 @@ describe("fitReport", () => {
     const f16 = resolveConfig({ preset: "qwen2.5-math-1.5b-dr-grpo", overrides: { "model.dir": "/nowhere", "model.quant": "none", "model.dtype": "f16", "model.doubleQuant": false }, checkPaths: false });
     const load = fitReport(QWEN, f16, { maxStorageBufferBindingSize: 128 * MiB, memoryBytes: null }, 256)[0];
     expect(load.largestBinding).toMatch(/4 shards of 43688 rows/); // ⌊2²⁷ / 3072⌋ = 43690 → 43688
+  });
+});
+
+describe("rowsPerForward", () => {
+  it("caps RL rows so the MLP activation fits one binding; no cap off the GPU", async () => {
+    const { createGpu } = await import("@nr/kernels");
+    const { CpuBackend, Engine, GpuBackend } = await import("@nr/autograd");
+    const gpu = await createGpu();
+    try {
+      // 128 MiB / (640 tokens × 8960 × 4 B) = 5.85 → 5 rows of Qwen2.5-Math-1.5B's shape per forward
+      expect(rowsPerForward(new Engine(new GpuBackend(gpu, { maxShardBytes: 128 * MiB })), QWEN, 640)).toBe(5);
+      expect(rowsPerForward(new Engine(new GpuBackend(gpu, { maxShardBytes: 1000 })), QWEN, 640)).toBe(1);
+      expect(rowsPerForward(new Engine(new CpuBackend()), QWEN, 640)).toBe(0);
+    } finally {
+      gpu.destroy();
+    }
   });
 });
 

@@ -2,6 +2,7 @@
 // step) the estimated device memory (@nr/lora memoryReport, the KV cache) against the adapter's memory, and the
 // largest single buffer a kernel binds against maxStorageBufferBindingSize — with the config keys that would make a
 // phase fit. Nothing is loaded or run: config.json and the training config are enough.
+import { GpuBackend, type Engine } from "@nr/autograd";
 import { tableShardRows } from "@nr/kernels";
 import { memoryReport, type LoraTarget } from "@nr/lora";
 import type { ModelConfig } from "@nr/model";
@@ -62,6 +63,17 @@ function loadBinding(m: ModelConfig, cfg: TrainConfig, limit: number): Binding {
   );
 }
 
+/**
+ * Rows of `tokensPerRow` tokens one forward pass can take on this engine before its widest activation (the MLP's
+ * [tokens × intermediate] f32 output) outgrows one storage binding; 0 (no cap) off the GPU. RL training uses it when
+ * rl.microBatchRows is 0, so a batch the adapter cannot bind is split into micro-batches instead of failing.
+ */
+export function rowsPerForward(e: Engine, m: Pick<ModelConfig, "intermediateSize" | "hiddenSize" | "numHeads" | "headDim">, tokensPerRow: number): number {
+  if (!(e.backend instanceof GpuBackend)) return 0;
+  const widest = Math.max(m.intermediateSize, m.hiddenSize, m.numHeads * m.headDim);
+  return Math.max(1, Math.floor(e.backend.shardBytes / (Math.max(1, tokensPerRow) * widest * 4)));
+}
+
 /** The fit of every phase of `cfg` for model `m` on an adapter with `limits`; `promptTokens` is the longest prompt. */
 export function fitReport(m: ModelConfig, cfg: TrainConfig, limits: AdapterLimits, promptTokens: number): PhaseFit[] {
   const lora = { r: cfg.lora.r, alpha: cfg.lora.alpha, dropout: cfg.lora.dropout, targets: cfg.lora.targets as LoraTarget[] };
@@ -89,7 +101,10 @@ export function fitReport(m: ModelConfig, cfg: TrainConfig, limits: AdapterLimit
     const logits = genRows * m.vocabSize * 4;
     const [gb, gwhat] = largest([kvLayer, `one layer's K (or V) cache [${genRows} rows × ${len} tokens]`], [logits, `decode logits [${genRows} × ${m.vocabSize}] f32`]);
     out.push(phase({ phase: "RL generation", shape: `${genRows} rows × ${len} tokens`, estimateBytes: baseBytes + report(1, true).adapterBytes + 2 * m.numLayers * kvLayer + logits, largestBindingBytes: gb, largestBinding: gwhat, knobs: "rl.promptsPerStep, rl.G, rl.maxNewTokens (the KV cache grows with rows × tokens)" }));
-    const rows = cfg.rl.microBatchRows > 0 ? cfg.rl.microBatchRows : Math.ceil(genRows / cfg.rl.miniBatches);
+    // rl.microBatchRows 0: a minibatch's rows, capped to what one binding holds (as rlStep does)
+    const widest = Math.max(m.intermediateSize, m.hiddenSize, m.numHeads * m.headDim);
+    const cap = Math.max(1, Math.floor(limit / (len * widest * 4)));
+    const rows = cfg.rl.microBatchRows > 0 ? cfg.rl.microBatchRows : Math.min(cap, Math.ceil(genRows / cfg.rl.miniBatches));
     const [tb, twhat] = activationBinding(m, rows * len);
     out.push(phase({ phase: "RL training step", shape: `${rows} rows × ${len} tokens`, estimateBytes: report(rows * len, cfg.sft.checkpointing).totalBytes, largestBindingBytes: tb, largestBinding: twhat, knobs: "rl.microBatchRows (completions per forward pass), rl.miniBatches, rl.maxNewTokens, sft.checkpointing true (RL uses it too)" }));
   }

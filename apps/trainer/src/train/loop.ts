@@ -11,6 +11,7 @@ import type { WebGpuGenerator } from "@nr/rollout";
 import { toolUseMetrics } from "./tir.js";
 import { Rng, thinks } from "@nr/data";
 import { computeAdvantages, filterGroups, policyLoss, stepNormalizers, type AlgoConfig, type CompletionGroup, type PolicyBatch } from "@nr/algos";
+import { rowsPerForward } from "../fit.js";
 
 export interface SftExampleIds {
   promptIds: number[];
@@ -313,7 +314,8 @@ export async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: 
     });
   }
   const all = rows.map((_, i) => i);
-  const micro = o.microBatchRows ?? 0;
+  // 0: as many rows per forward as one binding holds the widest activation of (all of them on a large-binding GPU)
+  const micro = o.microBatchRows || rowsPerForward(e, decoder.config, Math.max(...rows.map((r) => r.promptIds.length + r.completionIds.length)));
   const K = Math.max(1, o.miniBatches ?? 1);
   const onPolicy = o.ppoEpochs * K === 1;
   const needRef = o.algo.kl.beta > 0 && o.reference !== undefined;

@@ -6,6 +6,7 @@ import type { Decoder } from "@nr/model";
 import type { LoraModel } from "@nr/lora";
 import { rlTokenBudget, type TrainConfig } from "../run/index.js";
 import type { SftExampleIds } from "./loop.js";
+import { rowsPerForward } from "../fit.js";
 
 /**
  * One forward + backward at the longest sequences each phase will see (SFT: batchSize × the longest example; RL: the
@@ -42,7 +43,9 @@ export async function preflight(a: { gpu: Gpu; engine: Engine; decoder: Decoder;
   }
   if (config.rl.enabled && config.rl.steps > 0) {
     const budget = rlTokenBudget(config);
-    const rows = config.rl.microBatchRows > 0 ? config.rl.microBatchRows : Math.ceil((config.rl.promptsPerStep * config.rl.G) / config.rl.miniBatches);
+    // rl.microBatchRows 0: a minibatch's rows, capped as rlStep caps them to what one binding holds
+    const cap = rowsPerForward(e, decoder.config, a.rlPromptLen + budget) || Infinity;
+    const rows = config.rl.microBatchRows > 0 ? config.rl.microBatchRows : Math.min(cap, Math.ceil((config.rl.promptsPerStep * config.rl.G) / config.rl.miniBatches));
     await probe("RL", rows, a.rlPromptLen + budget, config.sft.checkpointing, "Set rl.microBatchRows (completions per forward pass), raise rl.miniBatches, lower rl.maxNewTokens / rl.G, or set sft.checkpointing true (used by RL too).");
   }
 }
