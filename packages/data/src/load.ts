@@ -209,6 +209,40 @@ async function* jsonRows(file: string): AsyncGenerator<RawRow> {
 
 const PARQUET_CHUNK = 8192;
 
+/** A Parquet string value whose bytes are not UTF-8 (kept apart instead of decoded with U+FFFD). */
+class InvalidUtf8Value {
+  constructor(
+    readonly offset: number,
+    readonly byte: number,
+  ) {}
+}
+
+/** hyparquet's string parser, strict: invalid UTF-8 becomes an InvalidUtf8Value that the row check reports. */
+const STRICT_STRINGS = {
+  stringFromBytes(bytes: Uint8Array): unknown {
+    if (!bytes) return bytes;
+    const off = invalidUtf8Offset(bytes);
+    return off < 0 ? new TextDecoder().decode(bytes) : new InvalidUtf8Value(off, bytes[off]);
+  },
+};
+
+/** The first invalid UTF-8 value in a Parquet row (any depth), as a bad-row reason, or null. */
+function invalidUtf8In(value: unknown, path: string): string | null {
+  if (value instanceof InvalidUtf8Value) return `invalid UTF-8 in ${path} at byte offset ${value.offset} of the value (byte 0x${value.byte.toString(16).padStart(2, "0")}); re-encode the column as UTF-8`;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const r = invalidUtf8In(value[i], `${path}[${i}]`);
+      if (r) return r;
+    }
+  } else if (value !== null && typeof value === "object" && !(value instanceof Date) && !ArrayBuffer.isView(value)) {
+    for (const [k, v] of Object.entries(value)) {
+      const r = invalidUtf8In(v, path ? `${path}.${k}` : k);
+      if (r) return r;
+    }
+  }
+  return null;
+}
+
 /**
  * Reads rows of a Parquet file in chunks. Only the columns needed are read: the mapped fields,
  * the `meta`/`extraMeta` fields, and (when `meta` is not given) every top-level scalar column.
@@ -227,7 +261,7 @@ async function parquetInfo(file: string, compressors?: Compressors) {
   const numRows = Number(metadata.num_rows);
   // Layout detection only needs the first answer (GSM8K `####` test); read just that column.
   const probe = columns.includes("answer") ? ["answer"] : columns.slice(0, 1);
-  const first = numRows > 0 && probe.length > 0 ? (await parquetReadObjects({ file: buf, metadata, columns: probe, rowStart: 0, rowEnd: 1, compressors }))[0] : undefined;
+  const first = numRows > 0 && probe.length > 0 ? (await parquetReadObjects({ file: buf, metadata, columns: probe, rowStart: 0, rowEnd: 1, compressors, parsers: STRICT_STRINGS }))[0] : undefined;
   return { buf, metadata, columns, scalar, numRows, first };
 }
 
@@ -275,9 +309,15 @@ export async function loadDataset(path: string, options: LoadOptions = {}): Prom
           rowStart: start,
           rowEnd: Math.min(info.numRows, start + PARQUET_CHUNK),
           compressors: options.compressors,
+          parsers: STRICT_STRINGS,
         });
         for (let i = 0; i < rows.length && result.records.length < limit; i++) {
           const line = start + i + 1;
+          const badBytes = invalidUtf8In(rows[i], "");
+          if (badBytes) {
+            bad({ file, line, reason: badBytes });
+            continue;
+          }
           const rec = mapRow(rows[i], map, { source, idPrefix, line });
           if ("error" in rec) bad({ file, line, reason: rec.error, snippet: snippet(safeJson(rows[i])) });
           else result.records.push(rec);

@@ -6,6 +6,7 @@ import { invalidUtf8Offset, loadDataset } from "./load.js";
 import { dropHeldOutDuplicates, splitHeldOut } from "./split.js";
 import type { MathRecord } from "./types.js";
 import { Rng } from "./util.js";
+import { writeParquet } from "./fixtures/parquet-writer.js";
 
 const seed = Number(process.env.NR_SEED ?? Date.now() % 1_000_000);
 const WORDS = ["apples", "trains", "marbles", "coins", "buses", "pencils", "books", "birds", "cakes", "boxes", "miles", "hours"];
@@ -98,6 +99,20 @@ describe(`invalid UTF-8 (NR_SEED=${seed})`, () => {
     const skipped = await loadDataset(f);
     expect(skipped.records.map((r) => r.problem)).toEqual(["caf\u00e9 one", "three"]);
     expect(skipped.badRows).toEqual([{ file: f, line: 2, reason: `invalid UTF-8 at byte offset ${offset} (byte 0xe9); re-encode the file as UTF-8`, snippet: '{"question":"caf\ufffd two","answer":"1\\n#### 1"}' }]);
+  });
+
+  it("a Parquet string column with invalid UTF-8: that row is reported (column, offset in the value), never decoded to U+FFFD", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nr-utf8-pq-"));
+    const f = join(dir, "rows.parquet");
+    const bad = Uint8Array.from([...Buffer.from("caf"), 0xe9, ...Buffer.from(" two")]);
+    writeParquet(f, [
+      { name: "question", kind: "string", values: ["caf\u00e9 one", bad, "three"] },
+      { name: "answer", kind: "string", values: ["1\n#### 1", "1\n#### 1", "1\n#### 1"] },
+    ]);
+    await expect(loadDataset(f, { onBadRow: "error" })).rejects.toThrow(`${f}:2: invalid UTF-8 in question at byte offset 3 of the value (byte 0xe9)`);
+    const { records, badRows } = await loadDataset(f);
+    expect(records.map((r) => r.problem)).toEqual(["caf\u00e9 one", "three"]);
+    expect(badRows).toHaveLength(1);
   });
 
   it("a single file has only the split its name says; a fake Parquet file is named", async () => {
