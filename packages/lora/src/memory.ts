@@ -17,12 +17,14 @@
 // Every buffer is counted at its pool size class (sizes round up to quarter-octave steps, at least 256 bytes), and
 // the activation peak is found by replaying the step's allocations and releases through the same size-class free
 // lists the pool keeps (a released buffer is reused by a later request of its class; the pool never shrinks
-// without a trim). The replay mirrors Decoder.layer / LoraProjection.forward / @nr/autograd ops: memory.test.ts
-// checks it against the pool on the GPU. Over an f16 base each projection (linearF16) also takes, in forward, an f16
+// without a trim). The replay (StepReplay, one method per op) mirrors Decoder.layer / LoraProjection.forward /
+// @nr/autograd ops: memory.test.ts checks it against the pool on the GPU. Tensor shapes come from the model's own
+// parameter list (@nr/model parameterSpecs). Over an f16 base each projection (linearF16) also takes, in forward, an f16
 // copy of its input right after its output and releases it at once, and in backward an f32 copy of its weight
 // before the input gradient, released after it; the f16 embedding lookup and the fused LM head (f16 weight read in
 // the kernels) allocate exactly what their f32 versions do.
 import { lmHeadBackwardPlan, lmHeadForwardPlan, nf4MemoryFor, rmsNormBackwardRowsPerBlock, sizeClass, tableShardRows, attentionBackwardScratchBytes, columnSumScratchBytes, type Gpu } from "@nr/kernels";
+import { parameterSpecs, type ModelConfig, type ParamRole } from "@nr/model";
 import { LORA_TARGETS, loraParameterCount, resolveLoraConfig, type LoraConfig, type LoraTarget } from "./lora.js";
 
 export interface MemoryShape {
@@ -86,6 +88,43 @@ export interface MemoryReport {
   totalBytes: number;
 }
 
+/** [in, out] features of a layer's linear weight. */
+interface ProjectionShape {
+  inF: number;
+  outF: number;
+}
+
+const TARGET_OF_ROLE: Partial<Record<ParamRole, LoraTarget>> = { q: "q_proj", k: "k_proj", v: "v_proj", o: "o_proj", gate: "gate_proj", up: "up_proj", down: "down_proj" };
+
+/** The base's tensors, read from the model's own parameter list (@nr/model parameterSpecs). */
+interface BaseShapes {
+  /** Each projection's shape (the same in every layer). */
+  projections: Record<LoraTarget, ProjectionShape>;
+  /** Elements of the [V, H] tables: the embedding and, untied, the LM head. */
+  tables: number[];
+  /** Elements of the always-f32 tensors: norms and biases. */
+  f32Tensors: number[];
+}
+
+function baseShapes(s: MemoryShape): BaseShapes {
+  // parameterSpecs reads only the shape fields that MemoryShape holds.
+  const specs = parameterSpecs(s as ModelConfig);
+  const out: BaseShapes = { projections: {} as Record<LoraTarget, ProjectionShape>, tables: [], f32Tensors: [] };
+  for (const p of specs) {
+    const n = p.shape.reduce((a, b) => a * b, 1);
+    const t = TARGET_OF_ROLE[p.role];
+    if (t) {
+      if (p.layer === 0) out.projections[t] = { outF: p.shape[0], inF: p.shape[1] };
+    } else if (p.role === "embed" || p.role === "lmHead") out.tables.push(n);
+    else out.f32Tensors.push(n);
+  }
+  return out;
+}
+
+function projectionShapes(s: MemoryShape): Record<LoraTarget, ProjectionShape> {
+  return baseShapes({ ...s, numLayers: 1 }).projections;
+}
+
 /** f32 tensor bytes as the GPU backend allocates them (at least 4), at the pool's size class. */
 const f32Bytes = (n: number) => sizeClass(Math.max(4, n * 4));
 /** f16 tensor bytes (whole 32-bit words, as GpuBackend.alloc and gpu.upload of f16 bits) at the pool's size class. */
@@ -107,8 +146,7 @@ function tableBytesOf(s: MemoryShape, dtype: "f32" | "f16", gpu: Gpu | undefined
 
 export function memoryReport(s: MemoryShape, lora: LoraConfig, o: MemoryOptions): MemoryReport {
   const c = resolveLoraConfig(lora);
-  const H = s.hiddenSize, q = s.numHeads * s.headDim, kv = s.numKvHeads * s.headDim, I = s.intermediateSize;
-  const dims: Record<LoraTarget, [number, number]> = { q_proj: [H, q], k_proj: [H, kv], v_proj: [H, kv], o_proj: [q, H], gate_proj: [H, I], up_proj: [H, I], down_proj: [I, H] };
+  const dims = projectionShapes(s);
   const quant = o.quant ?? "nf4";
   const dtype = o.dtype ?? "f32";
   if (quant !== "nf4" && quant !== "none") throw new Error(`memoryReport: quant must be "nf4" or "none" (got ${JSON.stringify(quant)})`);
@@ -120,7 +158,7 @@ export function memoryReport(s: MemoryShape, lora: LoraConfig, o: MemoryOptions)
   let baseLinearParams = 0, baseLinearBytes = 0, baseLinearTensorBytes = 0, baseLinearCheckpointBytes = 0;
   let adapterBytes = 0, loraParams = 0;
   for (const t of LORA_TARGETS) {
-    const [inF, outF] = dims[t];
+    const { inF, outF } = dims[t];
     baseLinearParams += inF * outF;
     if (quant === "nf4") {
       const m = nf4MemoryFor(outF, inF, { blocksize: o.blocksize, doubleQuant: dq });
@@ -149,9 +187,7 @@ export function memoryReport(s: MemoryShape, lora: LoraConfig, o: MemoryOptions)
   loraParams *= L;
   if (loraParams !== loraParameterCount(s, c)) throw new Error("memoryReport: parameter count disagrees with loraParameterCount");
 
-  const layerOther = [H, H, ...(s.qkvBias ? [q, kv, kv] : []), ...(s.oBias ? [H] : []), ...(s.qkNorm ? [s.headDim, s.headDim] : [])];
-  const tables = [s.vocabSize * H, ...(s.tieWordEmbeddings ? [] : [s.vocabSize * H])];
-  const f32Tensors = [H, ...Array.from({ length: L }, () => layerOther).flat()];
+  const { tables, f32Tensors } = baseShapes(s);
   const baseOtherBytes = tables.length * tableBytesOf(s, dtype, o.gpu) + f32Tensors.reduce((a, n) => a + f32Bytes(n), 0);
   const otherParams = [...tables, ...f32Tensors].reduce((a, n) => a + n, 0);
 
@@ -308,29 +344,61 @@ function kernelScratch(s: MemoryShape, gpu: Gpu | undefined, tableBytesPerValue:
 
 /** Pool growth over one SFT-style step (forward, backward of logp + entropy seeds, on a trimmed pool). */
 function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: boolean, o: MemoryOptions): number {
-  const M = o.tokens;
-  const H = s.hiddenSize, q = s.numHeads * s.headDim, kv = s.numKvHeads * s.headDim, I = s.intermediateSize;
-  const pool = new PoolReplay();
-  const e = new EngineReplay(pool);
-  const f16Base = (o.dtype ?? "f32") === "f16";
-  const ks = kernelScratch(s, o.gpu, f16Base ? 2 : 4);
-  // Parameters: frozen (no gradient) or LoRA (gradient on first use). Their own buffers are static (not replayed).
-  const param = (n: number, rg: boolean): Rt => ({ n, rg, buf: null, grad: null });
+  return new StepReplay(s, targets, r, dropout, o).run();
+}
 
-  const linear = (x: Rt, W: Rt, N: number): Rt => {
-    const y = e.tensor((x.n / (W.n / N)) * N); // rows × N, W = [N, in]
-    if (e.needs(x, W)) {
+/** Parameters: frozen (no gradient) or LoRA (gradient on first use). Their own buffers are static (not replayed). */
+const param = (n: number, rg: boolean): Rt => ({ n, rg, buf: null, grad: null });
+
+/**
+ * One training step's allocations, op by op as Decoder.layer, LoraProjection.forward and the @nr/autograd ops make
+ * them: each method allocates the op's outputs and records what its backward allocates around the input gradients.
+ */
+class StepReplay {
+  readonly pool = new PoolReplay();
+  readonly e = new EngineReplay(this.pool);
+  private readonly M: number;
+  private readonly f16Base: boolean;
+  private readonly ks: KernelScratch;
+  private readonly dims: Record<LoraTarget, ProjectionShape>;
+  private readonly adapters = new Map<string, { A: Rt; B: Rt }>();
+
+  constructor(
+    private readonly s: MemoryShape,
+    private readonly targets: LoraTarget[],
+    private readonly r: number,
+    private readonly dropout: boolean,
+    private readonly o: MemoryOptions,
+  ) {
+    this.M = o.tokens;
+    this.f16Base = (o.dtype ?? "f32") === "f16";
+    this.ks = kernelScratch(s, o.gpu, this.f16Base ? 2 : 4);
+    this.dims = projectionShapes(s);
+  }
+
+  /** An op of two inputs with an `outN`-element output whose backward allocates only the inputs' gradients. */
+  binary(a: Rt, b: Rt, outN: number): Rt {
+    const e = this.e;
+    const y = e.tensor(outN);
+    if (e.needs(a, b)) {
       y.rg = true;
       e.record(() => {
         if (y.grad === null) return;
-        if (x.rg) e.gradOf(x);
-        if (W.rg) e.gradOf(W);
+        if (a.rg) e.gradOf(a);
+        if (b.rg) e.gradOf(b);
       });
     }
     return y;
-  };
+  }
+
+  /** y = x·Wᵀ: rows × N for W = [N, in]. */
+  linear(x: Rt, W: Rt, N: number): Rt {
+    return this.binary(x, W, (x.n / (W.n / N)) * N);
+  }
+
   /** linearF16 over a frozen f16 weight: y, then the f16 input copy (released at once); backward w32 around dx. */
-  const linearF16 = (x: Rt, W: Rt, N: number): Rt => {
+  linearF16(x: Rt, W: Rt, N: number): Rt {
+    const { e, pool } = this;
     const y = e.tensor((x.n / (W.n / N)) * N);
     pool.release(pool.acquire(Math.max(4, Math.ceil(x.n / 2) * 4))); // x16
     if (e.needs(x)) {
@@ -343,21 +411,15 @@ function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: b
       });
     }
     return y;
-  };
-  const add = (a: Rt, b: Rt): Rt => {
-    const y = e.tensor(a.n);
-    if (e.needs(a, b)) {
-      y.rg = true;
-      e.record(() => {
-        if (y.grad === null) return;
-        if (a.rg) e.gradOf(a);
-        if (b.rg) e.gradOf(b);
-      });
-    }
-    return y;
-  };
-  /** ops with one differentiable input whose backward allocates `temps` (element counts) around gradOf(x). */
-  const unary = (x: Rt, outN: number, extra: number[], temps: number[], scratch: () => number[] = () => []): Rt => {
+  }
+
+  add(a: Rt, b: Rt): Rt {
+    return this.binary(a, b, a.n);
+  }
+
+  /** An op with one differentiable input whose backward allocates `temps` (element counts) around gradOf(x). */
+  unary(x: Rt, outN: number, extra: number[], temps: number[], scratch: () => number[] = () => []): Rt {
+    const { e, pool } = this;
     const y = e.tensor(outN);
     for (const n of extra) e.tensor(n);
     if (e.needs(x)) {
@@ -371,34 +433,29 @@ function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: b
       });
     }
     return y;
-  };
-  const rmsnorm = (x: Rt, width: number) => unary(x, x.n, [x.n / width], [x.n, width], () => ks.rmsnormBackward(x.n / width, width));
-  const rope = (x: Rt) => unary(x, x.n, [], [x.n]);
+  }
 
-  const adapters = new Map<string, { A: Rt; B: Rt }>();
-  const projection = (layer: number, t: LoraTarget, x: Rt, inF: number, outF: number): Rt => {
+  rmsnorm(x: Rt, width: number): Rt {
+    return this.unary(x, x.n, [x.n / width], [x.n, width], () => this.ks.rmsnormBackward(x.n / width, width));
+  }
+
+  rope(x: Rt): Rt {
+    return this.unary(x, x.n, [], [x.n]);
+  }
+
+  /** The frozen base projection, plus (for a LoRA target) dropout and addLowRank in place on its output. */
+  projection(layer: number, t: LoraTarget, x: Rt): Rt {
+    const { inF, outF } = this.dims[t];
     const W = param(inF * outF, false);
-    const base = f16Base ? linearF16(x, W, outF) : linear(x, W, outF); // NF4, f16 or dense frozen: output + dx only
-    if (!targets.includes(t)) return base;
+    const base = this.f16Base ? this.linearF16(x, W, outF) : this.linear(x, W, outF); // output + dx only
+    if (!this.targets.includes(t)) return base;
     const key = `${layer}.${t}`;
-    if (!adapters.has(key)) adapters.set(key, { A: param(r * inF, true), B: param(outF * r, true) });
-    const { A, B } = adapters.get(key)!;
-    let xin = x;
-    if (dropout) {
-      e.tensor(x.n); // the keep mask, uploaded
-      xin = e.tensor(x.n);
-      if (e.needs(x)) {
-        xin.rg = true;
-        e.record(() => {
-          if (xin.grad === null) return;
-          const tmp = e.tensor(x.n);
-          e.gradOf(x);
-          e.dispose(tmp);
-        });
-      }
-    }
+    if (!this.adapters.has(key)) this.adapters.set(key, { A: param(this.r * inF, true), B: param(outF * this.r, true) });
+    const { A, B } = this.adapters.get(key)!;
+    const xin = this.dropout ? this.dropoutOf(x) : x;
     // addLowRank: y += s·h·Bᵀ in place on the base output; backward dh and dB.
-    const h = linear(xin, A, r);
+    const e = this.e;
+    const h = this.linear(xin, A, this.r);
     if (!e.needs(h, B)) return base;
     base.rg = true;
     e.record(() => {
@@ -407,21 +464,29 @@ function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: b
       e.gradOf(B);
     });
     return base;
-  };
+  }
 
-  const layer = (i: number, x: Rt): Rt => {
-    const h = rmsnorm(x, H);
-    let qq = e.view(projection(i, "q_proj", h, H, q));
-    let kk = e.view(projection(i, "k_proj", h, H, kv));
-    const vv = e.view(projection(i, "v_proj", h, H, kv));
-    if (s.qkNorm) {
-      qq = rmsnorm(qq, s.headDim);
-      kk = rmsnorm(kk, s.headDim);
+  /** Dropout: the uploaded keep mask and the masked input; backward a temporary around dx. */
+  dropoutOf(x: Rt): Rt {
+    const e = this.e;
+    e.tensor(x.n); // the keep mask, uploaded
+    const xin = e.tensor(x.n);
+    if (e.needs(x)) {
+      xin.rg = true;
+      e.record(() => {
+        if (xin.grad === null) return;
+        const tmp = e.tensor(x.n);
+        e.gradOf(x);
+        e.dispose(tmp);
+      });
     }
-    qq = rope(qq);
-    kk = rope(kk);
-    // attention: o, lse; backward dq, dk, dv + stats scratch, then the input gradients.
-    const att = e.tensor(M * q);
+    return xin;
+  }
+
+  /** Attention: o and lse; backward dq, dk, dv + stats scratch, then the input gradients. */
+  attention(qq: Rt, kk: Rt, vv: Rt): Rt {
+    const { e, pool, s, M } = this;
+    const att = e.tensor(M * s.numHeads * s.headDim);
     e.tensor(M * s.numHeads);
     if (e.needs(qq, kk, vv)) {
       att.rg = true;
@@ -433,11 +498,13 @@ function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: b
         for (const t of held) e.dispose(t);
       });
     }
-    const x1 = add(x, projection(i, "o_proj", e.view(att), q, H));
-    const h2 = rmsnorm(x1, H);
-    const g = projection(i, "gate_proj", h2, H, I);
-    const u = projection(i, "up_proj", h2, H, I);
-    const sw = e.tensor(M * I);
+    return att;
+  }
+
+  /** SwiGLU silu(g)·u; backward holds dg and du while it writes the input gradients. */
+  swiglu(g: Rt, u: Rt): Rt {
+    const e = this.e;
+    const sw = e.tensor(this.M * this.s.intermediateSize);
     if (e.needs(g, u)) {
       sw.rg = true;
       e.record(() => {
@@ -448,37 +515,51 @@ function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: b
         for (const t of held) e.dispose(t);
       });
     }
-    return add(x1, projection(i, "down_proj", sw, I, H));
-  };
+    return sw;
+  }
+
+  layer(i: number, x: Rt): Rt {
+    const { e, s } = this;
+    const h = this.rmsnorm(x, s.hiddenSize);
+    let qq = e.view(this.projection(i, "q_proj", h));
+    let kk = e.view(this.projection(i, "k_proj", h));
+    const vv = e.view(this.projection(i, "v_proj", h));
+    if (s.qkNorm) {
+      qq = this.rmsnorm(qq, s.headDim);
+      kk = this.rmsnorm(kk, s.headDim);
+    }
+    const att = this.attention(this.rope(qq), this.rope(kk), vv);
+    const x1 = this.add(x, this.projection(i, "o_proj", e.view(att)));
+    const h2 = this.rmsnorm(x1, s.hiddenSize);
+    const sw = this.swiglu(this.projection(i, "gate_proj", h2), this.projection(i, "up_proj", h2));
+    return this.add(x1, this.projection(i, "down_proj", sw));
+  }
 
   // Engine.checkpoint: run without recording and keep only the outputs; in backward recompute with recording and
   // back-propagate the saved output gradient, freeing the recomputation.
-  const checkpointed = (i: number, xin: Rt): Rt => {
+  checkpointed(i: number, xin: Rt): Rt {
+    const e = this.e;
     const saved = e.recording;
     e.recording = false;
-    const out = e.scope(() => layer(i, xin), (y) => [y]);
+    const out = e.scope(() => this.layer(i, xin), (y) => [y]);
     e.recording = saved;
     out.rg = true;
     e.record(() => {
       const outer = e.tape;
       e.tape = [];
       e.scope(() => {
-        const again = layer(i, xin);
+        const again = this.layer(i, xin);
         if (out.grad !== null && again.rg) e.backward([again], false);
         return null;
       }, () => []);
       e.tape = outer;
     });
     return out;
-  };
+  }
 
-  e.scope(() => {
-    for (let j = 0; j < 4; j++) e.tensor(M); // ids, positions, keyValid, targets (u32)
-    let x = e.tensor(M * H); // embedding (frozen f32 or f16 table: no gradient, no scratch)
-    for (let i = 0; i < s.numLayers; i++) x = o.checkpoint ? checkpointed(i, x) : layer(i, x);
-    const hidden = rmsnorm(x, H);
-    // fused LM head (f32 or f16 weight, same buffers): logp, entropy, lse (+ forward scratch); backward dh + scratch,
-    // then the hidden gradient.
+  /** Fused LM head: logp, entropy, lse (+ forward scratch); backward dh + scratch, then the hidden gradient. */
+  lmHead(hidden: Rt): Rt[] {
+    const { e, pool, M, ks } = this;
     const logp = e.tensor(M), entropy = e.tensor(M);
     e.tensor(M);
     pool.scratch(ks.lmHeadForward(M));
@@ -491,8 +572,18 @@ function replayStep(s: MemoryShape, targets: LoraTarget[], r: number, dropout: b
         e.dispose(dh);
       });
     }
-    e.backward([logp, entropy], true);
-    return null;
-  }, () => []);
-  return pool.allocated;
+    return [logp, entropy];
+  }
+
+  run(): number {
+    const { e, s, M } = this;
+    e.scope(() => {
+      for (let j = 0; j < 4; j++) e.tensor(M); // ids, positions, keyValid, targets (u32)
+      let x = e.tensor(M * s.hiddenSize); // embedding (frozen f32 or f16 table: no gradient, no scratch)
+      for (let i = 0; i < s.numLayers; i++) x = this.o.checkpoint ? this.checkpointed(i, x) : this.layer(i, x);
+      e.backward(this.lmHead(this.rmsnorm(x, s.hiddenSize)), true);
+      return null;
+    }, () => []);
+    return this.pool.allocated;
+  }
 }
