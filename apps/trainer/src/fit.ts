@@ -68,10 +68,16 @@ function loadBinding(m: ModelConfig, cfg: TrainConfig, limit: number): Binding {
  * [tokens × intermediate] f32 output) outgrows one storage binding; 0 (no cap) off the GPU. RL training uses it when
  * rl.microBatchRows is 0, so a batch the adapter cannot bind is split into micro-batches instead of failing.
  */
-export function rowsPerForward(e: Engine, m: Pick<ModelConfig, "intermediateSize" | "hiddenSize" | "numHeads" | "headDim">, tokensPerRow: number): number {
-  if (!(e.backend instanceof GpuBackend)) return 0;
+export function rowsPerForward(e: Engine, m: WidthShape, tokensPerRow: number): number {
+  return e.backend instanceof GpuBackend ? rowsThatFit(m, tokensPerRow, e.backend.shardBytes) : 0;
+}
+
+type WidthShape = Pick<ModelConfig, "intermediateSize" | "hiddenSize" | "numHeads" | "headDim">;
+
+/** Rows of `tokensPerRow` tokens whose widest f32 activation fits `limit` bytes (at least 1). */
+function rowsThatFit(m: WidthShape, tokensPerRow: number, limit: number): number {
   const widest = Math.max(m.intermediateSize, m.hiddenSize, m.numHeads * m.headDim);
-  return Math.max(1, Math.floor(e.backend.shardBytes / (Math.max(1, tokensPerRow) * widest * 4)));
+  return Math.max(1, Math.floor(limit / (Math.max(1, tokensPerRow) * widest * 4)));
 }
 
 /** The fit of every phase of `cfg` for model `m` on an adapter with `limits`; `promptTokens` is the longest prompt. */
@@ -90,9 +96,11 @@ export function fitReport(m: ModelConfig, cfg: TrainConfig, limits: AdapterLimit
   const [loadB, loadWhat] = loadBinding(m, cfg, limit);
   out.push(phase({ phase: "load", shape: `${cfg.model.quant === "nf4" ? "NF4" : cfg.model.dtype} base`, estimateBytes: baseBytes, largestBindingBytes: loadB, largestBinding: loadWhat, knobs: "model.quant nf4 (4-bit linears) or model.dtype f16 (half of f32); a linear weight over the binding limit needs an adapter with a larger maxStorageBufferBindingSize" }));
   if (cfg.sft.enabled) {
-    const tokens = cfg.sft.batchSize * cfg.sft.maxSeqLen;
+    // a batch is run in parts of as many rows as one binding holds the activation of (sftStep)
+    const rows = Math.min(cfg.sft.batchSize, rowsThatFit(m, cfg.sft.maxSeqLen, limit));
+    const tokens = rows * cfg.sft.maxSeqLen;
     const [b, what] = activationBinding(m, tokens);
-    out.push(phase({ phase: "SFT step", shape: `${cfg.sft.batchSize} × ${cfg.sft.maxSeqLen} tokens`, estimateBytes: report(tokens, cfg.sft.checkpointing).totalBytes, largestBindingBytes: b, largestBinding: what, knobs: "sft.batchSize (raise sft.gradAccum to keep the effective batch), sft.maxSeqLen, sft.checkpointing true" }));
+    out.push(phase({ phase: "SFT step", shape: `${rows} × ${cfg.sft.maxSeqLen} tokens`, estimateBytes: report(tokens, cfg.sft.checkpointing).totalBytes, largestBindingBytes: b, largestBinding: what, knobs: "sft.batchSize (raise sft.gradAccum to keep the effective batch), sft.maxSeqLen, sft.checkpointing true" }));
   }
   if (cfg.rl.enabled) {
     const len = promptTokens + rlTokenBudget(cfg);
@@ -102,9 +110,7 @@ export function fitReport(m: ModelConfig, cfg: TrainConfig, limits: AdapterLimit
     const [gb, gwhat] = largest([kvLayer, `one layer's K (or V) cache [${genRows} rows × ${len} tokens]`], [logits, `decode logits [${genRows} × ${m.vocabSize}] f32`]);
     out.push(phase({ phase: "RL generation", shape: `${genRows} rows × ${len} tokens`, estimateBytes: baseBytes + report(1, true).adapterBytes + 2 * m.numLayers * kvLayer + logits, largestBindingBytes: gb, largestBinding: gwhat, knobs: "rl.promptsPerStep, rl.G, rl.maxNewTokens (the KV cache grows with rows × tokens)" }));
     // rl.microBatchRows 0: a minibatch's rows, capped to what one binding holds (as rlStep does)
-    const widest = Math.max(m.intermediateSize, m.hiddenSize, m.numHeads * m.headDim);
-    const cap = Math.max(1, Math.floor(limit / (len * widest * 4)));
-    const rows = cfg.rl.microBatchRows > 0 ? cfg.rl.microBatchRows : Math.min(cap, Math.ceil(genRows / cfg.rl.miniBatches));
+    const rows = cfg.rl.microBatchRows > 0 ? cfg.rl.microBatchRows : Math.min(rowsThatFit(m, len, limit), Math.ceil(genRows / cfg.rl.miniBatches));
     const [tb, twhat] = activationBinding(m, rows * len);
     out.push(phase({ phase: "RL training step", shape: `${rows} rows × ${len} tokens`, estimateBytes: report(rows * len, cfg.sft.checkpointing).totalBytes, largestBindingBytes: tb, largestBinding: twhat, knobs: "rl.microBatchRows (completions per forward pass), rl.miniBatches, rl.maxNewTokens, sft.checkpointing true (RL uses it too)" }));
   }

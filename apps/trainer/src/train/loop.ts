@@ -74,7 +74,9 @@ export async function sftStep(e: Engine, decoder: Decoder, opt: AdamW, microBatc
   if (totalTokens === 0) throw new Error("sftStep: no completion tokens in this step");
   opt.zeroGrad();
   let nll = 0;
-  for (const mb of microBatches) {
+  // a micro-batch whose widest activation outgrows one binding is run in parts (the loss is normalised over the step)
+  const fitting = microBatches.flatMap((mb) => chunks(mb, rowsPerForward(e, decoder.config, Math.max(...mb.map((r) => r.promptIds.length + r.completionIds.length)))));
+  for (const mb of fitting) {
     await e.scope(async () => {
       const { batch, mask } = completionBatch(e, mb, o.pad);
       const res = decoder.forward(batch, { checkpoint: o.checkpoint });

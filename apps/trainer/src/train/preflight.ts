@@ -39,7 +39,8 @@ export async function preflight(a: { gpu: Gpu; engine: Engine; decoder: Decoder;
   };
   if (config.sft.enabled && a.sftExamples.length) {
     const longest = Math.max(...a.sftExamples.map((x) => x.promptIds.length + x.completionIds.length));
-    await probe("SFT", config.sft.batchSize, longest, config.sft.checkpointing, "Lower sft.batchSize (raise sft.gradAccum to keep the effective batch), set sft.checkpointing true, or lower sft.maxSeqLen.");
+    // sftStep runs a batch in parts that one binding holds the activation of
+    await probe("SFT", Math.min(config.sft.batchSize, rowsPerForward(e, decoder.config, longest) || Infinity), longest, config.sft.checkpointing, "Lower sft.batchSize (raise sft.gradAccum to keep the effective batch), set sft.checkpointing true, or lower sft.maxSeqLen.");
   }
   if (config.rl.enabled && config.rl.steps > 0) {
     const budget = rlTokenBudget(config);
