@@ -35,6 +35,20 @@ export interface AttentionSubgroupOpts {
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
+/** The forward kernels' params and bindings (both kernels take the same buffers): Q, K, V, O, [LSE], LENS, MASK, u. */
+export function attentionForwardBindings(S: string, lse: boolean): string {
+  const bl = lse ? 5 : 4;
+  return `struct Params { Tq: u32, Tk: u32, Hq: u32, Hkv: u32, G: u32, scale2: f32, DV: u32, mode: u32 }
+@group(0) @binding(0) var<storage, read> Q: array<${S}>;
+@group(0) @binding(1) var<storage, read> K: array<${S}>;
+@group(0) @binding(2) var<storage, read> V: array<${S}>;
+@group(0) @binding(3) var<storage, read_write> O: array<${S}>;
+${lse ? "@group(0) @binding(4) var<storage, read_write> LSE: array<u32>;" : ""}
+@group(0) @binding(${bl}) var<storage, read> LENS: array<u32>;
+@group(0) @binding(${bl + 1}) var<storage, read> MASK: array<u32>;
+@group(0) @binding(${bl + 2}) var<uniform> u: Params;`;
+}
+
 /** True when this kernel can serve head dim D on a subgroup of width W. */
 export function attentionSubgroupFits(D: number, W: number): boolean {
   return W >= 4 && (W & (W - 1)) === 0 && D % (4 * W) === 0 && D <= 256;
@@ -48,7 +62,6 @@ export function attentionSubgroupWgsl(o: AttentionSubgroupOpts): string {
   const DC = DV4 / W;
   const I = range(TM), J = range(TN), C = range(DC);
   const S = `vec4<${dtype}>`;
-  const bl = lse ? 5 : 4;
   const L: string[] = [];
   const push = (...s: string[]) => L.push(...s);
   for (const i of I) {
@@ -104,15 +117,7 @@ export function attentionSubgroupWgsl(o: AttentionSubgroupOpts): string {
     push(`}`);
   }
   return /* wgsl */ `${dtype === "f16" ? "enable f16;\n" : ""}enable subgroups;
-struct Params { Tq: u32, Tk: u32, Hq: u32, Hkv: u32, G: u32, scale2: f32, DV: u32, mode: u32 }
-@group(0) @binding(0) var<storage, read> Q: array<${S}>;
-@group(0) @binding(1) var<storage, read> K: array<${S}>;
-@group(0) @binding(2) var<storage, read> V: array<${S}>;
-@group(0) @binding(3) var<storage, read_write> O: array<${S}>;
-${lse ? "@group(0) @binding(4) var<storage, read_write> LSE: array<u32>;" : ""}
-@group(0) @binding(${bl}) var<storage, read> LENS: array<u32>;
-@group(0) @binding(${bl + 1}) var<storage, read> MASK: array<u32>;
-@group(0) @binding(${bl + 2}) var<uniform> u: Params;
+${attentionForwardBindings(S, lse)}
 
 const NEG = -3.0e38;
 

@@ -69,7 +69,7 @@
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { FLAT_WG, foldGrid, isCpuAdapter, requireBuffer, requireCount, requireF16, vecType, type Dtype } from "./elementwise.js";
-import { attentionSubgroupFits, attentionSubgroupWgsl } from "./attention-subgroup.js";
+import { attentionForwardBindings, attentionSubgroupFits, attentionSubgroupWgsl } from "./attention-subgroup.js";
 import { broadcastWidth } from "./matmul.js";
 import { memoWgsl } from "./wgsl-cache.js";
 
@@ -256,18 +256,9 @@ export function attentionForwardWgsl(o: AttentionForwardKernelOpts): string {
   const { dtype, VW, DVMAX, WG, KB, lse } = o;
   const { F, S, dot } = vec(dtype, VW);
   const { R, W, decl } = regHelpers(o.regs, F, DVMAX, WG, VW);
-  const bl = lse ? 5 : 4;
   const J = range(KB);
   return /* wgsl */ `${header(dtype)}
-struct Params { Tq: u32, Tk: u32, Hq: u32, Hkv: u32, G: u32, scale2: f32, DV: u32, mode: u32 }
-@group(0) @binding(0) var<storage, read> Q: array<${S}>;
-@group(0) @binding(1) var<storage, read> K: array<${S}>;
-@group(0) @binding(2) var<storage, read> V: array<${S}>;
-@group(0) @binding(3) var<storage, read_write> O: array<${S}>;
-${lse ? "@group(0) @binding(4) var<storage, read_write> LSE: array<u32>;" : ""}
-@group(0) @binding(${bl}) var<storage, read> LENS: array<u32>;
-@group(0) @binding(${bl + 1}) var<storage, read> MASK: array<u32>;
-@group(0) @binding(${bl + 2}) var<uniform> u: Params;
+${attentionForwardBindings(S, lse)}
 
 const WG = ${WG}u;
 const KB = ${KB}u;

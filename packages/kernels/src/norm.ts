@@ -69,17 +69,26 @@ export interface RmsNormBackwardArgs {
 const f16Header = (...d: Dtype[]) => (d.includes("f16") ? "enable f16;\n" : "");
 const sumOf = (V: number, e: string) => (V === 4 ? `dot(${e}, vec4<f32>(1.0))` : e);
 
-export function rmsNormWgsl(o: { WG: number; V: number; xDtype: Dtype; outDtype: Dtype; withRstd: boolean }): string {
+/**
+ * The forward kernel. `residual` (f32 x only; residual-norm.ts): x ← x + R first, in place, and the norm is of the
+ * sum; bindings X (read_write), R, W, Y, [Rstd], u instead of X, W, Y, [Rstd], u.
+ */
+export function rmsNormWgsl(o: { WG: number; V: number; xDtype: Dtype; outDtype: Dtype; withRstd: boolean; residual?: boolean }): string {
   const { WG, V, xDtype, outDtype, withRstd } = o;
   const F = vecType("f32", V);
+  const res = o.residual ?? false;
+  const binds = [
+    `var<storage, ${res ? "read_write" : "read"}> X: array<${vecType(xDtype, V)}>;`,
+    ...(res ? [`var<storage, read> R: array<${F}>;`] : []),
+    `var<storage, read> W: array<${F}>;`,
+    `var<storage, read_write> Y: array<${vecType(outDtype, V)}>;`,
+    ...(withRstd ? ["var<storage, read_write> Rstd: array<f32>;"] : []),
+    "var<uniform> u: Params;",
+  ];
   return /* wgsl */ `
 ${f16Header(xDtype, outDtype)}
 struct Params { rows: u32, H: u32, Hv: u32, eps: f32 }
-@group(0) @binding(0) var<storage, read> X: array<${vecType(xDtype, V)}>;
-@group(0) @binding(1) var<storage, read> W: array<${F}>;
-@group(0) @binding(2) var<storage, read_write> Y: array<${vecType(outDtype, V)}>;
-${withRstd ? `@group(0) @binding(3) var<storage, read_write> Rstd: array<f32>;
-@group(0) @binding(4) var<uniform> u: Params;` : `@group(0) @binding(3) var<uniform> u: Params;`}
+${binds.map((b, i) => `@group(0) @binding(${i}) ${b}`).join("\n")}
 var<workgroup> red: array<f32, ${WG}>;
 
 @compute @workgroup_size(${WG})
@@ -89,7 +98,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let base = row * u.Hv;
   var ss = ${F}(0.0);
   for (var j = lid; j < u.Hv; j += ${WG}u) {
-    let v = ${F}(X[base + j]);
+    let v = ${F}(X[base + j])${res ? " + R[base + j];\n    X[base + j] = v" : ""};
     ss = fma(v, v, ss);
   }
   red[lid] = ${sumOf(V, "ss")};

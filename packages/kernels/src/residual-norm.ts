@@ -5,13 +5,15 @@
 //
 // A decoder layer ends its attention and its MLP with exactly this pair (x1 = x + attn; h = rmsnorm(x1)), and at
 // batch 1 a decode step costs per dispatch, not per flop (a 4-layer step recorded ~80 dispatches for ~10 MFLOP), so
-// one dispatch instead of two per pair. One workgroup per row, threads striding over the row (vec4 when H % 4 == 0),
-// a tree reduction of Σx² in workgroup memory; each thread re-reads only the x values it wrote itself, so the second
-// pass needs no barrier beyond the reduction's. In place because WebGPU forbids two writable bindings of one buffer.
+// one dispatch instead of two per pair. The kernel is norm.ts's RMSNorm forward in its `residual` mode: its first pass
+// over the row adds R into x and writes x back, and each thread re-reads only the x values it wrote itself, so the
+// second pass needs no barrier beyond the reduction's. In place because WebGPU forbids two writable bindings of one
+// buffer.
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { memoWgsl } from "./wgsl-cache.js";
-import { FLAT_WG, foldGrid, requireBuffer, requireCount, rowWorkgroup, treeReduceWgsl, vecType, vecWidth } from "./elementwise.js";
+import { foldGrid, requireBuffer, requireCount, rowWorkgroup, vecWidth } from "./elementwise.js";
+import { rmsNormWgsl } from "./norm.js";
 
 export interface AddRmsNormArgs {
   /** Residual stream x [rows, H] f32: x ← x + r. */
@@ -27,40 +29,7 @@ export interface AddRmsNormArgs {
   eps: number;
 }
 
-export function addRmsNormWgsl(o: { WG: number; V: number }): string {
-  const { WG, V } = o;
-  const F = vecType("f32", V);
-  return /* wgsl */ `
-struct Params { rows: u32, H: u32, Hv: u32, eps: f32 }
-@group(0) @binding(0) var<storage, read_write> X: array<${F}>;
-@group(0) @binding(1) var<storage, read> R: array<${F}>;
-@group(0) @binding(2) var<storage, read> W: array<${F}>;
-@group(0) @binding(3) var<storage, read_write> Y: array<${F}>;
-@group(0) @binding(4) var<uniform> u: Params;
-var<workgroup> red: array<f32, ${WG}>;
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let row = ${FLAT_WG};
-  if (row >= u.rows) { return; }
-  let base = row * u.Hv;
-  var ss = ${F}(0.0);
-  for (var j = lid; j < u.Hv; j += ${WG}u) {
-    let s = X[base + j] + R[base + j];
-    X[base + j] = s;
-    ss = fma(s, s, ss);
-  }
-  red[lid] = ${V === 4 ? "dot(ss, vec4<f32>(1.0))" : "ss"};
-${treeReduceWgsl(WG)}
-  let rs = 1.0 / sqrt(red[0] / f32(u.H) + u.eps);
-  for (var j = lid; j < u.Hv; j += ${WG}u) {
-    Y[base + j] = X[base + j] * rs * W[j];
-  }
-}
-`;
-}
-
-const addRmsNormText = memoWgsl(addRmsNormWgsl);
+const addRmsNormText = memoWgsl((o: { WG: number; V: number }) => rmsNormWgsl({ ...o, xDtype: "f32", outDtype: "f32", withRstd: false, residual: true }));
 
 /** Record x ← x + r and y = rmsnorm(x)·w in one dispatch. */
 export function addRmsNorm(gpu: Gpu, a: AddRmsNormArgs): void {
