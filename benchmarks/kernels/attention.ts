@@ -12,9 +12,7 @@
 // the largest |ours − ORT| of the outputs is recorded as a cross-check, with both sides' largest error against the
 // float64 reference (T ≤ 512). On lavapipe ORT's WebGPU GroupQueryAttention prefill is off by ~5e-2 on these inputs
 // (its CPU EP and ours agree with float64 to ~2e-7); its decode path agrees with ours to ~1e-7.
-import type { Gpu } from "../../packages/kernels/src/runtime/device.js";
-import type { GpuBuffer } from "../../packages/kernels/src/runtime/pool.js";
-import { attention, attentionBackward, attentionDecode, attentionReference, type AttentionTuning } from "../../packages/kernels/src/attention.js";
+import { attention, attentionBackward, attentionDecode, attentionReference, isCpuAdapter, type AttentionTuning, type Gpu, type GpuBuffer } from "@nr/kernels";
 import { buildModel, ortSession, tensor, timeOrt } from "../lib/ort.js";
 import { higherIsBetter, timeIt, type BenchRow } from "../lib/report.js";
 import { work } from "./peak.js";
@@ -99,7 +97,7 @@ async function forwardPathRow(gpu: Gpu, args: Parameters<typeof attention>[1], f
 
 export async function benchAttention(gpu: Gpu, opts: { iters?: number; tuning?: AttentionTuning } = {}): Promise<BenchRow[]> {
   const iters = opts.iters ?? 3;
-  const slow = gpu.adapter.isFallbackAdapter || /llvmpipe|swiftshader|software/i.test(gpu.adapterName);
+  const slow = isCpuAdapter(gpu);
   const tuning = opts.tuning ?? {};
   const rows: BenchRow[] = [];
   const Ts = process.env.NR_HEAVY === "1" ? [128, 512, 1024, 2048] : [128, 512];

@@ -10,9 +10,7 @@
 //  the same rows in the same run (session.run: upload h, download logp — tiny next to the GEMM). The EP's failure
 //  (e.g. a 933 MB initializer over the adapter's binding limit) is recorded in `note`; the CPU EP is timed as a
 //  second reference row. There is no ORT peer for the backward.
-import type { Gpu } from "../../packages/kernels/src/runtime/device.js";
-import type { GpuBuffer } from "../../packages/kernels/src/runtime/pool.js";
-import { lmHeadBackward, lmHeadForward, lmHeadForwardPlan, lmHeadBackwardPlan, uploadLmHeadWeight } from "../../packages/kernels/src/lmhead.js";
+import { isCpuAdapter, lmHeadBackward, lmHeadForward, lmHeadForwardPlan, lmHeadBackwardPlan, uploadLmHeadWeight, type Gpu, type GpuBuffer } from "@nr/kernels";
 import { buildModel, ortSession, tensor, timeOrt } from "../lib/ort.js";
 import { higherIsBetter, lowerIsBetter, timeIt, type BenchRow } from "../lib/report.js";
 import { work } from "./peak.js";
@@ -49,7 +47,7 @@ async function timeWithScratch(gpu: Gpu, record: () => void, iters: number): Pro
 }
 
 export async function benchLmHead(gpu: Gpu, opts: { iters?: number } = {}): Promise<BenchRow[]> {
-  const slow = gpu.adapter.isFallbackAdapter || /llvmpipe|swiftshader|software/i.test(gpu.adapterName);
+  const slow = isCpuAdapter(gpu);
   const heavy = process.env.NR_HEAVY === "1";
   const iters = opts.iters ?? (slow ? 1 : 5);
   const Ms = heavy ? [64, 256] : [64];

@@ -14,9 +14,7 @@
 //    measured mismatch is recorded in `note`). So the peer is MatMulBnb4 with K'=N, N'=K on an NF4 copy of Wᵀ —
 //    the same product and FLOPs, at the price of a second, transposed 4-bit copy of every weight that our kernel
 //    does not need (its numbers differ from ours by that copy's own quantisation, so no diff is recorded).
-import type { Gpu } from "../../packages/kernels/src/runtime/device.js";
-import { downloadNf4, nf4DequantizeReference, nf4HostScales, nf4Matmul, nf4MatmulReference, nf4QuantizeReference, quantizeNf4, releaseNf4 } from "../../packages/kernels/src/nf4.js";
-import { isCpuAdapter } from "../../packages/kernels/src/matmul.js";
+import { downloadNf4, isCpuAdapter, nf4DequantizeReference, nf4HostScales, nf4Matmul, nf4MatmulReference, nf4QuantizeReference, quantizeNf4, releaseNf4, type Gpu } from "@nr/kernels";
 import { buildModel, ort, tensor, timeOrt } from "../lib/ort.js";
 import { higherIsBetter, timeIt, type BenchRow } from "../lib/report.js";
 import { work } from "./peak.js";

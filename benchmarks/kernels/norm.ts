@@ -6,11 +6,7 @@
 // read + written) timed the same way on the same device. The peer row for RMSNorm forward is onnxruntime-node's
 // SimplifiedLayerNormalization on its WebGPU EP; session.run moves x in and y out, so that comparison is end to
 // end on both sides (upload x, normalize, download y) — our kernel-only number is reported beside it.
-import type { Gpu } from "../../packages/kernels/src/runtime/device.js";
-import type { GpuBuffer } from "../../packages/kernels/src/runtime/pool.js";
-import { rmsNorm, rmsNormBackward } from "../../packages/kernels/src/norm.js";
-import { rope } from "../../packages/kernels/src/rope.js";
-import { swiglu } from "../../packages/kernels/src/elementwise.js";
+import { isCpuAdapter, rmsNorm, rmsNormBackward, rope, swiglu, type Gpu, type GpuBuffer } from "@nr/kernels";
 import { buildModel, ortSession, tensor, timeOrt } from "../lib/ort.js";
 import { higherIsBetter, timeIt, type BenchRow } from "../lib/report.js";
 import { work } from "./peak.js";
@@ -49,7 +45,7 @@ async function copyGBps(gpu: Gpu, trafficBytes: number, R: number, iters: number
 
 export async function benchNorm(gpu: Gpu, opts: { iters?: number } = {}): Promise<BenchRow[]> {
   const iters = opts.iters ?? 5;
-  const slow = gpu.adapter.isFallbackAdapter || /llvmpipe|swiftshader|software/i.test(gpu.adapterName);
+  const slow = isCpuAdapter(gpu);
   const R = slow ? 2 : 20;
   const rows: BenchRow[] = [];
   const gbps = (bytes: number, ms: number) => bytes / ms / 1e6;

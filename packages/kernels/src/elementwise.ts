@@ -32,6 +32,7 @@
 // into the y dimension.
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
+import { isCpuAdapter } from "./runtime/adapter.js";
 
 export type Dtype = "f32" | "f16";
 
@@ -107,10 +108,8 @@ export const vecType = (dt: string, V: number) => (V === 4 ? `vec4<${dt}>` : dt)
 /** Vector width for a contiguous extent: 4 when it divides, else 1. */
 export const vecWidth = (extent: number) => (extent % 4 === 0 ? 4 : 1);
 
-/** True for CPU implementations of WebGPU (lavapipe/llvmpipe, SwiftShader): they favour small workgroups. */
-export function isCpuAdapter(gpu: Gpu): boolean {
-  return gpu.adapter.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|software/i.test(gpu.adapterName);
-}
+// CPU adapters favour small workgroups; rope, norm and attention import the test from here.
+export { isCpuAdapter };
 
 const WG1D = 256;
 

@@ -36,6 +36,7 @@
 //  3. `lmhead_bwd_dw` (only when a trainable head asks for it): dW[chunk] += dlogitsᵀ · h[R].
 //  Memory: R·Vc·4 B of scratch (default ≤ 32 MiB) + split-K slabs, never M × V.
 import type { Gpu } from "./runtime/device.js";
+import { isCpuAdapter } from "./runtime/adapter.js";
 import { memoWgsl } from "./wgsl-cache.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 
@@ -129,12 +130,6 @@ export function lmHeadTile(M: number): LmHeadTileConfig {
 
 /** Tile of the dh / dW contractions: TM output rows × TN vectors of VEC columns per invocation. */
 const BWD_TILE = { TM: 8, TN: 2, WX: 8, WY: 8 };
-
-/** Adapters that run compute on the CPU (lavapipe/llvmpipe, SwiftShader, WARP). */
-function isCpuAdapter(gpu: Gpu): boolean {
-  const a = gpu.adapter;
-  return a.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|warp|software/i.test(`${a.vendor} ${a.architecture} ${a.description}`);
-}
 
 /** Workgroups we try to have in flight per dispatch (CPU adapters: a few per core is plenty). */
 const targetWorkgroups = (gpu: Gpu) => (isCpuAdapter(gpu) ? 128 : 1024);

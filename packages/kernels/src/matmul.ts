@@ -30,6 +30,7 @@
 // accumulating and converts to the output dtype. See `chooseSplitK` for the heuristic; `splitK` forces S.
 import { availableParallelism } from "node:os";
 import type { Gpu } from "./runtime/device.js";
+import { isCpuAdapter } from "./runtime/adapter.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { memoWgsl } from "./wgsl-cache.js";
 
@@ -399,11 +400,6 @@ fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nwg: v
 `;
 }
 
-/** Adapters that run compute on the CPU (lavapipe/llvmpipe, SwiftShader, WARP). */
-export function isCpuAdapter(gpu: Gpu): boolean {
-  const a = gpu.adapter;
-  return a.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|warp|software/i.test(`${a.vendor} ${a.architecture} ${a.description}`);
-}
 
 /** The adapter's smallest subgroup size (dawn.node exposes it on device.adapterInfo), or null when unknown. */
 function subgroupMinSize(gpu: Gpu): number | null {

@@ -61,7 +61,7 @@
 //            through workgroup memory.
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
-import { isCpuAdapter } from "./matmul.js";
+import { isCpuAdapter } from "./runtime/adapter.js";
 
 // ═════════════════════════════════════════════════════════════════════════════════════════════════════════════
 // Tables and exact f32 host arithmetic
