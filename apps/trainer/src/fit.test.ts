@@ -84,6 +84,41 @@ describe("rowsPerForward", () => {
   });
 });
 
+describe("sftStep over a batch split to fit the binding", () => {
+  it("gives the loss and adapter update of the unsplit batch", async () => {
+    const { createGpu } = await import("@nr/kernels");
+    const { AdamW, Engine, GpuBackend } = await import("@nr/autograd");
+    const { loadDecoder } = await import("@nr/model");
+    const { LoraModel } = await import("@nr/lora");
+    const { sftStep } = await import("./train/loop.js");
+    const modelDir = join(dir, "sft-split");
+    await generateModel(modelDir, { architecture: "qwen2", hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, tieWordEmbeddings: true }, { seed: 2, dtype: "f32", init: { std: 0.2 } });
+    const examples = [[5, 9, 2, 17, 3, 8], [11, 4, 30], [1, 2, 3, 4, 5, 6, 7, 8, 9]].map((ids) => ({ promptIds: ids.slice(0, 2), completionIds: ids.slice(2) }));
+    const gpu = await createGpu();
+    try {
+      const run = async (maxShardBytes?: number) => {
+        const e = new Engine(new GpuBackend(gpu, { maxShardBytes }));
+        const { decoder } = await loadDecoder(e, modelDir);
+        const lora = new LoraModel(decoder);
+        const params = lora.addAdapter("policy", { r: 4, alpha: 8, seed: 3 });
+        let forwards = 0;
+        const forward = decoder.forward.bind(decoder);
+        decoder.forward = (batch, o) => (forwards++, forward(batch, o));
+        const stats = await sftStep(e, decoder, new AdamW(params, { lr: 0.01 }), [examples], { lr: 0.01, clipGradNorm: 1, pad: 0 });
+        return { loss: stats.loss, forwards, params: await Promise.all(params.map((p) => p.read())) };
+      };
+      const whole = await run();
+      // 9 tokens × 64 × 4 B = 2304 B per row: a 2400-byte binding holds one row, so three forwards
+      const split = await run(2400);
+      expect([whole.forwards, split.forwards]).toEqual([1, 3]);
+      expect(Math.abs(split.loss - whole.loss)).toBeLessThan(1e-5 * Math.abs(whole.loss));
+      split.params.forEach((p, i) => p.forEach((v, j) => expect(Math.abs(v - whole.params[i][j])).toBeLessThan(1e-5)));
+    } finally {
+      gpu.destroy();
+    }
+  });
+});
+
 describe("nr doctor --model", () => {
   it("reports every phase of the default preset for a generated checkpoint, and refuses a bad --memory", async () => {
     const modelDir = join(dir, "m");
