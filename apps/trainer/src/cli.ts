@@ -10,6 +10,7 @@ import { evalCommand } from "./commands/eval.js";
 import { exportCommand } from "./commands/export.js";
 import { generateCommand } from "./commands/generate.js";
 import { pretrainCommand } from "./commands/pretrain.js";
+import { recipeCommand } from "./commands/recipe.js";
 import { sandboxCommand } from "./commands/sandbox.js";
 import { serveCommand } from "./commands/serve.js";
 import { doctor, printDoctor } from "./doctor.js";
@@ -65,6 +66,7 @@ await yargs(rest)
   .command(serveCommand)
   .command(pretrainCommand)
   .command(sandboxCommand)
+  .command(recipeCommand)
   .command(
     "doctor",
     "Show the WebGPU adapter, its features and limits, and run one checked matmul; with --model, whether that model fits each training phase",
