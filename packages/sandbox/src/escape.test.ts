@@ -80,6 +80,12 @@ describe("host: processes, files, JavaScript", () => {
     expect(existsSync(marker)).toBe(false);
   });
 
+  it("no JS proxy of the pyodide API is reachable from the garbage collector (and using one would fail)", async () => {
+    const hunt = "import gc\nfound = 0\nfor o in gc.get_objects():\n    vals = list(o.values()) if isinstance(o, dict) else list(o) if isinstance(o, (list, tuple)) else []\n    for v in vals:\n        try:\n            if 'Js' in type(v).__name__ and hasattr(v, 'mountNodeFS'):\n                found += 1\n                v.mountNodeFS('/host', '/')\n                print('ESCAPED')\n        except Exception:\n            pass\nprint('found', found)\nraise SystemExit(1)";
+    const r = await attempt(`${UNGUARD}${hunt}`);
+    expect(r.stdout).toBe("found 0\n");
+  });
+
   it("lists only the sandbox's own folders, and writes stay in memory", async () => {
     const r = await pool.run("import os\nprint(sorted(os.listdir('/')))\nopen('/tmp/x', 'w').write('y')\nprint(open('/tmp/x').read())");
     expect(r.status).toBe("ok");

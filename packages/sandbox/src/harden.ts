@@ -85,13 +85,15 @@ function forbidCodeFromStrings(): void {
 }
 
 /**
- * Step 4, and the function the worker calls per run. The guard is re-applied before every run, because the
- * previous run on this interpreter may have removed it. Each run gets fresh `__main__` globals; modules stay
- * imported between runs (that is what makes a warm call cheap), so a run can change a module for later runs on the
- * same interpreter. The traceback shows the user's frames only.
+ * Step 4, and the function the worker calls per run. Before every run the interpreter-wide state a previous run may
+ * have changed is put back as it was at warm-up (the import guard and import machinery, sys.path, the standard
+ * streams, builtins, the sys.modules entries, the working folder, the environment, the recursion limit): one run
+ * cannot blind or break the next. Each run gets fresh `__main__` globals. Imported modules stay loaded (that is
+ * what makes a warm call cheap), so attributes a run sets on a module (`math.pi = 3`) do persist on that worker.
+ * The traceback shows the user's frames only.
  */
 export const PYTHON_RUNNER = String.raw`
-import sys, os, posix, traceback
+import sys, os, posix, traceback, builtins
 
 _BLOCKED_ROOTS = {"js", "pyodide_js", "pyodide", "_pyodide", "_pyodide_core", "micropip", "pyodide_http",
     "socket", "_socket", "ssl", "_ssl", "select", "selectors", "asyncio", "subprocess", "_posixsubprocess",
@@ -114,11 +116,29 @@ _GUARD = _SandboxImportGuard()
 def _no_process(*args, **kwargs):
     raise PermissionError("processes are disabled in the sandbox")
 
+_SAVED = dict(
+    meta_path=[f for f in sys.meta_path], path=list(sys.path), path_hooks=list(sys.path_hooks),
+    streams=(sys.stdin, sys.stdout, sys.stderr), builtins=dict(builtins.__dict__),
+    modules={k: v for k, v in sys.modules.items() if not _blocked(k)},  # (never keep a reference to the JS bridge)
+    cwd=os.getcwd(), environ=dict(os.environ), recursion=sys.getrecursionlimit())
+
+def _restore():
+    sys.meta_path = [_GUARD] + _SAVED["meta_path"]
+    sys.path = list(_SAVED["path"])
+    sys.path_hooks = list(_SAVED["path_hooks"])
+    sys.stdin, sys.stdout, sys.stderr = _SAVED["streams"]
+    builtins.__dict__.clear()
+    builtins.__dict__.update(_SAVED["builtins"])
+    for name, mod in _SAVED["modules"].items():
+        if sys.modules.get(name) is not mod:
+            sys.modules[name] = mod
+    os.chdir(_SAVED["cwd"])
+    os.environ.clear()
+    os.environ.update(_SAVED["environ"])
+    sys.setrecursionlimit(_SAVED["recursion"])
+
 def _guard():
-    if not isinstance(sys.meta_path, list):
-        sys.meta_path = []
-    sys.meta_path[:] = [f for f in sys.meta_path if f is not _GUARD]
-    sys.meta_path.insert(0, _GUARD)
+    _restore()
     for m in [m for m in sys.modules if _blocked(m)]:
         del sys.modules[m]
     for mod in (os, posix):

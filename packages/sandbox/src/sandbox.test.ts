@@ -80,6 +80,15 @@ describe("the pool", () => {
     expect(leak.stdout).toBe("None\n");
   });
 
+  it("one run cannot break the next: streams, builtins, imports, sys.path, cwd and environment are put back", async () => {
+    const vandal = "import sys, os, builtins\nos.chdir('/tmp')\nos.environ['X'] = '1'\nsys.path.clear()\nsys.meta_path.clear()\nsys.modules['fractions'] = None\nbuiltins.len = None\nsys.stdout = None\nsys.stderr = None";
+    // Both workers get vandalised (two concurrent runs), then each must be whole again.
+    await Promise.all([pool.run(vandal), pool.run(vandal)]);
+    const check = "import os, fractions\nprint(len('abc'), fractions.Fraction(1, 3), os.getcwd(), os.environ.get('X'))";
+    const after = await Promise.all([pool.run(check), pool.run(check)]);
+    for (const r of after) expect([r.status, r.stdout]).toEqual(["ok", "3 1/3 /home/sandbox None\n"]);
+  });
+
   it("reports a Python error with its traceback and its last line as the reason", async () => {
     const r = await pool.run("def f(d):\n    return 1 / d\nprint('before')\nf(0)");
     expect(r.status).toBe("error");

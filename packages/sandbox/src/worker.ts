@@ -2,8 +2,8 @@
 // Python libraries into its in-memory file system, import the preloaded modules, seal (harden.ts), then run one
 // request at a time. The wall-clock limit is the pool's job (it terminates this thread).
 import { readdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join, sep } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parentPort, workerData } from "node:worker_threads";
 import { limitWasmMemory, PYTHON_RUNNER, restrictNodeModules, sealJavaScript } from "./harden.js";
 import type { RunReply, RunRequest, WorkerConfig, WorkerMessage } from "./protocol.js";
@@ -77,7 +77,7 @@ async function boot() {
   const { loadPyodide } = await import("pyodide");
   const capture = new OutputCapture(config.outputLimitBytes);
   // indexURL given: pyodide otherwise finds its files from a stack trace, which source-mapping loaders (tsx) change.
-  const indexURL = dirname(fileURLToPath(import.meta.resolve("pyodide"))) + sep;
+  const indexURL = dirname(createRequire(import.meta.url).resolve("pyodide/package.json")) + sep;
   const py = await loadPyodide({ indexURL, jsglobals: Object.freeze(Object.create(null)), env: { HOME: "/home/sandbox" }, stdout: () => {}, stderr: () => {} });
   mark("pyodide loaded");
   py.setStdout(capture.writer("stdout"));
