@@ -12,3 +12,4 @@ export * from "./onnx.js";
 export * from "./export-folder.js";
 export * from "./decoder.js";
 export * from "./load.js";
+export * from "./bnb.js";

@@ -24,21 +24,19 @@
 import { concatColumns, Engine, GpuBackend, Tensor } from "@nr/autograd";
 import {
   downloadNf4,
-  loadBnbNf4,
   nf4DequantizeReference,
   nf4HostScales,
   nf4Matmul,
   nf4QuantizeReference,
-  parseBnbNf4,
   quantizeNf4,
   releaseNf4,
   tableShardRows,
-  type BnbTensor,
   type Gpu,
   type GpuBuffer,
   type Nf4SourceDtype,
   type Nf4Weight,
 } from "@nr/kernels";
+import { loadBnbNf4, parseBnbNf4, type BnbTensor } from "./bnb.js";
 import { openCheckpoint } from "./checkpoint.js";
 import { paramName, type ModelConfig, type ParamRole } from "./config.js";
 import { Decoder, DenseProjection, F16Projection, type DecoderLayer, type Projection } from "./decoder.js";

@@ -24,7 +24,8 @@ import onnxProto from "onnx-proto";
 import { HF_NAMES, paramName, parameterSpecs, type ModelConfig, type ParamRole } from "./config.js";
 import { openCheckpoint, type WeightMap } from "./checkpoint.js";
 import { f32ToF16 } from "./dtypes.js";
-import { nf4DequantizeReference, nf4HostScales, parseBnbNf4 } from "@nr/kernels";
+import { nf4DequantizeReference, nf4HostScales } from "@nr/kernels";
+import { parseBnbNf4 } from "./bnb.js";
 import { readBnbTensors } from "./load.js";
 import type { TensorSource } from "./safetensors.js";
 
