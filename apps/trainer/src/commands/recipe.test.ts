@@ -57,7 +57,7 @@ describe("recipes", () => {
     expect([lpro.rl.algo, lpro.rl.G, lpro.rl.lr, lpro.rl.ppoEpochs, lpro.data.source]).toEqual(["lpro", 4, 1e-6, 4, "/r/x/curated.jsonl"]);
     expect(lpro.rl.algoConfig).toEqual({ lpro: { lambda: 0.1, formatWeight: 0.1 }, clip: { epsLow: 0.2, epsHigh: 0.28 } });
     const dsr = trainConfig(findRecipe("deepscaler").steps.find((s) => s.id === "rl")!.args(ctx));
-    expect([dsr.rl.algo, dsr.rl.lengthStages, dsr.rl.algoConfig, dsr.eval.samples]).toEqual(["grpo", [1024, 2048, 3072], { kl: { beta: 0.001 } }, 16]);
+    expect([dsr.rl.algo, dsr.rl.lengthStages, dsr.rl.algoConfig, dsr.rl.G * dsr.rl.promptsPerStep]).toEqual(["grpo", [1024, 2048, 3072], { kl: { beta: 0.001 } }, 32]);
     const qed = trainConfig(findRecipe("qed-nano-sft").steps.find((s) => s.id === "sft")!.args(ctx));
     expect([qed.sft.lr, qed.sft.schedule, qed.sft.maxSeqLen, qed.rl.enabled]).toEqual([3e-5, "cosine", 4096, false]);
   });

@@ -168,9 +168,9 @@ const deepScaleR: Recipe = {
       what: "answer check, exact dedup, embedding near-dedup, decontamination against the eval set",
       args: (c) => ["curate", "--data", d(c, "train.jsonl"), "--out", join(c.run, "curated.jsonl"), "--near-dedup", "--eval-set", d(c, "aime.jsonl")],
     },
-    evalStep("base-aime-avg16", "base model, avg@16 at T 0.6", "aime.jsonl", { flags: ["--samples", "16", "--temperature", "0.6", "--top-p", "1", "--max-new-tokens", "3072"] }),
+    evalStep("base-aime-avg16", "base model, avg@16 at T 0.6", "aime.jsonl", { flags: ["--samples", "16", "--temperature", "0.6", "--top-p", "1", "--max-new-tokens", "3072", "--batch-size", "2"] }),
     trainStep("rl", "GRPO, reward 1/0, KL β 0.001, length stages 1024 → 2048 → 3072", "rl", "deepscaler", (c) => join(c.run, "curated.jsonl")),
-    evalStep("rl-aime-avg16", "RL adapter, avg@16 at T 0.6", "aime.jsonl", { adapter: "rl/best", flags: ["--samples", "16", "--temperature", "0.6", "--top-p", "1", "--max-new-tokens", "3072"] }),
+    evalStep("rl-aime-avg16", "RL adapter, avg@16 at T 0.6", "aime.jsonl", { adapter: "rl/best", flags: ["--samples", "16", "--temperature", "0.6", "--top-p", "1", "--max-new-tokens", "3072", "--batch-size", "2"] }),
   ],
   gaps: [
     "the published stages are 8K → 16K → 24K new tokens on a 128K-context model; the preset rescales them to Qwen2.5-Math-1.5B's 4,096-token window (1024 → 2048 → 3072); on a long-context checkpoint pass --train '--rl.maxNewTokens 24576 --rl.lengthStages 8192,16384,24576'",
