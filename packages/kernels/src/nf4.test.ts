@@ -6,7 +6,6 @@ import {
   codeThresholds,
   createDynamicMap,
   dequantizeNf4,
-  downloadNf4,
   dynamicMap,
   f32Bits,
   nearestCodeIndex,
