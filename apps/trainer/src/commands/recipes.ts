@@ -93,6 +93,19 @@ function trainStep(id: string, what: string, command: "sft" | "rl", preset: stri
   return { id, kind: "train", what, args: (c) => [command, "--preset", preset, "--model", c.model, "--data", data(c), "--name", id, "--output.dir", c.run, ...flags(c)] };
 }
 
+/** `nr curate` of one data file into <run>/curated.jsonl (+ report), decontaminated against `evalSets`. */
+function curateStep(what: string, file: string, evalSets: string[], flags: (c: RecipeContext) => string[] = () => []): RecipeStep {
+  return {
+    id: "curate",
+    kind: "curate",
+    what,
+    args: (c) => ["curate", "--data", d(c, file), "--out", join(c.run, "curated.jsonl"), ...evalSets.flatMap((f) => ["--eval-set", d(c, f)]), ...flags(c)],
+  };
+}
+
+/** avg@16 at T 0.6 (DeepScaleR's evaluation), two problems (32 sequences) per generation batch. */
+const AVG16 = ["--samples", "16", "--temperature", "0.6", "--top-p", "1", "--max-new-tokens", "3072", "--batch-size", "2"];
+
 const startFrom = (c: RecipeContext, step: string) => ["--model.adapter", join(c.run, step, "best")];
 
 const nanoReasoner: Recipe = {
@@ -130,15 +143,9 @@ const nexusLpro: Recipe = {
   ],
   published: "MATH-500 80.2 (CoT) / 84.0 (TIR), GSM8K 85.2; −14 % response length vs GRPO; λ 0.0 / 0.1 / 0.3 → 77.4 / 80.2 / 78.0",
   steps: [
-    {
-      id: "curate",
-      kind: "curate",
-      what: "answer check, dedup, decontamination, learnable zone: keep 2–5 of 8 base samples correct",
-      args: (c) => [
-        "curate", "--data", d(c, "math_train.jsonl"), "--out", join(c.run, "curated.jsonl"), "--eval-set", d(c, "math500_test.jsonl"), "--eval-set", d(c, "gsm8k_test.jsonl"),
-        "--model", c.model, "--quant", "nf4", "--prompt-format", "chat", "--samples", "8", "--min-pass", "2", "--max-pass", "5", "--temperature", "0.8", "--max-new-tokens", "1024",
-      ],
-    },
+    curateStep("answer check, dedup, decontamination, learnable zone: keep 2–5 of 8 base samples correct", "math_train.jsonl", ["math500_test.jsonl", "gsm8k_test.jsonl"], (c) => [
+      "--model", c.model, "--quant", "nf4", "--prompt-format", "chat", "--samples", "8", "--min-pass", "2", "--max-pass", "5", "--temperature", "0.8", "--max-new-tokens", "1024",
+    ]),
     evalStep("base-math500-cot", "base model, MATH-500 greedy, CoT prompt", "math500_test.jsonl", { flags: ["--max-new-tokens", "1024"] }),
     trainStep("lpro", "LPRO (G 4, λ 0.1, ε 0.20/0.28, lr 1e-6, 4 PPO epochs, format bonus 0.1)", "rl", "nexus-lpro", (c) => join(c.run, "curated.jsonl")),
     evalStep("lpro-math500-cot", "LPRO adapter, MATH-500 greedy, CoT prompt", "math500_test.jsonl", { adapter: "lpro/best", flags: ["--max-new-tokens", "1024"] }),
@@ -162,15 +169,10 @@ const deepScaleR: Recipe = {
   ],
   published: "AIME 2024 avg@16 43.1 % for DeepScaleR-1.5B-Preview (from 28.8 % for its base)",
   steps: [
-    {
-      id: "curate",
-      kind: "curate",
-      what: "answer check, exact dedup, embedding near-dedup, decontamination against the eval set",
-      args: (c) => ["curate", "--data", d(c, "train.jsonl"), "--out", join(c.run, "curated.jsonl"), "--near-dedup", "--eval-set", d(c, "aime.jsonl")],
-    },
-    evalStep("base-aime-avg16", "base model, avg@16 at T 0.6", "aime.jsonl", { flags: ["--samples", "16", "--temperature", "0.6", "--top-p", "1", "--max-new-tokens", "3072", "--batch-size", "2"] }),
+    curateStep("answer check, exact dedup, embedding near-dedup, decontamination against the eval set", "train.jsonl", ["aime.jsonl"], () => ["--near-dedup"]),
+    evalStep("base-aime-avg16", "base model, avg@16 at T 0.6", "aime.jsonl", { flags: AVG16 }),
     trainStep("rl", "GRPO, reward 1/0, KL β 0.001, length stages 1024 → 2048 → 3072", "rl", "deepscaler", (c) => join(c.run, "curated.jsonl")),
-    evalStep("rl-aime-avg16", "RL adapter, avg@16 at T 0.6", "aime.jsonl", { adapter: "rl/best", flags: ["--samples", "16", "--temperature", "0.6", "--top-p", "1", "--max-new-tokens", "3072", "--batch-size", "2"] }),
+    evalStep("rl-aime-avg16", "RL adapter, avg@16 at T 0.6", "aime.jsonl", { adapter: "rl/best", flags: AVG16 }),
   ],
   gaps: [
     "the published stages are 8K → 16K → 24K new tokens on a 128K-context model; the preset rescales them to Qwen2.5-Math-1.5B's 4,096-token window (1024 → 2048 → 3072); on a long-context checkpoint pass --train '--rl.maxNewTokens 24576 --rl.lengthStages 8192,16384,24576'",
@@ -189,12 +191,7 @@ const qedNanoSft: Recipe = {
   ],
   published: "none for this shape: the recipe reproduces the training procedure, not a published score",
   steps: [
-    {
-      id: "curate",
-      kind: "curate",
-      what: "unique problems: answer check, exact and near dedup, decontamination",
-      args: (c) => ["curate", "--data", d(c, "sft.jsonl"), "--out", join(c.run, "curated.jsonl"), "--near-dedup", "--eval-set", d(c, "eval.jsonl")],
-    },
+    curateStep("unique problems: answer check, exact and near dedup, decontamination", "sft.jsonl", ["eval.jsonl"], () => ["--near-dedup"]),
     trainStep("sft", "long-context SFT: cosine, peak 3e-5, warm-up 3 %, 4,096-token sequences", "sft", "qed-nano-sft", (c) => join(c.run, "curated.jsonl")),
     evalStep("sft-eval", "SFT adapter, greedy, capped at 3,072 new tokens", "eval.jsonl", { adapter: "sft/best", flags: ["--max-new-tokens", "3072"] }),
   ],
