@@ -1,19 +1,15 @@
 // The GPU backend runs the very op code the CPU gradchecks verify: here each op's forward and its input/parameter
 // gradients on the GPU must match the float64 CPU backend on the same random inputs.
-import { freshSeed, rng } from "@nr/kernels/testing";
+import { gpuSuite } from "@nr/kernels/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGpu, type Gpu } from "@nr/kernels";
 import { CpuBackend } from "./cpu.js";
 import { GpuBackend } from "./gpu.js";
 import { Engine, type Tensor } from "./tensor.js";
 import { add, attention, concatColumns, embedding, linear, linearF16, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
 
-let gpu: Gpu;
-beforeAll(async () => (gpu = await createGpu()));
-afterAll(() => gpu?.destroy());
+const t = gpuSuite("autograd gpu", { beforeAll, afterAll });
+const { seed, rand } = t;
 
-const seed = freshSeed();
-const rand = rng(seed);
 const randn = (n: number) => Array.from({ length: n }, () => (rand() * 2 - 1) * 1.7);
 
 type Build = (e: Engine, p: Tensor[]) => Tensor[];
@@ -23,7 +19,7 @@ async function sameOnBoth(build: Build, shapes: number[][], rtol = 2e-4) {
   const init = shapes.map((sh) => randn(sh.reduce((a, b) => a * b, 1)));
   const results: { outs: Float64Array[]; grads: Float64Array[] }[] = [];
   let ups: number[][] | null = null;
-  for (const backend of [new CpuBackend(), new GpuBackend(gpu)]) {
+  for (const backend of [new CpuBackend(), new GpuBackend(t.gpu)]) {
     const e = new Engine(backend);
     const params = shapes.map((sh, i) => e.tensor(init[i], sh, { requiresGrad: true, name: `p${i}` }));
     const outs = build(e, params);
@@ -96,7 +92,7 @@ describe("AdamW and clipping on the GPU = the float64 CPU backend", () => {
     const grads = [randn(1000), randn(1000), randn(1000)];
     const finals: Float64Array[] = [];
     const norms: number[] = [];
-    for (const backend of [new CpuBackend(), new GpuBackend(gpu)]) {
+    for (const backend of [new CpuBackend(), new GpuBackend(t.gpu)]) {
       const { AdamW } = await import("./optim.js");
       const e = new Engine(backend);
       const p = e.tensor(init, [1000], { requiresGrad: true, name: "p" });

@@ -1,21 +1,17 @@
 // Row-sharded tables: a tied embedding / LM head made with rowsTensor under a tiny artificial binding limit is split
 // into several shards on the GPU; the embedding gather, its scatter-add gradient, the fused LM head (logp, entropy,
 // dh, dW), the gradient norm and AdamW over the shards must match the float64 CPU backend on the same inputs.
-import { freshSeed, rng } from "@nr/kernels/testing";
+import { gpuSuite } from "@nr/kernels/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGpu, type Gpu } from "@nr/kernels";
 import { CpuBackend } from "./cpu.js";
 import { GpuBackend, RowShards } from "./gpu.js";
 import { Engine } from "./tensor.js";
 import { embedding, lmHeadLogprob, mul } from "./ops.js";
 import { AdamW } from "./optim.js";
 
-let gpu: Gpu;
-beforeAll(async () => (gpu = await createGpu()));
-afterAll(() => gpu?.destroy());
+const t = gpuSuite("autograd rows", { beforeAll, afterAll });
+const { seed, rand } = t;
 
-const seed = freshSeed();
-const rand = rng(seed);
 const randn = (n: number) => Array.from({ length: n }, () => (rand() * 2 - 1) * 1.3);
 
 function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, rtol: number, what: string) {
@@ -66,7 +62,7 @@ describe(`row-sharded tables on the GPU = float64 CPU backend (seed ${seed})`, (
       const weights = randn(M * H);
       const up = [randn(M), randn(M)];
       const cpu = await run(new Engine(new CpuBackend()), V, H, tableValues, ids, targets, weights, up);
-      const gpuEngine = new Engine(new GpuBackend(gpu, { maxShardBytes: c.maxShardBytes }));
+      const gpuEngine = new Engine(new GpuBackend(t.gpu, { maxShardBytes: c.maxShardBytes }));
       const got = await run(gpuEngine, V, H, tableValues, ids, targets, weights, up);
       const s = got.table.storage;
       expect(s).toBeInstanceOf(RowShards);
@@ -86,7 +82,7 @@ describe(`row-sharded tables on the GPU = float64 CPU backend (seed ${seed})`, (
   }
 
   it("a table that fits one binding stays one buffer; an f16 table shards by its own width", async () => {
-    const e = new Engine(new GpuBackend(gpu, { maxShardBytes: 4096 }));
+    const e = new Engine(new GpuBackend(t.gpu, { maxShardBytes: 4096 }));
     const small = e.rowsTensor([10, 8]);
     expect(small.storage).not.toBeInstanceOf(RowShards);
     const half = e.rowsTensor([500, 10], { dtype: "f16" }); // 10 000 bytes: 4096 / 20 = 204 rows fit → 200 per shard

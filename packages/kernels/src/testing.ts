@@ -127,3 +127,63 @@ export function poisonedBuffer(gpu: Gpu, count: number, dt: TestDtype, label = "
 export function readAs(gpu: Gpu, b: GpuBuffer, count: number, dt: TestDtype): Promise<Float32Array> {
   return dt === "f16" ? gpu.readF16(b, count) : gpu.readF32(b, count);
 }
+
+// ── GPU suite set-up ──────────────────────────────────────────────────────────────────────────────────────────
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createGpu, type GpuOptions } from "./runtime/device.js";
+import { isCpuAdapter } from "./runtime/adapter.js";
+
+export { isCpuAdapter };
+
+/** A test runner's suite hooks (vitest's beforeAll / afterAll); passed in so this module never loads a runner. */
+type SuiteHook = (fn: () => unknown, timeout?: number) => void;
+
+export interface GpuSuite {
+  /** The device (from the first test on; it is destroyed after the last). */
+  readonly gpu: Gpu;
+  /** A scratch folder removed after the suite (with `tmpDir`). */
+  readonly dir: string;
+  /** The suite's seed (NR_SEED pins it) and a generator seeded with it. */
+  readonly seed: number;
+  readonly rand: () => number;
+  /** True on CPU adapters (lavapipe, SwiftShader, WARP): suites size their heavy cases by it. */
+  readonly cpu: boolean;
+}
+
+/**
+ * One GPU test file's set-up: a device before the tests, its adapter and the seed printed (so a failure can be replayed
+ * with NR_SEED), an optional scratch folder, and everything released after the tests.
+ * `const t = gpuSuite("matmul", { beforeAll, afterAll })`, then `t.gpu`, `t.rand`, `t.dir` inside the tests.
+ */
+export function gpuSuite(label: string, hooks: { beforeAll: SuiteHook; afterAll: SuiteHook }, opts: { tmpDir?: boolean; gpu?: GpuOptions } = {}): GpuSuite {
+  const seed = freshSeed();
+  let gpu: Gpu | undefined;
+  let dir: string | undefined;
+  const suite: GpuSuite = {
+    get gpu() {
+      if (!gpu) throw new Error(`gpuSuite(${label}): the GPU is opened in beforeAll; use it inside tests`);
+      return gpu;
+    },
+    get dir() {
+      if (!dir) throw new Error(`gpuSuite(${label}): no scratch folder (pass { tmpDir: true })`);
+      return dir;
+    },
+    seed,
+    rand: rng(seed),
+    get cpu() {
+      return isCpuAdapter(suite.gpu);
+    },
+  };
+  hooks.beforeAll(async () => {
+    gpu = await createGpu(opts.gpu);
+    if (opts.tmpDir) dir = await mkdtemp(join(tmpdir(), `nr-${label.replace(/[^a-z0-9]+/gi, "-")}-`));
+    console.log(`${label} tests on ${gpu.adapterName} (f16: ${gpu.hasF16}); seed ${seed} (NR_SEED=${seed} to replay)`);
+  });
+  hooks.afterAll(async () => {
+    gpu?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+  return suite;
+}

@@ -1,44 +1,30 @@
 // LoRA (f32 adapters) over a frozen f16 base (`loadDecoder(…, { dtype: "f16" })`) on the WebGPU backend: adapter
 // gradients against the float64 CPU emulation of the same f16 model and against the float64 model on the f16 weights
 // without activation rounding; the base keeps no gradient and does not change in an AdamW step.
-import { freshSeed, rng } from "@nr/kernels/testing";
+import { gpuSuite } from "@nr/kernels/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AdamW, CpuBackend, Engine, GpuBackend } from "@nr/autograd";
-import { createGpu, type Gpu } from "@nr/kernels";
 import { dequantizedCopy, F16Projection, generateModel, loadDecoder, makeBatch, type Decoder } from "@nr/model";
 import { LoraModel } from "./lora.js";
 import { adapterToHost, hostToAdapter } from "./host.js";
 import type { HostAdapter } from "./merge.js";
 
-const seed = freshSeed();
-const rand = rng(seed);
 
-let gpu: Gpu;
-let dir: string;
-beforeAll(async () => {
-  gpu = await createGpu();
-  dir = await mkdtemp(join(tmpdir(), "nr-lora-f16-"));
-  console.log(`LoRA over an f16 base on ${gpu.adapterName}; seed ${seed} (NR_SEED=${seed} to replay)`);
-});
-afterAll(async () => {
-  gpu?.destroy();
-  await rm(dir, { recursive: true, force: true });
-});
+const t = gpuSuite("lora f16", { beforeAll, afterAll }, { tmpDir: true });
+const { seed, rand } = t;
 
 // Awkward sizes: hidden 36 (not a multiple of 8), 3 heads of 12, MLP 60, vocabulary 61.
 const CONFIG = { architecture: "qwen2" as const, hiddenSize: 36, intermediateSize: 60, numLayers: 2, numHeads: 3, numKvHeads: 1, headDim: 12, vocabSize: 61, tieWordEmbeddings: false };
 
 describe("LoRA over an f16 base (WebGPU)", () => {
   it("adapter gradients match the float64 emulation of the f16 model and the float64 model on the f16 weights; the base stays frozen", async () => {
-    const modelDir = join(dir, "m");
+    const modelDir = join(t.dir, "m");
     await generateModel(modelDir, CONFIG, { seed: 6, dtype: "bf16", tokenizer: false, init: { std: 0.2 } });
     const rows = Array.from({ length: 3 }, () => Array.from({ length: 4 + Math.floor(rand() * 9) }, () => Math.floor(rand() * CONFIG.vocabSize)));
     const gLogp = Array.from({ length: 64 }, () => rand() * 2 - 1);
     const gEnt = Array.from({ length: 64 }, () => 0.3 * (rand() * 2 - 1));
-    const gpuDec = (await loadDecoder(new Engine(new GpuBackend(gpu)), modelDir, { dtype: "f16" })).decoder;
+    const gpuDec = (await loadDecoder(new Engine(new GpuBackend(t.gpu)), modelDir, { dtype: "f16" })).decoder;
     const emuDec = (await loadDecoder(new Engine(new CpuBackend()), modelDir, { dtype: "f16" })).decoder;
     const refDec = await dequantizedCopy(gpuDec, new Engine(new CpuBackend()));
 

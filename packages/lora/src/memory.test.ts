@@ -4,25 +4,14 @@
 // state, gradients + activations, total) must be within 10 % of what the pool measured; the f16 base's bytes must be
 // exactly what the pool holds for its weights.
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from "vitest";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { gpuSuite } from "@nr/kernels/testing";
 import { AdamW, Engine, GpuBackend } from "@nr/autograd";
-import { createGpu, type Gpu } from "@nr/kernels";
 import { generateModel, loadDecoder, makeBatch } from "@nr/model";
 import { LoraModel } from "./lora.js";
 import { memoryReport } from "./memory.js";
 
-let gpu: Gpu;
-let dir: string;
-beforeAll(async () => {
-  gpu = await createGpu();
-  dir = await mkdtemp(join(tmpdir(), "nr-lora-mem-"));
-});
-afterAll(async () => {
-  gpu?.destroy();
-  await rm(dir, { recursive: true, force: true });
-});
+const t = gpuSuite("lora memory", { beforeAll, afterAll }, { tmpDir: true });
 
 const CONFIG = { architecture: "qwen2" as const, hiddenSize: 64, intermediateSize: 176, numLayers: 3, numHeads: 4, numKvHeads: 2, vocabSize: 96, tieWordEmbeddings: true };
 const LORA = { r: 8, alpha: 16, seed: 2 };
@@ -31,13 +20,13 @@ const LORA = { r: 8, alpha: 16, seed: 2 };
 /** Load the generated model with this base, add adapters + AdamW, run one step; the pool's growth per part vs the report. */
 async function measure(base: { quant: "nf4" } | { dtype: "f16" }, checkpoint: boolean, dropout: number) {
   const tag = "quant" in base ? base.quant : base.dtype;
-  const modelDir = join(dir, `m-${tag}-${checkpoint}`);
+  const modelDir = join(t.dir, `m-${tag}-${checkpoint}`);
   await generateModel(modelDir, CONFIG, { seed: 4, dtype: "bf16", tokenizer: false });
-  const allocated = () => gpu.pool.getStats().allocatedBytes;
-  await gpu.sync();
-  gpu.pool.trim();
+  const allocated = () => t.gpu.pool.getStats().allocatedBytes;
+  await t.gpu.sync();
+  t.gpu.pool.trim();
   const a0 = allocated();
-  const e = new Engine(new GpuBackend(gpu));
+  const e = new Engine(new GpuBackend(t.gpu));
   const { decoder, config } = await loadDecoder(e, modelDir, base);
   const a1 = allocated();
   const lora = new LoraModel(decoder);
@@ -56,9 +45,9 @@ async function measure(base: { quant: "nf4" } | { dtype: "f16" }, checkpoint: bo
   });
   const a4 = allocated();
   opt.update(1e-3);
-  await gpu.sync();
+  await t.gpu.sync();
   const tokens = rows.length * Math.max(...rows.map((r) => r.length));
-  const rep = memoryReport(config, { ...LORA, dropout }, { tokens, checkpoint, ...("quant" in base ? { quant: "nf4" as const } : { quant: "none" as const, dtype: "f16" as const }), gpu });
+  const rep = memoryReport(config, { ...LORA, dropout }, { tokens, checkpoint, ...("quant" in base ? { quant: "nf4" as const } : { quant: "none" as const, dtype: "f16" as const }), gpu: t.gpu });
   const measured = { base: a1 - a0, adapters: a2 - a1, optimizer: a3 - a2, step: a4 - a3, total: a4 - a0 };
   const reported = { base: rep.baseBytes, adapters: rep.adapterBytes, optimizer: rep.optimizerBytes, step: rep.gradientBytes + rep.activationBytes, total: rep.totalBytes };
   console.log(`${tag} base, checkpoint ${checkpoint}, ${tokens} tokens: ` + Object.keys(measured).map((k) => `${k} measured ${measured[k as keyof typeof measured]} B, reported ${reported[k as keyof typeof reported]} B`).join("; "));
@@ -83,11 +72,11 @@ describe("memory report vs the buffer pool (NF4 base + LoRA + AdamW, one forward
 describe("memory report vs the buffer pool (f16 base + LoRA + AdamW, one forward/backward)", () => {
   for (const [checkpoint, dropout] of CASES) {
     it(`matches the pool within 10 % and the base exactly (checkpointing ${checkpoint ? "on" : "off"}, LoRA dropout ${dropout})`, async (ctx: TestContext) => {
-      if (!gpu.hasF16) ctx.skip(`${gpu.adapterName} lacks shader-f16`);
+      if (!t.gpu.hasF16) ctx.skip(`${t.gpu.adapterName} lacks shader-f16`);
       const { rep, measured, config } = await measure({ dtype: "f16" }, checkpoint, dropout);
       expect(rep.baseBytes).toBe(measured.base);
       // Half the f32 base's linear bytes (and table bytes): the f16 weights really are counted as f16.
-      const f32 = memoryReport(config, { ...LORA, dropout }, { tokens: 120, checkpoint, quant: "none", gpu });
+      const f32 = memoryReport(config, { ...LORA, dropout }, { tokens: 120, checkpoint, quant: "none", gpu: t.gpu });
       expect(rep.baseLinearTensorBytes * 2).toBe(f32.baseLinearTensorBytes);
     });
   }

@@ -2,32 +2,21 @@
 // gradients match the float64 CPU backend running the same adapter over the dequantised base; a short SFT run lowers
 // the loss without changing one byte of the NF4 base.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { gpuSuite, rng } from "@nr/kernels/testing";
 import { AdamW, CpuBackend, Engine, GpuBackend } from "@nr/autograd";
-import { createGpu, type Gpu } from "@nr/kernels";
 import { dequantizedCopy, generateModel, loadDecoder, makeBatch, Nf4Projection, type Decoder } from "@nr/model";
 import { LoraModel } from "./lora.js";
 import { adapterToHost, hostToAdapter } from "./host.js";
 import { maskedLogps, nllStep } from "./testing.js";
 
-let gpu: Gpu;
-let dir: string;
-beforeAll(async () => {
-  gpu = await createGpu();
-  dir = await mkdtemp(join(tmpdir(), "nr-qlora-"));
-});
-afterAll(async () => {
-  gpu?.destroy();
-  await rm(dir, { recursive: true, force: true });
-});
+const t = gpuSuite("qlora", { beforeAll, afterAll }, { tmpDir: true });
 
 const CONFIG = { architecture: "qwen2" as const, hiddenSize: 32, intermediateSize: 56, numLayers: 2, numHeads: 4, numKvHeads: 2, vocabSize: 48, tieWordEmbeddings: true };
 const ROWS = [[3, 7, 1, 9, 12, 40, 2], [5, 2, 30, 31], [8, 8, 1, 17, 20]];
 
 async function model(name: string, std: number) {
-  const d = join(dir, name);
+  const d = join(t.dir, name);
   await generateModel(d, CONFIG, { seed: 3, dtype: "bf16", tokenizer: false, init: { std } });
   return d;
 }
@@ -37,8 +26,8 @@ const logps = (d: Decoder) => maskedLogps(d, ROWS);
 /** Deterministic non-zero B for every module of an adapter (PEFT init has B = 0). */
 async function randomiseB(lora: LoraModel, name: string, seed: number) {
   const host = await adapterToHost(lora, name);
-  let s = seed;
-  for (const m of host.modules.values()) m.B = Float64Array.from(m.B, () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0), 0.4 * (s / 2 ** 32 - 0.5)));
+  const rand = rng(seed);
+  for (const m of host.modules.values()) m.B = Float64Array.from(m.B, () => 0.4 * (rand() - 0.5));
   hostToAdapter(lora, host, name, { trainable: true });
 }
 
@@ -51,14 +40,14 @@ async function baseBytes(bases: Nf4Projection[]): Promise<Buffer> {
   const parts: Buffer[] = [];
   for (const p of bases) {
     const w = p.weight;
-    for (const b of [w.packed, w.scales, w.double?.qabsmax, w.double?.absmax2, w.double?.offset]) if (b) parts.push(Buffer.from(await gpu.read(b)));
+    for (const b of [w.packed, w.scales, w.double?.qabsmax, w.double?.absmax2, w.double?.offset]) if (b) parts.push(Buffer.from(await t.gpu.read(b)));
   }
   return Buffer.concat(parts);
 }
 
 describe("LoRA over an NF4 base (WebGPU)", () => {
   it("with B = 0 the output equals the NF4 base exactly; select(null) gives the base back", async () => {
-    const e = new Engine(new GpuBackend(gpu));
+    const e = new Engine(new GpuBackend(t.gpu));
     const { decoder } = await loadDecoder(e, await model("b0", 0.1), { quant: "nf4" });
     const base = await logps(decoder);
     const lora = new LoraModel(decoder);
@@ -75,7 +64,7 @@ describe("LoRA over an NF4 base (WebGPU)", () => {
 
   it("adapter gradients match the float64 CPU backend on the dequantised base, and its finite differences", async () => {
     const dirM = await model("grad", 0.2);
-    const gpuDec = (await loadDecoder(new Engine(new GpuBackend(gpu)), dirM, { quant: "nf4", doubleQuant: true })).decoder;
+    const gpuDec = (await loadDecoder(new Engine(new GpuBackend(t.gpu)), dirM, { quant: "nf4", doubleQuant: true })).decoder;
     const cpuDec = await dequantizedCopy(gpuDec, new Engine(new CpuBackend()));
     const run = async (d: Decoder, adapter?: Awaited<ReturnType<typeof adapterToHost>>) => {
       const lora = new LoraModel(d);
@@ -129,7 +118,7 @@ describe("LoRA over an NF4 base (WebGPU)", () => {
   });
 
   it("a short AdamW SFT run lowers the loss; the NF4 base bytes are unchanged", async () => {
-    const e = new Engine(new GpuBackend(gpu));
+    const e = new Engine(new GpuBackend(t.gpu));
     const { decoder } = await loadDecoder(e, await model("sft", 0.5), { quant: "nf4" });
     const lora = new LoraModel(decoder);
     const before = await baseBytes(nf4Bases(lora));

@@ -5,7 +5,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   createDynamicMap,
-  createGpu,
   dequantizeNf4,
   downloadNf4,
   f32Bits,
@@ -15,22 +14,14 @@ import {
   nf4QuantizeReference,
   quantizeNf4,
   releaseNf4,
-  type Gpu,
   type Nf4SourceDtype,
 } from "@nr/kernels";
-import { compare, describeReport, freshSeed, randInt, randn, rng } from "@nr/kernels/testing";
+import { compare, describeReport, gpuSuite, randInt, randn } from "@nr/kernels/testing";
 import { bnbNf4Tensors, loadBnbNf4, parseBnbNf4, pythonFloatRepr, saveBnbNf4, type BnbTensor } from "./bnb.js";
 
-let gpu: Gpu;
-const seed = freshSeed();
-const rand = rng(seed);
+const suite = gpuSuite("bnb format", { beforeAll, afterAll });
+const { seed, rand } = suite;
 const f32 = Math.fround;
-
-beforeAll(async () => {
-  gpu = await createGpu();
-  console.log(`bnb format tests on ${gpu.adapterName}; seed ${seed} (NR_SEED=${seed} to replay)`);
-});
-afterAll(() => gpu?.destroy());
 
 /** Bit-identical (compare with a zero bound reports the first element that differs). */
 function expectSame(got: ArrayLike<number>, want: ArrayLike<number>, what: string) {
@@ -50,9 +41,9 @@ function asBf16(vals: Float32Array): { exact: Float32Array; data: Uint16Array } 
 }
 
 function quantizeOnGpu(values: Float32Array | Uint16Array, dtype: Nf4SourceDtype, N: number, K: number, opts: { doubleQuant?: boolean } = {}) {
-  const input = gpu.upload(values, "bnb_test_src");
-  const w = quantizeNf4(gpu, { input, dtype, N, K, ...opts });
-  gpu.release(input);
+  const input = suite.gpu.upload(values, "bnb_test_src");
+  const w = quantizeNf4(suite.gpu, { input, dtype, N, K, ...opts });
+  suite.gpu.release(input);
   return w;
 }
 describe("bitsandbytes checkpoint format", () => {
@@ -62,7 +53,7 @@ describe("bitsandbytes checkpoint format", () => {
     const { exact, data } = asBf16(randn(N * K, rand, 0.02));
     const w = quantizeOnGpu(data, "bf16", N, K);
     const name = "model.layers.0.mlp.up_proj.weight";
-    const t = await saveBnbNf4(gpu, w, name);
+    const t = await saveBnbNf4(suite.gpu, w, name);
     const blocks = (N * K) / 64;
     expect(Object.keys(t)).toEqual([name, `${name}.absmax`, `${name}.quant_map`, `${name}.nested_absmax`, `${name}.nested_quant_map`, `${name}.quant_state.bitsandbytes__nf4`]);
     expect(t[name]).toMatchObject({ dtype: "U8", shape: [(N * K) / 2, 1] });
@@ -70,7 +61,7 @@ describe("bitsandbytes checkpoint format", () => {
     expect(t[`${name}.quant_map`]).toMatchObject({ dtype: "F32", shape: [16] });
     expect(t[`${name}.nested_absmax`]).toMatchObject({ dtype: "F32", shape: [Math.ceil(blocks / 256)] });
     expect(t[`${name}.nested_quant_map`]).toMatchObject({ dtype: "F32", shape: [256] });
-    const offset = (await gpu.readF32(w.double!.offset, 1))[0];
+    const offset = (await suite.gpu.readF32(w.double!.offset, 1))[0];
     const json = new TextDecoder().decode(t[`${name}.quant_state.bitsandbytes__nf4`].bytes);
     expect(json).toBe(`{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [${N}, ${K}], "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": ${pythonFloatRepr(offset)}}`);
     expect(JSON.parse(json).nested_offset).toBe(offset);
@@ -80,18 +71,18 @@ describe("bitsandbytes checkpoint format", () => {
     expectSame(t[`${name}.absmax`].bytes, ref.qabsmax!, "saved qabsmax");
     expectSame(new Float32Array(t[`${name}.nested_absmax`].bytes.slice().buffer), ref.absmax2!, "saved nested_absmax");
 
-    const w2 = loadBnbNf4(gpu, new Map(Object.entries(t)));
+    const w2 = loadBnbNf4(suite.gpu, new Map(Object.entries(t)));
     expect([w2.N, w2.K, w2.blocksize, w2.dtype]).toEqual([N, K, 64, "bf16"]);
-    const o1 = gpu.alloc(N * K * 4);
-    const o2 = gpu.alloc(N * K * 4);
-    dequantizeNf4(gpu, w, o1);
-    dequantizeNf4(gpu, w2, o2);
-    expectSame(await gpu.readF32(o2, N * K), await gpu.readF32(o1, N * K), "dequantised after reload");
-    const t2 = await saveBnbNf4(gpu, w2, name);
+    const o1 = suite.gpu.alloc(N * K * 4);
+    const o2 = suite.gpu.alloc(N * K * 4);
+    dequantizeNf4(suite.gpu, w, o1);
+    dequantizeNf4(suite.gpu, w2, o2);
+    expectSame(await suite.gpu.readF32(o2, N * K), await suite.gpu.readF32(o1, N * K), "dequantised after reload");
+    const t2 = await saveBnbNf4(suite.gpu, w2, name);
     for (const k of Object.keys(t)) expectSame(t2[k].bytes, t[k].bytes, `re-saved ${k}`);
-    gpu.release(o1, o2);
-    releaseNf4(gpu, w);
-    releaseNf4(gpu, w2);
+    suite.gpu.release(o1, o2);
+    releaseNf4(suite.gpu, w);
+    releaseNf4(suite.gpu, w2);
   });
 
   it("loads a hand-built QLoRA-style tensor set as is (nested, blocksize 128, its own 8-bit map, torch.* dtype)", async () => {
@@ -116,31 +107,31 @@ describe("bitsandbytes checkpoint format", () => {
       [`${name}.quant_state.bitsandbytes__nf4`]: { dtype: "U8", shape: [state.length], bytes: new TextEncoder().encode(state) },
       "model.layers.3.self_attn.q_proj.bias": { dtype: "F16", shape: [N], bytes: new Uint8Array(2 * N) },
     };
-    const w = loadBnbNf4(gpu, tensors);
+    const w = loadBnbNf4(suite.gpu, tensors);
     expect([w.N, w.K, w.blocksize, w.dtype]).toEqual([N, K, 128, "f16"]);
     // bnb: scale[i] = nested_quant_map[qabsmax[i]]·nested_absmax[i/256] + offset, each op rounded to f32.
     const wantScales = Float32Array.from(qabsmax, (q) => f32(f32(nmap[q] * absmax2[0]) + f32(offset)));
-    expectSame(await gpu.readF32(w.scales, blocks), wantScales, "scales");
-    const out = gpu.alloc(n * 4);
-    dequantizeNf4(gpu, w, out);
-    const deq = await gpu.readF32(out, n);
+    expectSame(await suite.gpu.readF32(w.scales, blocks), wantScales, "scales");
+    const out = suite.gpu.alloc(n * 4);
+    dequantizeNf4(suite.gpu, w, out);
+    const deq = await suite.gpu.readF32(out, n);
     const wantDeq = Float32Array.from({ length: n }, (_, f) => f32(NF4_CODE[f & 1 ? packed[f >> 1] & 15 : packed[f >> 1] >> 4] * wantScales[Math.floor(f / 128)]));
     expectSame(deq, wantDeq, "dequantised checkpoint weight");
-    gpu.release(out);
+    suite.gpu.release(out);
     // The fused GEMM reads the same weight (blocksize 128).
     const M = 5;
     const x = randn(M * K, rand);
-    const xb = gpu.upload(x);
-    const y = gpu.alloc(M * N * 4);
-    nf4Matmul(gpu, { mode: "forward", a: xb, w, out: y, M });
-    const r = compare(await gpu.readF32(y, M * N), nf4MatmulReference(x, wantDeq, { M, N, K, mode: "forward" }), 1e-4);
+    const xb = suite.gpu.upload(x);
+    const y = suite.gpu.alloc(M * N * 4);
+    nf4Matmul(suite.gpu, { mode: "forward", a: xb, w, out: y, M });
+    const r = compare(await suite.gpu.readF32(y, M * N), nf4MatmulReference(x, wantDeq, { M, N, K, mode: "forward" }), 1e-4);
     expect(r.ok, describeReport(r)).toBe(true);
-    gpu.release(xb, y);
+    suite.gpu.release(xb, y);
     // Saved again: identical bytes, the dtype written without the "torch." prefix.
-    const t2 = await saveBnbNf4(gpu, w, name);
+    const t2 = await saveBnbNf4(suite.gpu, w, name);
     for (const k of Object.keys(tensors).filter((k) => k.startsWith(`${name}`) && !k.endsWith("bitsandbytes__nf4"))) expectSame(t2[k].bytes, tensors[k].bytes, `re-saved ${k}`);
     expect(JSON.parse(new TextDecoder().decode(t2[`${name}.quant_state.bitsandbytes__nf4`].bytes))).toEqual({ ...JSON.parse(state), dtype: "float16" });
-    releaseNf4(gpu, w);
+    releaseNf4(suite.gpu, w);
   });
 
   it("non-nested (fp32 absmax) weights load and save without nested tensors", async () => {
@@ -148,7 +139,7 @@ describe("bitsandbytes checkpoint format", () => {
     const K = 64;
     const v = randn(N * K, rand);
     const w = quantizeOnGpu(v, "f32", N, K, { doubleQuant: false });
-    const t = await saveBnbNf4(gpu, w, "weight");
+    const t = await saveBnbNf4(suite.gpu, w, "weight");
     expect(Object.keys(t)).toEqual(["weight", "weight.absmax", "weight.quant_map", "weight.quant_state.bitsandbytes__nf4"]);
     expect(t["weight.absmax"].dtype).toBe("F32");
     expect(new TextDecoder().decode(t["weight.quant_state.bitsandbytes__nf4"].bytes)).toBe(`{"quant_type": "nf4", "blocksize": 64, "dtype": "float32", "shape": [8, 64]}`);
@@ -156,12 +147,12 @@ describe("bitsandbytes checkpoint format", () => {
     expect(s.nested).toBeNull();
     expectSame(s.absmax!, nf4QuantizeReference(v, { doubleQuant: false }).absmax, "absmax");
     expect(bnbNf4Tensors(s, "weight")["weight.absmax"].bytes).toEqual(t["weight.absmax"].bytes);
-    const w2 = loadBnbNf4(gpu, t);
-    expectSame(await gpu.readF32(w2.scales, w2.blocks), s.absmax!, "scales = absmax");
-    const back = await downloadNf4(gpu, w2);
+    const w2 = loadBnbNf4(suite.gpu, t);
+    expectSame(await suite.gpu.readF32(w2.scales, w2.blocks), s.absmax!, "scales = absmax");
+    const back = await downloadNf4(suite.gpu, w2);
     expectSame(back.packed, s.packed, "packed after upload/download");
-    releaseNf4(gpu, w);
-    releaseNf4(gpu, w2);
+    releaseNf4(suite.gpu, w);
+    releaseNf4(suite.gpu, w2);
   });
 
   it("reports what is wrong with a tensor set", () => {
