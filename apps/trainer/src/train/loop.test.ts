@@ -77,6 +77,19 @@ describe("training loops on the GPU (miniature)", () => {
     expect(Array.from(await decoder.weights.embed.read())).toEqual(Array.from(embedBefore));
   });
 
+  it("refuses a Critic the algorithm's step plan does not call for, and a missing one, before sampling", async () => {
+    const { e, decoder, tok, lora, params } = await openPolicy(dir, { r: 4, alpha: 8, seed: 1 });
+    const opt = new AdamW(params, { lr: 0.01, weightDecay: 0 });
+    let sampled = 0;
+    const source = { generateIds: async () => (sampled++, []) };
+    const base = { G: 2, temperature: 1, maxNewTokens: 4, lr: 0.01, clipGradNorm: 1, ppoEpochs: 1, seed: 1, pad: tok.padTokenId ?? 0, eos: tok.stopTokenIds[0], reward: async () => ({ reward: 0, correct: false, formatOk: false }) };
+    const prompts = [{ promptIds: tok.encode("1+1\n"), gold: "2" }];
+    await expect(rlStep(e, decoder, lora, opt, source, prompts, { ...base, algo: preset("ppo") })).rejects.toThrow(/value.coef > 0\) but no Critic/);
+    const critic = new Critic(lora, decoder, { r: 4, alpha: 8, seed: 2 });
+    await expect(rlStep(e, decoder, lora, opt, source, prompts, { ...base, algo: preset("grpo"), critic })).rejects.toThrow(/value.coef = 0\) but a Critic/);
+    expect(sampled).toBe(0);
+  });
+
   it.each(ALGO_NAMES.map((a) => [a]))("an RL step of preset %s (K = 2 minibatches × 2 epochs, micro-batches of 3) updates the adapter", async (name) => {
     const { e, decoder, tok, lora, params } = await openPolicy(dir, { r: 4, alpha: 8, seed: 1 });
     // B = 0 at init would make every adapter identical to the base: give the policy a non-zero B first.
