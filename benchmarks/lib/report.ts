@@ -1,4 +1,4 @@
-// The benchmark contract (ARCHITECTURE.md "Contracts"): every benchmark writes
+// The benchmark contract (docs/architecture.md, "Contracts other tools read"): every benchmark writes
 // benchmarks/results/<name>.json = { name, date, adapter, rows: [{ case, metric, ours, peer, peerValue, ratio }] }
 // and prints the same rows as a table. `ratio` > 1 always means "we are better" (for lower-is-better metrics,
 // ratio = peerValue / ours and the metric name says so).

@@ -1,5 +1,5 @@
 // The peer: a TypeScript port of the MATH paper's string-normalisation grader (hendrycks/math
-// `modeling/math_equivalence.py` as described in shared/REWARDS.md §1.1), with its extraction
+// `modeling/math_equivalence.py`), with its extraction
 // (`last_boxed_only_string` + `remove_boxed`). Python behaviours are kept: an IndexError/AssertionError inside
 // the normalisation makes `is_equiv` fall back to raw string equality; `int()` accepts surrounding spaces and a sign.
 

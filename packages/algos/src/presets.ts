@@ -1,4 +1,4 @@
-// Presets (ALGORITHMS.md §3.4) built from composable parts, deep-merged overrides and validation.
+// Presets (docs/algorithms.md §3) built from composable parts, deep-merged overrides and validation.
 import type { AlgoConfig, AlgoName, AlgoOverrides } from "./types.js";
 
 export const ALGO_NAMES: readonly AlgoName[] = ["grpo", "dr_grpo", "ppo", "gspo", "dapo", "grpo_lead", "lpro"];
@@ -277,7 +277,7 @@ function base(name: AlgoName): AlgoConfig {
   };
 }
 
-/** Per-preset differences from the common base (ALGORITHMS.md §3.4 / §6). */
+/** Per-preset differences from the common base (docs/algorithms.md §2–§4). */
 const PRESET_DIFFS: Record<AlgoName, AlgoOverrides> = {
   // DeepSeekMath: group-normalised advantage, token ratio, clip 0.2, seq-mean-token-mean, k3 KL in loss β = 0.04.
   grpo: { kl: { placement: "loss", estimator: "k3", beta: 0.04 } },

@@ -9,7 +9,7 @@ const seed = testSeed();
 /**
  * Independent REINFORCE-with-baseline reference: on-policy (ρ ≡ 1) the clipped objective's value is −Σ a_t A_t and
  * its gradient is −a_t A_t per token (token ratio) or −(Σ_{t∈i} a_t A_t)/n_i per token of sequence i (sequence ratio,
- * ∂s_i/∂ℓ_t = s_i/n_i). a_t = aggregation weight, written out here from ALGORITHMS.md §1.2.
+ * ∂s_i/∂ℓ_t = s_i/n_i). a_t = aggregation weight, written out here from docs/algorithms.md §1.2.
  */
 function reinforce(b: PolicyBatch, cfg: AlgoConfig): { loss: number; grad: Float64Array } {
   const M = b.logp.length;

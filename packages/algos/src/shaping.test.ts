@@ -129,7 +129,7 @@ describe("controllers and KL estimators", () => {
   });
 });
 
-describe("preset defaults (ALGORITHMS.md §3.4)", () => {
+describe("preset defaults (docs/algorithms.md §3)", () => {
   it("every preset resolves and validates", () => {
     for (const n of ALGO_NAMES) expect(preset(n).name).toBe(n);
   });

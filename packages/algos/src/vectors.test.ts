@@ -1,4 +1,4 @@
-// ALGORITHMS.md §2.8 test vectors (G = 4, r = [1,0,0,1], L = [100,200,300,50]), all to 1e-6.
+// docs/algorithms.md §2.8 test vectors (G = 4, r = [1,0,0,1], L = [100,200,300,50]), all to 1e-6.
 import { describe, expect, it } from "vitest";
 import {
   gae,

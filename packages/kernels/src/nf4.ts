@@ -1,7 +1,7 @@
 // NF4 family: bitsandbytes-compatible 4-bit NormalFloat weights on the GPU — quantize (from f32/f16/bf16, with
 // double quantisation of the block scales), dequantize, the fused NF4 matmul in both orientations of a linear layer,
 // and the upload/download of a weight's host form (the bitsandbytes checkpoint format itself is read and written by
-// @nr/model bnb.ts). Reference: /work/shared/KERNELS.md §2.
+// @nr/model bnb.ts). Reference: docs/kernels.md §2.
 //
 // ── Format (bitsandbytes `quantize_4bit(quant_type="nf4")`, default backend semantics) ──────────────────────────
 //  W [N, K] (nn.Linear: out_features × in_features) is flattened row-major, f = n·K + k, and cut into blocks of
@@ -41,7 +41,7 @@
 // ── GPU layout (`Nf4Weight`) ──────────────────────────────────────────────────────────────────────────────────
 //  packed : u32 words, word i = bytes 4i..4i+3 of bnb's packed uint8 tensor (little-endian), i.e. 8 codes; for
 //           K % 8 == 0 every row starts on a word boundary. N·K/2 bytes.
-//  scales : f32 per block, the (double-)dequantised absmax — the load-time form KERNELS.md §2.3 recommends: the
+//  scales : f32 per block, the (double-)dequantised absmax — the load-time form docs/kernels.md §2.3 describes: the
 //           GEMM needs one load + one multiply per 8 weights and never touches the 8-bit map.
 //  double : the double-quantised bytes kept for saving (qabsmax u8 packed 4 per u32, absmax2 f32, offset f32) plus
 //           the host copy of the 8-bit map. `nf4MemoryBytes` accounts for all of it.

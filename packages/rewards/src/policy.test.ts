@@ -1,4 +1,4 @@
-// One table per REWARDS.md §3 checklist item: every policy decision documented in README.md is pinned here.
+// One table per policy decision (docs/rewards.md §3): every policy decision documented in README.md is pinned here.
 import { describe, expect, it } from "vitest";
 import { extractBoxed, verify, type VerifyOptions } from "./index.js";
 

@@ -1,4 +1,4 @@
-// The run folder (ARCHITECTURE.md "Run folder" contract): runs/<name>/ with config.json (resolved), metrics.jsonl
+// The run folder (docs/architecture.md, "Contracts other tools read"): runs/<name>/ with config.json (resolved), metrics.jsonl
 // (one object per step, written line by line), samples.jsonl, summary.json, report.html and checkpoints/step-N/.
 // Files are written crash-safe (files.ts); one process at a time writes a folder (run.lock, lock.ts); an existing run
 // is only continued (--resume) or replaced (--overwrite) when asked.
