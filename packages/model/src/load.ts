@@ -294,11 +294,12 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
       const biasRole = BIAS_ROLE[role];
       const bias = await maybe(biasRole, layer, role === "o" ? c.oBias : c.qkvBias);
       const stored4bit = ck.report.quantized.has(name);
-      const bigOnGpu = gpu && !stored4bit && !opts.trainable && blockRows(engine, ck.tensors.info(name), quant, baseDtype) < ck.tensors.info(name).shape[0];
-      if (!stored4bit && quant === "none" && !bigOnGpu) return baseDtype === "f16" ? new F16Projection(await getF16(role, layer), bias) : new DenseProjection(await get(role, layer), bias);
       const info = ck.tensors.info(name);
       const blocksize = opts.blocksize ?? 64;
-      if (bigOnGpu) return gpuProjection(engine, gpu!, ck.tensors, name, bias, { quant, dtype: baseDtype, blocksize, doubleQuant: opts.doubleQuant ?? true });
+      const onGpu = { quant, dtype: baseDtype, blocksize, doubleQuant: opts.doubleQuant ?? true };
+      // a frozen weight too large for one binding: row blocks on the GPU, whatever its dtype
+      if (gpu && !stored4bit && !opts.trainable && blockRows(engine, info, quant, baseDtype) < info.shape[0]) return gpuProjection(engine, gpu, ck.tensors, name, bias, onGpu);
+      if (!stored4bit && quant === "none") return baseDtype === "f16" ? new F16Projection(await getF16(role, layer), bias) : new DenseProjection(await get(role, layer), bias);
       if (!gpu) {
         // float64 reference: the exact dequantised values as a frozen dense weight.
         let values: Float32Array;
@@ -315,7 +316,7 @@ export async function loadDecoder(engine: Engine, dir: string, opts: LoadDecoder
         return new DenseProjection(engine.tensor(values, shape, { name }), bias);
       }
       if (stored4bit) return new Nf4Projection(engine, loadBnbNf4(gpu, await readBnbTensors(ck.tensors, name), name), bias, name);
-      return gpuProjection(engine, gpu, ck.tensors, name, bias, { quant, dtype: baseDtype, blocksize, doubleQuant: opts.doubleQuant ?? true });
+      return gpuProjection(engine, gpu, ck.tensors, name, bias, onGpu);
     };
 
     const embed = await getTable("embed");
