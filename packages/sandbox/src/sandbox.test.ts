@@ -98,6 +98,11 @@ describe("the pool", () => {
     expect(r.stderr).not.toContain("__nr_run");
   });
 
+  it("has an empty stdin: input() raises EOFError", async () => {
+    const r = await pool.run("print(input())");
+    expect([r.status, r.reason]).toEqual(["error", "EOFError: EOF when reading a line"]);
+  });
+
   it("treats sys.exit(0) as success and sys.exit(2) as failure", async () => {
     expect((await pool.run("import sys\nprint('a')\nsys.exit(0)")).status).toBe("ok");
     const r = await pool.run("import sys\nsys.exit(2)");

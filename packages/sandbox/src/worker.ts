@@ -82,6 +82,7 @@ async function boot() {
   mark("pyodide loaded");
   py.setStdout(capture.writer("stdout"));
   py.setStderr(capture.writer("stderr"));
+  py.setStdin({ stdin: () => null }); // stdin is empty: input() raises EOFError (never reads the host's stdin)
   const FS = py.FS as unknown as FsLike;
   for (const dir of config.pylibDirs) copyPackage(FS, dir, `${PYLIB}/${dir.split(/[\\/]/).filter(Boolean).pop()}`);
   py.runPython(`import sys; sys.path.insert(0, ${JSON.stringify(PYLIB)})`);
