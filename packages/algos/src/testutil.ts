@@ -1,32 +1,21 @@
-// Test helpers (excluded from the build): a seedable PRNG and random batches for gradient checks.
+// Test helpers (excluded from the build): random batches for gradient checks over the test kit's seeded PRNG (@nr/kernels/testing).
 // Seed: env NR_SEED, else a fresh random seed; it is printed so a failing run can be replayed with NR_SEED=<seed>.
 
+import { freshSeed, rng } from "@nr/kernels/testing";
 import { groupAdvantages } from "./advantages.js";
 import type { AlgoConfig, PolicyBatch } from "./types.js";
 
 let announced = false;
 
+/** The run's seed (the test kit's: NR_SEED pins it), printed once so a failing run can be replayed. */
 export function testSeed(): number {
-  const env = process.env.NR_SEED;
-  const seed = env !== undefined && env !== "" ? Number(env) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
+  const seed = freshSeed();
   if (!announced) {
     // eslint-disable-next-line no-console
     console.log(`[@nr/algos tests] NR_SEED=${seed}`);
     announced = true;
   }
   return seed;
-}
-
-/** mulberry32: small, fast, good enough for test data. */
-export function makeRng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export interface Rand {
@@ -39,7 +28,7 @@ export interface Rand {
 }
 
 export function rand(seed: number): Rand {
-  const r = makeRng(seed);
+  const r = rng(seed);
   return {
     seed,
     u: r,

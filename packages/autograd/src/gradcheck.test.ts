@@ -1,12 +1,12 @@
 // Every op and a 2-layer decoder: tape gradients vs central finite differences, all in float64 (CPU backend).
+import { freshSeed, rng } from "@nr/kernels/testing";
 import { describe, expect, it } from "vitest";
 import { CpuBackend } from "./cpu.js";
 import { Engine, type Tensor } from "./tensor.js";
 import { add, attention, embedding, linear, linearF16, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu, concatColumns } from "./ops.js";
 
-const seed = process.env.NR_SEED ? Number(process.env.NR_SEED) : (Math.random() * 2 ** 31) >>> 0;
-let s = seed;
-const rand = () => ((s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0), s / 2 ** 32);
+const seed = freshSeed();
+const rand = rng(seed);
 const randn = (n: number, sc = 1) => Array.from({ length: n }, () => sc * (rand() * 2 - 1) * Math.sqrt(3));
 
 const H_FD = 1e-5;
