@@ -2,25 +2,14 @@
 // independent reference in decoder.test.ts): per-token log-probs, entropies and trainable-parameter gradients, with
 // gradient checkpointing off and on; checkpointing must lower the peak of the buffer pool.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createGpu, type Gpu } from "@nr/kernels";
+import { gpuSuite } from "@nr/kernels/testing";
 import { CpuBackend, Engine, GpuBackend, type Tensor } from "@nr/autograd";
 import { generateModel } from "./generate.js";
 import { loadDecoder } from "./load.js";
 import { makeBatch } from "./decoder.js";
 
-let gpu: Gpu;
-let dir: string;
-beforeAll(async () => {
-  gpu = await createGpu();
-  dir = await mkdtemp(join(tmpdir(), "nr-gpu-dec-"));
-});
-afterAll(async () => {
-  gpu?.destroy();
-  await rm(dir, { recursive: true, force: true });
-});
+const suite = gpuSuite("decoder gpu", { beforeAll, afterAll }, { tmpDir: true });
 
 const ROWS = [
   [5, 9, 2, 17, 3, 8, 40, 41, 7],
@@ -51,11 +40,11 @@ async function run(backend: CpuBackend | GpuBackend, modelDir: string, checkpoin
 for (const architecture of ["qwen2", "qwen3"] as const) {
   describe(`decoder on the GPU (${architecture})`, () => {
     it("log-probs, entropies and parameter gradients match the float64 CPU backend; checkpointing changes nothing", async () => {
-      const modelDir = join(dir, architecture);
+      const modelDir = join(suite.dir, architecture);
       await generateModel(modelDir, { architecture, hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, vocabSize: 48, tieWordEmbeddings: false }, { seed: 11, dtype: "f32", tokenizer: false, init: { std: 0.2 } });
       const cpu = await run(new CpuBackend(), modelDir, false);
-      const g0 = await run(new GpuBackend(gpu), modelDir, false);
-      const g1 = await run(new GpuBackend(gpu), modelDir, true);
+      const g0 = await run(new GpuBackend(suite.gpu), modelDir, false);
+      const g1 = await run(new GpuBackend(suite.gpu), modelDir, true);
       // f32 GPU vs float64: |Δlogp| ≤ 1e-4 (values ~ −4), gradients within 1e-3 of their tensor's max magnitude.
       cpu.logp.forEach((w, i) => cpu.mask[i] && expect(Math.abs(g0.logp[i] - w), `logp[${i}]`).toBeLessThan(1e-4));
       cpu.entropy.forEach((w, i) => cpu.mask[i] && expect(Math.abs(g0.entropy[i] - w), `entropy[${i}]`).toBeLessThan(1e-4));
@@ -72,18 +61,18 @@ for (const architecture of ["qwen2", "qwen3"] as const) {
 
 describe("gradient checkpointing on the GPU", () => {
   it("lowers the peak of GPU memory for a forward + backward (measured on the buffer pool)", async () => {
-    const modelDir = join(dir, "mem");
+    const modelDir = join(suite.dir, "mem");
     await generateModel(modelDir, { architecture: "qwen2", hiddenSize: 64, intermediateSize: 256, numLayers: 4, numHeads: 4, numKvHeads: 2, vocabSize: 64, tieWordEmbeddings: true }, { seed: 1, dtype: "f32", tokenizer: false });
-    const e = new Engine(new GpuBackend(gpu));
+    const e = new Engine(new GpuBackend(suite.gpu));
     const { decoder } = await loadDecoder(e, modelDir);
     // Train only the final norm so the backward walks every layer (input grads) with few parameter grads.
     decoder.weights.finalNorm.requiresGrad = true;
     const rows = Array.from({ length: 4 }, (_, b) => Array.from({ length: 64 }, (_, t) => (b * 7 + t * 3) % 64));
     const peaks: number[] = [];
     for (const checkpoint of [false, true]) {
-      gpu.pool.trim();
-      gpu.pool.resetPeak();
-      const base = gpu.pool.getStats().allocatedBytes;
+      suite.gpu.pool.trim();
+      suite.gpu.pool.resetPeak();
+      const base = suite.gpu.pool.getStats().allocatedBytes;
       await e.scope(async () => {
         const b = makeBatch(e, rows);
         const res = decoder.forward(b, { checkpoint });
@@ -92,7 +81,7 @@ describe("gradient checkpointing on the GPU", () => {
       });
       decoder.weights.finalNorm.grad?.dispose();
       decoder.weights.finalNorm.grad = null;
-      peaks.push(gpu.pool.getStats().peakAllocatedBytes - base);
+      peaks.push(suite.gpu.pool.getStats().peakAllocatedBytes - base);
     }
     console.log(`pool peak for fwd+bwd (4 layers, 4×64 tokens): ${(peaks[0] / 2 ** 20).toFixed(2)} MiB without checkpointing, ${(peaks[1] / 2 ** 20).toFixed(2)} MiB with`);
     expect(peaks[1]).toBeLessThan(peaks[0] * 0.8);
@@ -103,17 +92,17 @@ describe("Decoder.step (generation against a KV cache)", () => {
   for (const architecture of ["qwen2", "qwen3"] as const) {
     it(`${architecture}: chunked prefill and decode steps at per-row positions equal the float64 full-sequence forward`, async () => {
       // Head dim 32: the subgroup-tile attention on CPU adapters, the row kernel elsewhere.
-      const modelDir = join(dir, `step-${architecture}`);
+      const modelDir = join(suite.dir, `step-${architecture}`);
       await generateModel(modelDir, { architecture, hiddenSize: 64, intermediateSize: 96, numLayers: 2, numHeads: 6, numKvHeads: 2, headDim: 32, vocabSize: 50, tieWordEmbeddings: false }, { seed: 5, dtype: "f32", tokenizer: false, init: { std: 0.2 } });
       const seqs = [[5, 9, 2, 17, 3, 8, 40, 41], [11, 4, 30, 2, 1, 6]];
       const cpuE = new Engine(new CpuBackend());
       const { decoder: cpuDec } = await loadDecoder(cpuE, modelDir);
       const H = 64, Tmax = 11;
       const want = await Promise.all(seqs.map((s) => cpuDec.hidden(makeBatch(cpuE, [s])).read()));
-      const e = new Engine(new GpuBackend(gpu));
+      const e = new Engine(new GpuBackend(suite.gpu));
       const { decoder } = await loadDecoder(e, modelDir);
-      const caches = decoder.weights.layers.map(() => ({ k: gpu.alloc(2 * Tmax * 2 * 32 * 4, "k"), v: gpu.alloc(2 * Tmax * 2 * 32 * 4, "v") }));
-      for (const c of caches) gpu.fill32(c.k, 0x7fc00000), gpu.fill32(c.v, 0x7fc00000); // unread slots stay NaN
+      const caches = decoder.weights.layers.map(() => ({ k: suite.gpu.alloc(2 * Tmax * 2 * 32 * 4, "k"), v: suite.gpu.alloc(2 * Tmax * 2 * 32 * 4, "v") }));
+      for (const c of caches) suite.gpu.fill32(c.k, 0x7fc00000), suite.gpu.fill32(c.v, 0x7fc00000); // unread slots stay NaN
       // Row 0: 3-token prefill, then a 2-token chunk, then single tokens. Row 1: 3 junk tokens, then restarts at
       // position 0 (its stale cache entries past its length must be ignored) and decodes one token per step.
       const plan: Array<{ T: number; starts: number[]; tokens: number[][] }> = [{ T: 3, starts: [0, 0], tokens: [seqs[0].slice(0, 3), [7, 7, 7]] }];
@@ -133,7 +122,7 @@ describe("Decoder.step (generation against a KV cache)", () => {
         });
       }
       console.log(`Decoder.step ${architecture}: worst |step − float64 forward| of the hidden states ${worst.toExponential(2)}`);
-      for (const c of caches) gpu.release(c.k, c.v);
+      for (const c of caches) suite.gpu.release(c.k, c.v);
     });
   }
 });

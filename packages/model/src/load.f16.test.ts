@@ -2,13 +2,11 @@
 // against the float64 reference on the f16 weights (Qwen2 and Qwen3), input gradients against the float64 emulation
 // on the CPU backend and the float64 model on the f16 weights, the halved weight memory on the buffer pool, bf16
 // checkpoints, and the errors. Token rows are fresh random ones every run (seed printed; NR_SEED pins it).
-import { freshSeed, rng } from "@nr/kernels/testing";
+import { gpuSuite } from "@nr/kernels/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { createGpu, lmHeadLogits, type Gpu, type GpuBuffer } from "@nr/kernels";
+import { lmHeadLogits, type Gpu, type GpuBuffer } from "@nr/kernels";
 import { CpuBackend, Engine, GpuBackend } from "@nr/autograd";
 import { generateModel } from "./generate.js";
 import { dequantizedCopy, loadDecoder } from "./load.js";
@@ -36,20 +34,9 @@ const REL_TOL_VS_F32_COMPUTE = 5e-3;
 const MEAN_RATIO_VS_EMULATION = 0.5;
 const ABS_TOL_ORT_VS_REF = 2e-5;
 
-const seed = freshSeed();
-const rand = rng(seed);
 
-let gpu: Gpu;
-let root: string;
-beforeAll(async () => {
-  gpu = await createGpu();
-  root = await mkdtemp(join(tmpdir(), "nr-f16-load-"));
-  console.log(`f16 base tests on ${gpu.adapterName} (shader-f16: ${gpu.hasF16}); seed ${seed} (NR_SEED=${seed} to replay)`);
-});
-afterAll(async () => {
-  gpu?.destroy();
-  await rm(root, { recursive: true, force: true });
-});
+const suite = gpuSuite("f16 base", { beforeAll, afterAll }, { tmpDir: true });
+const { seed, rand } = suite;
 
 // Awkward sizes: hidden 40 / 48, MLP 72 / 88, 5 heads of 8 with 1 KV head (Qwen2), head_dim 20 ≠ 48/4 (Qwen3), odd vocabularies.
 const CONFIGS: [string, ModelConfigInit][] = [
@@ -80,12 +67,12 @@ async function decoderLogits(d: Decoder, rows: number[][]): Promise<Float64Array
     const h = e.noGrad(() => d.hidden(b));
     const M = b.B * b.T;
     if (e.backend instanceof GpuBackend) {
-      const out = gpu.alloc(M * V * 4, "logits");
-      gpu.fill32(out, 0x7fc00000);
+      const out = suite.gpu.alloc(M * V * 4, "logits");
+      suite.gpu.fill32(out, 0x7fc00000);
       const W = d.weights.lmHead;
-      lmHeadLogits(gpu, { h: h.storage as GpuBuffer, w: W.storage as GpuBuffer, wDtype: W.dtype === "f16" ? "f16" : "f32", out, M, V, H });
-      const z = Float64Array.from(await gpu.readF32(out, M * V));
-      gpu.release(out);
+      lmHeadLogits(suite.gpu, { h: h.storage as GpuBuffer, w: W.storage as GpuBuffer, wDtype: W.dtype === "f16" ? "f16" : "f32", out, M, V, H });
+      const z = Float64Array.from(await suite.gpu.readF32(out, M * V));
+      suite.gpu.release(out);
       return z;
     }
     const hv = await h.read(), W = await d.weights.lmHead.read();
@@ -131,9 +118,9 @@ function compare(a: Float64Array, b: Float64Array, mask: number[][], V: number) 
 describe("loadDecoder with dtype: f16", () => {
   for (const [label, cfg] of CONFIGS) {
     it(`${label}: logits match ORT on the f16 ONNX export and the float64 reference on the f16 weights`, async () => {
-      const dir = join(root, cfg.architecture!);
+      const dir = join(suite.dir, cfg.architecture!);
       await generateModel(dir, cfg, { seed: 7, dtype: "bf16", tokenizer: false, init: { std: 0.15 } });
-      const gpuDec = (await loadDecoder(new Engine(new GpuBackend(gpu)), dir, { dtype: "f16" })).decoder;
+      const gpuDec = (await loadDecoder(new Engine(new GpuBackend(suite.gpu)), dir, { dtype: "f16" })).decoder;
       const cpuDec = (await loadDecoder(new Engine(new CpuBackend()), dir, { dtype: "f16" })).decoder;
       const m = await loadModel(dir);
       const V = m.config.vocabSize;
@@ -180,7 +167,7 @@ describe("loadDecoder with dtype: f16", () => {
   }
 
   it("input gradients through every f16 projection match the float64 emulation and the float64 model on the f16 weights", async () => {
-    const dir = join(root, "grad");
+    const dir = join(suite.dir, "grad");
     await generateModel(dir, CONFIGS[0][1], { seed: 12, dtype: "bf16", tokenizer: false, init: { std: 0.2 } });
     const rows = randomRows(CONFIGS[0][1].vocabSize!);
     const run = async (d: Decoder) => {
@@ -198,7 +185,7 @@ describe("loadDecoder with dtype: f16", () => {
         return out;
       });
     };
-    const gpuDec = (await loadDecoder(new Engine(new GpuBackend(gpu)), dir, { dtype: "f16" })).decoder;
+    const gpuDec = (await loadDecoder(new Engine(new GpuBackend(suite.gpu)), dir, { dtype: "f16" })).decoder;
     const g = await run(gpuDec);
     const emu = await run((await loadDecoder(new Engine(new CpuBackend()), dir, { dtype: "f16" })).decoder);
     const refDec = await dequantizedCopy(gpuDec, new Engine(new CpuBackend()));
@@ -218,18 +205,18 @@ describe("loadDecoder with dtype: f16", () => {
   });
 
   it("halves the device memory of the base weights (buffer pool)", async () => {
-    const dir = join(root, "mem");
+    const dir = join(suite.dir, "mem");
     const cfg: ModelConfigInit = { architecture: "qwen2", hiddenSize: 128, intermediateSize: 352, numLayers: 2, numHeads: 4, numKvHeads: 2, vocabSize: 512, tieWordEmbeddings: false };
     await generateModel(dir, cfg, { seed: 3, dtype: "bf16", tokenizer: false });
     const bytes: Record<string, number> = {};
     for (const dtype of ["f32", "f16"] as const) {
-      await gpu.sync();
-      gpu.pool.trim();
-      const before = gpu.pool.getStats().allocatedBytes;
-      const e = new Engine(new GpuBackend(gpu));
+      await suite.gpu.sync();
+      suite.gpu.pool.trim();
+      const before = suite.gpu.pool.getStats().allocatedBytes;
+      const e = new Engine(new GpuBackend(suite.gpu));
       const { decoder } = await loadDecoder(e, dir, { dtype });
-      await gpu.sync();
-      bytes[dtype] = gpu.pool.getStats().allocatedBytes - before;
+      await suite.gpu.sync();
+      bytes[dtype] = suite.gpu.pool.getStats().allocatedBytes - before;
       const W = decoder.weights;
       const big = [W.embed, W.lmHead, ...W.layers.flatMap((L) => SLOTS.map((s) => (L[s] as F16Projection | DenseProjection).weight))];
       bytes[`${dtype}-weights`] = big.reduce((acc, t) => acc + (t.storage as GpuBuffer).buffer.size, 0);
@@ -243,10 +230,10 @@ describe("loadDecoder with dtype: f16", () => {
   });
 
   it("loads a bf16 checkpoint exactly (bf16 → f16), refuses values beyond the f16 range, a trainable f16 base, NF4 and bad dtypes", async () => {
-    const dir = join(root, "bf16");
+    const dir = join(suite.dir, "bf16");
     const cfg = CONFIGS[1][1];
     await generateModel(dir, cfg, { seed: 21, dtype: "bf16", tokenizer: false, init: { std: 0.3 } });
-    const { decoder } = await loadDecoder(new Engine(new GpuBackend(gpu)), dir, { dtype: "f16" });
+    const { decoder } = await loadDecoder(new Engine(new GpuBackend(suite.gpu)), dir, { dtype: "f16" });
     const ck = await SafetensorsCheckpoint.open(dir);
     expect(ck.info(paramName("q", 0)).dtype).toBe("BF16");
     for (const [i, L] of decoder.weights.layers.entries())
@@ -268,17 +255,17 @@ describe("loadDecoder with dtype: f16", () => {
     }
     await ck.close();
     expect(bf16BitsToNumber(toBf16Bits(70000))).toBeGreaterThan(65504);
-    const big = join(root, "big");
+    const big = join(suite.dir, "big");
     await generateModel(big, cfg, { seed: 21, dtype: "bf16", tokenizer: false });
     await writeSafetensorsCheckpoint(big, tensors);
-    const e = new Engine(new GpuBackend(gpu));
+    const e = new Engine(new GpuBackend(suite.gpu));
     await expect(loadDecoder(e, big, { dtype: "f16" })).rejects.toThrow(/model\.layers\.1\.mlp\.up_proj\.weight holds 70\d+ at element 5, outside the f16 range/);
     expect((await loadDecoder(e, big)).decoder).toBeTruthy(); // f32 loads it
     await expect(loadDecoder(e, dir, { dtype: "f16", trainable: true })).rejects.toThrow(/an f16 base is frozen.*train LoRA adapters/);
     await expect(loadDecoder(e, dir, { dtype: "f16", quant: "nf4" })).rejects.toThrow(/cannot be combined with NF4/);
     await expect(loadDecoder(e, dir, { dtype: "bf16" as "f16" })).rejects.toThrow(/dtype must be "f32" or "f16"/);
     // An adapter without shader-f16 (the same device with the feature hidden) is refused up front.
-    const noF16 = Object.create(gpu, { hasF16: { value: false } }) as Gpu;
+    const noF16 = Object.create(suite.gpu, { hasF16: { value: false } }) as Gpu;
     await expect(loadDecoder(new Engine(new GpuBackend(noF16)), dir, { dtype: "f16" })).rejects.toThrow(/needs the shader-f16 feature/);
     // The frozen weights refuse a gradient in the op itself too.
     const w = (decoder.weights.layers[0].q as F16Projection).weight;

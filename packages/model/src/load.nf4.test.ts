@@ -2,10 +2,10 @@
 // (dequantised on the host from the codes read back), the codes against the host quantiser, bitsandbytes-format
 // checkpoints loading as they are, and the errors.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createGpu, downloadNf4, nf4QuantizeReference, type Gpu } from "@nr/kernels";
+import { downloadNf4, nf4QuantizeReference } from "@nr/kernels";
+import { gpuSuite } from "@nr/kernels/testing";
 import { saveBnbNf4 } from "./bnb.js";
 import { CpuBackend, Engine, GpuBackend } from "@nr/autograd";
 import { generateModel } from "./generate.js";
@@ -14,16 +14,7 @@ import { makeBatch, type Decoder } from "./decoder.js";
 import { parameterSpecs, toHfConfig } from "./config.js";
 import { SafetensorsCheckpoint, writeSafetensorsCheckpoint, type SafetensorsDtype, type TensorToWrite } from "./safetensors.js";
 
-let gpu: Gpu;
-let dir: string;
-beforeAll(async () => {
-  gpu = await createGpu();
-  dir = await mkdtemp(join(tmpdir(), "nr-nf4-load-"));
-});
-afterAll(async () => {
-  gpu?.destroy();
-  await rm(dir, { recursive: true, force: true });
-});
+const suite = gpuSuite("nf4 load", { beforeAll, afterAll }, { tmpDir: true });
 
 // Awkward sizes: 3 blocks of 64 do not divide q's 40×40 weight, K = 40 and 72 are multiples of 8 only.
 const CONFIG = { architecture: "qwen2" as const, hiddenSize: 40, intermediateSize: 72, numLayers: 2, numHeads: 5, numKvHeads: 1, headDim: 8, vocabSize: 56, tieWordEmbeddings: false };
@@ -54,9 +45,9 @@ function trainFirstNorm(d: Decoder) {
 describe("loadDecoder with quant: nf4", () => {
   for (const doubleQuant of [true, false]) {
     it(`quantises every linear weight on the GPU (bf16 source, doubleQuant ${doubleQuant}); logits and input gradients match float64 on the dequantised codes`, async () => {
-      const modelDir = join(dir, `bf16-${doubleQuant}`);
+      const modelDir = join(suite.dir, `bf16-${doubleQuant}`);
       await generateModel(modelDir, CONFIG, { seed: 5, dtype: "bf16", tokenizer: false, init: { std: 0.15 } });
-      const e = new Engine(new GpuBackend(gpu));
+      const e = new Engine(new GpuBackend(suite.gpu));
       const { decoder } = await loadDecoder(e, modelDir, { quant: "nf4", doubleQuant });
       const ck = await SafetensorsCheckpoint.open(modelDir);
       for (const L of decoder.weights.layers) {
@@ -66,7 +57,7 @@ describe("loadDecoder with quant: nf4", () => {
           expect(p.weight.dtype).toBe("bf16");
           expect(p.weight.double !== null).toBe(doubleQuant);
           // The codes are bitsandbytes' (host quantiser on the same bf16 values; the offset is the GPU's mean).
-          const host = await downloadNf4(gpu, p.weight);
+          const host = await downloadNf4(suite.gpu, p.weight);
           const ref = nf4QuantizeReference(await ck.readF32(p.name), { doubleQuant, offset: host.nested?.offset });
           expect(Buffer.from(host.packed).equals(Buffer.from(ref.packed)), `${p.name} codes`).toBe(true);
           if (doubleQuant) expect(Array.from(host.nested!.qabsmax)).toEqual(Array.from(ref.qabsmax!));
@@ -100,19 +91,19 @@ describe("loadDecoder with quant: nf4", () => {
   }
 
   it("loads a bitsandbytes-format checkpoint (U8 weight + absmax + quant_map + nested_* + quant_state) as it is", async () => {
-    const src = join(dir, "f32");
+    const src = join(suite.dir, "f32");
     await generateModel(src, CONFIG, { seed: 8, dtype: "f32", tokenizer: false, init: { std: 0.15 } });
-    const e = new Engine(new GpuBackend(gpu));
+    const e = new Engine(new GpuBackend(suite.gpu));
     const { decoder, config } = await loadDecoder(e, src, { quant: "nf4" });
     // Write the bnb checkpoint: every linear weight as the tensors bitsandbytes saves, the rest as stored.
-    const bnbDir = join(dir, "bnb");
+    const bnbDir = join(suite.dir, "bnb");
     const ck = await SafetensorsCheckpoint.open(src);
     const tensors: TensorToWrite[] = [];
     for (const spec of parameterSpecs(config)) {
       const slot = SLOTS.find((s) => spec.kind === "linear" && spec.layer !== null && spec.name.includes(`.${s}_proj.`));
       if (slot) {
         const p = decoder.weights.layers[spec.layer!][slot] as Nf4Projection;
-        for (const [name, t] of Object.entries(await saveBnbNf4(gpu, p.weight, spec.name))) tensors.push({ name, dtype: t.dtype as SafetensorsDtype, shape: t.shape, data: t.bytes });
+        for (const [name, t] of Object.entries(await saveBnbNf4(suite.gpu, p.weight, spec.name))) tensors.push({ name, dtype: t.dtype as SafetensorsDtype, shape: t.shape, data: t.bytes });
       } else tensors.push({ name: spec.name, dtype: "F32", shape: spec.shape, data: await ck.readF32(spec.name) });
     }
     await ck.close();
@@ -120,7 +111,7 @@ describe("loadDecoder with quant: nf4", () => {
     await writeSafetensorsCheckpoint(bnbDir, tensors);
     await writeFile(join(bnbDir, "config.json"), JSON.stringify({ ...toHfConfig(config), quantization_config: { load_in_4bit: true, bnb_4bit_quant_type: "nf4", bnb_4bit_use_double_quant: true } }));
 
-    const e2 = new Engine(new GpuBackend(gpu));
+    const e2 = new Engine(new GpuBackend(suite.gpu));
     const loaded = (await loadDecoder(e2, bnbDir)).decoder; // no quant option: the 4-bit weights are NF4 as stored
     const L0 = loaded.weights.layers[1].down as Nf4Projection;
     expect(L0).toBeInstanceOf(Nf4Projection);
@@ -135,12 +126,12 @@ describe("loadDecoder with quant: nf4", () => {
   });
 
   it("refuses a trainable NF4 base and unknown quant kinds with the reason", async () => {
-    const src = join(dir, "small");
+    const src = join(suite.dir, "small");
     await generateModel(src, CONFIG, { seed: 1, dtype: "f32", tokenizer: false });
-    const e = new Engine(new GpuBackend(gpu));
+    const e = new Engine(new GpuBackend(suite.gpu));
     await expect(loadDecoder(e, src, { quant: "nf4", trainable: true })).rejects.toThrow(/NF4 base is frozen/);
     await expect(loadDecoder(e, src, { quant: "int8" as "nf4" })).rejects.toThrow(/quant must be "none" or "nf4"/);
-    const odd = join(dir, "odd");
+    const odd = join(suite.dir, "odd");
     await generateModel(odd, { ...CONFIG, hiddenSize: 36, numHeads: 3, headDim: 12 }, { seed: 1, dtype: "f32", tokenizer: false });
     await expect(loadDecoder(e, odd, { quant: "nf4" })).rejects.toThrow(/in_features 36 is not a multiple of 8/);
   });

@@ -3,25 +3,14 @@
 // input gradients that flow back through the whole stack match the float64 CPU decoder on the same checkpoint —
 // tied f32 (NF4 base) and untied f16 tables.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createGpu, type Gpu } from "@nr/kernels";
+import { gpuSuite } from "@nr/kernels/testing";
 import { CpuBackend, Engine, GpuBackend, RowShards } from "@nr/autograd";
 import { generateModel } from "./generate.js";
 import { dequantizedCopy, loadDecoder, RowBlockProjection } from "./load.js";
 import { makeBatch, type Decoder } from "./decoder.js";
 
-let gpu: Gpu;
-let dir: string;
-beforeAll(async () => {
-  gpu = await createGpu();
-  dir = await mkdtemp(join(tmpdir(), "nr-shard-load-"));
-});
-afterAll(async () => {
-  gpu?.destroy();
-  await rm(dir, { recursive: true, force: true });
-});
+const suite = gpuSuite("shard load", { beforeAll, afterAll }, { tmpDir: true });
 
 // vocab 517 × hidden 24: 49.6 kB of f32 table against 4 kB shards → 13 shards (the last short)
 const CONFIG = { architecture: "qwen2" as const, hiddenSize: 24, intermediateSize: 40, numLayers: 2, numHeads: 3, numKvHeads: 1, headDim: 8, vocabSize: 517 };
@@ -57,10 +46,10 @@ describe("loadDecoder with tables over the binding limit", () => {
   ];
   for (const c of cases) {
     it(c.name, async () => {
-      if (c.opts.dtype === "f16" && !gpu.hasF16) return;
-      const modelDir = join(dir, c.name.replace(/\W+/g, "-"));
+      if (c.opts.dtype === "f16" && !suite.gpu.hasF16) return;
+      const modelDir = join(suite.dir, c.name.replace(/\W+/g, "-"));
       await generateModel(modelDir, { ...CONFIG, tieWordEmbeddings: c.tied }, { seed: 3, dtype: "bf16", tokenizer: false, init: { std: 0.2 } });
-      const e = new Engine(new GpuBackend(gpu, { maxShardBytes: c.shardBytes }));
+      const e = new Engine(new GpuBackend(suite.gpu, { maxShardBytes: c.shardBytes }));
       const { decoder } = await loadDecoder(e, modelDir, c.opts);
       for (const t of [decoder.weights.embed, decoder.weights.lmHead]) {
         expect(t.storage).toBeInstanceOf(RowShards);
