@@ -5,6 +5,7 @@ import { rmsNorm, rmsNormBackward, rmsNormBackwardReference, rmsNormBackwardRows
 import { columnSumPlan, rowWorkgroup, vecWidth, type Dtype } from "./elementwise.js";
 import { compare, describeReport, freshSeed, randInt, randn, rng } from "./testing.js";
 import { asDtype, poisonedBuffer, readAs, uploadAs } from "./testing.js";
+import { addRmsNorm, addRmsNormReference } from "./residual-norm.js";
 
 // Error bounds (ε = 2⁻²⁴). Let k = ⌈H/(V·WG)⌉ + log2(WG) + 3: the longest chain of f32 additions in a row
 // reduction (a thread's serial fma run over its vectors, the vec4 horizontal sum, the tree).
@@ -199,5 +200,39 @@ describe("rmsNorm argument checks", () => {
     expect(() => rmsNorm(gpu, { x, w, y: x, rows: 2, H: 5, eps: 1e-6 })).toThrow(/alias/);
     expect(() => rmsNorm(gpu, { x, w, y, rows: 2, H: 5, eps: -1 })).toThrow(/eps/);
     gpu.release(x, w, y);
+  });
+});
+
+// addRmsNorm (residual-norm.ts: the forward's residual mode, x ← x + r, then y = rmsnorm(x)·w). Bounds: the sum is one
+// rounding, |x − ref| ≤ ε|x|; y as the forward above with k = H + 8 (a serial chain at most H long plus the tree):
+// |y − ref| ≤ (k + 8)ε·|x·r·w|. A wrong row, column or statistic is off by O(|y|).
+describe("addRmsNorm (residual add + RMSNorm in one dispatch) vs float64", () => {
+  async function checkResidual(rows: number, H: number) {
+    const x = randn(rows * H, rand, 3), r = randn(rows * H, rand), w = randn(H, rand);
+    const eps = 1e-6;
+    const ref = addRmsNormReference(x, r, w, rows, H, eps);
+    const xB = gpu.upload(x), rB = gpu.upload(r), wB = gpu.upload(w);
+    const yB = poisoned(rows * H, "f32", "y");
+    addRmsNorm(gpu, { x: xB, r: rB, w: wB, y: yB, rows, H, eps });
+    const s = await gpu.readF32(xB, rows * H), y = await gpu.readF32(yB, rows * H);
+    const rstd = (row: number) => 1 / Math.sqrt(ref.sum.subarray(row * H, (row + 1) * H).reduce((a, v) => a + v * v, 0) / H + eps);
+    const tag = `rows=${rows} H=${H}`;
+    expectClose(`sum ${tag}`, s, ref.sum, Array.from(ref.sum, (v) => EPS * Math.abs(v) + 1e-30));
+    expectClose(`y ${tag}`, y, ref.y, Array.from(ref.y, (_, i) => (H + 16) * EPS * Math.abs(ref.sum[i] * rstd(Math.floor(i / H)) * w[i % H]) + 1e-30));
+    gpu.release(xB, rB, wB, yB);
+  }
+
+  it("vec4 and scalar rows, awkward sizes, a fresh random shape", async () => {
+    await checkResidual(5, 68); // vec4 lanes
+    await checkResidual(3, 37); // H % 4 ≠ 0: scalar path
+    await checkResidual(1, 192); // a decode row
+    await checkResidual(randInt(1, 9, rand), randInt(1, 300, rand));
+  });
+
+  it("rejects aliased and too-small buffers", () => {
+    const a = gpu.alloc(64), b = gpu.alloc(64), w = gpu.alloc(16);
+    expect(() => addRmsNorm(gpu, { x: a, r: b, w, y: a, rows: 1, H: 4, eps: 1e-6 })).toThrow(/distinct/);
+    expect(() => addRmsNorm(gpu, { x: a, r: b, w, y: gpu.alloc(8), rows: 1, H: 16, eps: 1e-6 })).toThrow(/y/);
+    gpu.release(a, b, w);
   });
 });
