@@ -129,4 +129,19 @@ describe("evaluate", () => {
     await expect(evaluate(long, [], { greedy: false, grade: exactGrade })).rejects.toThrow(/nothing to do/);
     await expect(evaluate(long, [], { samples: 4, ks: [8], grade: exactGrade })).rejects.toThrow(/k=8/);
   });
+  it("passes prompt ids and the one-completion temperature through, with per-problem seeds (nr train's eval)", async () => {
+    const gen = scripted();
+    const ids = (r: MathRecord) => [7, Number(r.id.slice(1))];
+    const s = await evaluate(gen, records, { promptIds: ids, greedyTemperature: 0.5, samples: 2, temperature: 1, seed: 40, batchSize: 2, grade: exactGrade, progress: false, print: false });
+    const reqs = gen.calls.flat();
+    const first = reqs.filter((_, k) => k % 2 === 0);
+    expect(first.map((r) => [r.promptIds, r.temperature, r.n, r.seed])).toEqual(records.map((r, i) => [[7, i], 0.5, 1, 40 + i]));
+    expect(reqs.filter((_, k) => k % 2 === 1).map((r) => [r.promptIds, r.temperature, r.n, r.seed])).toEqual(records.map((r, i) => [[7, i], 1, 2, 40 + i]));
+    expect(s.problems).toBe(5);
+    // Without the options: no ids, greedy at temperature 0.
+    const plain = scripted();
+    await evaluate(plain, records.slice(0, 1), { grade: exactGrade, progress: false, print: false });
+    expect(plain.calls[0][0]).not.toHaveProperty("promptIds");
+    expect(plain.calls[0][0].temperature).toBe(0);
+  });
 });

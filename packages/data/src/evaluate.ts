@@ -17,8 +17,15 @@ export interface EvaluateOptions {
   template?: ChatTemplate;
   /** CoT/TIR/few-shot options for the default prompt (default CoT). */
   promptOptions?: PromptOptions;
+  /** The prompt of a record as token ids (see GenerationRequest.promptIds); `prompt` then only labels it. */
+  promptIds?: (record: MathRecord) => readonly number[];
   /** One greedy (temperature 0) completion per problem, for greedy pass@1. Default true. */
   greedy?: boolean;
+  /**
+   * Temperature of that one-completion pass: 0 (default) is greedy decoding; above 0 it is one seeded sample per
+   * problem (nr train's eval.temperature), still reported as `greedyPass1`.
+   */
+  greedyTemperature?: number;
   /** Sampled completions per problem (n) for avg@n, pass@k and maj@k. Default 0 (none). */
   samples?: number;
   /** Sampling temperature (default 0.6). */
@@ -159,8 +166,9 @@ export async function evaluate(generator: Generator, dataset: readonly MathRecor
       const prompts = batch.map(makePrompt);
       const requests: GenerationRequest[] = [];
       batch.forEach((_, j) => {
-        const base = { prompt: prompts[j], maxNewTokens, ...(options.stop ? { stop: options.stop } : {}) };
-        if (greedy) requests.push({ ...base, n: 1, temperature: 0, seed: seed + start + j });
+        const ids = options.promptIds?.(batch[j]);
+        const base = { prompt: prompts[j], ...(ids ? { promptIds: ids } : {}), maxNewTokens, ...(options.stop ? { stop: options.stop } : {}) };
+        if (greedy) requests.push({ ...base, n: 1, temperature: options.greedyTemperature ?? 0, seed: seed + start + j });
         if (n > 0) requests.push({ ...base, n, temperature: options.temperature ?? 0.6, topP: options.topP ?? 0.95, seed: seed + start + j });
       });
       const out = await generator.generate(requests);

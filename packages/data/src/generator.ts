@@ -11,6 +11,11 @@ export type FinishReason = "eos" | "stop" | "length";
 export interface GenerationRequest {
   /** The full prompt text (already rendered with the chat template). */
   prompt: string;
+  /**
+   * The prompt already tokenized with the generator's tokenizer (e.g. a chat template encoded with its special
+   * tokens): a generator that tokenizes uses these ids instead of encoding `prompt`, which then only labels it.
+   */
+  promptIds?: readonly number[];
   /** Number of completions. */
   n: number;
   /** Sampling temperature; 0 means greedy (argmax) decoding. */

@@ -87,6 +87,16 @@ describe("WebGpuGenerator", () => {
     expect(res[0].completions).toHaveLength(2);
     for (const c of res[0].completions) expect(["eos", "stop", "length"]).toContain(c.finishReason);
   });
+
+  it("generate() samples a request's promptIds when given (its prompt text is then only a label)", async () => {
+    const req = { n: 2, temperature: 0.7, maxNewTokens: 5, seed: 3 };
+    const byText = await gen.generate([{ prompt: "2 + 5 =", ...req }]);
+    const byIds = await gen.generate([{ prompt: "ignored", promptIds: tok.encode("2 + 5 ="), ...req }]);
+    const other = await gen.generate([{ prompt: "ignored", ...req }]);
+    const texts = (r: typeof byText) => r[0].completions.map((c) => c.text);
+    expect(texts(byIds)).toEqual(texts(byText));
+    expect(texts(other)).not.toEqual(texts(byText));
+  });
 });
 
 describe("curation on a generated model (the @nr/data pipeline driven by the GPU generator)", () => {

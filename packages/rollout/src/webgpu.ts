@@ -193,7 +193,7 @@ export class WebGpuGenerator implements Generator {
   async generate(requests: GenerationRequest[]): Promise<GenerationResult[]> {
     // One batch for all requests: each request's own seed (when given) makes its samples independent of the others.
     const seqs = await this.generateIds(
-      requests.map((r) => ({ promptIds: this.tokenizer.encode(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, maxNewTokens: r.maxNewTokens, seed: r.seed, stop: r.stop })),
+      requests.map((r) => ({ promptIds: r.promptIds ? [...r.promptIds] : this.tokenizer.encode(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, maxNewTokens: r.maxNewTokens, seed: r.seed, stop: r.stop })),
       { temperature: 1, maxNewTokens: 1 },
     );
     return seqs.map((s) => ({
