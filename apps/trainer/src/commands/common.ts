@@ -9,7 +9,7 @@ import type { Engine } from "@nr/autograd";
 import type { Decoder, ModelTokenizer } from "@nr/model";
 import type { LoraModel } from "@nr/lora";
 import type { WebGpuGenerator } from "@nr/rollout";
-import type { MathRecord } from "@nr/data";
+import type { FewShotExample, MathRecord } from "@nr/data";
 import { DEFAULT_CONFIG, type TrainConfig } from "../run/config.js";
 
 /** @nr/lora's ADAPTER_CONFIG: the file that marks a PEFT adapter folder. */
@@ -182,7 +182,7 @@ export function runPromptFormat(run: TrainConfig): "qa" | "chat" | "tir" {
  * step-by-step/boxed system prompt; `qa`: `Q: …\nA: ` (what `nr train` uses for generated models); `raw`: the text
  * as is. `auto`: for an adapter from an `nr train` run folder, the format that run trained with; else `chat`.
  */
-export async function makePrompter(format: PromptFormat, m: Pick<ModelPaths, "modelDir" | "runConfig">): Promise<Prompter> {
+export async function makePrompter(format: PromptFormat, m: Pick<ModelPaths, "modelDir" | "runConfig">, shots: readonly FewShotExample[] = []): Promise<Prompter> {
   const f = format === "auto" ? (m.runConfig ? runPromptFormat(m.runConfig) : "chat") : format;
   if (f === "qa") return { format: f, describe: "Q: …\\nA: (nr train's format for generated models)", build: qaPrompt };
   if (f === "raw") return { format: f, describe: "raw text", build: (p) => p };
@@ -196,8 +196,10 @@ export async function makePrompter(format: PromptFormat, m: Pick<ModelPaths, "mo
     describe = "built-in ChatML (the checkpoint has no chat template)";
   }
   // tir: the same template with the tool-integrated system prompt; the caller attaches the sandbox (nr eval).
-  if (f === "tir") return { format: "tir", describe: `${describe}, TIR system prompt (python blocks run in the sandbox)`, build: (p) => buildPrompt(template, p, { style: "tir" }) };
-  return { format: "chat", describe, build: (p) => buildPrompt(template, p) };
+  // Few-shot: worked examples as earlier user/assistant turns (chat and tir only; qa and raw refuse them in nr eval).
+  const fewShot = shots.length ? `, ${shots.length}-shot` : "";
+  if (f === "tir") return { format: "tir", describe: `${describe}, TIR system prompt (python blocks run in the sandbox)${fewShot}`, build: (p) => buildPrompt(template, p, { style: "tir", shots }) };
+  return { format: "chat", describe: describe + fewShot, build: (p) => buildPrompt(template, p, { shots }) };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 // @nr/rewards verifier through @nr/data's evaluate(). Prints a table and writes a JSON summary.
 import { join, resolve } from "node:path";
 import type { Argv, CommandModule } from "yargs";
-import type { EvalSummary } from "@nr/data";
+import type { EvalSummary, MathRecord } from "@nr/data";
 import type { TirStats } from "@nr/sandbox";
 import { writeJsonAtomic } from "../run/folder.js";
 import { DATA_SPLIT_FILE, runSplitOf, type DataSplitFile } from "../run/data.js";
@@ -13,6 +13,9 @@ import { checkNumber, checkSamplingArgs, loadProblems, makePrompter, openModel, 
 export interface EvalArgs extends SamplingArgs {
   data: string;
   n: number;
+  /** Few-shot: this many worked examples from `shotsFrom` before each problem (0 = zero-shot). */
+  shots?: number;
+  shotsFrom?: string;
   /** With an adapter trained on this data file: also evaluate the records its run trained on. */
   includeTrain?: boolean;
   out: string;
@@ -65,10 +68,12 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
   });
   const records = split ? heldOutOnly(loaded.records, split, join(paths.runDir!, DATA_SPLIT_FILE), a, io) : loaded.records;
   const source = loaded.source;
+  const shots = await loadShots(a, records, io);
   const m = await openModel({ model: a.model, adapter: a.adapter, quant: a.quant });
   let tir: Awaited<ReturnType<typeof attachTirSandbox>> | null = null;
   try {
-    const prompter = await makePrompter(a.promptFormat, m);
+    const prompter = await makePrompter(a.promptFormat, m, shots);
+    if (shots.length && prompter.format !== "chat" && prompter.format !== "tir") throw new UsageError(`--shots needs --prompt-format chat or tir (the examples are chat turns); this run's prompts are ${prompter.format}`);
     if (prompter.format === "tir") tir = await attachTirSandbox(m.generator, io.err);
     io.err(`eval: ${records.length} problems from ${source}; prompts: ${prompter.describe}; adapter ${m.gpu.adapterName}${m.quant === "nf4" ? "; NF4 base" : ""}${m.adapterDir ? `; LoRA ${m.adapterDir}` : ""}`);
     // Greedy pass@1 always; sampled completions when asked for several, or for one at a temperature above 0.
@@ -99,7 +104,7 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
       promptFormat: prompter.format,
       quant: m.quant,
       adapterName: m.gpu.adapterName,
-      options: { split: a.split, n: a.n, includeTrain: a.includeTrain ?? false, samples: a.samples, temperature: a.temperature, topP: a.topP, maxNewTokens: a.maxNewTokens, seed: a.seed, batchSize: a.batchSize, promptFormat: a.promptFormat, skipBadRows: a.skipBadRows },
+      options: { split: a.split, n: a.n, includeTrain: a.includeTrain ?? false, samples: a.samples, temperature: a.temperature, topP: a.topP, maxNewTokens: a.maxNewTokens, seed: a.seed, batchSize: a.batchSize, promptFormat: a.promptFormat, skipBadRows: a.skipBadRows, ...(shots.length ? { shots: shots.length, shotsFrom: a.shotsFrom } : {}) },
       summary: rest,
       ...(tir ? { tool: tir.tool.stats } : {}),
       out,
@@ -128,6 +133,25 @@ function heldOutOnly<R extends { id: string }>(records: R[], split: DataSplitFil
   return kept;
 }
 
+/**
+ * --shots K examples with worked solutions from --shots-from, picked by --seed; none of them is a problem being
+ * evaluated (ids and problem texts are excluded), so a shot never gives an answer away.
+ */
+async function loadShots(a: EvalArgs, evaluated: readonly MathRecord[], io: CommandIo): Promise<MathRecord[]> {
+  const k = a.shots ?? 0;
+  checkNumber("shots", k, { int: true, min: 0 });
+  if (k === 0) return [];
+  if (!a.shotsFrom) throw new UsageError(`--shots ${k} needs --shots-from FILE (problems with worked solutions, e.g. the train split)`);
+  const { records: pool } = await loadProblems({ data: a.shotsFrom, skipBadRows: a.skipBadRows, warn: io.err });
+  const texts = new Set(evaluated.map((r) => r.problem.trim()));
+  const { selectFewShot } = await import("@nr/data/core");
+  try {
+    return selectFewShot(pool.filter((r) => !texts.has(r.problem.trim())), k, { seed: a.seed, exclude: evaluated.map((r) => r.id) });
+  } catch (err) {
+    throw new UsageError(`--shots-from ${a.shotsFrom}: ${(err as Error).message.replace(/^selectFewShot: /, "")} (rows with a solution that are not evaluated problems)`);
+  }
+}
+
 /** Options shared by eval and generate: the model, the adapter, the prompt format, sampling. */
 export const modelOptions = <T>(y: Argv<T>) =>
   y
@@ -148,6 +172,8 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       .option("data", { type: "string", default: "synthetic", describe: '"synthetic" (held-out split) or a .jsonl/.json/.parquet file or dataset folder' })
       .option("split", { type: "string", describe: "split of a dataset folder (train, test, …)" })
       .option("n", { type: "number", default: 100, describe: "evaluate the first n problems" })
+      .option("shots", { type: "number", default: 0, describe: "few-shot: worked examples before each problem as earlier chat turns (chat/tir prompts)" })
+      .option("shots-from", { type: "string", describe: "file or dataset the --shots examples come from (rows with a solution; evaluated problems are never picked)" })
       .option("samples", { type: "number", default: 1, describe: "sampled completions per problem for avg@n, pass@k, maj@k (needs --temperature > 0)" })
       .option("batch-size", { type: "number", default: 16, describe: "problems per generation batch" })
       .option("out", { type: "string", default: "eval.json", describe: "JSON summary written here" })

@@ -70,6 +70,9 @@ describe("recipes", () => {
     expect(args.filter((a) => a === "--prompt-format")).toHaveLength(1);
     expect(args.slice(-4)).toEqual(["--max-new-tokens", "8", "--n", "2"]);
     expect(args[args.indexOf("--prompt-format") + 1]).toBe("tir");
+    expect(args).not.toContain("--shots"); // TIR is zero-shot; the CoT evals carry their shots
+    const cot = stepArgs(findRecipe("nexus-lpro").steps.find((s) => s.id === "lpro-gsm8k-cot")!, ctx, {});
+    expect(cot.slice(cot.indexOf("--shots"), cot.indexOf("--shots") + 4)).toEqual(["--shots", "8", "--shots-from", "/d/gsm8k_train.jsonl"]);
   });
 
   it("show lists the data files and each step's exact command", () => {

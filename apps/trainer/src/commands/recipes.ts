@@ -75,7 +75,7 @@ export function withFlags(base: readonly string[], extra: readonly string[]): st
 const d = (c: RecipeContext, file: string) => join(c.data, file);
 
 /** Greedy (or sampled) evaluation of the base or an adapter, report and per-problem details in <run>/eval/. */
-function evalStep(id: string, what: string, file: string, opts: { adapter?: string; flags?: string[] } = {}): RecipeStep {
+function evalStep(id: string, what: string, file: string, opts: { adapter?: string; flags?: string[] | ((c: RecipeContext) => string[]) } = {}): RecipeStep {
   return {
     id,
     kind: "eval",
@@ -83,7 +83,7 @@ function evalStep(id: string, what: string, file: string, opts: { adapter?: stri
     args: (c) =>
       withFlags(
         ["eval", "--model", c.model, ...(opts.adapter ? ["--adapter", join(c.run, opts.adapter)] : []), "--data", d(c, file), "--n", "100000", "--quant", "nf4", "--prompt-format", "chat", "--max-new-tokens", "384"],
-        [...(opts.flags ?? []), "--out", join(c.run, "eval", `${id}.json`), "--details", join(c.run, "eval", `${id}.jsonl`)],
+        [...(typeof opts.flags === "function" ? opts.flags(c) : (opts.flags ?? [])), "--out", join(c.run, "eval", `${id}.json`), "--details", join(c.run, "eval", `${id}.jsonl`)],
       ),
   };
 }
@@ -102,6 +102,9 @@ function curateStep(what: string, file: string, evalSets: string[], flags: (c: R
     args: (c) => ["curate", "--data", d(c, file), "--out", join(c.run, "curated.jsonl"), ...evalSets.flatMap((f) => ["--eval-set", d(c, f)]), ...flags(c)],
   };
 }
+
+/** MATH-500's CoT evaluation: 4 worked examples from the curated training problems' source file as chat turns. */
+const MATH_4SHOT = (c: RecipeContext) => ["--max-new-tokens", "1024", "--shots", "4", "--shots-from", d(c, "math_train.jsonl")];
 
 /** avg@16 at T 0.6 (DeepScaleR's evaluation), two problems (32 sequences) per generation batch. */
 const AVG16 = ["--samples", "16", "--temperature", "0.6", "--top-p", "1", "--max-new-tokens", "3072", "--batch-size", "2"];
@@ -137,23 +140,24 @@ const nexusLpro: Recipe = {
   model: "Qwen2.5-Math-1.5B-Instruct",
   preset: "nexus-lpro",
   data: [
-    { file: "math_train.jsonl", fields: "problem, answer (or solution with \\boxed{})", use: "curated to the learnable zone (2–5 of 8 base samples correct), then RL prompts" },
+    { file: "math_train.jsonl", fields: "problem, solution, answer (MATH train; the answer may be the solution's \\boxed{})", use: "curated to the learnable zone (2–5 of 8 base samples correct), then RL prompts; the 4 worked examples of the MATH-500 CoT prompt" },
     { file: "math500_test.jsonl", fields: "problem, answer", use: "MATH-500 greedy pass@1 (CoT and TIR prompts); also decontaminates the curated set" },
     { file: "gsm8k_test.jsonl", fields: "question, answer (… #### 72)", use: "GSM8K greedy pass@1; also decontaminates the curated set" },
+    { file: "gsm8k_train.jsonl", fields: "question, answer (… #### 72)", use: "the 8 worked examples of the GSM8K CoT prompt" },
   ],
   published: "MATH-500 80.2 (CoT) / 84.0 (TIR), GSM8K 85.2; −14 % response length vs GRPO; λ 0.0 / 0.1 / 0.3 → 77.4 / 80.2 / 78.0",
   steps: [
     curateStep("answer check, dedup, decontamination, learnable zone: keep 2–5 of 8 base samples correct", "math_train.jsonl", ["math500_test.jsonl", "gsm8k_test.jsonl"], (c) => [
       "--model", c.model, "--quant", "nf4", "--prompt-format", "chat", "--samples", "8", "--min-pass", "2", "--max-pass", "5", "--temperature", "0.8", "--max-new-tokens", "1024",
     ]),
-    evalStep("base-math500-cot", "base model, MATH-500 greedy, CoT prompt", "math500_test.jsonl", { flags: ["--max-new-tokens", "1024"] }),
+    evalStep("base-math500-cot", "base model, MATH-500 greedy, 4-shot CoT prompt", "math500_test.jsonl", { flags: MATH_4SHOT }),
     trainStep("lpro", "LPRO (G 4, λ 0.1, ε 0.20/0.28, lr 1e-6, 4 PPO epochs, format bonus 0.1)", "rl", "nexus-lpro", (c) => join(c.run, "curated.jsonl")),
-    evalStep("lpro-math500-cot", "LPRO adapter, MATH-500 greedy, CoT prompt", "math500_test.jsonl", { adapter: "lpro/best", flags: ["--max-new-tokens", "1024"] }),
+    evalStep("lpro-math500-cot", "LPRO adapter, MATH-500 greedy, 4-shot CoT prompt", "math500_test.jsonl", { adapter: "lpro/best", flags: MATH_4SHOT }),
     evalStep("lpro-math500-tir", "LPRO adapter, MATH-500 greedy, TIR prompt (python in the sandbox)", "math500_test.jsonl", { adapter: "lpro/best", flags: ["--max-new-tokens", "1024", "--prompt-format", "tir"] }),
-    evalStep("lpro-gsm8k-cot", "LPRO adapter, GSM8K test greedy, CoT prompt", "gsm8k_test.jsonl", { adapter: "lpro/best", flags: ["--max-new-tokens", "1024"] }),
+    evalStep("lpro-gsm8k-cot", "LPRO adapter, GSM8K test greedy, 8-shot CoT prompt", "gsm8k_test.jsonl", { adapter: "lpro/best", flags: (c) => ["--max-new-tokens", "1024", "--shots", "8", "--shots-from", d(c, "gsm8k_train.jsonl")] }),
   ],
   gaps: [
-    "the paper's CoT evaluation is 8-shot (GSM8K) / 4-shot (MATH-500); nr eval's chat prompt is zero-shot (@nr/data builds few-shot messages, nr eval has no flag for them yet)",
+    "the CoT shots are seeded picks from the train files (chat turns), not the fixed exemplar sets of the original 8-shot GSM8K / 4-shot MATH prompts",
     "the λ ablation (0.0 / 0.3) is one more RL run per λ, by hand: nr rl --preset nexus-lpro --model MODEL --data RUN/curated.jsonl --rl.algoConfig.lpro.lambda 0.3 --name lpro-lambda-0.3 --output.dir RUN",
   ],
 };
