@@ -115,25 +115,16 @@ export function resolveModelPaths(o: OpenModelOptions): ModelPaths {
   return { modelDir, adapterDir, runConfig, runDir: runConfig ? runDirOfAdapter(adapterDir!) : null };
 }
 
-/** Load a checkpoint (and adapter) onto the GPU. Call `close()` when done (it destroys the device). */
+/** Load a checkpoint (and adapter) onto the GPU (../gpu-session.ts). Call `close()` when done (it destroys the device). */
 export async function openModel(o: OpenModelOptions): Promise<OpenedModel> {
   const { modelDir, adapterDir, runConfig } = resolveModelPaths(o);
-  const [{ createGpu }, { Engine, GpuBackend }, { loadDecoder, loadTokenizer }, { LoraModel, loadPeftAdapter }, { WebGpuGenerator }] = await Promise.all([
-    import("@nr/kernels"),
-    import("@nr/autograd"),
-    import("@nr/model"),
-    import("@nr/lora"),
-    import("@nr/rollout"),
-  ]);
-  const gpu = await createGpu();
+  const [{ openGpuSession }, { loadPeftAdapter }] = await Promise.all([import("../gpu-session.js"), import("@nr/lora")]);
+  const quant = o.quant ?? runConfig?.model.quant ?? "none";
+  const session = await openGpuSession({ modelDir, quant, doubleQuant: runConfig?.model.doubleQuant, dtype: quant === "none" ? runConfig?.model.dtype : undefined, contextLength: o.contextLength });
   try {
-    const engine = new Engine(new GpuBackend(gpu));
-    const quant = o.quant ?? runConfig?.model.quant ?? "none";
-    const { decoder } = await loadDecoder(engine, modelDir, { quant, doubleQuant: runConfig?.model.doubleQuant, dtype: quant === "none" ? runConfig?.model.dtype : undefined });
-    const tokenizer = await loadTokenizer(modelDir);
     let lora: LoraModel | null = null;
     if (adapterDir) {
-      lora = new LoraModel(decoder);
+      lora = session.lora();
       try {
         await loadPeftAdapter(lora, adapterDir, "adapter");
       } catch (e) {
@@ -142,10 +133,10 @@ export async function openModel(o: OpenModelOptions): Promise<OpenedModel> {
       lora.select("adapter");
       lora.setTraining(false);
     }
-    const generator = new WebGpuGenerator(engine, decoder, tokenizer, { contextLength: o.contextLength });
-    return { gpu, engine, decoder, tokenizer, generator, lora, modelDir, adapterDir, runConfig, quant, close: () => gpu.destroy() };
+    const { gpu, engine, decoder, tokenizer, generator } = session;
+    return { gpu, engine, decoder, tokenizer, generator, lora, modelDir, adapterDir, runConfig, quant, close: () => session.close() };
   } catch (e) {
-    gpu.destroy();
+    session.close();
     throw e;
   }
 }

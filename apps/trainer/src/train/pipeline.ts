@@ -7,11 +7,9 @@
 // This file composes the phases: prepare.ts (checks before the GPU), the GPU session below, keeper.ts (state,
 // checkpoints, guard, best/), run-eval.ts (held-out eval), sft-phase.ts, rl-phase.ts, then the summary.
 import { resolve } from "node:path";
-import { createGpu } from "@nr/kernels";
-import { AdamW, Engine, GpuBackend, type Tensor } from "@nr/autograd";
-import { loadDecoder } from "@nr/model";
-import { LoraModel, type LoraConfig, type LoraTarget } from "@nr/lora";
-import { WebGpuGenerator } from "@nr/rollout";
+import { AdamW, type Tensor } from "@nr/autograd";
+import type { LoraConfig, LoraTarget } from "@nr/lora";
+import { openGpuSession, type GpuSession } from "../gpu-session.js";
 import { writeReport, type Override, type TrainConfig } from "../run/index.js";
 import { pct } from "./eval-lines.js";
 import { grader } from "./grading.js";
@@ -68,17 +66,15 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
   [configIn, opts] = [rolloutKey.config, { ...opts, overrides: rolloutKey.overrides }];
   const prepared = await prepareRun(configIn, opts, cwd, log);
   const { config, modelDir, inputs } = prepared;
-  const gpu = await createGpu();
+  // QLoRA: with model.quant "nf4" the seven linear weights of every layer are quantised on the GPU at load (double
+  // quantisation of the scales with model.doubleQuant) and stay frozen in 4 bits; LoRA trains on top of them.
+  const session: GpuSession = await openGpuSession({ modelDir, quant: config.model.quant, doubleQuant: config.model.doubleQuant, dtype: config.model.dtype, tokenizer: inputs.tok });
   let tir: TirSandbox | null = null; // data.prompt tir: the sandbox that runs the completions' python blocks
   try {
-    const engine = new Engine(new GpuBackend(gpu));
-    // QLoRA: with model.quant "nf4" the seven linear weights of every layer are quantised on the GPU at load (double
-    // quantisation of the scales with model.doubleQuant) and stay frozen in 4 bits; LoRA trains on top of them.
-    const { decoder } = await loadDecoder(engine, modelDir, { quant: config.model.quant, doubleQuant: config.model.doubleQuant, dtype: config.model.dtype });
-    const lora = new LoraModel(decoder);
+    const { gpu, engine, decoder, generator: gen } = session;
+    const lora = session.lora();
     const loraCfg: LoraConfig = { r: config.lora.r, alpha: config.lora.alpha, dropout: config.lora.dropout, targets: config.lora.targets as LoraTarget[], seed: config.seed };
     const policyParams = await addPolicyAdapter(lora, loraCfg, config.model.adapter && resolve(cwd, config.model.adapter), log);
-    const gen = new WebGpuGenerator(engine, decoder, inputs.tok);
     const remote = openRemoteRollout(config, { runDir: prepared.run.dir, baseModel: config.model.dir ?? modelDir, apiKey: rolloutKey.apiKey, stopTokenIds: inputs.tok.stopTokenIds, log });
     if (inputs.promptStyle === "tir") tir = await startRunTir(gen, remote !== null, log);
     const { grade, name: graderName } = await grader();
@@ -103,7 +99,7 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
     return summarize(s, prepared, graderName);
   } finally {
     await tir?.close(); // logs the run's tool-call counts
-    gpu.destroy();
+    session.close();
   }
 }
 
