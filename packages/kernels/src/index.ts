@@ -9,6 +9,7 @@ export type { ProfileEntry } from "./runtime/profiler.js";
 export { matmul, matmulReference, matmulWgsl, chooseMatmulTile } from "./matmul.js";
 export type { MatmulArgs, MatmulDtype } from "./matmul.js";
 export { isCpuAdapter } from "./runtime/adapter.js";
+export { Mulberry32 } from "./runtime/random.js";
 export { matmulDirectWgsl, matmulPlan, chooseSplitK, chooseBroadcastConfig, matmulBroadcastWgsl, matmulSplitReduceWgsl } from "./matmul.js";
 export type { MatmulPath, MatmulPlan, BroadcastConfig } from "./matmul.js";
 export * from "./peak.js";

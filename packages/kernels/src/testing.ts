@@ -1,16 +1,12 @@
 // Test helpers shared by every GPU package: a seeded RNG (seed printed so failures reproduce), NaN poisoning,
 // and tolerance checks against float64 references that report the worst element.
 
-/** mulberry32: small, fast, seedable. */
+import { Mulberry32 } from "./runtime/random.js";
+
+/** A seeded uniform [0, 1) generator (the package's Mulberry32). */
 export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const g = new Mulberry32(seed);
+  return () => g.next();
 }
 
 /** A fresh seed per run (NR_SEED pins it); print it so a failure can be replayed. */

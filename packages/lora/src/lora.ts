@@ -5,7 +5,7 @@
 // trainable; the base projections never get a gradient buffer.
 import { linear, mul, type Engine, type Tensor } from "@nr/autograd";
 import type { Decoder, DecoderLayer, Projection } from "@nr/model";
-import { rng as uniform } from "@nr/kernels/testing"; // seeded mulberry32: deterministic PEFT-style init
+import { Mulberry32 } from "@nr/kernels";
 
 export const LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
@@ -44,25 +44,8 @@ export interface AdapterWeights {
   B: Tensor;
 }
 
-/** mulberry32 with a readable state. */
-export class DropoutRng {
-  constructor(private s: number) {
-    this.s >>>= 0;
-  }
-  getState() {
-    return this.s;
-  }
-  setState(s: number) {
-    this.s = s >>> 0;
-  }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-}
+/** The dropout masks' generator: its state is visible, so checkpoint recomputes and resumed runs replay it. */
+export class DropoutRng extends Mulberry32 {}
 
 /** A projection with named LoRA adapters over a frozen base projection. */
 export class LoraProjection implements Projection {
@@ -92,9 +75,9 @@ export class LoraProjection implements Projection {
   /** PEFT init: A ~ Kaiming-uniform(a=√5) = U(−1/√in, 1/√in), B = 0. */
   addAdapter(name: string, config: ResolvedLoraConfig, seed: number): AdapterWeights {
     if (this.adapters.has(name)) throw new Error(`lora: adapter "${name}" already exists on layer ${this.layer} ${this.target}`);
-    const rand = uniform(seed);
+    const rand = new Mulberry32(seed); // seeded: a deterministic PEFT-style init
     const bound = 1 / Math.sqrt(this.inFeatures);
-    const a = Array.from({ length: config.r * this.inFeatures }, () => (rand() * 2 - 1) * bound);
+    const a = Array.from({ length: config.r * this.inFeatures }, () => (rand.next() * 2 - 1) * bound);
     const weights = {
       A: this.engine.tensor(a, [config.r, this.inFeatures], { requiresGrad: true, name: `${name}.layers.${this.layer}.${this.target}.lora_A` }),
       B: this.engine.tensor(new Float64Array(this.outFeatures * config.r), [this.outFeatures, config.r], { requiresGrad: true, name: `${name}.layers.${this.layer}.${this.target}.lora_B` }),
