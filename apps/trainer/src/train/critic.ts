@@ -23,8 +23,8 @@ export class Critic {
     this.params = [...adapterParams, this.head];
   }
 
-  /** V at every position of the batch, [B·T, 1] (position t = the state before token t + 1 is produced). */
-  values(batch: ReturnType<typeof makeBatch>, checkpoint?: boolean): Tensor {
-    return this.lora.withAdapter(this.adapter, () => linear(this.decoder.hidden(batch, { checkpoint }), this.head));
+  /** V at every position of the batch, [B·T, 1] (position t = the state before token t + 1 is produced); `recompute`: activation recompute. */
+  values(batch: ReturnType<typeof makeBatch>, recompute?: boolean): Tensor {
+    return this.lora.withAdapter(this.adapter, () => linear(this.decoder.hidden(batch, { checkpoint: recompute }), this.head));
   }
 }

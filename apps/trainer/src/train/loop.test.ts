@@ -50,7 +50,7 @@ describe("training loops on the GPU (miniature)", () => {
     const train = generateSynthetic({ count: 4, seed: 3, maxSteps: 1, maxOperand: 9 });
     const examples = train.map((r) => ({ promptIds: tok.encode(`${r.problem}\n`), completionIds: tok.encode(sftTarget(r.solution ?? "", r.answer)).slice(0, 24) }));
     const pad = tok.padTokenId ?? 0;
-    const first = await sftStep(e, decoder, opt, [examples.slice(0, 2), examples.slice(2)], { lr: 0.02, clipGradNorm: 1, pad, checkpoint: true });
+    const first = await sftStep(e, decoder, opt, [examples.slice(0, 2), examples.slice(2)], { lr: 0.02, clipGradNorm: 1, pad, recompute: true });
     let last = first;
     for (let i = 0; i < 3; i++) last = await sftStep(e, decoder, opt, [examples], { lr: 0.02, clipGradNorm: 1, pad });
     expect(first.skipped).toBe(false);

@@ -21,7 +21,7 @@ export interface StepStats {
  * One optimizer step of SFT over `microBatches` (gradient accumulation): loss = −Σ mask·logp / Σ mask over the
  * whole step. Returns the mean loss; skips the update (and says so) when the loss or gradient is not finite.
  */
-export async function sftStep(e: Engine, decoder: Decoder, opt: AdamW, microBatches: SftExampleIds[][], o: { lr: number; clipGradNorm: number; pad: number; checkpoint?: boolean; injectNan?: boolean }): Promise<StepStats & { skipped: boolean }> {
+export async function sftStep(e: Engine, decoder: Decoder, opt: AdamW, microBatches: SftExampleIds[][], o: { lr: number; clipGradNorm: number; pad: number; recompute?: boolean; injectNan?: boolean }): Promise<StepStats & { skipped: boolean }> {
   const totalTokens = microBatches.reduce((a, mb) => a + mb.reduce((s, r) => s + r.completionIds.length, 0), 0);
   if (totalTokens === 0) throw new Error("sftStep: no completion tokens in this step");
   opt.zeroGrad();
@@ -31,7 +31,7 @@ export async function sftStep(e: Engine, decoder: Decoder, opt: AdamW, microBatc
   for (const mb of fitting) {
     await e.scope(async () => {
       const { batch, mask } = completionBatch(e, mb, o.pad);
-      const res = decoder.forward(batch, { checkpoint: o.checkpoint });
+      const res = decoder.forward(batch, { checkpoint: o.recompute });
       const lp = await res.logp.read();
       for (let i = 0; i < mask.length; i++) if (mask[i]) nll -= lp[i];
       const dLogp = Array.from(mask, (m) => -m / totalTokens);

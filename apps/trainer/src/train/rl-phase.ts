@@ -111,7 +111,7 @@ export async function runRlPhase(s: TrainSession, p: RlPhaseParts): Promise<void
       lr: config.rl.lr, clipGradNorm: config.rl.clipGradNorm,
       ppoEpochs: config.rl.ppoEpochs, miniBatches: config.rl.miniBatches, microBatchRows: config.rl.microBatchRows,
       seed: config.seed * 100_003 + step, pad: s.inputs.pad, eos: s.inputs.eos, reward,
-      checkpoint: config.sft.checkpointing, reference: state.reference, critic: p.critic, morePrompts: more,
+      recompute: config.sft.checkpointing, reference: state.reference, critic: p.critic, morePrompts: more,
       injectNan: s.nanAt.has(`rl:${step + 1}`),
     });
     state.rlStep++;

@@ -149,8 +149,8 @@ async function microStep(c: StepContext, t: TrainingRows, scores: NoGradScores, 
   const part = p.map((i) => t.rows[i]);
   await e.scope(async () => {
     const { batch: b, mask, at } = completionBatch(e, part, o.pad);
-    const res = decoder.forward(b, { temperature: o.temperature, checkpoint: o.checkpoint });
-    const values = c.plan.batchFields.values ? o.critic!.values(b, o.checkpoint) : null;
+    const res = decoder.forward(b, { temperature: o.temperature, checkpoint: o.recompute });
+    const values = c.plan.batchFields.values ? o.critic!.values(b, o.recompute) : null;
     const logp = await res.logp.read();
     const entropy = await res.entropy.read();
     if (measure) {

@@ -30,7 +30,8 @@ export interface RlStepOptions {
   eos: number;
   /** Reward of a completion (verifier): 1 correct, 0 not (presets rescale as they define). */
   reward: (text: string, gold: string) => Promise<{ reward: number; correct: boolean; formatOk: boolean }>;
-  checkpoint?: boolean;
+  /** Activation recompute (sft.checkpointing): keep only layer inputs in the forward, recompute in backward. */
+  recompute?: boolean;
   /** The trained adapter (default "policy"). */
   policy?: string;
   /** π_ref for the KL term: an adapter name, or null for the bare base. Only used when the preset's β > 0. */

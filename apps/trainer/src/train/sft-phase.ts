@@ -55,7 +55,7 @@ export async function runSftPhase(s: TrainSession, opt: AdamW): Promise<void> {
       s.gpu.pool.resetPeak();
       if (s.nanAt.has(`sft:${step + 1}!`)) poison(s.policyParams[0]);
       lora.setTraining(true);
-      const st = await sftStep(s.engine, s.decoder, opt, batchAt(step), { lr, clipGradNorm: 1, pad: inputs.pad, checkpoint: config.sft.checkpointing, injectNan: s.nanAt.has(`sft:${step + 1}`) });
+      const st = await sftStep(s.engine, s.decoder, opt, batchAt(step), { lr, clipGradNorm: 1, pad: inputs.pad, recompute: config.sft.checkpointing, injectNan: s.nanAt.has(`sft:${step + 1}`) });
       lora.setTraining(false);
       const secs = (performance.now() - ts) / 1000;
       state.sftStep++;
