@@ -167,6 +167,26 @@ interface JobState {
   remaining: number;
 }
 
+type KvPair = { k: GpuBuffer; v: GpuBuffer };
+
+/** What one decode loop holds: its per-layer KV caches, sampling buffers, rows and the jobs they belong to. */
+interface LoopState {
+  R: number;
+  Tmax: number;
+  V: number;
+  /** Bytes of one row's slice of a layer's K (or V) cache. */
+  rowBytes: number;
+  caches: KvPair[];
+  bufs: { logits: GpuBuffer; ids: GpuBuffer; logp: GpuBuffer; seqBuf: GpuBuffer; gLogits: GpuBuffer; gSeq: GpuBuffer; gIds: GpuBuffer; gLogp: GpuBuffer; R: number; V: number };
+  picked: GpuBuffer;
+  hist: { host: Uint32Array; buf: GpuBuffer | null; lens: GpuBuffer | null };
+  slots: (Slot | null)[];
+  lens: number[];
+  states: Map<GenerationJob, JobState>;
+  stops: Set<number>;
+  timing: GenerationTiming;
+}
+
 export class WebGpuGenerator implements Generator {
   readonly gpu: Gpu;
   lastTiming: GenerationTiming | null = null;
@@ -294,166 +314,228 @@ export class WebGpuGenerator implements Generator {
 
   private running: Promise<void> = Promise.resolve();
 
+  /** One decode loop: admit jobs into free rows, sample every live row, feed the samples back, until nothing is left. */
   private async loop(source: JobSource, shape: { rows: number; tmax: number }): Promise<void> {
-    const e = this.engine, gpu = this.gpu, c = this.decoder.config;
-    const { rows: R, tmax: Tmax } = shape;
-    this.checkCache(R, Tmax);
-    const D = c.headDim, Hkv = c.numKvHeads, V = c.vocabSize;
-    const perCache = R * Tmax * Hkv * D * 4;
-    const rowBytes = Tmax * Hkv * D * 4;
-    const caches = Array.from({ length: c.numLayers }, () => ({ k: gpu.alloc(perCache, "kcache"), v: gpu.alloc(perCache, "vcache") }));
-    const logits = gpu.alloc(R * V * 4, "logits");
-    const ids = gpu.alloc(R * 4, "sampled-ids");
-    const logp = gpu.alloc(R * 4, "sampled-logp");
-    const seqBuf = gpu.alloc(R * 4, "seq-ids");
-    const picked = gpu.alloc(2 * R * 4, "sampled"); // ids then log-probs: one read-back per step
-    // Scratch batch for sampling groups that are not the whole batch.
-    const gLogits = gpu.alloc(R * V * 4, "group-logits");
-    const gSeq = gpu.alloc(R * 4, "group-seq-ids");
-    const gIds = gpu.alloc(R * 4, "group-ids");
-    const gLogp = gpu.alloc(R * 4, "group-logp");
-    // Repetition penalty: each row's history (prompt + sampled tokens) mirrored on the host, uploaded when needed.
-    const hist = { host: new Uint32Array(0), buf: null as GpuBuffer | null, lens: null as GpuBuffer | null };
-    const slots: (Slot | null)[] = new Array(R).fill(null);
-    const lens = new Array<number>(R).fill(0);
-    const states = new Map<GenerationJob, JobState>();
-    const stops = new Set(this.tokenizer.stopTokenIds);
-    const timing: GenerationTiming = { prefillMs: 0, decodeMs: 0, prefillTokens: 0, decodeTokens: 0, steps: 0, rows: R, meanLiveRows: 0 };
+    this.checkCache(shape.rows, shape.tmax);
+    const st = this.openLoop(shape.rows, shape.tmax);
     let liveSum = 0;
-    const free = () => slots.reduce((a, s) => a + (s ? 0 : 1), 0);
-    const finishJob = (job: GenerationJob) => {
-      const st = states.get(job)!;
-      states.delete(job);
-      job.done(st.results as GeneratedSequence[]);
-    };
     try {
       for (;;) {
-        // ---- admit: prefill each new prompt once, copy its cache rows and logits to each of its samples' slots
         const t0 = performance.now();
-        for (let job = source.take(free()); job; job = source.take(free())) {
-          const L = job.promptIds.length;
-          if (job.n > free() || L + job.maxNewTokens > Tmax) throw new Error(`generate: a job needing ${job.n} rows × ${L + job.maxNewTokens} tokens does not fit the batch (${free()} free rows of ${Tmax} tokens)`);
-          const promptKv = caches.map(() => ({ k: gpu.alloc(L * Hkv * D * 4, "prompt-k"), v: gpu.alloc(L * Hkv * D * 4, "prompt-v") }));
-          const promptLogits = gpu.alloc(V * 4, "prompt-logits");
-          await e.scope(async () =>
-            e.noGrad(() => {
-              const x = this.decoder.step({ tokens: job.promptIds, starts: [0], B: 1, T: L, caches: promptKv, Tmax: L });
-              this.lmLogits(x, L - 1, 1, promptLogits, 0);
-            }),
-          );
-          states.set(job, { results: new Array(job.n).fill(null), remaining: job.n });
-          const taken: number[] = [];
-          for (let b = 0; b < R && taken.length < job.n; b++) if (!slots[b]) taken.push(b);
-          taken.forEach((dst, s) => {
-            gpu.copy(promptLogits, 0, logits, dst * V * 4, V * 4);
-            caches.forEach((cch, li) => {
-              gpu.copy(promptKv[li].k, 0, cch.k, dst * rowBytes, L * Hkv * D * 4);
-              gpu.copy(promptKv[li].v, 0, cch.v, dst * rowBytes, L * Hkv * D * 4);
-            });
-            gpu.write(seqBuf, Uint32Array.of(job.seqIds[s]), dst * 4);
-            lens[dst] = L;
-            slots[dst] = { job, sample: s, step: 0, tokenIds: [], logprobs: [], done: null };
-            if (job.tool) slots[dst]!.tool = { session: job.tool.start(), forced: [], mask: [], paused: null };
-            if (job.repetitionPenalty !== 1) {
-              if (!hist.buf) {
-                hist.host = new Uint32Array(R * Tmax);
-                hist.buf = gpu.alloc(R * Tmax * 4, "token-history");
-                hist.lens = gpu.alloc(R * 4, "history-lengths");
-              }
-              hist.host.set(job.promptIds, dst * Tmax);
-            }
-          });
-          for (const pk of promptKv) gpu.release(pk.k, pk.v);
-          gpu.release(promptLogits);
-          timing.prefillTokens += L;
-        }
-        timing.prefillMs += performance.now() - t0;
-        // Cancelled jobs leave without a result.
-        for (let b = 0; b < R; b++) {
-          const job = slots[b]?.job;
-          if (job?.cancelled?.()) {
-            for (let i = 0; i < R; i++) if (slots[i]?.job === job) slots[i] = null;
-            states.delete(job);
-          }
-        }
-        const live = slots.flatMap((s, b) => (s && !s.tool?.paused ? [b] : []));
-        const paused = slots.flatMap((s) => (s?.tool?.paused ? [s.tool.paused] : []));
+        await this.admitJobs(st, source);
+        st.timing.prefillMs += performance.now() - t0;
+        this.dropCancelled(st);
+        const live = st.slots.flatMap((s, b) => (s && !s.tool?.paused ? [b] : []));
+        const paused = st.slots.flatMap((s) => (s?.tool?.paused ? [s.tool.paused] : []));
         if (live.length === 0 && paused.length === 0) break;
         if (live.length === 0) {
           await Promise.race(paused); // every row waits for its tool: nothing to decode until one answers
           continue;
         }
-        // ---- sample one token for every live row, then record it
         const t1 = performance.now();
-        if (hist.buf) this.penalize(slots, live, lens, hist as { host: Uint32Array; buf: GpuBuffer; lens: GpuBuffer }, logits, Tmax);
-        this.sampleRows(slots, live, { logits, ids, logp, seqBuf, gLogits, gSeq, gIds, gLogp, R, V });
-        gpu.copy(ids, 0, picked, 0, R * 4);
-        gpu.copy(logp, 0, picked, R * 4, R * 4);
-        const back = await gpu.read(picked, 2 * R * 4);
-        const idv = new Uint32Array(back, 0, R), lpv = new Float32Array(back, R * 4, R);
-        timing.steps++;
+        const { idv, lpv } = await this.sampleLive(st, live);
+        st.timing.steps++;
         liveSum += live.length;
-        for (const b of live) {
-          const sq = slots[b]!;
-          const job = sq.job;
-          sq.step++;
-          const forced = sq.tool?.forced.length ? sq.tool.forced.shift()! : undefined;
-          const tok = forced ?? idv[b];
-          if (forced === undefined && stops.has(tok)) sq.done = "eos";
-          else {
-            sq.tokenIds.push(tok);
-            sq.logprobs.push(forced === undefined ? lpv[b] : 0);
-            sq.tool?.mask.push(forced === undefined ? 0 : 1);
-            if (job.repetitionPenalty !== 1) hist.host[b * Tmax + job.promptIds.length + sq.tokenIds.length - 1] = tok;
-            timing.decodeTokens++;
-            if (job.stop.length && forced === undefined) {
-              const tail = this.tokenizer.decode(sq.tokenIds.slice(-32));
-              const hit = job.stop.find((s) => tail.includes(s));
-              if (hit !== undefined) {
-                sq.done = "stop";
-                sq.stopString = hit;
-              }
-            }
-            if (!sq.done && sq.tokenIds.length >= job.maxNewTokens) sq.done = "length";
-            job.onToken?.(sq.sample, sq.tokenIds, sq.logprobs);
-            if (!sq.done && forced === undefined && sq.tool) this.callTool(sq.tool, sq.tokenIds);
-          }
-          if (sq.done) {
-            const st = states.get(job)!;
-            st.results[sq.sample] = this.finishSequence(job, sq);
-            job.onSequence?.(sq.sample, st.results[sq.sample]!);
-            slots[b] = null;
-            if (--st.remaining === 0) finishJob(job);
-          }
-        }
-        // ---- decode: feed every live row its sampled token (free slots get a dummy token at position 0)
-        // A row that paused at this step still feeds the token it just sampled. One paused before re-feeds its last
-        // token at that token's own position: the same keys/values rewritten in place and its logits kept valid, so
-        // it can resume by sampling (a tool that appends nothing) or by feeding the tool's tokens.
-        // (decided by who sampled this step, not by `paused`, which a tool may clear while this step awaits the GPU)
-        const waiting = slots.map((s, b) => !!s && !live.includes(b));
-        const feed = slots.map((s) => (s ? s.tokenIds[s.tokenIds.length - 1] : 0));
-        if (slots.some((s) => s)) {
-          const starts = slots.map((s, b) => (s ? lens[b] - (waiting[b] ? 1 : 0) : 0));
-          await e.scope(async () =>
-            e.noGrad(() => {
-              const x = this.decoder.step({ tokens: feed, starts, B: R, T: 1, caches, Tmax });
-              this.lmLogits(x, 0, R, logits, 0);
-            }),
-          );
-          for (let b = 0; b < R; b++) if (slots[b] && !waiting[b]) lens[b]++;
-        }
-        timing.decodeMs += performance.now() - t1;
+        for (const b of live) this.recordSample(st, b, idv[b], lpv[b]);
+        await this.feedRows(st, live);
+        st.timing.decodeMs += performance.now() - t1;
       }
-      timing.meanLiveRows = timing.steps ? liveSum / timing.steps : 0;
-      this.lastTiming = timing;
+      st.timing.meanLiveRows = st.timing.steps ? liveSum / st.timing.steps : 0;
+      this.lastTiming = st.timing;
     } catch (err) {
-      for (const job of states.keys()) job.fail?.(err as Error);
+      for (const job of st.states.keys()) job.fail?.(err as Error);
       throw err;
     } finally {
-      for (const cch of caches) gpu.release(cch.k, cch.v);
-      gpu.release(logits, ids, logp, seqBuf, picked, gLogits, gSeq, gIds, gLogp, hist.buf, hist.lens);
+      this.closeLoop(st);
     }
+  }
+
+  /** The GPU buffers and host bookkeeping of one loop over R rows of Tmax tokens. */
+  private openLoop(R: number, Tmax: number): LoopState {
+    const gpu = this.gpu, c = this.decoder.config;
+    const V = c.vocabSize;
+    const perCache = R * Tmax * c.numKvHeads * c.headDim * 4;
+    return {
+      R, Tmax, V,
+      rowBytes: Tmax * c.numKvHeads * c.headDim * 4,
+      caches: Array.from({ length: c.numLayers }, () => ({ k: gpu.alloc(perCache, "kcache"), v: gpu.alloc(perCache, "vcache") })),
+      bufs: {
+        logits: gpu.alloc(R * V * 4, "logits"),
+        ids: gpu.alloc(R * 4, "sampled-ids"),
+        logp: gpu.alloc(R * 4, "sampled-logp"),
+        seqBuf: gpu.alloc(R * 4, "seq-ids"),
+        // Scratch batch for sampling groups that are not the whole batch.
+        gLogits: gpu.alloc(R * V * 4, "group-logits"),
+        gSeq: gpu.alloc(R * 4, "group-seq-ids"),
+        gIds: gpu.alloc(R * 4, "group-ids"),
+        gLogp: gpu.alloc(R * 4, "group-logp"),
+        R, V,
+      },
+      picked: gpu.alloc(2 * R * 4, "sampled"), // ids then log-probs: one read-back per step
+      // Repetition penalty: each row's history (prompt + sampled tokens) mirrored on the host, uploaded when needed.
+      hist: { host: new Uint32Array(0), buf: null, lens: null },
+      slots: new Array(R).fill(null),
+      lens: new Array<number>(R).fill(0),
+      states: new Map(),
+      stops: new Set(this.tokenizer.stopTokenIds),
+      timing: { prefillMs: 0, decodeMs: 0, prefillTokens: 0, decodeTokens: 0, steps: 0, rows: R, meanLiveRows: 0 },
+    };
+  }
+
+  private closeLoop(st: LoopState): void {
+    const b = st.bufs;
+    for (const cch of st.caches) this.gpu.release(cch.k, cch.v);
+    this.gpu.release(b.logits, b.ids, b.logp, b.seqBuf, st.picked, b.gLogits, b.gSeq, b.gIds, b.gLogp, st.hist.buf, st.hist.lens);
+  }
+
+  private freeRows(st: LoopState): number {
+    return st.slots.reduce((a, s) => a + (s ? 0 : 1), 0);
+  }
+
+  /** Admit: prefill each new prompt once, then copy its cache rows and logits to each of its samples' slots. */
+  private async admitJobs(st: LoopState, source: JobSource): Promise<void> {
+    for (let job = source.take(this.freeRows(st)); job; job = source.take(this.freeRows(st))) {
+      const L = job.promptIds.length;
+      const free = this.freeRows(st);
+      if (job.n > free || L + job.maxNewTokens > st.Tmax) throw new Error(`generate: a job needing ${job.n} rows × ${L + job.maxNewTokens} tokens does not fit the batch (${free} free rows of ${st.Tmax} tokens)`);
+      const { promptKv, promptLogits } = await this.prefill(job.promptIds);
+      st.states.set(job, { results: new Array(job.n).fill(null), remaining: job.n });
+      const taken: number[] = [];
+      for (let b = 0; b < st.R && taken.length < job.n; b++) if (!st.slots[b]) taken.push(b);
+      taken.forEach((dst, s) => this.placeSample(st, job, s, dst, promptKv, promptLogits));
+      for (const pk of promptKv) this.gpu.release(pk.k, pk.v);
+      this.gpu.release(promptLogits);
+      st.timing.prefillTokens += L;
+    }
+  }
+
+  /** One prompt through the decoder into its own KV cache; the logits of its last position. */
+  private async prefill(promptIds: number[]) {
+    const e = this.engine, gpu = this.gpu, c = this.decoder.config;
+    const L = promptIds.length;
+    const bytes = L * c.numKvHeads * c.headDim * 4;
+    const promptKv = Array.from({ length: c.numLayers }, () => ({ k: gpu.alloc(bytes, "prompt-k"), v: gpu.alloc(bytes, "prompt-v") }));
+    const promptLogits = gpu.alloc(c.vocabSize * 4, "prompt-logits");
+    await e.scope(async () =>
+      e.noGrad(() => {
+        const x = this.decoder.step({ tokens: promptIds, starts: [0], B: 1, T: L, caches: promptKv, Tmax: L });
+        this.lmLogits(x, L - 1, 1, promptLogits, 0);
+      }),
+    );
+    return { promptKv, promptLogits };
+  }
+
+  /** Sample s of `job` takes row `dst`: the prompt's cache rows and logits are copied there. */
+  private placeSample(st: LoopState, job: GenerationJob, s: number, dst: number, promptKv: KvPair[], promptLogits: GpuBuffer): void {
+    const gpu = this.gpu, L = job.promptIds.length;
+    const kvBytes = L * this.decoder.config.numKvHeads * this.decoder.config.headDim * 4;
+    gpu.copy(promptLogits, 0, st.bufs.logits, dst * st.V * 4, st.V * 4);
+    st.caches.forEach((cch, li) => {
+      gpu.copy(promptKv[li].k, 0, cch.k, dst * st.rowBytes, kvBytes);
+      gpu.copy(promptKv[li].v, 0, cch.v, dst * st.rowBytes, kvBytes);
+    });
+    gpu.write(st.bufs.seqBuf, Uint32Array.of(job.seqIds[s]), dst * 4);
+    st.lens[dst] = L;
+    st.slots[dst] = { job, sample: s, step: 0, tokenIds: [], logprobs: [], done: null };
+    if (job.tool) st.slots[dst]!.tool = { session: job.tool.start(), forced: [], mask: [], paused: null };
+    if (job.repetitionPenalty !== 1) {
+      const h = st.hist;
+      if (!h.buf) {
+        h.host = new Uint32Array(st.R * st.Tmax);
+        h.buf = gpu.alloc(st.R * st.Tmax * 4, "token-history");
+        h.lens = gpu.alloc(st.R * 4, "history-lengths");
+      }
+      h.host.set(job.promptIds, dst * st.Tmax);
+    }
+  }
+
+  /** Cancelled jobs leave without a result. */
+  private dropCancelled(st: LoopState): void {
+    for (let b = 0; b < st.R; b++) {
+      const job = st.slots[b]?.job;
+      if (job?.cancelled?.()) {
+        for (let i = 0; i < st.R; i++) if (st.slots[i]?.job === job) st.slots[i] = null;
+        st.states.delete(job);
+      }
+    }
+  }
+
+  /** Samples one token for every live row on the GPU; one read-back of ids and log-probs. */
+  private async sampleLive(st: LoopState, live: number[]) {
+    const gpu = this.gpu, R = st.R, b = st.bufs;
+    if (st.hist.buf) this.penalize(st.slots, live, st.lens, st.hist as { host: Uint32Array; buf: GpuBuffer; lens: GpuBuffer }, b.logits, st.Tmax);
+    this.sampleRows(st.slots, live, b);
+    gpu.copy(b.ids, 0, st.picked, 0, R * 4);
+    gpu.copy(b.logp, 0, st.picked, R * 4, R * 4);
+    const back = await gpu.read(st.picked, 2 * R * 4);
+    return { idv: new Uint32Array(back, 0, R), lpv: new Float32Array(back, R * 4, R) };
+  }
+
+  /** Row b's token this step (a tool's forced token before the sampled one): appended, checked for an end, reported. */
+  private recordSample(st: LoopState, b: number, sampled: number, sampledLogp: number): void {
+    const sq = st.slots[b]!;
+    const job = sq.job;
+    sq.step++;
+    const forced = sq.tool?.forced.length ? sq.tool.forced.shift()! : undefined;
+    const tok = forced ?? sampled;
+    if (forced === undefined && st.stops.has(tok)) sq.done = "eos";
+    else {
+      sq.tokenIds.push(tok);
+      sq.logprobs.push(forced === undefined ? sampledLogp : 0);
+      sq.tool?.mask.push(forced === undefined ? 0 : 1);
+      if (job.repetitionPenalty !== 1) st.hist.host[b * st.Tmax + job.promptIds.length + sq.tokenIds.length - 1] = tok;
+      st.timing.decodeTokens++;
+      if (job.stop.length && forced === undefined) this.checkStop(sq);
+      if (!sq.done && sq.tokenIds.length >= job.maxNewTokens) sq.done = "length";
+      job.onToken?.(sq.sample, sq.tokenIds, sq.logprobs);
+      if (!sq.done && forced === undefined && sq.tool) this.callTool(sq.tool, sq.tokenIds);
+    }
+    if (sq.done) this.finishRow(st, b);
+  }
+
+  /** A stop string in the decoded tail ends the row (the tail is long enough for any token that completes one). */
+  private checkStop(sq: Slot): void {
+    const tail = this.tokenizer.decode(sq.tokenIds.slice(-32));
+    const hit = sq.job.stop.find((s) => tail.includes(s));
+    if (hit !== undefined) {
+      sq.done = "stop";
+      sq.stopString = hit;
+    }
+  }
+
+  private finishRow(st: LoopState, b: number): void {
+    const sq = st.slots[b]!;
+    const job = sq.job;
+    const js = st.states.get(job)!;
+    js.results[sq.sample] = this.finishSequence(job, sq);
+    job.onSequence?.(sq.sample, js.results[sq.sample]!);
+    st.slots[b] = null;
+    if (--js.remaining === 0) {
+      st.states.delete(job);
+      job.done(js.results as GeneratedSequence[]);
+    }
+  }
+
+  /**
+   * Decode: feed every row its latest token (free slots get a dummy token at position 0).
+   * A row that paused at this step still feeds the token it just sampled. One paused before re-feeds its last token at
+   * that token's own position: the same keys/values rewritten in place and its logits kept valid, so it can resume by
+   * sampling (a tool that appends nothing) or by feeding the tool's tokens. Who waits is decided by who sampled this
+   * step, not by `paused`, which a tool may clear while this step awaits the GPU.
+   */
+  private async feedRows(st: LoopState, live: number[]): Promise<void> {
+    const e = this.engine, slots = st.slots;
+    if (!slots.some((s) => s)) return;
+    const waiting = slots.map((s, b) => !!s && !live.includes(b));
+    const feed = slots.map((s) => (s ? s.tokenIds[s.tokenIds.length - 1] : 0));
+    const starts = slots.map((s, b) => (s ? st.lens[b] - (waiting[b] ? 1 : 0) : 0));
+    await e.scope(async () =>
+      e.noGrad(() => {
+        const x = this.decoder.step({ tokens: feed, starts, B: st.R, T: 1, caches: st.caches, Tmax: st.Tmax });
+        this.lmLogits(x, 0, st.R, st.bufs.logits, 0);
+      }),
+    );
+    for (let b = 0; b < st.R; b++) if (slots[b] && !waiting[b]) st.lens[b]++;
   }
 
   /** The text of a finished row: decoded without special tokens, cut before its stop string. */
