@@ -13,9 +13,13 @@ import { withSamplerCorrection, type RemoteRollout } from "./remote-rollout.js";
 import { tirMetrics, type TirSandbox } from "./tir.js";
 import { gpuMemMiB, poison, type TrainSession } from "./session.js";
 
-/** The run's algorithm: the rl.algo preset with rl.algoConfig deep-merged over it (validated at config time). */
+/**
+ * The run's algorithm: the rl.algo preset with rl.algoConfig deep-merged over it (validated at config time), and
+ * dynamic sampling switched on by rl.dynamicSampling.
+ */
 export function runAlgo(s: Pick<TrainSession, "config">): AlgoConfig {
-  return preset(s.config.rl.algo as AlgoName, s.config.rl.algoConfig as AlgoOverrides | undefined, "rl.algoConfig");
+  const algo = preset(s.config.rl.algo as AlgoName, s.config.rl.algoConfig as AlgoOverrides | undefined, "rl.algoConfig");
+  return s.config.rl.dynamicSampling ? { ...algo, dynamicSampling: { ...algo.dynamicSampling, enabled: true } } : algo;
 }
 
 /**
@@ -93,7 +97,6 @@ export async function runRlPhase(s: TrainSession, p: RlPhaseParts): Promise<void
   await keeper.ensureReference();
   // @nr/rewards owns the reward: correctness, and the format flag LPRO / GRPO-LEAD read (non-empty reasoning, then a box)
   const reward = async (text: string, gold: string) => mathReward(text, gold);
-  const algo = config.rl.dynamicSampling ? { ...p.algo, dynamicSampling: { ...p.algo.dynamicSampling, enabled: true } } : p.algo;
   const bar = new ProgressBar({ total: config.rl.steps, label: "rl", unit: "steps" });
   bar.tick(state.rlStep);
   while (state.rlStep < config.rl.steps) {
@@ -105,7 +108,7 @@ export async function runRlPhase(s: TrainSession, p: RlPhaseParts): Promise<void
     if (s.nanAt.has(`rl:${step + 1}!`)) poison(s.policyParams[0]);
     await p.remote?.publish(s.lora, "policy", step);
     const st = await rlStep(s.engine, s.decoder, s.lora, p.opt, p.remote ?? s.gen, batch, {
-      algo: withSamplerCorrection(algo, config, p.remote),
+      algo: withSamplerCorrection(p.algo, config, p.remote),
       samplerCorrection: p.remote !== null && (config.rl.rollout?.tisCap ?? 0) > 0,
       G: config.rl.G, temperature: config.rl.temperature, topP: config.rl.topP, maxNewTokens: maxNew,
       lr: config.rl.lr, clipGradNorm: config.rl.clipGradNorm,
