@@ -1,6 +1,7 @@
 // The primitive set every backend implements. Ops (ops.ts) are written once against this interface, so the same
 // forward/backward code runs on the GPU (kernels from @nr/kernels) and on the float64 CPU reference backend used by
 // the gradchecks. Primitives write into caller-provided storage; `accumulate` variants add into it.
+import type { Nf4HostState, Nf4MatmulMode, Nf4Weight } from "@nr/kernels";
 import type { DType } from "./tensor.js";
 
 /** Backend storage: a GPU buffer, or a Float64Array on the CPU backend. */
@@ -42,6 +43,11 @@ export interface Backend {
    * f32; "f16" needs shader-f16 on the GPU); C is always f32 and the products accumulate in f32 (float64 on the CPU).
    */
   matmul(a: Storage, b: Storage, c: Storage, o: MatmulOptions): void;
+  /**
+   * The fused NF4 product over a frozen weight W [N, K]: forward out[M, N] (+)= a[M, K]·deq(W)ᵀ, inputGrad
+   * out[M, K] (+)= a[M, N]·deq(W). deq is bitsandbytes' dequantisation (f32 code · f32 block scale).
+   */
+  nf4Matmul(a: Storage, w: Nf4Operand, out: Storage, o: { M: number; mode: Nf4MatmulMode; accumulate?: boolean }): void;
   /** out = x converted from one float dtype to the other (f32 → f16 rounds; on the CPU backend to the f16 value). */
   cast(x: Storage, out: Storage, n: number, from: FloatDType, to: FloatDType): void;
   /** dst[m, dstCol0 + j] (+)= src[m, srcCol0 + j] for j < cols, f32 [M, srcCols] and [M, dstCols] matrices. */
@@ -78,6 +84,17 @@ export interface Backend {
   scale(x: Storage, alpha: number, n: number): void;
   /** One AdamW step over n f32 elements (PyTorch semantics, decoupled weight decay, bias correction). */
   adamw(p: Storage, g: Storage, m: Storage, v: Storage, n: number, h: AdamWStep): void;
+}
+
+/**
+ * A frozen NF4 weight as a backend holds it: on the GPU its device form (@nr/kernels Nf4Weight: packed codes and
+ * per-block f32 scales in buffers), on the float64 CPU backend its host (checkpoint) form (Nf4HostState).
+ */
+export type Nf4Operand = Nf4Weight | Nf4HostState;
+
+/** [N, K] (out_features, in_features) of an NF4 weight in either form. */
+export function nf4Shape(w: Nf4Operand): [number, number] {
+  return "shape" in w ? [w.shape[0], w.shape[1]] : [w.N, w.K];
 }
 
 export type FloatDType = "f32" | "f16";

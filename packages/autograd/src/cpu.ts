@@ -1,7 +1,7 @@
 // The float64 CPU reference backend: plain loops, written for clarity, used by gradchecks (finite differences) and
 // as the oracle the GPU backend is compared with. Storage is a Float64Array (integer tensors hold exact integers).
-import { f16BitsToF32, f32ToF16Bits } from "@nr/kernels";
-import type { AdamWStep, AttentionDims, Backend, FloatDType, MatmulOptions, Storage } from "./backend.js";
+import { f16BitsToF32, f32ToF16Bits, nf4DequantizeReference, nf4HostScales, type Nf4HostState, type Nf4MatmulMode } from "@nr/kernels";
+import type { AdamWStep, AttentionDims, Backend, FloatDType, MatmulOptions, Nf4Operand, Storage } from "./backend.js";
 import type { DType } from "./tensor.js";
 
 const A = (s: Storage) => s as Float64Array;
@@ -13,6 +13,8 @@ const toF16 = (x: number) => f16BitsToF32(f32ToF16Bits(x));
 
 export class CpuBackend implements Backend {
   readonly name = "cpu-f64";
+  /** Each host NF4 weight dequantised once (a frozen base is multiplied many times). */
+  private readonly dequantised = new WeakMap<Nf4HostState, Float64Array>();
 
   alloc(n: number): Storage {
     return new Float64Array(n).fill(NaN); // poisoned: an op that forgets an element shows up as NaN
@@ -103,6 +105,18 @@ export class CpuBackend implements Backend {
         cs[m * N + n] = (o.accumulate ? cs[m * N + n] : 0) + alpha * s + (o.bias ? A(o.bias)[n] : 0);
       }
     }
+  }
+  /** Dequantise exactly as bitsandbytes does (f32 code · f32 block scale), then the float64 matmul. */
+  nf4Matmul(a: Storage, w: Nf4Operand, out: Storage, o: { M: number; mode: Nf4MatmulMode; accumulate?: boolean }) {
+    if (!("shape" in w)) throw new Error("nf4Matmul: the CPU backend takes an NF4 weight in its host form (Nf4HostState, e.g. from downloadNf4 or parseBnbNf4), not GPU buffers");
+    const [N, K] = w.shape;
+    let deq = this.dequantised.get(w);
+    if (!deq) {
+      deq = Float64Array.from(nf4DequantizeReference(w.packed, nf4HostScales(w), N * K, w.blocksize, w.quantMap));
+      this.dequantised.set(w, deq);
+    }
+    if (o.mode === "forward") this.matmul(a, deq, out, { M: o.M, N, K, transB: true, accumulate: o.accumulate });
+    else this.matmul(a, deq, out, { M: o.M, N: K, K: N, accumulate: o.accumulate });
   }
 
   biasAdd(y: Storage, bias: Storage, M: number, N: number) {

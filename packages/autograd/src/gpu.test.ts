@@ -1,11 +1,12 @@
 // The GPU backend runs the very op code the CPU gradchecks verify: here each op's forward and its input/parameter
 // gradients on the GPU must match the float64 CPU backend on the same random inputs.
+import { downloadNf4, quantizeNf4, releaseNf4 } from "@nr/kernels";
 import { gpuSuite } from "@nr/kernels/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CpuBackend } from "./cpu.js";
 import { GpuBackend } from "./gpu.js";
 import { Engine, type Tensor } from "./tensor.js";
-import { add, attention, concatColumns, embedding, linear, linearF16, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu } from "./ops.js";
+import { add, addLowRankInPlace, attention, concatColumns, embedding, linear, linearF16, lmHeadLogprob, mul, nf4Linear, rmsnorm, rope, scale, swiglu } from "./ops.js";
 
 const t = gpuSuite("autograd gpu", { beforeAll, afterAll });
 const { seed, rand } = t;
@@ -84,6 +85,27 @@ describe(`f16 weights on the GPU = the float64 CPU backend (seed ${seed})`, () =
       const { logp, entropy } = lmHeadLogprob(add(h, embedding(ids, W)), W, e.tensor([1, 49, 0, 7], [4], { dtype: "u32" }), 0.9);
       return [logp, entropy];
     }, [[4, 16]]));
+});
+
+describe(`NF4 weights: the fused GPU matmul = bitsandbytes dequantisation + float64 matmul (seed ${seed})`, () => {
+  // Quantised on the GPU (double-quantised scales, as QLoRA) and read back: the CPU backend multiplies by the
+  // host form of the very same codes. K is a multiple of 8 (the fused kernels' need) but not of the block size 64;
+  // M = 1 and 3 take the decode-size paths, 37 the tiled one.
+  for (const [M, K, N] of [[1, 40, 19], [3, 24, 70], [37, 136, 45]]) {
+    it(`nf4Linear [${M}×${K}]·deq([${N}×${K}])ᵀ + bias, and LoRA on top (forward, dx, dA, dB)`, async () => {
+      const input = t.gpu.upload(Float32Array.from(randn(N * K)), "nf4.src");
+      const w = quantizeNf4(t.gpu, { input, dtype: "f32", N, K, doubleQuant: true });
+      const host = await downloadNf4(t.gpu, w);
+      const bias = randn(N);
+      await sameOnBoth((e, [x, A, B]) => {
+        const W = e.backend instanceof GpuBackend ? w : host;
+        const b = e.tensor(bias, [N]);
+        return [nf4Linear(x, W, b), addLowRankInPlace(nf4Linear(x, W), linear(x, A), B, 0.5)];
+      }, [[M, K], [4, K], [N, 4]]);
+      releaseNf4(t.gpu, w);
+      t.gpu.release(input);
+    });
+  }
 });
 
 describe("AdamW and clipping on the GPU = the float64 CPU backend", () => {

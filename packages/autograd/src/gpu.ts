@@ -7,7 +7,7 @@
 // its gradient and its moments, made with `allocLike`); any other primitive refuses a sharded operand.
 import * as K from "@nr/kernels";
 import type { Gpu, GpuBuffer } from "@nr/kernels";
-import type { AdamWStep, AttentionDims, Backend, FloatDType, MatmulOptions, Storage } from "./backend.js";
+import type { AdamWStep, AttentionDims, Backend, FloatDType, MatmulOptions, Nf4Operand, Storage } from "./backend.js";
 import type { DType } from "./tensor.js";
 
 /**
@@ -164,6 +164,10 @@ export class GpuBackend implements Backend {
   }
   matmul(a: Storage, b: Storage, c: Storage, o: MatmulOptions) {
     K.matmul(this.gpu, { a: B(a), b: B(b), c: B(c), ...o, bias: o.bias ? B(o.bias) : undefined, outDtype: "f32" });
+  }
+  nf4Matmul(a: Storage, w: Nf4Operand, out: Storage, o: { M: number; mode: K.Nf4MatmulMode; accumulate?: boolean }) {
+    if ("shape" in w) throw new Error("nf4Matmul: the GPU backend takes an NF4 weight on the device (uploadNf4 / quantizeNf4), not its host form");
+    K.nf4Matmul(this.gpu, { mode: o.mode, a: B(a), w, out: B(out), M: o.M, accumulate: o.accumulate });
   }
   cast(x: Storage, out: Storage, n: number, from: FloatDType, to: FloatDType) {
     if (from === to) throw new Error(`cast: from and to are both ${from}`);

@@ -1,9 +1,10 @@
 // Every op and a 2-layer decoder: tape gradients vs central finite differences, all in float64 (CPU backend).
+import { NF4_CODE, nf4QuantizeReference, type Nf4HostState } from "@nr/kernels";
 import { freshSeed, rng } from "@nr/kernels/testing";
 import { describe, expect, it } from "vitest";
 import { CpuBackend } from "./cpu.js";
 import { Engine, type Tensor } from "./tensor.js";
-import { add, attention, embedding, linear, linearF16, lmHeadLogprob, mul, rmsnorm, rope, scale, swiglu, concatColumns } from "./ops.js";
+import { add, addLowRankInPlace, attention, embedding, linear, linearF16, lmHeadLogprob, mul, nf4Linear, rmsnorm, rope, scale, swiglu, concatColumns } from "./ops.js";
 
 const seed = freshSeed();
 const rand = rng(seed);
@@ -88,6 +89,32 @@ describe(`gradcheck (float64, seed ${seed})`, () => {
       const { logp, entropy } = lmHeadLogprob(add(h, embedding(ids, W)), W, t, 0.9);
       return [logp, entropy];
     }, [[3, 4], [9, 4]]));
+});
+
+/** A host NF4 weight [N, K] (bitsandbytes' quantisation on the host, one f32 absmax per block of 64). */
+function hostNf4(N: number, K: number): Nf4HostState {
+  const q = nf4QuantizeReference(randn(N * K, 0.8), { blocksize: 64, doubleQuant: false });
+  return { shape: [N, K], blocksize: 64, dtype: "float32", packed: q.packed, quantMap: NF4_CODE, absmax: q.absmax, nested: null };
+}
+
+describe(`NF4 base and LoRA's in-place low-rank term (float64, seed ${seed})`, () => {
+  // K = 24 (a multiple of 8, not of the block size): blocks straddle rows; N·K = 312 leaves a partial last block.
+  const W = hostNf4(13, 24);
+  const bias = randn(13, 0.5);
+  it("nf4Linear with a frozen bias: dx by finite differences", () =>
+    gradcheck((e, [x]) => [nf4Linear(x, W, e.tensor(bias, [13]))], [[5, 24]]));
+  it("addLowRankInPlace over a trainable dense base: dx (both paths), dW, dA, dB", () =>
+    gradcheck((e, [x, w, A, B]) => [addLowRankInPlace(linear(x, w), linear(x, A), B, 0.75)], [[3, 6], [5, 6], [2, 6], [5, 2]]));
+  it("addLowRankInPlace over an NF4 base (QLoRA): dx (both paths), dA, dB", () =>
+    gradcheck((e, [x, A, B]) => [addLowRankInPlace(nf4Linear(x, W), linear(x, A), B, 2)], [[4, 24], [3, 24], [13, 3]]));
+  it("nf4Linear refuses a trainable bias, a wrong width and GPU buffers", () => {
+    const e = new Engine(new CpuBackend());
+    const x = e.tensor(randn(2 * 24), [2, 24]);
+    expect(() => nf4Linear(x, W, e.tensor(bias, [13], { requiresGrad: true, name: "b" }))).toThrow(/bias "b" of a frozen NF4 base/);
+    expect(() => nf4Linear(e.tensor(randn(2 * 16), [2, 16]), W)).toThrow(/x has 16 features but the NF4 weight is \[13, 24\]/);
+    const gpuForm = { N: 13, K: 24 } as unknown as Parameters<typeof nf4Linear>[1];
+    expect(() => nf4Linear(x, gpuForm)).toThrow(/CPU backend takes an NF4 weight in its host form/);
+  });
 });
 
 /**

@@ -1,8 +1,9 @@
 export { Engine, Tensor } from "./tensor.js";
 export type { DType } from "./tensor.js";
-export type { Backend, Storage, AttentionDims, AdamWStep, FloatDType, MatmulOptions } from "./backend.js";
+export type { Backend, Storage, AttentionDims, AdamWStep, FloatDType, MatmulOptions, Nf4Operand } from "./backend.js";
+export { nf4Shape } from "./backend.js";
 export { CpuBackend } from "./cpu.js";
-export { linear, linearF16, add, mul, scale, rmsnorm, rope, swiglu, attention, embedding, lmHeadLogprob, concatColumns } from "./ops.js";
+export { linear, linearF16, nf4Linear, addLowRankInPlace, add, mul, scale, rmsnorm, rope, swiglu, attention, embedding, lmHeadLogprob, concatColumns } from "./ops.js";
 export { AdamW } from "./optim.js";
 export type { AdamWConfig } from "./optim.js";
 export { learningRate } from "./schedule.js";

@@ -1,5 +1,6 @@
 // Differentiable ops. Each op runs its forward through the backend and, right next to it, records the backward
 // closure that accumulates into its inputs' gradients (only for inputs that require them).
+import { nf4Shape, type Nf4Operand } from "./backend.js";
 import type { Tensor } from "./tensor.js";
 
 function same(a: Tensor, b: Tensor, op: string) {
@@ -71,6 +72,55 @@ export function linearF16(x: Tensor, W: Tensor, bias?: Tensor | null): Tensor {
         w32.dispose();
       }
       if (bias?.requiresGrad) B.biasGrad(dy, e.gradOf(bias).storage, M, N);
+    });
+  }
+  return y;
+}
+
+/**
+ * y = x·deq(W)ᵀ (+ bias) over a frozen NF4 weight W [N, K] (QLoRA's base): the backend's fused NF4 product, so W is
+ * never widened in full. Backward: dx += dy·deq(W); W gets no gradient, and neither may the bias (a frozen base).
+ */
+export function nf4Linear(x: Tensor, W: Nf4Operand, bias?: Tensor | null): Tensor {
+  const e = x.engine, B = e.backend;
+  const [N, K] = nf4Shape(W);
+  const k = x.shape[x.shape.length - 1];
+  if (k !== K) throw new Error(`nf4Linear: x has ${k} features but the NF4 weight is [${N}, ${K}]`);
+  if (x.dtype !== "f32") throw new Error(`nf4Linear: x must be f32 (got ${x.dtype})`);
+  if (bias && bias.size !== N) throw new Error(`nf4Linear: bias has ${bias.size} elements, the weight has ${N} rows`);
+  if (bias?.requiresGrad) throw new Error(`nf4Linear: the bias "${bias.name}" of a frozen NF4 base cannot require a gradient`);
+  const M = x.size / K;
+  const y = e.empty([...x.shape.slice(0, -1), N], "f32", "nf4linear");
+  B.nf4Matmul(x.storage, W, y.storage, { M, mode: "forward" });
+  if (bias) B.biasAdd(y.storage, bias.storage, M, N);
+  if (e.needsGrad(x)) {
+    y.requiresGrad = true;
+    e.record("nf4linear", () => {
+      if (y.grad) B.nf4Matmul(y.grad.storage, W, e.gradOf(x).storage, { M, mode: "inputGrad", accumulate: true });
+    });
+  }
+  return y;
+}
+
+/**
+ * y += s·h·Bᵀ in place (LoRA's low-rank term added into the base projection's fresh output y [M, N]; h = x·Aᵀ
+ * [M, r], B [N, r]). Backward: dh += s·dy·B, dB += s·dyᵀ·h. Nothing [M, N]-sized is allocated: only h is kept. In
+ * place is sound only while nothing recorded so far reads y's values in its backward (a linear layer's backward
+ * reads its output's gradient, never its values), and y's gradient is also the sum's. Returns y.
+ */
+export function addLowRankInPlace(y: Tensor, h: Tensor, B: Tensor, s: number): Tensor {
+  const e = y.engine, be = e.backend;
+  const [N, r] = B.shape;
+  const M = y.size / N;
+  if (!Number.isInteger(M) || y.shape[y.shape.length - 1] !== N) throw new Error(`addLowRankInPlace: y is [${y.shape}] but B is [${B.shape}] (expects y [..., ${N}])`);
+  if (h.size !== M * r) throw new Error(`addLowRankInPlace: h has ${h.size} elements, expected [${M}, ${r}]`);
+  be.matmul(h.storage, B.storage, y.storage, { M, N, K: r, transB: true, alpha: s, accumulate: true });
+  if (e.needsGrad(h, B)) {
+    y.requiresGrad = true;
+    e.record("lora", () => {
+      if (!y.grad) return;
+      if (h.requiresGrad) be.matmul(y.grad.storage, B.storage, e.gradOf(h).storage, { M, N: r, K: N, alpha: s, accumulate: true });
+      if (B.requiresGrad) be.matmul(y.grad.storage, h.storage, e.gradOf(B).storage, { M: N, N: r, K: M, transA: true, alpha: s, accumulate: true });
     });
   }
   return y;

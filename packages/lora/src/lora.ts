@@ -1,9 +1,9 @@
 // LoRA over a frozen base: y = base(x) + s · (dropout(x) · Aᵀ) · Bᵀ with s = α/r (or α/√r, rsLoRA), the low-rank
-// term added in place into the base's output (see addLowRank).
+// term added in place into the base's output (@nr/autograd addLowRankInPlace).
 // Several named adapters can live on one base; `select(name | null)` picks the one a forward uses (the RL loop
 // switches between the policy adapter, a frozen reference copy, and the bare base). Only adapter tensors are
 // trainable; the base projections never get a gradient buffer.
-import { linear, mul, type Engine, type Tensor } from "@nr/autograd";
+import { addLowRankInPlace, linear, mul, type Engine, type Tensor } from "@nr/autograd";
 import type { Decoder, DecoderLayer, Projection } from "@nr/model";
 import { Mulberry32 } from "@nr/kernels";
 
@@ -115,31 +115,8 @@ export class LoraProjection implements Projection {
       const keep = Array.from({ length: x.size }, () => (this.dropoutRng.next() < p ? 0 : 1 / (1 - p)));
       xin = mul(x, this.engine.tensor(keep, [...x.shape]));
     }
-    return addLowRank(y, linear(xin, A), B, loraScale(ad.config));
+    return addLowRankInPlace(y, linear(xin, A), B, loraScale(ad.config));
   }
-}
-
-/**
- * y += s·h·Bᵀ in place on the base projection's fresh output y (h = x·Aᵀ [M, r], B [out, r]), recording the
- * backward dh += s·dy·B, dB += s·dyᵀ·h. Nothing [M, out]-sized is allocated for the adapter: only h is kept. In place
- * is sound because a base projection's backward reads its output's gradient, never its values, and y's gradient is
- * also the sum's.
- */
-function addLowRank(y: Tensor, h: Tensor, B: Tensor, s: number): Tensor {
-  const e = y.engine, be = e.backend;
-  const [N, r] = B.shape;
-  const M = y.size / N;
-  if (h.size !== M * r) throw new Error(`lora: h has ${h.size} elements, expected [${M}, ${r}]`);
-  be.matmul(h.storage, B.storage, y.storage, { M, N, K: r, transB: true, alpha: s, accumulate: true });
-  if (e.needsGrad(h, B)) {
-    y.requiresGrad = true;
-    e.record("lora", () => {
-      if (!y.grad) return;
-      if (h.requiresGrad) be.matmul(y.grad.storage, B.storage, e.gradOf(h).storage, { M, N: r, K: N, alpha: s, accumulate: true });
-      if (B.requiresGrad) be.matmul(y.grad.storage, h.storage, e.gradOf(B).storage, { M: N, N: r, K: M, transA: true, alpha: s, accumulate: true });
-    });
-  }
-  return y;
 }
 
 const LAYER_SLOTS: Record<LoraTarget, keyof DecoderLayer> = {

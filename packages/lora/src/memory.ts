@@ -443,7 +443,7 @@ class StepReplay {
     return this.unary(x, x.n, [], [x.n]);
   }
 
-  /** The frozen base projection, plus (for a LoRA target) dropout and addLowRank in place on its output. */
+  /** The frozen base projection, plus (for a LoRA target) dropout and addLowRankInPlace on its output. */
   projection(layer: number, t: LoraTarget, x: Rt): Rt {
     const { inF, outF } = this.dims[t];
     const W = param(inF * outF, false);
@@ -453,7 +453,7 @@ class StepReplay {
     if (!this.adapters.has(key)) this.adapters.set(key, { A: param(this.r * inF, true), B: param(outF * this.r, true) });
     const { A, B } = this.adapters.get(key)!;
     const xin = this.dropout ? this.dropoutOf(x) : x;
-    // addLowRank: y += s·h·Bᵀ in place on the base output; backward dh and dB.
+    // addLowRankInPlace: y += s·h·Bᵀ in place on the base output; backward dh and dB.
     const e = this.e;
     const h = this.linear(xin, A, this.r);
     if (!e.needs(h, B)) return base;

@@ -10,7 +10,7 @@ import { saveBnbNf4 } from "./bnb.js";
 import { CpuBackend, Engine, GpuBackend } from "@nr/autograd";
 import { generateModel } from "./generate.js";
 import { dequantizedCopy, loadDecoder, Nf4Projection } from "./load.js";
-import { makeBatch, type Decoder } from "./decoder.js";
+import { makeBatch, type Decoder, type Projection } from "./decoder.js";
 import { parameterSpecs, toHfConfig } from "./config.js";
 import { SafetensorsCheckpoint, writeSafetensorsCheckpoint, type SafetensorsDtype, type TensorToWrite } from "./safetensors.js";
 
@@ -123,6 +123,28 @@ describe("loadDecoder with quant: nf4", () => {
     // On the float64 CPU backend the same checkpoint loads as the exact dequantised values.
     const cpu = await run(trainFirstNorm((await loadDecoder(new Engine(new CpuBackend()), bnbDir)).decoder));
     cpu.logp.forEach((w, i) => cpu.mask[i] && expect(Math.abs(a.logp[i] - w), `logp[${i}]`).toBeLessThan(2e-5));
+  });
+
+  it("an NF4 projection runs on the float64 CPU backend from the weight's host form (same codes: same outputs and input gradients)", async () => {
+    const src = join(suite.dir, "cpu-proj");
+    await generateModel(src, CONFIG, { seed: 3, dtype: "f32", tokenizer: false, init: { std: 0.15 } });
+    const gpuEngine = new Engine(new GpuBackend(suite.gpu)), cpuEngine = new Engine(new CpuBackend());
+    const p = (await loadDecoder(gpuEngine, src, { quant: "nf4" })).decoder.weights.layers[1].q as Nf4Projection;
+    const host = new Nf4Projection(cpuEngine, await downloadNf4(suite.gpu, p.weight), cpuEngine.tensor(await p.bias!.read(), [p.outFeatures]), p.name);
+    expect(Array.from(await host.dequantize())).toEqual(Array.from(await p.dequantize()));
+    const M = 7, x = Array.from({ length: M * p.inFeatures }, (_, i) => Math.sin(i * 0.37)), dy = Array.from({ length: M * p.outFeatures }, (_, i) => Math.cos(i * 0.11));
+    const forwardBackward = async (proj: Projection, e: Engine) => {
+      const xt = e.tensor(x, [M, proj.inFeatures], { requiresGrad: true, name: "x" });
+      const y = proj.forward(xt);
+      e.backward([[y, dy]]);
+      return { y: await y.read(), dx: await xt.grad!.read() };
+    };
+    const g = await forwardBackward(p, gpuEngine), c = await forwardBackward(host, cpuEngine);
+    c.y.forEach((w, i) => expect(Math.abs(g.y[i] - w), `y[${i}]`).toBeLessThan(2e-5));
+    c.dx.forEach((w, i) => expect(Math.abs(g.dx[i] - w), `dx[${i}]`).toBeLessThan(2e-5));
+    // Each backend takes its own form of the weight.
+    expect(() => new Nf4Projection(cpuEngine, p.weight)).toThrow(/in GPU buffers needs the WebGPU backend/);
+    expect(() => new Nf4Projection(gpuEngine, host.weight)).toThrow(/in its host form needs the CPU backend/);
   });
 
   it("refuses a trainable NF4 base and unknown quant kinds with the reason", async () => {

@@ -21,18 +21,16 @@
 // gradient dy·W is computed in f32. Needs shader-f16 on the GPU. On the float64 CPU backend the same model is built
 // with the f16 values held in float64 and the activations rounded to f16 before each projection: an emulation of the
 // GPU path, the reference its tests compare against.
-import { concatColumns, Engine, GpuBackend, Tensor } from "@nr/autograd";
+import { concatColumns, Engine, GpuBackend, nf4Linear, nf4Shape, Tensor, type Nf4Operand } from "@nr/autograd";
 import {
   downloadNf4,
   nf4DequantizeReference,
   nf4HostScales,
-  nf4Matmul,
   nf4QuantizeReference,
   quantizeNf4,
   releaseNf4,
   tableShardRows,
   type Gpu,
-  type GpuBuffer,
   type Nf4SourceDtype,
   type Nf4Weight,
 } from "@nr/kernels";
@@ -68,60 +66,53 @@ export interface LoadDecoderOptions {
 }
 
 /**
- * A frozen NF4 linear layer y = x·deq(W)ᵀ (+ bias) over the fused NF4 matmul. W is never materialised in full
- * precision; backward adds dy·deq(W) into x's gradient and gives W (and the bias) none.
+ * A frozen NF4 linear layer y = x·deq(W)ᵀ (+ bias) over @nr/autograd's nf4Linear op. W is never materialised in full
+ * precision on the GPU; backward adds dy·deq(W) into x's gradient and gives W (and the bias) none. On the WebGPU
+ * backend W is the device form (Nf4Weight, the fused NF4 matmul); on the float64 CPU backend its host form
+ * (Nf4HostState, dequantised exactly as bitsandbytes does) — the reference the GPU path is checked against.
  */
-export class Nf4Projection implements Projection {
-  readonly gpu: Gpu;
-
+export class Nf4Projection<W extends Nf4Operand = Nf4Weight> implements Projection {
   constructor(
     readonly engine: Engine,
-    readonly weight: Nf4Weight,
+    readonly weight: W,
     readonly bias: Tensor | null = null,
     readonly name = "nf4",
   ) {
-    if (!(engine.backend instanceof GpuBackend)) throw new Error(`${name}: an NF4 projection needs the WebGPU backend (GpuBackend); on the CPU backend load the dequantised weights instead`);
-    if (weight.K % 8 !== 0) throw new Error(`${name}: in_features ${weight.K} is not a multiple of 8, which the fused NF4 matmul needs; load this model with quant: "none"`);
-    if (bias && bias.size !== weight.N) throw new Error(`${name}: bias has ${bias.size} elements, the weight has ${weight.N} rows`);
+    const onGpu = engine.backend instanceof GpuBackend;
+    if (onGpu === "shape" in weight) throw new Error(`${name}: an NF4 weight ${onGpu ? "in its host form needs the CPU backend; upload it (uploadNf4) for the WebGPU backend" : "in GPU buffers needs the WebGPU backend; download it (downloadNf4) for the CPU backend"}`);
+    const [N, K] = nf4Shape(weight);
+    if (K % 8 !== 0) throw new Error(`${name}: in_features ${K} is not a multiple of 8, which the fused NF4 matmul needs; load this model with quant: "none"`);
+    if (bias && bias.size !== N) throw new Error(`${name}: bias has ${bias.size} elements, the weight has ${N} rows`);
     if (bias?.requiresGrad) throw new Error(`${name}: the bias of a frozen NF4 base cannot be trainable`);
-    this.gpu = engine.backend.gpu;
   }
 
   get outFeatures() {
-    return this.weight.N;
+    return nf4Shape(this.weight)[0];
   }
   get inFeatures() {
-    return this.weight.K;
+    return nf4Shape(this.weight)[1];
   }
 
   forward(x: Tensor): Tensor {
-    const e = this.engine;
-    const { N, K } = this.weight;
-    const k = x.shape[x.shape.length - 1];
-    if (k !== K) throw new Error(`${this.name}: x has ${k} features but the NF4 weight is [${N}, ${K}]`);
-    if (x.dtype !== "f32") throw new Error(`${this.name}: x must be f32 (got ${x.dtype})`);
-    const M = x.size / K;
-    const y = e.empty([...x.shape.slice(0, -1), N], "f32", "nf4linear");
-    nf4Matmul(this.gpu, { mode: "forward", a: x.storage as GpuBuffer, w: this.weight, out: y.storage as GpuBuffer, M });
-    if (this.bias) e.backend.biasAdd(y.storage, this.bias.storage, M, N);
-    if (e.needsGrad(x)) {
-      y.requiresGrad = true;
-      e.record("nf4linear", () => {
-        if (y.grad) nf4Matmul(this.gpu, { mode: "inputGrad", a: y.grad.storage as GpuBuffer, w: this.weight, out: e.gradOf(x).storage as GpuBuffer, M, accumulate: true });
-      });
-    }
-    return y;
+    if (x.shape[x.shape.length - 1] !== this.inFeatures) throw new Error(`${this.name}: x has ${x.shape[x.shape.length - 1]} features but the NF4 weight is [${this.outFeatures}, ${this.inFeatures}]`);
+    return nf4Linear(x, this.weight, this.bias);
   }
 
-  /** The dequantised weight [N, K] (row-major f32), read back and dequantised on the host exactly as bitsandbytes does. */
+  private get gpu(): Gpu {
+    return (this.engine.backend as GpuBackend).gpu;
+  }
+
+  /** The dequantised weight [N, K] (row-major f32), dequantised on the host exactly as bitsandbytes does. */
   async dequantize(): Promise<Float32Array> {
-    const s = await downloadNf4(this.gpu, this.weight);
-    return nf4DequantizeReference(s.packed, nf4HostScales(s), this.weight.N * this.weight.K, s.blocksize, s.quantMap);
+    const w: Nf4Operand = this.weight;
+    const s = "shape" in w ? w : await downloadNf4(this.gpu, w);
+    return nf4DequantizeReference(s.packed, nf4HostScales(s), this.outFeatures * this.inFeatures, s.blocksize, s.quantMap);
   }
 
   /** Release the device buffers (the projection is unusable afterwards). */
   dispose() {
-    releaseNf4(this.gpu, this.weight);
+    const w: Nf4Operand = this.weight;
+    if (!("shape" in w)) releaseNf4(this.gpu, w);
     this.bias?.dispose();
   }
 }
