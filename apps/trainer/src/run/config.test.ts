@@ -59,10 +59,20 @@ describe("presets", () => {
     expect(c.rl).toMatchObject({ algo: "dr_grpo", G: 8, temperature: 0.8, maxNewTokens: 384, ppoEpochs: 2, clipGradNorm: 1 });
     expect(c.sft).toMatchObject({ lr: 2e-5, batchSize: 4, epochs: 1 });
     expect(c.data.trainSize).toBe(5000);
+    // Every SFT target shows its worked solution (the embedded default's answer-only share must not leak in).
+    expect(c.sft.noThinkFraction).toBe(0);
     // One epoch over 5000 examples in steps of batchSize 4 × gradAccum 1 (the step count SFT runs).
     expect(sftSchedule(c, 5000)).toEqual({ perEpoch: 1250, total: 1250 });
     // A missing folder is named as such.
     expect(errorOf(() => resolveConfig({ preset: "qwen2.5-math-1.5b-dr-grpo", overrides: [["model.dir", join(ck, "nope")]] })).message).toMatch(/model\.dir = ".*nope" does not exist/);
+  });
+
+  it("presets for real checkpoints never inherit the embedded default's answer-only SFT share", () => {
+    for (const name of listPresets().filter((n) => n !== "default")) {
+      const raw = loadPreset(name) as { model: { dir?: string }; sft: { noThinkFraction?: number } };
+      if (raw.model.dir === undefined) continue;
+      expect([name, raw.sft.noThinkFraction ?? 0]).toEqual([name, 0]);
+    }
   });
 
   it("unknown preset names and unknown keys in a preset file suggest the closest", () => {
