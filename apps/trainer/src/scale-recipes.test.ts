@@ -6,24 +6,16 @@
 //   NR_SCALE=1 npx vitest run src/scale-recipes.test.ts      (in apps/trainer, after the build)
 // NR_SCALE_MODEL=DIR reuses (or writes once into) a checkpoint folder instead of a temp one.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, symlinkSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { INDEX_FILE, SINGLE_FILE, writeRandomCheckpoint } from "@nr/model";
 import { RECIPES } from "./commands/recipes.js";
 import type { RecipeRecord } from "./commands/recipe.js";
+import { MIN, nrCli, scaleModel, scaleSkipReason, shared } from "./scale-kit.js";
 
-const repo = fileURLToPath(new URL("../../../", import.meta.url));
-const shared = join(repo, "..", "shared", "data");
-const cli = join(repo, "apps", "trainer", "dist", "cli.js");
-const config = join(repo, "benchmarks", "scale", "qwen2.5-math-1.5b-instruct.config.json");
-const enabled = process.env.NR_SCALE === "1";
-const why = !enabled ? "NR_SCALE=1 not set" : !existsSync(shared) ? `no ${shared}` : !existsSync(cli) ? "apps/trainer is not built" : null;
+const why = scaleSkipReason();
 if (why) console.log(`recipes at scale skipped: ${why}`);
-const MIN = 60_000;
 
 /** The file names the recipes expect, as links to the shared data (GSM8K has worked solutions for SFT). */
 const DATA_LINKS: Record<string, string> = {
@@ -42,30 +34,13 @@ const TRAIN = "--sft.steps 1 --sft.batchSize 1 --sft.gradAccum 1 --sft.warmup 0 
 const EVAL = "--n 1 --max-new-tokens 4 --batch-size 1";
 const CURATE = "--n 12 --samples 2 --min-pass 0 --max-pass 2 --max-new-tokens 4";
 
-function nr(args: string[], cwd: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      process.stdout.write(d);
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("close", (code) => (code === 0 ? resolve(out) : reject(new Error(`nr ${args.join(" ")} exited ${code}:\n${out.slice(-3000)}`))));
-  });
-}
-
 let cwd: string;
 let model: string;
 let data: string;
 beforeAll(async () => {
   if (why) return;
   cwd = await mkdtemp(join(tmpdir(), "nr-recipes-"));
-  model = process.env.NR_SCALE_MODEL ?? join(cwd, "qwen2.5-math-1.5b-random");
-  if (!existsSync(join(model, SINGLE_FILE)) && !existsSync(join(model, INDEX_FILE))) {
-    await writeRandomCheckpoint(model, config, { tokenizerDir: join(shared, "qwen2.5_tokenizer"), seed: 0 });
-  }
+  model = await scaleModel(cwd);
   data = join(cwd, "data");
   mkdirSync(data);
   for (const [name, file] of Object.entries(DATA_LINKS)) symlinkSync(join(shared, file), join(data, name));
@@ -77,7 +52,7 @@ afterAll(async () => {
 describe.skipIf(why !== null)("the recipes on the Qwen2.5-Math-1.5B shape (NR_SCALE=1)", () => {
   for (const recipe of RECIPES) {
     it(`nr recipe run ${recipe.name}: every step, every artefact in one run folder`, async () => {
-      await nr(["recipe", "run", recipe.name, "--model", model, "--data", data, "--out", join(cwd, "runs"), `--train=${TRAIN}`, `--eval=${EVAL}`, `--curate=${CURATE}`], cwd);
+      await nrCli(["recipe", "run", recipe.name, "--model", model, "--data", data, "--out", join(cwd, "runs"), `--train=${TRAIN}`, `--eval=${EVAL}`, `--curate=${CURATE}`], { cwd });
       const run = join(cwd, "runs", recipe.name);
       const record = JSON.parse(await readFile(join(run, "recipe.json"), "utf8")) as RecipeRecord;
       expect(record.steps.map((s) => [s.id, s.status])).toEqual(recipe.steps.map((s) => [s.id, "done"]));

@@ -7,53 +7,21 @@
 // NR_SCALE_MODEL=DIR reuses (or writes once into) a checkpoint folder instead of a temp one.
 //   NR_SCALE=1 npx vitest run src/scale.test.ts      (in apps/trainer, after the build)
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { INDEX_FILE, SINGLE_FILE, writeRandomCheckpoint } from "@nr/model";
+import { MIN, nrCli as nr, scaleModel, scaleSkipReason, shared } from "./scale-kit.js";
 
-const repo = fileURLToPath(new URL("../../../", import.meta.url));
-const shared = join(repo, "..", "shared", "data");
-const cli = join(repo, "apps", "trainer", "dist", "cli.js");
-const config = join(repo, "benchmarks", "scale", "qwen2.5-math-1.5b-instruct.config.json");
-const enabled = process.env.NR_SCALE === "1";
-const why = !enabled ? "NR_SCALE=1 not set" : !existsSync(shared) ? `no ${shared}` : !existsSync(cli) ? "apps/trainer is not built" : null;
+const why = scaleSkipReason();
 if (why) console.log(`scale end-to-end skipped: ${why}`);
-const MIN = 60_000;
-
-/** Run the CLI; resolve with its output, reject with it on a non-zero exit. `until` ends a long-running server. */
-function nr(args: string[], o: { cwd: string; until?: (out: string) => Promise<void> | undefined }): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd: o.cwd, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let stopping = false;
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      process.stdout.write(d);
-      const done = !stopping && o.until?.(out);
-      if (done) {
-        stopping = true;
-        done.then(() => child.kill("SIGTERM"), (err) => (child.kill("SIGKILL"), reject(err)));
-      }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("close", (code) => (code === 0 || stopping ? resolve(out) : reject(new Error(`nr ${args.join(" ")} exited ${code}:\n${out.slice(-3000)}`))));
-  });
-}
 
 let cwd: string;
 let model: string;
 beforeAll(async () => {
   if (why) return;
   cwd = await mkdtemp(join(tmpdir(), "nr-scale-"));
-  model = process.env.NR_SCALE_MODEL ?? join(cwd, "qwen2.5-math-1.5b-random");
-  if (!existsSync(join(model, SINGLE_FILE)) && !existsSync(join(model, INDEX_FILE))) {
-    await writeRandomCheckpoint(model, config, { tokenizerDir: join(shared, "qwen2.5_tokenizer"), seed: 0 });
-  }
+  model = await scaleModel(cwd);
 }, 30 * MIN);
 afterAll(async () => {
   if (cwd) await rm(cwd, { recursive: true, force: true });
