@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { MIN, nrCli as nr, scaleModel, scaleSkipReason, shared } from "./scale-kit.js";
 
 const why = scaleSkipReason();
@@ -56,7 +56,7 @@ describe.skipIf(why !== null)("the Qwen2.5-Math-1.5B shape end to end (NR_SCALE=
     expect(existsSync(join(cwd, "onnx", "config.json"))).toBe(true);
   }, 60 * MIN);
 
-  it("nr serve answers one completion over HTTP", async () => {
+  it("nr serve answers one completion over HTTP (the base is served under its folder name)", async () => {
     const port = 18000 + Math.floor(Math.random() * 1000);
     let body: { choices: Array<{ text: string }> } | null = null;
     await nr(["serve", "--model", model, "--port", String(port)], {
@@ -64,7 +64,7 @@ describe.skipIf(why !== null)("the Qwen2.5-Math-1.5B shape end to end (NR_SCALE=
       until: (out) => {
         if (!/listening on/.test(out)) return undefined;
         return (async () => {
-          const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "base", prompt: "What is 2+3?", max_tokens: 2 }) });
+          const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: basename(model), prompt: "What is 2+3?", max_tokens: 2 }) });
           expect(r.status).toBe(200);
           body = (await r.json()) as { choices: Array<{ text: string }> };
         })();
