@@ -27,7 +27,9 @@ export {
 export type { ChatMessage, FewShotExample, PromptOptions, SftExample } from "./prompts.js";
 export {
   SYNTHETIC_NAMES,
+  SYNTHETIC_KINDS,
   SYNTHETIC_OBJECTS,
+  expressionFacts,
   generateSynthetic,
   syntheticAlphabet,
   syntheticSftTarget,
@@ -35,7 +37,7 @@ export {
   syntheticSplitOf,
   syntheticWords,
 } from "./synthetic.js";
-export type { SyntheticOp, SyntheticOptions, SyntheticSplit, SyntheticStep } from "./synthetic.js";
+export type { SyntheticKind, SyntheticOp, SyntheticOptions, SyntheticSplit, SyntheticStep } from "./synthetic.js";
 export { ScriptedGenerator } from "./generator.js";
 export type { Completion, FinishReason, GenerationRequest, GenerationResult, Generator, ScriptContext } from "./generator.js";
 export { defaultGrader, resolveGrader, runGrade } from "./grade.js";

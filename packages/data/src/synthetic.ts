@@ -7,12 +7,19 @@
 import type { MathRecord } from "./types.js";
 import { Rng, fnv1a } from "./util.js";
 import { sftTarget } from "./prompts.js";
+import { draftExpression, expressionText, type ExpressionRange } from "./synthetic-expression.js";
 
 export const SYNTHETIC_NAMES = ["Ann", "Ben", "Cal", "Dan", "Eve", "Fay", "Gus", "Ivy"] as const;
 export const SYNTHETIC_OBJECTS = ["apples", "pens", "books", "coins", "cards", "eggs", "shells", "stamps"] as const;
 
 export type SyntheticOp = "add" | "sub" | "mul" | "div";
 export type SyntheticSplit = "train" | "heldout";
+/**
+ * `"words"`: word problems (`Ann has 5 pens. …`); `"expression"`: a chain of + and - on one line (`7 + 5 - 3 = ?`,
+ * see synthetic-expression.ts).
+ */
+export type SyntheticKind = "words" | "expression";
+export const SYNTHETIC_KINDS: readonly SyntheticKind[] = ["words", "expression"];
 
 /** Difficulty and size controls. */
 export interface SyntheticOptions {
@@ -35,6 +42,8 @@ export interface SyntheticOptions {
   ops?: readonly SyntheticOp[];
   /** Fraction of problem texts (by hash) that belong to the held-out split (default 0.1). */
   heldOutFraction?: number;
+  /** Which problems: word problems (default) or one-line + / - chains (only add and sub; maxFactor unused). */
+  kind?: SyntheticKind;
 }
 
 /**
@@ -57,7 +66,7 @@ export function syntheticSplitOf(problem: string, heldOutFraction = 0.1): Synthe
   return fnv1a(problem) % 10000 < Math.round(heldOutFraction * 10000) ? "heldout" : "train";
 }
 
-type Family = "has" | "box" | "bags";
+type Family = "has" | "box" | "bags" | "expression";
 
 interface Draft {
   family: Family;
@@ -86,7 +95,7 @@ function sentenceFor(family: Family, op: SyntheticOp, a: string, b: string, obj:
   }
 }
 
-function draft(rng: Rng, steps: number, o: Required<Omit<SyntheticOptions, "seed" | "count" | "split" | "heldOutFraction">>): Draft | null {
+function draft(rng: Rng, steps: number, o: Required<Omit<SyntheticOptions, "seed" | "count" | "split" | "heldOutFraction" | "kind">>): Draft | null {
   const family: Family = rng.pick(["has", "box", "bags"] as const);
   const a = rng.pick(SYNTHETIC_NAMES);
   let b = rng.pick(SYNTHETIC_NAMES);
@@ -138,6 +147,12 @@ function draft(rng: Rng, steps: number, o: Required<Omit<SyntheticOptions, "seed
   return { family, sentences, question, steps: list };
 }
 
+/** An expression chain as a draft (no sentences: the text is the expression itself). */
+function expressionDraft(rng: Rng, steps: number, r: ExpressionRange): Draft | null {
+  const list = draftExpression(rng, steps, r);
+  return list && { family: "expression", sentences: [], question: "", steps: list };
+}
+
 function divisors(n: number, maxFactor: number): number[] {
   const out: number[] = [];
   for (let k = 2; k <= maxFactor; k++) if (n % k === 0) out.push(k);
@@ -165,6 +180,9 @@ export function generateSynthetic(options: SyntheticOptions): MathRecord[] {
   };
   if (o.minSteps < 1 || o.maxSteps < o.minSteps) throw new Error(`synthetic: bad step range ${o.minSteps}..${o.maxSteps}`);
   if (o.ops.length === 0) throw new Error("synthetic: no operations allowed");
+  const kind = options.kind ?? "words";
+  if (!SYNTHETIC_KINDS.includes(kind)) throw new Error(`synthetic: unknown kind "${kind}"; expected ${SYNTHETIC_KINDS.join(" or ")}`);
+  if (kind === "expression" && options.ops?.some((op) => op === "mul" || op === "div")) throw new Error("synthetic: the expression kind chains + and - only (left to right needs no precedence); drop mul and div from ops");
   if (o.maxOperand < 2 || o.maxValue < 4) throw new Error("synthetic: maxOperand must be ≥ 2 and maxValue ≥ 4");
   const split = options.split ?? "train";
   const frac = options.heldOutFraction ?? 0.1;
@@ -178,9 +196,9 @@ export function generateSynthetic(options: SyntheticOptions): MathRecord[] {
   for (let attempt = 0; out.length < options.count; attempt++) {
     if (attempt >= maxAttempts) throw new Error(`synthetic: found only ${out.length} of ${options.count} distinct ${split} problems; widen the difficulty settings`);
     const steps = rng.int(o.minSteps, o.maxSteps);
-    const d = draft(rng, steps, o);
+    const d = kind === "expression" ? expressionDraft(rng, steps, o) : draft(rng, steps, o);
     if (!d || d.steps.length !== steps) continue;
-    const problem = `${d.sentences.join(" ")} ${d.question}`;
+    const problem = kind === "expression" ? expressionText(d.steps) : `${d.sentences.join(" ")} ${d.question}`;
     if (seen.has(problem) || syntheticSplitOf(problem, frac) !== split) continue;
     seen.add(problem);
     const answer = String(d.steps[d.steps.length - 1].after);
@@ -192,6 +210,29 @@ export function generateSynthetic(options: SyntheticOptions): MathRecord[] {
       source: "synthetic",
       meta: { steps: d.steps.length, ops: d.steps.map((s) => s.op), family: d.family, split },
     });
+  }
+  return out;
+}
+
+/**
+ * Every one-operation expression of the range (`a + b = ?`, `a - b = ?` for a in [2, maxValue], b in [2, maxOperand],
+ * result in [1, maxValue]) as records of the split their text belongs to: the facts the chains are built from.
+ * `nr pretrain --fact-copies` puts all of them (both splits) in the base's corpus, so a task built on them must hold
+ * out chains of two or more operations (`minSteps` ≥ 2).
+ */
+export function expressionFacts(r: ExpressionRange, heldOutFraction = 0.1): MathRecord[] {
+  const out: MathRecord[] = [];
+  for (let a = 2; a <= r.maxValue; a++) {
+    for (let b = 2; b <= r.maxOperand; b++) {
+      for (const op of ["add", "sub"] as const) {
+        const after = op === "add" ? a + b : a - b;
+        if (after < 1 || after > r.maxValue) continue;
+        const steps: SyntheticStep[] = [{ op, operand: b, before: a, after }];
+        const problem = expressionText(steps);
+        const split = syntheticSplitOf(problem, heldOutFraction);
+        out.push({ id: `syn-${fnv1a(problem).toString(16).padStart(8, "0")}`, problem, answer: String(after), solution: syntheticSolution(steps), source: "synthetic", meta: { steps: 1, ops: [op], family: "expression", split } });
+      }
+    }
   }
   return out;
 }
