@@ -39,6 +39,8 @@ export {
 } from "./synthetic.js";
 export type { SyntheticKind, SyntheticOp, SyntheticOptions, SyntheticSplit, SyntheticStep } from "./synthetic.js";
 export { ScriptedGenerator } from "./generator.js";
+export { REPETITION_STOP_DEFAULTS, RepeatDetector, firstRepetition, resolveRepetitionStop } from "./repetition.js";
+export type { RepetitionStop } from "./repetition.js";
 export type { Completion, FinishReason, GenerationRequest, GenerationResult, Generator, ScriptContext } from "./generator.js";
 export { defaultGrader, resolveGrader, runGrade } from "./grade.js";
 export type { GradeFn, GradeResult, Graded } from "./grade.js";

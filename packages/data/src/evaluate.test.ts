@@ -70,7 +70,7 @@ describe("evaluate", () => {
     expect(s.length.unit).toBe("tokens");
     expect(s.length.greedy!.mean).toBeCloseTo(s.results.reduce((a, r) => a + [...r.greedy!.text].length, 0) / 5, 12);
     expect(s.length.sampled!.count).toBe(40);
-    expect(s.finishReasons).toEqual({ eos: 45, stop: 0, length: 0 });
+    expect(s.finishReasons).toEqual({ eos: 45, stop: 0, length: 0, repetition: 0 });
     // Per-problem JSONL.
     const lines = await readJsonl<{ id: string; prompt: string; gold: string; samples: { text: string; predicted: string | null; correct: boolean }[]; greedy: { correct: boolean } }>(out);
     expect(lines.map((l) => l.id)).toEqual(["p0", "p1", "p2", "p3", "p4"]);
@@ -128,6 +128,23 @@ describe("evaluate", () => {
     expect(u.length.greedy!.mean).toBe(9);
     await expect(evaluate(long, [], { greedy: false, grade: exactGrade })).rejects.toThrow(/nothing to do/);
     await expect(evaluate(long, [], { samples: 4, ks: [8], grade: exactGrade })).rejects.toThrow(/k=8/);
+  });
+  it("the repetition guard ends a looping completion early, passes through to the generator and is counted", async () => {
+    const loop = "So the answer is 4. " .repeat(40); // 20-character block
+    const gen = new ScriptedGenerator(({ index }) => (index === 0 ? "\\boxed{2}" : loop));
+    const rec = [{ id: "a", problem: "1+1?", answer: "2", source: "t" }];
+    const guard = { maxPeriod: 32, minRepeats: 3, minTokens: 40 };
+    const s = await evaluate(gen, rec, { greedy: false, samples: 2, maxNewTokens: 2000, repetitionStop: guard, grade: exactGrade, progress: false, print: false });
+    expect(gen.calls[0][0].repetitionStop).toEqual(guard);
+    const looped = s.results[0].samples[1];
+    expect(looped.finishReason).toBe("repetition");
+    expect(looped.length).toBe(60); // the first character at which 3 copies (≥ 40 characters) of the block repeat
+    expect(s.finishReasons).toEqual({ eos: 1, stop: 0, length: 0, repetition: 1 });
+    expect(formatEvalTable(s)).toMatch(/stopped looping \(repetition\)\s+50/);
+    // without the guard the same completion runs to the cap
+    const off = await evaluate(gen, rec, { greedy: false, samples: 2, maxNewTokens: 2000, grade: exactGrade, progress: false, print: false });
+    expect(off.results[0].samples[1]).toMatchObject({ finishReason: "eos", length: 800 });
+    await expect(evaluate(gen, rec, { repetitionStop: { minRepeats: 1 }, grade: exactGrade, progress: false, print: false })).rejects.toThrow(/minRepeats/);
   });
   it("passes prompt ids and the one-completion temperature through, with per-problem seeds (nr train's eval)", async () => {
     const gen = scripted();

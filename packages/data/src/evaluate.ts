@@ -6,6 +6,7 @@ import { lengthStats, majorityVote, mean, passAtK } from "./metrics.js";
 import type { LengthStats } from "./metrics.js";
 import { ProgressBar } from "./progress.js";
 import { ChatTemplate, buildPrompt } from "./prompts.js";
+import { type RepetitionStop, resolveRepetitionStop } from "./repetition.js";
 import type { PromptOptions } from "./prompts.js";
 import type { MathRecord } from "./types.js";
 
@@ -35,6 +36,8 @@ export interface EvaluateOptions {
   /** Token budget per completion (default 1024). */
   maxNewTokens?: number;
   stop?: string[];
+  /** The length-explosion guard: end looping completions early (finish reason "repetition"). Default off. */
+  repetitionStop?: RepetitionStop;
   /** Base seed: problem i's sampled request gets seed + i (independent of batching). Default 0. */
   seed?: number;
   /** k values for pass@k (each ≤ samples). Default: 1, 2, 4, … up to samples, and samples. */
@@ -134,6 +137,7 @@ export async function evaluate(generator: Generator, dataset: readonly MathRecor
   const template = options.template ?? ChatTemplate.chatml();
   const makePrompt = options.prompt ?? ((r: MathRecord) => buildPrompt(template, r.problem, options.promptOptions));
   const maxNewTokens = options.maxNewTokens ?? 1024;
+  if (options.repetitionStop) resolveRepetitionStop(options.repetitionStop); // a bad setting fails before any generation
   const batchSize = Math.max(1, options.batchSize ?? 16);
   const seed = options.seed ?? 0;
   const writer = options.outputPath ? new JsonlWriter(options.outputPath) : null;
@@ -146,7 +150,7 @@ export async function evaluate(generator: Generator, dataset: readonly MathRecor
 
   const started = performance.now();
   const results: ProblemResult[] = [];
-  const finishReasons: Record<FinishReason, number> = { eos: 0, stop: 0, length: 0 };
+  const finishReasons: Record<FinishReason, number> = { eos: 0, stop: 0, length: 0, repetition: 0 };
   let allTokens = true;
   let correctSoFar = 0;
   let gradedSoFar = 0;
@@ -167,7 +171,7 @@ export async function evaluate(generator: Generator, dataset: readonly MathRecor
       const requests: GenerationRequest[] = [];
       batch.forEach((_, j) => {
         const ids = options.promptIds?.(batch[j]);
-        const base = { prompt: prompts[j], ...(ids ? { promptIds: ids } : {}), maxNewTokens, ...(options.stop ? { stop: options.stop } : {}) };
+        const base = { prompt: prompts[j], ...(ids ? { promptIds: ids } : {}), maxNewTokens, ...(options.stop ? { stop: options.stop } : {}), ...(options.repetitionStop ? { repetitionStop: options.repetitionStop } : {}) };
         if (greedy) requests.push({ ...base, n: 1, temperature: options.greedyTemperature ?? 0, seed: seed + start + j });
         if (n > 0) requests.push({ ...base, n, temperature: options.temperature ?? 0.6, topP: options.topP ?? 0.95, seed: seed + start + j });
       });
@@ -253,8 +257,9 @@ export function formatEvalTable(s: EvalSummary): string {
   for (const [k, v] of Object.entries(s.majAtK)) rows.push([`maj@${k}`, pct(v)]);
   if (s.length.greedy) rows.push([`greedy length (${s.length.unit})`, lengthLine(s.length.greedy)]);
   if (s.length.sampled) rows.push([`sampled length (${s.length.unit})`, lengthLine(s.length.sampled)]);
-  const total = s.finishReasons.eos + s.finishReasons.stop + s.finishReasons.length;
+  const total = s.finishReasons.eos + s.finishReasons.stop + s.finishReasons.length + (s.finishReasons.repetition ?? 0);
   rows.push(["truncated (length)", total > 0 ? pct(s.finishReasons.length / total) : "-"]);
+  if (s.finishReasons.repetition) rows.push(["stopped looping (repetition)", pct(s.finishReasons.repetition / total)]);
   rows.push(["time", `${s.seconds.toFixed(1)}s`]);
   const w = Math.max(...rows.map((r) => r[0].length));
   const title = s.name ? `${s.name}\n` : "";

@@ -2,10 +2,14 @@
  * The text-generation interface the evaluator and the curation filter call. The GPU rollout engine
  * (@nr/rollout) implements it; {@link ScriptedGenerator} is a fake for tests.
  */
+import { type RepetitionStop, firstRepetition } from "./repetition.js";
 import { Rng, fnv1a } from "./util.js";
 
-/** Why a completion ended: the model's end token, a stop string, or the token budget. */
-export type FinishReason = "eos" | "stop" | "length";
+/**
+ * Why a completion ended: the model's end token, a stop string, the token budget, or the repetition guard (a looping
+ * tail, see {@link RepetitionStop}; like "length", the completion never finished).
+ */
+export type FinishReason = "eos" | "stop" | "length" | "repetition";
 
 /** One prompt to complete `n` times. */
 export interface GenerationRequest {
@@ -28,6 +32,8 @@ export interface GenerationRequest {
   seed?: number;
   /** Strings that end a completion (not included in the text). */
   stop?: string[];
+  /** The length-explosion guard: end a completion whose tail is one block repeated (finish reason "repetition"). */
+  repetitionStop?: RepetitionStop;
 }
 
 export interface Completion {
@@ -59,7 +65,8 @@ export interface ScriptContext {
 
 /**
  * A fake {@link Generator} driven by a function. The function returns the "model output"; the fake then
- * applies the request's stop strings (finish `"stop"`) and token budget (finish `"length"`), counting
+ * applies the request's stop strings (finish `"stop"`), repetition guard over characters (finish `"repetition"`) and
+ * token budget (finish `"length"`), counting
  * tokens with `countTokens` (default: one token per character, like a character-level model).
  * Every call is recorded in `calls`.
  */
@@ -87,6 +94,15 @@ export class ScriptedGenerator implements Generator {
           if (i >= 0) {
             text = text.slice(0, i);
             finishReason = "stop";
+          }
+        }
+        if (request.repetitionStop) {
+          // the guard over code points (one token per character, the default counter's model)
+          const chars = [...text];
+          const at = firstRepetition(chars.map((c) => c.codePointAt(0)!), request.repetitionStop);
+          if (at >= 0 && at <= request.maxNewTokens) {
+            text = chars.slice(0, at).join("");
+            finishReason = "repetition";
           }
         }
         let tokens = this.countTokens(text);

@@ -265,7 +265,8 @@ function bearerCheck(apiKey: string | undefined): (req: IncomingMessage) => bool
   };
 }
 
-const finish = (s: GeneratedSequence) => ({ finish_reason: s.finishReason === "length" ? "length" : "stop", stop_reason: s.stopString ?? null });
+// the repetition guard (never on for serve requests today) cut a completion short: "length" tells a client it is unfinished
+const finish = (s: GeneratedSequence) => ({ finish_reason: s.finishReason === "length" || s.finishReason === "repetition" ? "length" : "stop", stop_reason: s.stopString ?? null });
 
 /** The JSON object of a POST body: size, nesting depth and syntax checked, in that order. */
 async function jsonBody(req: IncomingMessage, maxBody: number): Promise<Body> {

@@ -23,7 +23,8 @@ import * as K from "@nr/kernels";
 import type { Gpu, GpuBuffer } from "@nr/kernels";
 import { rowsArg, type Engine, type Tensor } from "@nr/autograd";
 import type { Decoder } from "@nr/model";
-import type { FinishReason, GenerationRequest, GenerationResult, Generator } from "@nr/data";
+import { RepeatDetector, resolveRepetitionStop } from "@nr/data/core";
+import type { FinishReason, GenerationRequest, GenerationResult, Generator, RepetitionStop } from "@nr/data";
 
 export interface TokenizerLike {
   encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
@@ -45,6 +46,8 @@ export interface SamplingSettings {
   seed?: number;
   /** Strings that end a completion (cut from the text; the tokens that produced them stay in tokenIds). */
   stop?: string[];
+  /** The length-explosion guard: a looping tail ends the completion (finish reason "repetition"). Default off. */
+  repetitionStop?: RepetitionStop;
 }
 
 export interface SampleOptions extends SamplingSettings {
@@ -119,6 +122,7 @@ export interface GenerationJob {
   repetitionPenalty: number;
   maxNewTokens: number;
   stop: string[];
+  repetitionStop?: Required<RepetitionStop>;
   /** RNG key and the counter's sequence id of each sample. */
   seed: number;
   seqIds: number[];
@@ -158,6 +162,8 @@ interface Slot {
   logprobs: number[];
   done: FinishReason | null;
   stopString?: string;
+  /** The repetition guard's state (when the job asks for it). */
+  repeats?: RepeatDetector;
   /** Tool use: the session, tokens waiting to be fed, the mask so far, and the pending tool call (row paused). */
   tool?: { session: ToolSession; forced: number[]; mask: number[]; paused: Promise<void> | null };
 }
@@ -213,7 +219,7 @@ export class WebGpuGenerator implements Generator {
   async generate(requests: GenerationRequest[]): Promise<GenerationResult[]> {
     // One batch for all requests: each request's own seed (when given) makes its samples independent of the others.
     const seqs = await this.generateIds(
-      requests.map((r) => ({ promptIds: r.promptIds ? [...r.promptIds] : this.tokenizer.encode(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, maxNewTokens: r.maxNewTokens, seed: r.seed, stop: r.stop })),
+      requests.map((r) => ({ promptIds: r.promptIds ? [...r.promptIds] : this.tokenizer.encode(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, maxNewTokens: r.maxNewTokens, seed: r.seed, stop: r.stop, repetitionStop: r.repetitionStop })),
       { temperature: 1, maxNewTokens: 1 },
     );
     return seqs.map((s) => ({
@@ -264,12 +270,14 @@ export class WebGpuGenerator implements Generator {
     if (maxNewTokens < 1) throw new Error(`generate: a ${L}-token prompt leaves no room in the ${contextLength}-token context window`);
     const stop = p.stop ?? d.stop ?? [];
     if (stop.some((s) => typeof s !== "string" || s.length === 0)) throw new Error("generate: stop strings must be non-empty strings");
+    const repetition = p.repetitionStop ?? d.repetitionStop;
+    const repetitionStop = repetition ? resolveRepetitionStop(repetition) : undefined;
     const own = p.seed !== undefined;
     const seed = own ? p.seed! : (d.seed ?? 0);
     if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`generate: seed must be a non-negative integer (got ${seed})`);
     const h = own ? hashIds(p.promptIds) : 0;
     const seqIds = Array.from({ length: p.n }, (_, s) => (own ? (h + s) >>> 0 : (rowBase + s) >>> 0));
-    return { promptIds: p.promptIds, n: p.n, temperature, topP, topK, minP, repetitionPenalty, maxNewTokens, stop, seed, seqIds, onToken: p.onToken, onSequence: p.onSequence, tool: p.tool ?? this.tool ?? undefined, done };
+    return { promptIds: p.promptIds, n: p.n, temperature, topP, topK, minP, repetitionPenalty, maxNewTokens, stop, ...(repetitionStop ? { repetitionStop } : {}), seed, seqIds, onToken: p.onToken, onSequence: p.onSequence, tool: p.tool ?? this.tool ?? undefined, done };
   }
 
   async generateIds(prompts: PromptSpec[], o: SampleOptions): Promise<GeneratedSequence[][]> {
@@ -436,7 +444,7 @@ export class WebGpuGenerator implements Generator {
     });
     gpu.write(st.bufs.seqBuf, Uint32Array.of(job.seqIds[s]), dst * 4);
     st.lens[dst] = L;
-    st.slots[dst] = { job, sample: s, step: 0, tokenIds: [], logprobs: [], done: null };
+    st.slots[dst] = { job, sample: s, step: 0, tokenIds: [], logprobs: [], done: null, ...(job.repetitionStop ? { repeats: new RepeatDetector(job.repetitionStop) } : {}) };
     if (job.tool) st.slots[dst]!.tool = { session: job.tool.start(), forced: [], mask: [], paused: null };
     if (job.repetitionPenalty !== 1) {
       const h = st.hist;
@@ -486,6 +494,7 @@ export class WebGpuGenerator implements Generator {
       if (job.repetitionPenalty !== 1) st.hist.host[b * st.Tmax + job.promptIds.length + sq.tokenIds.length - 1] = tok;
       st.timing.decodeTokens++;
       if (job.stop.length && forced === undefined) this.checkStop(sq);
+      if (!sq.done && sq.repeats?.push(tok)) sq.done = "repetition";
       if (!sq.done && sq.tokenIds.length >= job.maxNewTokens) sq.done = "length";
       job.onToken?.(sq.sample, sq.tokenIds, sq.logprobs);
       if (!sq.done && forced === undefined && sq.tool) this.callTool(sq.tool, sq.tokenIds);

@@ -127,6 +127,20 @@ describe("nr eval", () => {
     await expect(runEval(ev({ samples: 4 }), quiet)).rejects.toThrow(/--samples 4 at --temperature 0 .*pass a sampling temperature/);
   });
 
+  it("--repetition-stop reaches the generator: recorded in the report, counted, never a longer completion", async () => {
+    const on = await runEval(ev({ n: 3, maxNewTokens: 64, repetitionStop: true, details: join(root, "rep-on.jsonl") }), quiet);
+    const off = await runEval(ev({ n: 3, maxNewTokens: 64, details: join(root, "rep-off.jsonl") }), quiet);
+    expect(on.options.repetitionStop).toBe(true);
+    expect(off.options.repetitionStop).toBe(false);
+    expect(on.summary.finishReasons.repetition).toBeGreaterThanOrEqual(0);
+    const lens = (f: string) => readFileSync(join(root, f), "utf8").trim().split("\n").map((l) => JSON.parse(l).greedy);
+    lens("rep-on.jsonl").forEach((g, i) => {
+      const free = lens("rep-off.jsonl")[i];
+      if (g.finishReason === "repetition") expect(free.text.startsWith(g.text) && g.length < free.length).toBe(true);
+      else expect(g).toEqual(free);
+    });
+  });
+
   it("bad data: a missing file, and a malformed JSONL line named by file:line (or skipped with --skip-bad-rows)", async () => {
     await expect(runEval(ev({ data: join(root, "missing.jsonl") }), quiet)).rejects.toThrow(/--data .*missing\.jsonl: no such file/);
     const bad = join(root, "bad.jsonl");

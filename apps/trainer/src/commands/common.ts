@@ -280,6 +280,8 @@ export interface SamplingArgs {
   batchSize: number;
   promptFormat: PromptFormat;
   skipBadRows: boolean;
+  /** The length-explosion guard with its defaults (@nr/data REPETITION_STOP_DEFAULTS): stop looping completions. */
+  repetitionStop?: boolean;
 }
 
 /** Check the shared sampling flags (not --seed: each command checks it where its other rules allow). */

@@ -86,6 +86,7 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
       temperature: a.temperature,
       topP: a.topP,
       maxNewTokens: a.maxNewTokens,
+      ...(a.repetitionStop ? { repetitionStop: {} } : {}),
       seed: a.seed,
       batchSize: a.batchSize,
       outputPath: a.details,
@@ -104,7 +105,7 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
       promptFormat: prompter.format,
       quant: m.quant,
       adapterName: m.gpu.adapterName,
-      options: { split: a.split, n: a.n, includeTrain: a.includeTrain ?? false, samples: a.samples, temperature: a.temperature, topP: a.topP, maxNewTokens: a.maxNewTokens, seed: a.seed, batchSize: a.batchSize, promptFormat: a.promptFormat, skipBadRows: a.skipBadRows, ...(shots.length ? { shots: shots.length, shotsFrom: a.shotsFrom } : {}) },
+      options: { split: a.split, n: a.n, includeTrain: a.includeTrain ?? false, samples: a.samples, temperature: a.temperature, topP: a.topP, maxNewTokens: a.maxNewTokens, repetitionStop: a.repetitionStop ?? false, seed: a.seed, batchSize: a.batchSize, promptFormat: a.promptFormat, skipBadRows: a.skipBadRows, ...(shots.length ? { shots: shots.length, shotsFrom: a.shotsFrom } : {}) },
       summary: rest,
       ...(tir ? { tool: tir.tool.stats } : {}),
       out,
@@ -162,6 +163,7 @@ export const modelOptions = <T>(y: Argv<T>) =>
     .option("temperature", { type: "number", default: 0, describe: "sampling temperature (0 = greedy)" })
     .option("top-p", { type: "number", default: 0.95, describe: "nucleus mass when sampling" })
     .option("seed", { type: "number", default: 0, describe: "sampling seed (and the synthetic task's seed)" })
+    .option("repetition-stop", { type: "boolean", default: false, describe: "length-explosion guard: end a completion whose last ≥ 64 tokens are one block (≤ 64 tokens) repeated ≥ 4 times (finish reason \"repetition\")" })
     .option("quant", { choices: ["none", "nf4"] as const, describe: "base weights: nf4 = 4-bit NormalFloat as QLoRA trains (default: the adapter's run config, else none)" });
 
 export const evalCommand: CommandModule<object, EvalArgs> = {

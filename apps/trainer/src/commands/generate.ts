@@ -48,7 +48,7 @@ export async function runGenerate(a: GenerateArgs, io: CommandIo = consoleIo): P
     const all: GeneratedLine[] = [];
     for (let s = 0; s < items.length; s += a.batchSize) {
       const batch = items.slice(s, s + a.batchSize);
-      const requests: GenerationRequest[] = batch.map((it, j) => ({ prompt: prompter.build(it.text), n: a.samples, temperature: a.temperature, topP: a.topP, maxNewTokens: a.maxNewTokens, seed: a.seed + s + j }));
+      const requests: GenerationRequest[] = batch.map((it, j) => ({ prompt: prompter.build(it.text), n: a.samples, temperature: a.temperature, topP: a.topP, maxNewTokens: a.maxNewTokens, ...(a.repetitionStop ? { repetitionStop: {} } : {}), seed: a.seed + s + j }));
       const res = await m.generator.generate(requests);
       const lines: GeneratedLine[] = [];
       batch.forEach((it, j) =>

@@ -107,7 +107,7 @@ function curateStep(what: string, file: string, evalSets: string[], flags: (c: R
 const MATH_4SHOT = (c: RecipeContext) => ["--max-new-tokens", "1024", "--shots", "4", "--shots-from", d(c, "math_train.jsonl")];
 
 /** avg@16 at T 0.6 (DeepScaleR's evaluation), two problems (32 sequences) per generation batch. */
-const AVG16 = ["--samples", "16", "--temperature", "0.6", "--top-p", "1", "--max-new-tokens", "3072", "--batch-size", "2"];
+const AVG16 = ["--samples", "16", "--temperature", "0.6", "--top-p", "1", "--max-new-tokens", "3072", "--repetition-stop", "--batch-size", "2"];
 
 const startFrom = (c: RecipeContext, step: string) => ["--model.adapter", join(c.run, step, "best")];
 
@@ -197,11 +197,11 @@ const qedNanoSft: Recipe = {
   steps: [
     curateStep("unique problems: answer check, exact and near dedup, decontamination", "sft.jsonl", ["eval.jsonl"], () => ["--near-dedup"]),
     trainStep("sft", "long-context SFT: cosine, peak 3e-5, warm-up 3 %, 4,096-token sequences", "sft", "qed-nano-sft", (c) => join(c.run, "curated.jsonl")),
-    evalStep("sft-eval", "SFT adapter, greedy, capped at 3,072 new tokens", "eval.jsonl", { adapter: "sft/best", flags: ["--max-new-tokens", "3072"] }),
+    evalStep("sft-eval", "SFT adapter, greedy, capped at 3,072 new tokens, looping completions stopped", "eval.jsonl", { adapter: "sft/best", flags: ["--max-new-tokens", "3072", "--repetition-stop"] }),
   ],
   next: (c) => ["serve", "--model", c.model, "--adapter", `qed-nano=${join(c.run, "sft", "best")}`, "--port", "8000"],
   gaps: [
-    "no repetition stop in generation yet: the guard is the max-new-tokens cap (a looping completion costs the whole budget)",
+    "the repetition stop (--repetition-stop: a tail of ≥ 64 tokens that is one block of ≤ 64 tokens repeated ≥ 4 times) is in nr eval / nr generate; nr serve requests do not set it",
     "sft.warmup is a step count: the preset's 28 steps are 3 % of 3 epochs of 5,000 examples at batch 4 × 4; scale it with your data",
   ],
 };

@@ -44,7 +44,7 @@ async function scoreGroup(prompt: RlPrompt, seqs: SampledSequence[], promptNumbe
     group.lengths.push(length);
     group.correct!.push(r.correct);
     group.formatOk!.push(r.formatOk);
-    group.truncated!.push(s.finishReason === "length");
+    group.truncated!.push(s.finishReason === "length" || s.finishReason === "repetition");
     samples.push({ prompt: promptNumber, text: s.text, reward: r.reward, correct: r.correct, advantage: 0, length, finishReason: s.finishReason });
   }
   return group;
@@ -89,7 +89,7 @@ export function samplingMetrics(step: SampledStep) {
     accuracy: samples.filter((s) => s.correct).length / n,
     responseLengthMean: lens.reduce((a, b) => a + b, 0) / Math.max(1, lens.length),
     responseLengthMax: Math.max(0, ...lens),
-    truncationRate: samples.filter((s) => s.finishReason === "length").length / n,
+    truncationRate: samples.filter((s) => s.finishReason === "length" || s.finishReason === "repetition").length / n,
     thinkingRate: samples.filter((s) => thinks(s.text)).length / n,
     fracZeroStdGroups: all.filter((g) => g.rewards.every((r) => r === g.rewards[0])).length / Math.max(1, all.length),
     samples,

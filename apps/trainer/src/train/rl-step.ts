@@ -59,7 +59,7 @@ function trainingRows(c: StepContext, kept: Rollout[]): TrainingRows {
       const lossMask = s.toolMask ? [...s.toolMask.map((m) => 1 - m), ...(eos ? [1] : [])] : undefined;
       t.rows.push({ promptIds: r.prompt.promptIds, completionIds: eos ? [...s.tokenIds, c.o.eos] : s.tokenIds, ...(lossMask ? { lossMask } : {}) });
       t.samplerLogp.push(s.logprobs);
-      t.truncated.push(s.finishReason === "length");
+      t.truncated.push(s.finishReason === "length" || s.finishReason === "repetition");
       t.owner.push(r.sampleOffset + j);
     });
   }
