@@ -1,7 +1,8 @@
 // GPU-timestamp profiler. When enabled (and the adapter has timestamp-query), each compute pass gets begin/end
 // timestamps and the profiler attributes pass time to the labels of the dispatches recorded in it. Passes are
 // split per dispatch while profiling so every label gets its own time. Without timestamp-query it reports
-// nothing and `enabled` stays false: use wall-clock around `gpu.sync()` instead.
+// nothing and `enabled` stays false: use wall-clock around `gpu.sync()` instead. A query set holds MAX_PASSES
+// passes; when it fills, the recorded work is submitted early so that every dispatch of a long step is timed.
 import type { Gpu } from "./device.js";
 
 const MAX_PASSES = 512;
@@ -51,6 +52,8 @@ export class GpuProfiler {
     this.labels[i] = this.labels[i] ? `${this.labels[i]}+${label}` : label;
     // One dispatch per pass while profiling, so the next dispatch opens a new timed pass.
     this.gpu.endPass();
+    // The query set is full: submit now (beforeFinish resolves it) so the passes after this one are timed too.
+    if (this.passIndex >= MAX_PASSES) this.gpu.submit();
   }
 
   beforeFinish(encoder: GPUCommandEncoder) {
