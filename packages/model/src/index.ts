@@ -5,6 +5,7 @@ export * from "./dtypes.js";
 export * from "./safetensors.js";
 export * from "./checkpoint.js";
 export * from "./tokenizer.js";
+export * from "./byte-bpe.js";
 export * from "./generate.js";
 export * from "./random-checkpoint.js";
 export * from "./reference.js";
