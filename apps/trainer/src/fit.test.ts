@@ -124,7 +124,7 @@ describe("nr doctor --model", () => {
     const modelDir = join(dir, "m");
     await generateModel(modelDir, { architecture: "qwen2", hiddenSize: 32, numLayers: 2, numHeads: 2, numKvHeads: 1, tieWordEmbeddings: true }, { seed: 1, dtype: "bf16" });
     const r = await doctor({}, { model: modelDir, memoryGiB: 1 });
-    expect(r.fit!.phases.map((p) => p.phase)).toEqual(["load", "SFT step", "RL generation", "RL training step"]);
+    expect(r.fit!.phases.map((p) => p.phase)).toEqual(["load", "SFT step", "RL generation", "RL training step", "eval generation"]);
     expect(r.fit!.phases.every((p) => p.fitsMemory && p.fitsBinding)).toBe(true);
     await expect(doctor({}, { model: modelDir, memoryGiB: -1 })).rejects.toThrow(/--memory must be a positive number/);
     await expect(doctor({}, { model: join(dir, "missing") })).rejects.toThrow(/missing/);

@@ -7,6 +7,8 @@ import { tableShardRows } from "@nr/kernels";
 import { memoryReport, type LoraTarget } from "@nr/lora";
 import type { ModelConfig } from "@nr/model";
 import { rlTokenBudget, type TrainConfig } from "./run/index.js";
+import { kvLayerBytes } from "./kv-fit.js";
+import { EVAL_BATCH } from "./train/run-eval.js";
 
 export interface PhaseFit {
   phase: string;
@@ -105,7 +107,7 @@ export function fitReport(m: ModelConfig, cfg: TrainConfig, limits: AdapterLimit
   if (cfg.rl.enabled) {
     const len = promptTokens + rlTokenBudget(cfg);
     const genRows = cfg.rl.promptsPerStep * cfg.rl.G;
-    const kvLayer = genRows * len * m.numKvHeads * m.headDim * 4;
+    const kvLayer = kvLayerBytes(m, genRows, len);
     const logits = genRows * m.vocabSize * 4;
     const [gb, gwhat] = largest([kvLayer, `one layer's K (or V) cache [${genRows} rows × ${len} tokens]`], [logits, `decode logits [${genRows} × ${m.vocabSize}] f32`]);
     out.push(phase({ phase: "RL generation", shape: `${genRows} rows × ${len} tokens`, estimateBytes: baseBytes + report(1, true).adapterBytes + 2 * m.numLayers * kvLayer + logits, largestBindingBytes: gb, largestBinding: gwhat, knobs: "rl.promptsPerStep, rl.G, rl.maxNewTokens (the KV cache grows with rows × tokens)" }));
@@ -113,6 +115,14 @@ export function fitReport(m: ModelConfig, cfg: TrainConfig, limits: AdapterLimit
     const rows = cfg.rl.microBatchRows > 0 ? cfg.rl.microBatchRows : Math.min(rowsThatFit(m, len, limit), Math.ceil(genRows / cfg.rl.miniBatches));
     const [tb, twhat] = activationBinding(m, rows * len);
     out.push(phase({ phase: "RL training step", shape: `${rows} rows × ${len} tokens`, estimateBytes: report(rows * len, cfg.sft.checkpointing).totalBytes, largestBindingBytes: tb, largestBinding: twhat, knobs: "rl.microBatchRows (completions per forward pass), rl.miniBatches, rl.maxNewTokens, sft.checkpointing true (RL uses it too)" }));
+  }
+  if (cfg.eval.n > 0) {
+    // an eval decodes EVAL_BATCH problems at once, a greedy row and eval.samples sampled rows each
+    const rows = Math.min(EVAL_BATCH, cfg.eval.n) * (1 + cfg.eval.samples);
+    const len = promptTokens + cfg.eval.maxNewTokens;
+    const kvLayer = kvLayerBytes(m, rows, len);
+    const [b, what] = largest([kvLayer, `one layer's K (or V) cache [${rows} rows × ${len} tokens]`], [rows * m.vocabSize * 4, `decode logits [${rows} × ${m.vocabSize}] f32`]);
+    out.push(phase({ phase: "eval generation", shape: `${rows} rows × ${len} tokens`, estimateBytes: baseBytes + report(1, true).adapterBytes + 2 * m.numLayers * kvLayer + rows * m.vocabSize * 4, largestBindingBytes: b, largestBinding: what, knobs: "eval.samples (rows: 32 problems at a time), eval.maxNewTokens" }));
   }
   return out;
 }

@@ -4,7 +4,7 @@
 // when a session opens, not when the CLI starts (`nr --help` stays fast).
 import type { Gpu } from "@nr/kernels";
 import type { Engine } from "@nr/autograd";
-import type { Decoder, LoadDecoderOptions, ModelTokenizer } from "@nr/model";
+import type { Decoder, LoadDecoderOptions, ModelConfig, ModelTokenizer } from "@nr/model";
 import type { LoraModel } from "@nr/lora";
 import type { WebGpuGenerator } from "@nr/rollout";
 
@@ -15,6 +15,8 @@ export interface GpuSessionOptions extends Pick<LoadDecoderOptions, "quant" | "d
   tokenizer?: ModelTokenizer;
   /** Context window of the generator (default: the generator's). */
   contextLength?: number;
+  /** Checks that need the adapter's limits but must fail before the weights load (e.g. the KV cache's binding). */
+  beforeLoad?: (gpu: Gpu, model: ModelConfig) => void;
 }
 
 export interface GpuSession {
@@ -32,7 +34,7 @@ export interface GpuSession {
 
 /** Open a device and load `modelDir` onto it; on failure the device is destroyed before the error is rethrown. */
 export async function openGpuSession(o: GpuSessionOptions): Promise<GpuSession> {
-  const [{ createGpu }, { Engine, GpuBackend }, { loadDecoder, loadTokenizer }, { LoraModel }, { WebGpuGenerator }] = await Promise.all([
+  const [{ createGpu }, { Engine, GpuBackend }, { loadDecoder, loadModelConfig, loadTokenizer }, { LoraModel }, { WebGpuGenerator }] = await Promise.all([
     import("@nr/kernels"),
     import("@nr/autograd"),
     import("@nr/model"),
@@ -41,6 +43,7 @@ export async function openGpuSession(o: GpuSessionOptions): Promise<GpuSession> 
   ]);
   const gpu = await createGpu();
   try {
+    if (o.beforeLoad) o.beforeLoad(gpu, await loadModelConfig(o.modelDir));
     const engine = new Engine(new GpuBackend(gpu));
     const { decoder } = await loadDecoder(engine, o.modelDir, { quant: o.quant, doubleQuant: o.doubleQuant, dtype: o.dtype });
     const tokenizer = o.tokenizer ?? (await loadTokenizer(o.modelDir));

@@ -6,11 +6,12 @@ import { basename, dirname, join, resolve } from "node:path";
 // The GPU and data packages are imported when a command runs, not when the CLI starts (`nr --help` stays fast).
 import type { Gpu } from "@nr/kernels";
 import type { Engine } from "@nr/autograd";
-import type { Decoder, ModelTokenizer } from "@nr/model";
+import type { Decoder, ModelConfig, ModelTokenizer } from "@nr/model";
 import type { LoraModel } from "@nr/lora";
 import type { WebGpuGenerator } from "@nr/rollout";
 import type { FewShotExample, MathRecord } from "@nr/data";
 import { DEFAULT_CONFIG, type TrainConfig } from "../run/config.js";
+import { kvCacheProblem } from "../kv-fit.js";
 
 /** @nr/lora's ADAPTER_CONFIG: the file that marks a PEFT adapter folder. */
 const ADAPTER_CONFIG = "adapter_config.json";
@@ -37,6 +38,12 @@ export interface OpenModelOptions {
   /** Base weights: "nf4" quantises the linear layers at load, as a QLoRA run trains (default: the adapter's run
    * config model.quant when known, else "none"). */
   quant?: "none" | "nf4";
+  /**
+   * The generation this command will run: rows decoded together and tokens per row (prompt + new tokens; a lower
+   * bound when the prompts are not encoded yet), and the flags that set them. Checked against the adapter's
+   * binding limit before the weights load (kvCacheProblem).
+   */
+  kvCache?: { rows: number; tokens: number; what: string; knobs: string };
 }
 
 export interface OpenedModel {
@@ -120,7 +127,12 @@ export async function openModel(o: OpenModelOptions): Promise<OpenedModel> {
   const { modelDir, adapterDir, runConfig } = resolveModelPaths(o);
   const [{ openGpuSession }, { loadPeftAdapter }] = await Promise.all([import("../gpu-session.js"), import("@nr/lora")]);
   const quant = o.quant ?? runConfig?.model.quant ?? "none";
-  const session = await openGpuSession({ modelDir, quant, doubleQuant: runConfig?.model.doubleQuant, dtype: quant === "none" ? runConfig?.model.dtype : undefined, contextLength: o.contextLength });
+  const kv = o.kvCache;
+  const beforeLoad = kv && ((gpu: Gpu, m: ModelConfig) => {
+    const problem = kvCacheProblem(m, kv.what, kv.rows, kv.tokens, Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize), kv.knobs);
+    if (problem) throw new UsageError(problem);
+  });
+  const session = await openGpuSession({ modelDir, quant, doubleQuant: runConfig?.model.doubleQuant, dtype: quant === "none" ? runConfig?.model.dtype : undefined, contextLength: o.contextLength, beforeLoad });
   try {
     let lora: LoraModel | null = null;
     if (adapterDir) {

@@ -69,7 +69,10 @@ export async function runEval(a: EvalArgs, io: CommandIo = consoleIo): Promise<E
   const records = split ? heldOutOnly(loaded.records, split, join(paths.runDir!, DATA_SPLIT_FILE), a, io) : loaded.records;
   const source = loaded.source;
   const shots = await loadShots(a, records, io);
-  const m = await openModel({ model: a.model, adapter: a.adapter, quant: a.quant });
+  // a greedy row per problem, plus --samples rows when sampling (as below); prompts count ≥ 1 token until encoded
+  const kvRows = a.batchSize * (1 + (a.samples > 1 || a.temperature > 0 ? a.samples : 0));
+  const kvCache = { rows: kvRows, tokens: 1 + a.maxNewTokens, what: "eval (prompt ≥ 1 token + --max-new-tokens)", knobs: "--batch-size or --samples (sequences decoded together: batch-size × (1 + samples)), or --max-new-tokens" };
+  const m = await openModel({ model: a.model, adapter: a.adapter, quant: a.quant, kvCache });
   let tir: Awaited<ReturnType<typeof attachTirSandbox>> | null = null;
   try {
     const prompter = await makePrompter(a.promptFormat, m, shots);

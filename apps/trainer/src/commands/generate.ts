@@ -40,7 +40,9 @@ export async function runGenerate(a: GenerateArgs, io: CommandIo = consoleIo): P
       ? (await loadProblems({ data: a.data, n: a.n ?? (a.data === "synthetic" ? 10 : undefined), split: a.split, skipBadRows: a.skipBadRows, seed: a.seed, difficulty: paths.runConfig?.data.difficulty, warn: io.err })).records.map((r) => ({ id: r.id, text: r.problem, gold: r.answer as string | undefined }))
       : prompts.map((p, i) => ({ id: `prompt-${i + 1}`, text: p, gold: undefined as string | undefined }));
   const { JsonlWriter } = await import("@nr/data");
-  const m = await openModel({ model: a.model, adapter: a.adapter, quant: a.quant });
+  // prompts are encoded after the load: 1 token stands in for the shortest, so the check cannot refuse what fits
+  const kvCache = { rows: a.batchSize * a.samples, tokens: 1 + a.maxNewTokens, what: "generate (prompt ≥ 1 token + --max-new-tokens)", knobs: "--batch-size or --samples (sequences decoded together: batch-size × samples), or --max-new-tokens" };
+  const m = await openModel({ model: a.model, adapter: a.adapter, quant: a.quant, kvCache });
   const writer = a.out ? new JsonlWriter(resolve(a.out)) : null;
   try {
     const prompter = await makePrompter(a.promptFormat, m);

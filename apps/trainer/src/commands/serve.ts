@@ -91,7 +91,9 @@ export async function startServe(a: ServeArgs, io: CommandIo = consoleIo): Promi
   const config = await loadModelConfig(paths.modelDir);
   const contextLength = a.contextLength ?? Math.min(config.maxPositionEmbeddings, 2048);
   if (contextLength > config.maxPositionEmbeddings) io.err(`serve: --context-length ${contextLength} is above the model's max_position_embeddings (${config.maxPositionEmbeddings}); quality past it is not what the model was trained for`);
-  const m = await openModel({ model: a.model, contextLength });
+  // every slot holds a cache of the whole context
+  const kvCache = { rows: a.maxBatch, tokens: contextLength, what: "serve", knobs: "--max-batch (slots) or --context-length" };
+  const m = await openModel({ model: a.model, contextLength, kvCache });
   try {
     const lora = specs.length || a.allowRuntimeLora ? new LoraModel(m.decoder) : null;
     for (const [name, dir] of specs) {

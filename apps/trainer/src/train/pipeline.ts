@@ -13,7 +13,7 @@ import { openGpuSession, type GpuSession } from "../gpu-session.js";
 import { writeReport, type Override, type TrainConfig } from "../run/index.js";
 import { pct } from "./eval-lines.js";
 import { grader } from "./grading.js";
-import { preflight } from "./preflight.js";
+import { preflight, trainKvCheck } from "./preflight.js";
 import { prepareRun, type PreparedRun } from "./prepare.js";
 import { Critic } from "./critic.js";
 import { openRemoteRollout, takeRolloutKey } from "./remote-rollout.js";
@@ -68,7 +68,9 @@ export async function runPipeline(configIn: TrainConfig | null, opts: PipelineOp
   const { config, modelDir, inputs } = prepared;
   // QLoRA: with model.quant "nf4" the seven linear weights of every layer are quantised on the GPU at load (double
   // quantisation of the scales with model.doubleQuant) and stay frozen in 4 bits; LoRA trains on top of them.
-  const session: GpuSession = await openGpuSession({ modelDir, quant: config.model.quant, doubleQuant: config.model.doubleQuant, dtype: config.model.dtype, tokenizer: inputs.tok });
+  // the generation KV caches are checked against the adapter's binding limit before the weights load
+  const beforeLoad = trainKvCheck(config, inputs.encodePrompt, prepared.data.train, prepared.data.heldout);
+  const session: GpuSession = await openGpuSession({ modelDir, quant: config.model.quant, doubleQuant: config.model.doubleQuant, dtype: config.model.dtype, tokenizer: inputs.tok, beforeLoad });
   let tir: TirSandbox | null = null; // data.prompt tir: the sandbox that runs the completions' python blocks
   try {
     const { gpu, engine, decoder, generator: gen } = session;

@@ -25,6 +25,9 @@ export interface RunEvalParts {
   log: (line: string) => void;
 }
 
+/** Problems per generate() call of an eval (each with 1 + eval.samples rows): pre-flight sizes its KV cache from it. */
+export const EVAL_BATCH = 32;
+
 /** The run's evaluator: `evaluate(label)` scores the current adapter (whatever lora has selected). */
 export function runEvaluator(p: RunEvalParts): (label: string) => Promise<EvalRecord> {
   const { config, problems } = p;
@@ -45,7 +48,7 @@ export function runEvaluator(p: RunEvalParts): (label: string) => Promise<EvalRe
       maxNewTokens: config.eval.maxNewTokens,
       seed: config.seed,
       grade: p.grade,
-      batchSize: 32,
+      batchSize: EVAL_BATCH,
       name: `eval ${label}`,
       print: false,
     });
