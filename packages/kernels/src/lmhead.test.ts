@@ -244,20 +244,33 @@ describe("lmHead forward + backward vs float64 reference", () => {
 });
 
 describe("lmHead full logits (decode path)", () => {
-  it("M=2, V=517 in 2 shards, H=64, T=0.8 vs float64", async () => {
-    const c = { M: 2, V: 517, H: 64, T: 0.8, shardRows: 300 };
-    const { h, w } = hostInputs(c);
-    const hBuf = gpu.upload(h);
-    const { bufs, shardRows } = uploadW(w, c, "f32");
-    const out = poisoned(c.M * c.V);
-    lmHeadLogits(gpu, { h: hBuf, w: bufs, wShardRows: shardRows, out, M: c.M, V: c.V, H: c.H, temperature: c.T });
-    const got = await gpu.readF32(out, c.M * c.V);
-    const want = lmHeadLogitsReference(h, w, { ...c, temperature: c.T });
-    const mag = lmHeadLogitsReference(Float64Array.from(h, Math.abs), Float64Array.from(w, Math.abs), { ...c, temperature: c.T });
-    const r = compare(got, want, Array.from(mag, (x) => RTOL_Z * x + 1e-30));
-    expect(r.ok, `logits: ${describeReport(r)} (seed ${seed})`).toBe(true);
-    gpu.release(hBuf, out, ...bufs);
-  });
+  // On CPU adapters the default goes through matmul (one shard: straight into out; several: a scratch per shard
+  // and a copy per row); an explicit tile forces the tile kernel, the default elsewhere.
+  const cases = [
+    { M: 2, V: 517, H: 64, T: 0.8, shardRows: 300 },
+    { M: 1, V: 517, H: 64, T: 0.8, shardRows: 517 },
+    { M: 1, V: 811, H: 36, T: 1.3, shardRows: 300 },
+    { M: 5, V: 811, H: 36, T: 0.7, shardRows: 811 },
+    { M: 7, V: 811, H: 44, T: 0.7, shardRows: 256 },
+  ];
+  for (const c of cases) {
+    for (const forceTile of [false, true]) {
+      it(`M=${c.M}, V=${c.V} in ${Math.ceil(c.V / c.shardRows)} shard(s), H=${c.H}, T=${c.T}${forceTile ? ", tile kernel" : ""} vs float64`, async () => {
+        const { h, w } = hostInputs(c);
+        const hBuf = gpu.upload(h);
+        const { bufs, shardRows } = uploadW(w, c, "f32");
+        const out = poisoned(c.M * c.V);
+        const tile = forceTile ? { TM: 1, TN: 4, WX: 64, WY: 1 } : undefined;
+        lmHeadLogits(gpu, { h: hBuf, w: bufs, wShardRows: shardRows, out, M: c.M, V: c.V, H: c.H, temperature: c.T, tile });
+        const got = await gpu.readF32(out, c.M * c.V);
+        const want = lmHeadLogitsReference(h, w, { ...c, temperature: c.T });
+        const mag = lmHeadLogitsReference(Float64Array.from(h, Math.abs), Float64Array.from(w, Math.abs), { ...c, temperature: c.T });
+        const r = compare(got, want, Array.from(mag, (x) => RTOL_Z * x + 1e-30));
+        expect(r.ok, `logits: ${describeReport(r)} (seed ${seed})`).toBe(true);
+        gpu.release(hBuf, out, ...bufs);
+      });
+    }
+  }
 });
 
 describe("cross-entropy mean (SFT)", () => {

@@ -392,7 +392,7 @@ interface MmCase {
   M: number;
   N: number;
   K: number;
-  path?: "direct" | "tiled" | "gemv";
+  path?: "direct" | "tiled" | "gemv" | "broadcast";
   dtype?: Nf4ActDtype;
   outDtype?: Nf4ActDtype;
   alpha?: number;
@@ -484,6 +484,22 @@ describe("nf4Matmul (fused dequant GEMM) vs float64 x·deq(W)ᵀ and dy·deq(W)"
     const { w } = await weightFor(29, 64);
     const a = gpu.alloc(3 * 64 * 4);
     expect(() => nf4Matmul(gpu, { mode: "inputGrad", a, w, out: a, M: 3, path: "gemv" })).toThrow(/forward-only/);
+    gpu.release(a);
+  });
+
+  // The CPU-adapter GEMV (nf4-gemv.ts, the default forward for M ≤ 8 on lavapipe): K with and without whole
+  // 64-blocks per row (per-group vs per-word scales) and a last group of fewer than 8 words, N not a multiple of the
+  // lanes' columns, M = 1, 3, 8 and a multi-block M, alpha and accumulate (f16 operands: the default cases above).
+  it("the CPU-adapter GEMV (broadcast, forward only): M = 1, 3, 8, 20, awkward K and N", async () => {
+    if (!gpu.hasSubgroups) return; // needs the subgroups feature; nothing else picks it
+    await checkMatmul({ M: 1, N: 67, K: 1544, path: "broadcast" }, "forward"); // 193 words: per-word scales, tail group
+    await checkMatmul({ M: 3, N: 29, K: 192, path: "broadcast" }, "forward"); // whole blocks: one scale per group
+    await checkMatmul({ M: 8, N: 131, K: 512, path: "broadcast", alpha: -0.5, accumulate: true }, "forward");
+    await checkMatmul({ M: 20, N: 37, K: 128, path: "broadcast" }, "forward"); // 3 row blocks of 8
+    await checkMatmul({ M: 1, N: 67, K: 128, path: "direct" }, "forward"); // the kernel it replaced stays covered
+    const { w } = await weightFor(29, 192);
+    const a = gpu.alloc(3 * 192 * 4);
+    expect(() => nf4Matmul(gpu, { mode: "inputGrad", a, w, out: a, M: 3, path: "broadcast" })).toThrow(/forward-only/);
     gpu.release(a);
   });
 

@@ -60,9 +60,14 @@
 //            output columns of one word, walking W down the N axis (neighbouring invocations read neighbouring words).
 //   "gemv"   (GPUs, forward with M ≤ 8): 32 lanes per output column stride over its K words (coalesced), summed
 //            through workgroup memory.
+//   "broadcast" (CPU adapters with subgroups, forward with M ≤ 8): nf4-gemv.ts — one subgroup per workgroup, x
+//            broadcast across the lanes, codes decoded by a select tree; measured 1.5–2.2× less CPU than "direct"
+//            on lavapipe at M = 1…8.
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { isCpuAdapter } from "./runtime/adapter.js";
+import { broadcastWidth } from "./matmul.js";
+import { nf4GemvCpuConfig, nf4GemvCpuWgsl } from "./nf4-gemv.js";
 
 // ═════════════════════════════════════════════════════════════════════════════════════════════════════════════
 // Tables and exact f32 host arithmetic
@@ -806,10 +811,11 @@ export interface Nf4MatmulArgs {
   /** out += result (e.g. adding the base's input gradient to LoRA's). */
   accumulate?: boolean;
   /**
-   * Force a kernel. Default: "direct" on CPU adapters; on GPUs "gemv" for forward with M ≤ 8, "direct" for inputGrad
-   * with M ≤ 8, else "tiled". ("gemv" is forward-only.)
+   * Force a kernel. Default: on CPU adapters "broadcast" for forward with M ≤ 8 (when the adapter has subgroups), else
+   * "direct"; on GPUs "gemv" for forward with M ≤ 8, "direct" for inputGrad with M ≤ 8, else "tiled". ("gemv" and
+   * "broadcast" are forward-only.)
    */
-  path?: "tiled" | "direct" | "gemv";
+  path?: "tiled" | "direct" | "gemv" | "broadcast";
 }
 
 const PARAMS = "struct Params { M: u32, N: u32, K: u32, KW: u32, bsShift: u32, alpha: f32, acc: u32, pad: u32 }";
@@ -1098,10 +1104,19 @@ export function nf4Matmul(gpu: Gpu, args: Nf4MatmulArgs): void {
   const params = new ArrayBuffer(32);
   new Uint32Array(params).set([M, N, K, K / 8, log2Int(w.blocksize), 0, args.accumulate ? 1 : 0, 0]);
   new Float32Array(params)[5] = args.alpha ?? 1;
-  const path = args.path ?? (isCpuAdapter(gpu) ? "direct" : M <= 8 ? (mode === "forward" ? "gemv" : "direct") : "tiled");
+  const lanes = broadcastWidth(gpu);
+  const cpuPath = lanes && mode === "forward" && M <= 8 ? "broadcast" : "direct";
+  const path = args.path ?? (isCpuAdapter(gpu) ? cpuPath : M <= 8 ? (mode === "forward" ? "gemv" : "direct") : "tiled");
   if (path === "gemv" && (mode !== "forward" || M > 8)) throw new Error(`nf4Matmul: the "gemv" kernel is forward-only with M ≤ 8 (got ${mode}, M=${M})`);
+  if (path === "broadcast" && (mode !== "forward" || !lanes)) throw new Error(`nf4Matmul: the "broadcast" kernel is forward-only and needs the subgroups feature (got ${mode}, subgroups ${gpu.hasSubgroups})`);
   const sfx = `${dtype}${outDtype === "f16" ? "_oh" : ""}_${codeKey(w.code)}`;
   const bufs = [args.a, w.packed, w.scales, args.out];
+  if (path === "broadcast") {
+    const cfg = nf4GemvCpuConfig(M, lanes!, w.blocksize, K);
+    const label = `nf4_fwd_bcast_${sfx}_tm${cfg.TM}_tn${cfg.TN}_w${cfg.W}${cfg.groupScale ? "_g" : ""}`;
+    gpu.dispatch(gpu.kernel(label, nf4GemvCpuWgsl({ dtype, outDtype, cfg, code: w.code })), bufs, [Math.ceil(N / (cfg.W * cfg.TN)), Math.ceil(M / cfg.TM)], params);
+    return;
+  }
   if (path === "gemv") {
     const TM = M <= 1 ? 1 : M <= 4 ? 4 : 8;
     const [gx, gy] = foldGrid(N, 8, gpu);
