@@ -5,7 +5,8 @@
 // Metric: GFLOP/s with the causal flop count 4·T²·D·Hq/2 for the forward (QKᵀ and PV over the lower triangle) and
 // 2.5× that for the backward (the FA2 convention; our backward really does 3.5× because it recomputes P twice to
 // avoid atomics), 4·L·D·Hq for a decode step against L cached keys. Kernel-only times: R launches recorded, one
-// submit, median of a few.
+// submit, median of a few. On CPU adapters two more rows per T time the default subgroup kernels (forward and
+// backward) against the row-per-invocation kernels on the same inputs.
 // Peer: onnxruntime-node's com.microsoft GroupQueryAttention on its WebGPU EP (same adapter), forward only (ORT has
 // no attention backward). session.run moves q/k/v in and the output (and present k/v) out, so those rows compare
 // end to end on both sides: ours = upload q/k/v + kernel + download o. Our kernel-only GFLOP/s is in each row, and
@@ -93,6 +94,16 @@ async function forwardPathRow(gpu: Gpu, args: Parameters<typeof attention>[1], f
   const rowsMs = await kernelMs(gpu, () => attention(gpu, rowsArgs), R, iters);
   console.log(`attention fwd T=${args.T}: subgroup tiles ${(flops / defaultMs / 1e6).toFixed(2)} GFLOP/s vs row kernel ${(flops / rowsMs / 1e6).toFixed(2)} GFLOP/s`);
   return higherIsBetter(`GQA causal fwd T=${args.T} f32: subgroup tiles vs row kernel`, "GFLOP/s kernel only", flops / defaultMs / 1e6, "ours, one query row per invocation (forwardPath \"rows\")", flops / rowsMs / 1e6, { T: args.T, defaultMs, rowsMs });
+}
+
+/** CPU adapters: the subgroup backward (their default, attention-bwd-subgroup.ts) against the row kernels, same inputs. */
+async function backwardPathRow(gpu: Gpu, args: Parameters<typeof attentionBackward>[1], flops: number, defaultMs: number, R: number, iters: number): Promise<BenchRow> {
+  const rowsArgs = { ...args, backwardPath: "rows" as const };
+  attentionBackward(gpu, rowsArgs);
+  await gpu.sync();
+  const rowsMs = await kernelMs(gpu, () => attentionBackward(gpu, rowsArgs), R, iters);
+  console.log(`attention bwd T=${args.T}: subgroup ${(flops / defaultMs / 1e6).toFixed(2)} GFLOP/s vs row kernels ${(flops / rowsMs / 1e6).toFixed(2)} GFLOP/s`);
+  return higherIsBetter(`GQA causal bwd T=${args.T} f32: subgroup vs row backward`, "GFLOP/s kernel only (2.5× fwd flops)", flops / defaultMs / 1e6, "ours, one query row / key per invocation (backwardPath \"rows\")", flops / rowsMs / 1e6, { T: args.T, defaultMs, rowsMs });
 }
 
 export async function benchAttention(gpu: Gpu, opts: { iters?: number; tuning?: AttentionTuning } = {}): Promise<BenchRow[]> {
@@ -183,6 +194,7 @@ export async function benchAttention(gpu: Gpu, opts: { iters?: number; tuning?: 
     const bwd = (2.5 * fwdFlops) / bwdMs / 1e6;
     rows.push(higherIsBetter(`GQA causal bwd T=${T} Hq=${HQ} Hkv=${HKV} D=${D} f32 (dq, dk, dv)`, "GFLOP/s kernel only (2.5× fwd flops)", bwd, "none (ORT has no attention backward)", null, { bwdMs, T, note: "no peer: onnxruntime has no attention backward op", ...work(2.5 * fwdFlops, 4 * (4 * T * HQ * D + 4 * T * HKV * D + HQ * T), bwdMs) }));
     console.log(`attention bwd T=${T}: ${bwd.toFixed(2)} GFLOP/s (${bwdMs.toFixed(1)} ms)`);
+    if (slow && !opts.tuning) rows.push(await backwardPathRow(gpu, bargs, 2.5 * fwdFlops, bwdMs, R, iters));
     gpu.release(q, k, v, o, lse, dO, dq, dk, dv);
   }
 

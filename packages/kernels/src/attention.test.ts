@@ -103,6 +103,10 @@ interface Case {
   path?: "rows" | "subgroup";
   tm?: number;
   tn?: number;
+  /** Backward kernels (attention-bwd-subgroup.ts or the row kernels) and the subgroup backward's blocks. */
+  bpath?: "rows" | "subgroup";
+  bk?: number;
+  br?: number;
 }
 
 /** Left padding: sequence b has pads[b] leading padding tokens (one sequence fully padded when asked). */
@@ -142,7 +146,7 @@ async function checkPrefill(c: Case) {
   checkLse(`lse ${tag}`, lse, ref.lse, fb.lB);
 
   const dqB = poisoned(q.length, dtype, "dq"), dkB = poisoned(k.length, dtype, "dk"), dvB = poisoned(v.length, dtype, "dv");
-  attentionBackward(gpu, { q: qB, k: kB, v: vB, o: oB, lse: lseB, dO: dOB, dq: dqB, dk: dkB, dv: dvB, kvValid: maskB, B, T, Hq, Hkv, D, scale: c.scale, dtype, workgroupSize: c.wg, regs: c.regs, keyBlock: c.kb });
+  attentionBackward(gpu, { q: qB, k: kB, v: vB, o: oB, lse: lseB, dO: dOB, dq: dqB, dk: dkB, dv: dvB, kvValid: maskB, B, T, Hq, Hkv, D, scale: c.scale, dtype, workgroupSize: c.wg, regs: c.regs, keyBlock: c.kb, backwardPath: c.bpath, backwardKeys: c.bk, backwardRows: c.br });
   const [dq, dk, dv] = [await read(dqB, q.length, dtype), await read(dkB, k.length, dtype), await read(dvB, v.length, dtype)];
   const bw = attentionBackwardReference(q, k, v, dO, opts, o);
   const relB = ETA * (4 * D + 8 * T + 64);
@@ -182,6 +186,11 @@ describe("attention prefill forward + backward vs float64", () => {
     { B: 3, T: 37, Hq: 6, Hkv: 2, D: 32, mask: "random", path: "subgroup", tm: 5, tn: 1 },
     { B: 2, T: 29, Hq: 12, Hkv: 2, D: 32, mask: "left", path: "subgroup", qScale: 3 },
     { B: 1, T: 3, Hq: 2, Hkv: 2, D: 32, mask: "none", path: "subgroup", scale: 0.7 },
+    // The subgroup backward (the CPU adapters' default where D % 32 == 0) with blocks that straddle heads, positions
+    // and T (5 keys, 3 rows), GQA 6, T = 1; and the row backward at a head dim the subgroup one could serve.
+    { B: 2, T: 26, Hq: 6, Hkv: 1, D: 64, mask: "random", bpath: "subgroup", bk: 5, br: 3, qScale: 2 },
+    { B: 2, T: 1, Hq: 6, Hkv: 1, D: 32, mask: "left", bpath: "subgroup" },
+    { B: 1, T: 11, Hq: 4, Hkv: 2, D: 32, mask: "none", bpath: "rows", path: "rows" },
   ];
   for (const c of cases) it(JSON.stringify(c), () => checkPrefill(c));
 

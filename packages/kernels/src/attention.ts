@@ -52,6 +52,12 @@
 //     output element has exactly one writer, so results are deterministic. P is recomputed twice (7 T²D-sized
 //     products instead of FA2's 5) as the price of no atomics.
 //
+// On CPU adapters with subgroups the dq and dk/dv steps run attention-bwd-subgroup.ts instead where the head dim
+// allows (same rule as the forward below): lanes own head dims, a workgroup keeps a block of 8 keys (dk/dv) or 8
+// query rows (dq) in registers and loads each row of the other side once per block. Measured on the loaded shared
+// 2-core machine, Qwen2.5-1.5B heads, same run: T = 128 0.31 → 2.0 GFLOP/s, T = 512 0.32 → 1.9 GFLOP/s (2.5× fwd
+// flops; reproduce with `pnpm bench kernels --only attention`, the "subgroup vs row backward" rows).
+//
 // Precision (asserted in attention.test.ts, η = 2⁻²⁴): with S = max over a row's visible keys of scale·Σ_i|q_i k_i|,
 // n the visible keys, |o − o₆₄| ≤ η(4D + 8n + 64)(1 + S)·Σ_s p_s|v_s|, and the gradients are bounded by the same
 // factor times magnitudes that propagate |·| through the backward (see `attentionBackwardReference`).
@@ -70,6 +76,7 @@ import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { FLAT_WG, foldGrid, isCpuAdapter, requireBuffer, requireCount, requireF16, vecType, type Dtype } from "./elementwise.js";
 import { attentionForwardBindings, attentionSubgroupFits, attentionSubgroupWgsl } from "./attention-subgroup.js";
+import { attentionBackwardSgDkDvWgsl, attentionBackwardSgDqWgsl, attentionBwdSubgroupFits } from "./attention-bwd-subgroup.js";
 import { broadcastWidth } from "./matmul.js";
 import { memoWgsl } from "./wgsl-cache.js";
 
@@ -552,6 +559,15 @@ export interface AttentionTuning {
   /** Subgroup forward: query rows per workgroup (default 12) and keys per lane per block (default 2). */
   tileRows?: number;
   tileKeys?: number;
+  /**
+   * Backward kernels: "rows" (one query row or key per invocation, below) or "subgroup" (attention-bwd-subgroup.ts:
+   * lanes own head dims; same requirements as the subgroup forward). Default: "subgroup" on CPU adapters where it
+   * fits, else "rows".
+   */
+  backwardPath?: "rows" | "subgroup";
+  /** Subgroup backward: keys per dK/dV workgroup (default 8) and query rows per dQ workgroup (default 8). */
+  backwardKeys?: number;
+  backwardRows?: number;
 }
 
 /** The subgroup forward's launch shape when it serves this call, else null (see AttentionTuning.forwardPath). */
@@ -566,6 +582,20 @@ function subgroupForward(gpu: Gpu, who: string, t: AttentionTuning, D: number): 
     if (!(Number.isInteger(v) && v >= 1 && v <= 32)) throw new Error(`${who}: ${k} must be an integer in [1, 32] (got ${v})`);
   }
   return { W: W!, TM, TN };
+}
+
+/** The subgroup backward's launch shape when it serves this call, else null (see AttentionTuning.backwardPath). */
+function subgroupBackward(gpu: Gpu, who: string, t: AttentionTuning, D: number): { W: number; KN: number; TM: number } | null {
+  const W = broadcastWidth(gpu);
+  const fits = W !== null && attentionBwdSubgroupFits(D, W);
+  const path = t.backwardPath ?? (isCpuAdapter(gpu) && fits ? "subgroup" : "rows");
+  if (path === "rows") return null;
+  if (!fits) throw new Error(`${who}: backwardPath "subgroup" needs the subgroups feature and a head dim D divisible by 4 × the subgroup size (D=${D}, subgroup ${W ?? "unavailable"})`);
+  const KN = t.backwardKeys ?? 8, TM = t.backwardRows ?? 8;
+  for (const [k, v] of [["backwardKeys", KN], ["backwardRows", TM]] as const) {
+    if (!(Number.isInteger(v) && v >= 1 && v <= 32)) throw new Error(`${who}: ${k} must be an integer in [1, 32] (got ${v})`);
+  }
+  return { W: W!, KN, TM };
 }
 
 function pickTuning(gpu: Gpu, who: string, t: AttentionTuning, D: number, arrays: number): { WG: number; regs: AttentionRegs; KB: number } {
@@ -613,6 +643,8 @@ function checkDispatch(gpu: Gpu, who: string, x: number, B: number) {
 const subgroupFwdWgsl = memoWgsl(attentionSubgroupWgsl);
 const rowsFwdWgsl = memoWgsl(attentionForwardWgsl);
 const appendWgsl = memoWgsl(kvCacheAppendWgsl);
+const sgDqWgsl = memoWgsl(attentionBackwardSgDqWgsl);
+const sgDkDvWgsl = memoWgsl(attentionBackwardSgDkDvWgsl);
 
 function recordForward(
   gpu: Gpu,
@@ -734,6 +766,18 @@ export function attentionBackward(gpu: Gpu, args: AttentionBackwardArgs): void {
   new Uint32Array(params).set([T, Hq, Hkv, G, 0, 0, DV, masked ? 1 : 0]);
   new Float32Array(params).set([scale * LOG2E, scale], 4);
   const mask = args.kvValid ?? args.q; // unread when unmasked
+  const sub = subgroupBackward(gpu, who, args, D);
+  if (sub) {
+    const tag = `${dtype}_d${D}_w${sub.W}`;
+    const dqK = gpu.kernel(`attention_bwd_sg_dq_${tag}_tm${sub.TM}`, sgDqWgsl({ dtype, D, W: sub.W, N: sub.TM }));
+    const xq = Math.ceil((T * G) / sub.TM);
+    checkDispatch(gpu, who, xq, B);
+    gpu.dispatch(dqK, [args.q, args.k, args.v, args.dO, stats, args.dq, mask], [xq, Hkv, B], params);
+    const dkvK = gpu.kernel(`attention_bwd_sg_dkdv_${tag}_kn${sub.KN}`, sgDkDvWgsl({ dtype, D, W: sub.W, N: sub.KN }));
+    gpu.dispatch(dkvK, [args.q, args.k, args.v, args.dO, stats, args.dk, args.dv, mask], [Math.ceil(T / sub.KN), Hkv, B], params);
+    if (!args.stats) gpu.release(stats);
+    return;
+  }
   const tq = pickTuning(gpu, who, args, D, 3);
   const xq = Math.ceil((T * G) / tq.WG);
   checkDispatch(gpu, who, xq, B);
