@@ -5,15 +5,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Mulberry32 } from "@nr/kernels";
 import { loadTokenizer, writeByteBpeTokenizer, type ModelTokenizer } from "@nr/model";
 
 const VOCAB = 151_936;
 const seed = (Date.now() ^ (Math.random() * 2 ** 31)) >>> 0;
-let a = seed;
-const rand = () => {
-  a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
-  return a / 4294967296;
-};
+const rng = new Mulberry32(seed);
+const rand = () => rng.next();
 
 /** Random valid Unicode: words the merges know, whitespace, digits, ChatML markers, code points of every plane. */
 function randomText(): string {

@@ -2,19 +2,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Mulberry32 } from "@nr/kernels";
 import { buildByteBpeTokenizer, writeByteBpeTokenizer, type ByteBpeSpec } from "./byte-bpe.js";
 import { loadTokenizer, type ModelTokenizer } from "./tokenizer.js";
 
 const VOCAB = 151_936; // Qwen2.5's config vocab_size
 const seed = (Date.now() ^ (Math.random() * 2 ** 31)) >>> 0;
-let a = seed;
+const rng = new Mulberry32(seed);
 /** Fresh inputs every run (the seed is in the test names, so a failure can be replayed). */
-const rand = () => {
-  a = (a + 0x6d2b79f5) >>> 0;
-  let t = Math.imul(a ^ (a >>> 15), a | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
+const rand = () => rng.next();
 const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)];
 
 /** A random valid Unicode string: words, digits, whitespace runs, special-token text, and code points from every plane. */

@@ -12,7 +12,8 @@
 // then filled up with seeded random extensions until the vocabulary is full; generation takes well under a second.
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { byteLevelAlphabet, CHATML_SPECIAL_TOKENS, CHATML_TEMPLATE } from "./tokenizer.js";
+import { Mulberry32 } from "@nr/kernels";
+import { buildCharTokenizer, byteLevelAlphabet, CHATML_SPECIAL_TOKENS } from "./tokenizer.js";
 
 export interface ByteBpeOptions {
   /** Number of ids: 256 bytes + merges + the 3 ChatML special tokens (the model config's vocab_size). */
@@ -71,18 +72,6 @@ function learnedTokens(text: string): string[] {
   return [...counts].sort((a, b) => b[1] - a[1] || a[0].length - b[0].length || (a[0] < b[0] ? -1 : 1)).map(([s]) => s);
 }
 
-/** mulberry32: a small seeded stream in [0, 1). */
-function stream(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** The merged tokens (as text), in rank order: the learned ones, then seeded extensions of random existing ones. */
 function mergedTokens(count: number, text: string, seed: number): { tokens: string[]; learned: number } {
   const tokens = learnedTokens(text).slice(0, count);
@@ -91,7 +80,8 @@ function mergedTokens(count: number, text: string, seed: number): { tokens: stri
   // extend by letters as often as they occur in the text, so filler tokens look like its words
   const letters = [...text].filter((c) => LOWER.includes(c));
   const pool = letters.length ? letters : [...LOWER];
-  const rand = stream(seed);
+  const rng = new Mulberry32(seed);
+  const rand = () => rng.next();
   const parents = [...LEAD, ...tokens];
   while (tokens.length < count) {
     const t = parents[Math.floor(rand() * parents.length)] + pool[Math.floor(rand() * pool.length)];
@@ -120,34 +110,12 @@ export function buildByteBpeTokenizer(opts: ByteBpeOptions): ByteBpeSpec {
     merges.push(`${toPieces(t.slice(0, -1))} ${toPieces(t.slice(-1))}`);
   }
   const added = CHATML_SPECIAL_TOKENS.map((content, i) => ({ id: 256 + merges.length + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
-  const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false };
-  const tokenizerJson = {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: added,
-    normalizer: null, // no NFC: decode(encode(s)) must give back s byte for byte
-    pre_tokenizer: byteLevel,
-    post_processor: { ...byteLevel, trim_offsets: false },
-    decoder: byteLevel,
-    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
-  };
-  const tokenizerConfig = {
-    add_bos_token: false,
-    add_prefix_space: false,
-    added_tokens_decoder: Object.fromEntries(added.map(({ id, ...rest }) => [String(id), rest])),
-    additional_special_tokens: ["<|im_start|>", "<|im_end|>"],
-    bos_token: null,
-    chat_template: opts.chatTemplate ?? CHATML_TEMPLATE,
-    clean_up_tokenization_spaces: false,
-    eos_token: "<|im_end|>",
-    errors: "replace",
-    model_max_length: opts.modelMaxLength ?? 4096,
-    pad_token: "<|endoftext|>",
-    split_special_tokens: false,
-    tokenizer_class: "Qwen2TokenizerFast",
-    unk_token: null,
-  };
+  // the JSON skeleton (ByteLevel pre-tokenizer and decoder, no normaliser: decode(encode(s)) gives back s byte for
+  // byte) and the ChatML tokenizer_config of the small generated tokenizer, with this vocabulary and these ids
+  const chatml = buildCharTokenizer({ chatTemplate: opts.chatTemplate, modelMaxLength: opts.modelMaxLength });
+  const tokenizerJson = { ...chatml.tokenizerJson, added_tokens: added, model: { ...(chatml.tokenizerJson.model as object), vocab, merges } };
+  const added_tokens_decoder = Object.fromEntries(added.map(({ id, ...rest }) => [String(id), rest]));
+  const tokenizerConfig = { ...chatml.tokenizerConfig, added_tokens_decoder, tokenizer_class: "Qwen2TokenizerFast" };
   const specialTokensMap = { additional_special_tokens: ["<|im_start|>", "<|im_end|>"], eos_token: "<|im_end|>", pad_token: "<|endoftext|>" };
   const [endoftext, imStart, imEnd] = added.map((a) => a.id);
   return { tokenizerJson, tokenizerConfig, specialTokensMap, size: vocabSize, learnedMerges: learned, merges: merges.length, ids: { endoftext, imStart, imEnd } };
