@@ -1,5 +1,6 @@
 // `pnpm bench scale`: the real Qwen2.5-Math-1.5B shape (vocab 151,936, hidden 1,536, 28 layers, 12/2 heads of 128,
-// MLP 8,960, tied embeddings) end to end on this adapter, for an NF4 base (double-quantised, QLoRA) and an f16 base:
+// MLP 8,960, tied embeddings) end to end on this adapter, for an NF4 base (double-quantised, QLoRA) and, with
+// --bases nf4,f16, an f16 base (off by default: it does not fit the 15-minute budget on lavapipe besides NF4):
 //   load       safetensors (bf16) → GPU, seconds; the pool bytes the base holds; host peak RSS
 //   SFT step   LoRA r16 on all seven projections, B × T tokens, checkpointing, AdamW: tokens/s and fractionOfPeak
 //              (model FLOPs of the step ÷ its time ÷ the adapter's FMA peak measured in the same run; steps.ts says
@@ -9,22 +10,26 @@
 //              tokens/s
 //   memory     @nr/lora's memoryReport beside the pool after the SFT step (the pool never shrinks within a step, so
 //              that is the step's peak)
+//   kernels    a second SFT step and RL step (generation, training) under the timestamp profiler: GPU time per kernel
+//              (calls, ms, share), the top 12 printed, all of them in benchmarks/results/scale.json (--profile 0: off)
 // The checkpoint is random (writeRandomCheckpoint from the config, bf16, ~3 GB) in a temp folder unless --model names
-// one; the tokenizer is the real Qwen2.5 one from ../shared/data/qwen2.5_tokenizer when present (a generated one
-// otherwise), and the token ids come from a GSM8K problem (or a fixed sentence) encoded with it. No peer runs here:
+// one; the tokenizer is the real Qwen2.5 one from ../shared/data/qwen2.5_tokenizer when present (else, or with
+// --tokenizer generated, a byte-level BPE of the same vocabulary size from @nr/model's writeByteBpeTokenizer), and the token ids come from a GSM8K problem (or a fixed sentence) encoded with it. No peer runs here:
 // PyTorch + PEFT + bitsandbytes would be the peer on a CUDA GPU (see README "Scale").
-//   pnpm bench scale [--model DIR] [--config FILE] [--bases nf4,f16] [--batch 1] [--seq 64] [--G 2] [--prompt 32] [--new 8] [--r 16]
-// On lavapipe (2 CPU cores) the defaults take about 10–15 minutes. On a real GPU: --batch 8 --seq 512 --G 8 --new 384.
+//   pnpm bench scale [--model DIR] [--config FILE] [--bases nf4|nf4,f16] [--batch 1] [--seq 32] [--G 2] [--prompt 16]
+//                    [--new 4] [--r 16] [--profile 1] [--tokenizer real|generated]
+// The defaults are sized to end within 15 minutes on an idle 2-core lavapipe. On a real GPU, full-size batches:
+//   pnpm bench scale --bases nf4,f16 --batch 4 --seq 1024 --G 8 --prompt 256 --new 384
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createGpu } from "@nr/kernels";
-import { INDEX_FILE, loadTokenizer, parseModelConfig, SINGLE_FILE, writeRandomCheckpoint, type ModelConfig } from "@nr/model";
+import { INDEX_FILE, loadTokenizer, parseModelConfig, SINGLE_FILE, writeByteBpeTokenizer, writeRandomCheckpoint, type ModelConfig } from "@nr/model";
 import { higherIsBetter, lowerIsBetter, writeResults, type BenchRow } from "../lib/report.js";
 import { measurePeak, peakMeta } from "../kernels/peak.js";
-import { measureBase, type BaseKind, type BaseResult, type ScaleSettings } from "./steps.js";
+import { measureBase, type BaseKind, type BaseResult, type KernelTable, type ScaleSettings } from "./steps.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const shared = join(here, "..", "..", "..", "shared", "data");
@@ -37,12 +42,37 @@ const int = (name: string, dflt: string) => {
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${name}: expected a positive integer (got ${arg(name, dflt)})`);
   return v;
 };
-const settings: ScaleSettings = { batch: int("batch", "1"), seq: int("seq", "64"), G: int("G", "2"), prompt: int("prompt", "32"), newTokens: int("new", "8"), r: int("r", "16") };
-const bases = arg("bases", "nf4,f16").split(",") as BaseKind[];
+// Defaults sized so the whole bench (checkpoint write, NF4 load, the timed and the profiled steps) ends within
+// 15 minutes on an idle 2-core lavapipe; a GPU takes the full-size flags (header).
+const settings: ScaleSettings = {
+  batch: int("batch", "1"),
+  seq: int("seq", "32"),
+  G: int("G", "2"),
+  prompt: int("prompt", "16"),
+  newTokens: int("new", "4"),
+  r: int("r", "16"),
+  profile: arg("profile", "1") !== "0",
+};
+const bases = arg("bases", "nf4").split(",") as BaseKind[];
 for (const b of bases) if (b !== "nf4" && b !== "f16") throw new Error(`--bases: nf4 and/or f16 (got ${b})`);
 const configFile = arg("config", join(here, "qwen2.5-math-1.5b-instruct.config.json"));
 const started = performance.now();
 const log = (m: string) => console.log(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${m}`);
+
+/**
+ * The real Qwen2.5 tokenizer from ../shared when it is there (unless --tokenizer generated), else a byte-level BPE
+ * generated with exactly the config's vocab_size (writeByteBpeTokenizer), written under `under`.
+ */
+async function tokenizerFolder(under: string): Promise<string> {
+  const real = join(shared, "qwen2.5_tokenizer");
+  if (existsSync(real) && arg("tokenizer", "real") !== "generated") return real;
+  const vocabSize = JSON.parse(readFileSync(configFile, "utf8")).vocab_size;
+  const out = join(under, "generated-tokenizer");
+  const t0 = performance.now();
+  const spec = await writeByteBpeTokenizer(out, { vocabSize });
+  log(`${existsSync(real) ? "--tokenizer generated" : `no ${real}`}: generated a byte-level BPE of ${spec.size} ids (${spec.learnedMerges} of ${spec.merges} merges learned from a built-in text) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  return out;
+}
 
 /** The checkpoint folder: --model as given (generated there when it holds no weights yet), else a temp folder. */
 async function checkpointDir(): Promise<{ dir: string; temp: string | null }> {
@@ -50,24 +80,29 @@ async function checkpointDir(): Promise<{ dir: string; temp: string | null }> {
   const temp = given ? null : await mkdtemp(join(tmpdir(), "nr-bench-scale-"));
   const dir = given ?? join(temp!, "model");
   if (existsSync(join(dir, SINGLE_FILE)) || existsSync(join(dir, INDEX_FILE))) return { dir, temp };
-  const tokenizerDir = existsSync(join(shared, "qwen2.5_tokenizer")) ? join(shared, "qwen2.5_tokenizer") : undefined;
-  log(`writing a random checkpoint of ${configFile} to ${dir} (tokenizer: ${tokenizerDir ?? "generated"})`);
+  const tokTemp = await mkdtemp(join(tmpdir(), "nr-bench-tokenizer-"));
+  const tokenizerDir = await tokenizerFolder(tokTemp);
+  log(`writing a random checkpoint of ${configFile} to ${dir} (tokenizer from ${tokenizerDir})`);
   const t0 = performance.now();
   let next = 0;
-  await writeRandomCheckpoint(dir, configFile, {
-    tokenizerDir,
-    onProgress: (done, total) => {
-      if (done < next && done < total) return;
-      next = done + total / 10;
-      const s = (performance.now() - t0) / 1000;
-      log(`  ${(done / 2 ** 20).toFixed(0)} / ${(total / 2 ** 20).toFixed(0)} MiB, ${(done / 2 ** 20 / s).toFixed(1)} MiB/s, ETA ${((total - done) / (done / s)).toFixed(0)} s`);
-    },
-  });
+  try {
+    await writeRandomCheckpoint(dir, configFile, {
+      tokenizerDir,
+      onProgress: (done, total) => {
+        if (done < next && done < total) return;
+        next = done + total / 10;
+        const s = (performance.now() - t0) / 1000;
+        log(`  ${(done / 2 ** 20).toFixed(0)} / ${(total / 2 ** 20).toFixed(0)} MiB, ${(done / 2 ** 20 / s).toFixed(1)} MiB/s, ETA ${((total - done) / (done / s)).toFixed(0)} s`);
+      },
+    });
+  } finally {
+    await rm(tokTemp, { recursive: true, force: true }); // its files are copied into the checkpoint
+  }
   return { dir, temp };
 }
 
 /** Token ids for the steps: a GSM8K problem with its solution, encoded by the checkpoint's tokenizer. */
-async function sampleTokens(dir: string): Promise<{ ids: number[]; source: string }> {
+async function sampleTokens(dir: string): Promise<{ ids: number[]; source: string; tokenizer: string }> {
   const tok = await loadTokenizer(dir);
   const gsm = join(shared, "gsm8k_test.jsonl");
   const text = existsSync(gsm)
@@ -76,7 +111,7 @@ async function sampleTokens(dir: string): Promise<{ ids: number[]; source: strin
         return `${row.question}\n${row.answer}`;
       })()
     : "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?";
-  return { ids: tok.encode(text), source: existsSync(gsm) ? "gsm8k_test.jsonl line 1" : "a fixed sentence" };
+  return { ids: tok.encode(text), source: existsSync(gsm) ? "gsm8k_test.jsonl line 1" : "a fixed sentence", tokenizer: `${tok.size} ids${tok.size === 151665 ? " (the real Qwen2.5 tokenizer's count)" : ""}` };
 }
 
 function rowsOf(r: BaseResult, c: ModelConfig, peakGflops: number): BenchRow[] {
@@ -97,6 +132,16 @@ function rowsOf(r: BaseResult, c: ModelConfig, peakGflops: number): BenchRow[] {
   ];
 }
 
+/** The top kernels of one profiled step: calls, GPU ms, share of the step's GPU time. */
+function printKernelTable(t: KernelTable, top = 12) {
+  console.log(`\nper-kernel GPU time, ${t.step}: ${(t.gpuMs / 1000).toFixed(2)} s of GPU time in ${t.wallSeconds.toFixed(1)} s wall`);
+  if (!t.kernels) return console.log(`  ${t.note}`);
+  const name = Math.max(6, ...t.kernels.slice(0, top).map((k) => k.label.length));
+  console.log(`  ${"kernel".padEnd(name)}  ${"calls".padStart(7)}  ${"ms".padStart(10)}  ${"share".padStart(6)}`);
+  for (const k of t.kernels.slice(0, top)) console.log(`  ${k.label.padEnd(name)}  ${String(k.calls).padStart(7)}  ${k.totalMs.toFixed(1).padStart(10)}  ${((100 * k.totalMs) / t.gpuMs).toFixed(1).padStart(5)}%`);
+  if (t.kernels.length > top) console.log(`  … ${t.kernels.length - top} more kernels in benchmarks/results/scale.json`);
+}
+
 const { dir, temp } = await checkpointDir();
 try {
   const c = parseModelConfig(JSON.parse(readFileSync(join(dir, "config.json"), "utf8")), join(dir, "config.json"));
@@ -108,8 +153,16 @@ try {
   const adapter = gpu.adapter;
   gpu.destroy();
   const rows: BenchRow[] = [];
-  for (const base of bases) rows.push(...rowsOf(await measureBase(dir, base, settings, ids, log), c, peak.gflops));
-  writeResults("scale", adapter, rows, { config: configFile, settings, tokens: sample.source, checkpoint: temp ? "random (temp folder)" : dir, ...peakMeta(peak) });
+  const kernelTables: KernelTable[] = [];
+  for (const base of bases) {
+    const r = await measureBase(dir, base, settings, ids, log);
+    rows.push(...rowsOf(r, c, peak.gflops));
+    kernelTables.push(...r.kernelTables);
+  }
+  for (const t of kernelTables) printKernelTable(t);
+  const wallSeconds = (performance.now() - started) / 1000;
+  writeResults("scale", adapter, rows, { config: configFile, settings, bases, tokens: sample.source, tokenizer: sample.tokenizer, checkpoint: temp ? "random (temp folder)" : dir, wallSeconds, ...peakMeta(peak), kernelTables });
+  log(`whole bench ${wallSeconds.toFixed(0)} s`);
 } finally {
   if (temp) await rm(temp, { recursive: true, force: true });
 }

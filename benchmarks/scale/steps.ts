@@ -1,7 +1,7 @@
 // The measured pieces of `pnpm bench scale`, one base at a time: load, one SFT step, one RL step (generation, then a
 // policy-gradient step on the generated sequences), and the memory estimate beside the pool. See index.ts.
 import { AdamW, Engine, GpuBackend } from "@nr/autograd";
-import { createGpu, type Gpu } from "@nr/kernels";
+import { createGpu, type Gpu, type ProfileEntry } from "@nr/kernels";
 import { loadDecoder, makeBatch, type Decoder, type ModelConfig } from "@nr/model";
 import { LoraModel, memoryReport } from "@nr/lora";
 import { WebGpuGenerator } from "@nr/rollout";
@@ -17,6 +17,18 @@ export interface ScaleSettings {
   prompt: number;
   newTokens: number;
   r: number;
+  /** Run one more SFT and RL step under the timestamp profiler for the per-kernel table. */
+  profile: boolean;
+}
+
+/** GPU time per kernel over one profiled step (null entries: the adapter has no timestamp-query). */
+export interface KernelTable {
+  step: string;
+  /** Wall time of the profiled step (passes split per dispatch, so a little slower than the timed step). */
+  wallSeconds: number;
+  gpuMs: number;
+  kernels: ProfileEntry[] | null;
+  note?: string;
 }
 
 export interface BaseResult {
@@ -31,6 +43,7 @@ export interface BaseResult {
   rl: { genTokens: number; genSeconds: number; trainTokens: number; trainSeconds: number };
   /** Host peak RSS so far (bytes). */
   maxRss: number;
+  kernelTables: KernelTable[];
 }
 
 const LORA = (r: number) => ({ r, alpha: 2 * r, seed: 1 });
@@ -102,6 +115,7 @@ export async function measureBase(dir: string, base: BaseKind, s: ScaleSettings,
     log(`${base}: SFT step ${s.batch} × ${s.seq} tokens in ${sftSeconds.toFixed(1)} s (pool ${(poolAfterStep / 2 ** 30).toFixed(2)} GiB, estimate ${(estimate.totalBytes / 2 ** 30).toFixed(2)} GiB)`);
 
     const rl = await rlStep(e, decoder, lora, opt, s, tokens, log, base);
+    const kernelTables = s.profile ? await profileSteps(gpu, e, decoder, lora, opt, s, sftRows, tokens, log, base) : [];
     return {
       base,
       loadSeconds,
@@ -111,32 +125,66 @@ export async function measureBase(dir: string, base: BaseKind, s: ScaleSettings,
       sft: { tokens: sftTokens, seconds: sftSeconds, flops: trainFlops(config, sftTokens, s.seq) },
       rl,
       maxRss: maxRss(),
+      kernelTables,
     };
   } finally {
     gpu.destroy();
   }
 }
 
-/**
- * One RL step: G samples of exactly `newTokens` (no stop token) from one prompt at T = 1, then a policy-gradient
- * step (forward with checkpointing, backward with per-token weights standing in for Dr. GRPO's advantages, AdamW) on
- * the G sequences — the same kernels and shapes as the trainer's step; the algorithm's own arithmetic is negligible.
- */
-async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: AdamW, s: ScaleSettings, tokens: number[], log: (m: string) => void, base: BaseKind) {
+/** G samples of exactly `newTokens` (no stop token) from one prompt at T = 1, and the rows a policy-gradient step trains on. */
+async function sampleGroup(e: Engine, decoder: Decoder, lora: LoraModel, s: ScaleSettings, tokens: number[], seed: number) {
   const promptIds = Array.from({ length: s.prompt }, (_, t) => tokens[t % tokens.length]);
   const idsOnly = { encode: () => [], decode: (ids: readonly number[]) => ids.join(" "), stopTokenIds: [] as number[] };
   const gen = new WebGpuGenerator(e, decoder, idsOnly);
   lora.setTraining(false);
-  const t0 = now();
-  const [seqs] = await gen.generateIds([{ promptIds, n: s.G }], { temperature: 1, maxNewTokens: s.newTokens, seed: 3 });
-  const genSeconds = now() - t0;
-  const genTokens = seqs.reduce((a, q) => a + q.tokenIds.length, 0);
-  log(`${base}: generated ${s.G} × ${s.newTokens} tokens in ${genSeconds.toFixed(1)} s`);
+  const [seqs] = await gen.generateIds([{ promptIds, n: s.G }], { temperature: 1, maxNewTokens: s.newTokens, seed });
   lora.setTraining(true);
   const rows = seqs.map((q) => [...q.promptIds, ...q.tokenIds]);
+  const genTokens = seqs.reduce((a, q) => a + q.tokenIds.length, 0);
   const trainTokens = rows.reduce((a, r) => a + r.length, 0);
+  // per-token weights standing in for Dr. GRPO's advantages: +1 for even samples, −1 for odd ones
   const advantage = (i: number) => (i % 2 === 0 ? 1 : -1) / trainTokens;
-  const trainSeconds = await trainStep(e, decoder, lora, opt, rows, (m) => Array.from(m, (x, i) => -x * advantage(Math.floor(i / rows[0].length))));
-  log(`${base}: RL train step on ${trainTokens} tokens in ${trainSeconds.toFixed(1)} s`);
-  return { genTokens, genSeconds, trainTokens, trainSeconds };
+  const gLogp = (m: Float64Array) => Array.from(m, (x, i) => -x * advantage(Math.floor(i / rows[0].length)));
+  return { rows, genTokens, trainTokens, gLogp };
+}
+
+/**
+ * One RL step: generation (sampleGroup), then a policy-gradient step (forward with checkpointing, backward with
+ * per-token weights, AdamW) on the G sequences — the same kernels and shapes as the trainer's step; the algorithm's
+ * own arithmetic is negligible.
+ */
+async function rlStep(e: Engine, decoder: Decoder, lora: LoraModel, opt: AdamW, s: ScaleSettings, tokens: number[], log: (m: string) => void, base: BaseKind) {
+  const t0 = now();
+  const g = await sampleGroup(e, decoder, lora, s, tokens, 3);
+  const genSeconds = now() - t0;
+  log(`${base}: generated ${s.G} × ${s.newTokens} tokens in ${genSeconds.toFixed(1)} s`);
+  const trainSeconds = await trainStep(e, decoder, lora, opt, g.rows, g.gLogp);
+  log(`${base}: RL train step on ${g.trainTokens} tokens in ${trainSeconds.toFixed(1)} s`);
+  return { genTokens: g.genTokens, genSeconds, trainTokens: g.trainTokens, trainSeconds };
+}
+
+/** Run `fn` under the timestamp profiler: GPU time per kernel label, largest first (null without timestamp-query). */
+async function profiled(gpu: Gpu, step: string, fn: () => Promise<unknown>): Promise<KernelTable> {
+  await gpu.sync();
+  const on = gpu.profiler.start();
+  const t0 = now();
+  await fn();
+  await gpu.sync();
+  const wallSeconds = now() - t0;
+  const kernels = on ? await gpu.profiler.stop() : null;
+  const gpuMs = kernels ? kernels.reduce((a, k) => a + k.totalMs, 0) : 0;
+  return { step, wallSeconds, gpuMs, kernels, ...(on ? {} : { note: "no timestamp-query on this adapter: no per-kernel times (wall time of the step only)" }) };
+}
+
+/** A second SFT step and RL step (generation, then training) under the profiler: the per-kernel tables. */
+async function profileSteps(gpu: Gpu, e: Engine, decoder: Decoder, lora: LoraModel, opt: AdamW, s: ScaleSettings, sftRows: number[][], tokens: number[], log: (m: string) => void, base: BaseKind): Promise<KernelTable[]> {
+  const sftTokens = sftRows.length * sftRows[0].length;
+  const sft = await profiled(gpu, `${base} SFT step ${s.batch}×${s.seq}`, () => trainStep(e, decoder, lora, opt, sftRows, (m) => Array.from(m, (x) => -x / sftTokens)));
+  let group: Awaited<ReturnType<typeof sampleGroup>> | null = null;
+  const gen = await profiled(gpu, `${base} RL generation ${s.G}×${s.newTokens} new (prompt ${s.prompt})`, async () => (group = await sampleGroup(e, decoder, lora, s, tokens, 4)));
+  const g = group!;
+  const train = await profiled(gpu, `${base} RL train step ${g.rows.length}×${g.rows[0].length}`, () => trainStep(e, decoder, lora, opt, g.rows, g.gLogp));
+  log(`${base}: profiled SFT step ${sft.wallSeconds.toFixed(1)} s, RL generation ${gen.wallSeconds.toFixed(1)} s, RL train ${train.wallSeconds.toFixed(1)} s`);
+  return [sft, gen, train];
 }
