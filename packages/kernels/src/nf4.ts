@@ -60,14 +60,14 @@
 //            output columns of one word, walking W down the N axis (neighbouring invocations read neighbouring words).
 //   "gemv"   (GPUs, forward with M ≤ 8): 32 lanes per output column stride over its K words (coalesced), summed
 //            through workgroup memory.
-//   "broadcast" (CPU adapters with subgroups, forward with M ≤ 8): nf4-gemv.ts — one subgroup per workgroup, x
+//   "broadcast" (CPU adapters with subgroups, forward with M ≤ 8): gemv-cpu.ts — one subgroup per workgroup, x
 //            broadcast across the lanes, codes decoded by a select tree; measured 1.5–2.2× less CPU than "direct"
 //            on lavapipe at M = 1…8.
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { isCpuAdapter } from "./runtime/adapter.js";
 import { broadcastWidth } from "./matmul.js";
-import { nf4GemvCpuConfig, nf4GemvCpuWgsl } from "./nf4-gemv.js";
+import { gemvCpuConfig, gemvCpuParams, gemvCpuText } from "./gemv-cpu.js";
 
 // ═════════════════════════════════════════════════════════════════════════════════════════════════════════════
 // Tables and exact f32 host arithmetic
@@ -1112,9 +1112,10 @@ export function nf4Matmul(gpu: Gpu, args: Nf4MatmulArgs): void {
   const sfx = `${dtype}${outDtype === "f16" ? "_oh" : ""}_${codeKey(w.code)}`;
   const bufs = [args.a, w.packed, w.scales, args.out];
   if (path === "broadcast") {
-    const cfg = nf4GemvCpuConfig(M, lanes!, w.blocksize, K);
+    const cfg = gemvCpuConfig(M, lanes!, w.blocksize, K);
     const label = `nf4_fwd_bcast_${sfx}_tm${cfg.TM}_tn${cfg.TN}_w${cfg.W}${cfg.groupScale ? "_g" : ""}`;
-    gpu.dispatch(gpu.kernel(label, nf4GemvCpuWgsl({ dtype, outDtype, cfg, code: w.code })), bufs, [Math.ceil(N / (cfg.W * cfg.TN)), Math.ceil(M / cfg.TM)], params);
+    const p = gemvCpuParams({ M, N, K, unit: 8, bsShift: log2Int(w.blocksize), alpha: args.alpha, accumulate: args.accumulate });
+    gpu.dispatch(gpu.kernel(label, gemvCpuText({ dtype, outDtype, cfg, code: w.code, pair: false })), bufs, [Math.ceil(N / (cfg.W * cfg.TN)), Math.ceil(M / cfg.TM)], p);
     return;
   }
   if (path === "gemv") {
