@@ -41,6 +41,8 @@ export const pretrainCommand: CommandModule<object, PretrainOptions> = {
       .option("max-operand", { type: "number", default: PRETRAIN_DEFAULTS.maxOperand })
       .option("max-value", { type: "number", default: PRETRAIN_DEFAULTS.maxValue })
       .option("direct-share", { type: "number", default: 0, describe: "share (0..1) of the multi-step problems answered directly, without working" })
+      .option("task", { choices: ["words", "expression"] as const, default: "words", describe: "synthetic problems: word problems, or one-line + / - chains (7 + 5 - 3 = ?)" })
+      .option("fact-copies", { type: "number", default: 0, describe: "expression task: copies of every one-operation fact of the range added to the corpus (0: none)" })
       .option("init", { type: "string", describe: "continue from this checkpoint folder (made by nr pretrain) instead of a random init" })
       .option("snapshot-every", { type: "number", default: 0, describe: "also save the weights every N steps to <out>.snapshots/step-N (0: off)" })
       .example("$0 pretrain --out models/nr-tiny-math", "make the default's base model (the committed one was made this way)") as unknown as Argv<PretrainOptions>,

@@ -212,6 +212,10 @@ describe("overrides", () => {
     expect(validateConfig(noW).output.wandb).toBeUndefined();
     // sft.noThinkFraction is optional (absent = every target shows its work) and can be removed.
     expect(validateConfig(applyOverrides(base, [["sft.noThinkFraction", "null"]])).sft.noThinkFraction).toBeUndefined();
+    // data.difficulty.kind is optional (absent = word problems), "expression" or "words" only, and can be removed.
+    expect(validateConfig(applyOverrides(base, [["data.difficulty.kind", "expression"]])).data.difficulty.kind).toBe("expression");
+    expect(() => validateConfig(applyOverrides(base, [["data.difficulty.kind", "sums"]]))).toThrow(/data\.difficulty\.kind = "?sums"? .*expression/);
+    expect(validateConfig(applyOverrides(applyOverrides(base, [["data.difficulty.kind", "words"]]), [["data.difficulty.kind", "null"]])).data.difficulty.kind).toBeUndefined();
     // yargs-style nested objects flatten to the same overrides.
     expect(flattenOverrides({ rl: { G: 4, lengthStages: [8] }, name: "x" })).toEqual([["rl.G", 4], ["rl.lengthStages", [8]], ["name", "x"]]);
     expect(resolveConfig({ overrides: { "rl.G": 16 } }).rl.G).toBe(16);

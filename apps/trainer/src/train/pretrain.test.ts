@@ -8,8 +8,8 @@ import { join } from "node:path";
 import { createGpu, type Gpu } from "@nr/kernels";
 import { Engine, GpuBackend } from "@nr/autograd";
 import { loadDecoder } from "@nr/model";
-import { pretrain, pretrainText, type PretrainOptions } from "./pretrain.js";
-import { generateSynthetic } from "@nr/data";
+import { pretrain, pretrainCorpus, pretrainText, type PretrainOptions } from "./pretrain.js";
+import { expressionFacts, generateSynthetic } from "@nr/data";
 
 let root: string;
 let gpu: Gpu;
@@ -103,5 +103,24 @@ describe("nr pretrain (miniature, on the GPU)", () => {
     expect(texts.filter((t) => t.includes("\\boxed{")).length).toBe(2);
     expect(texts[0]).toMatch(/^Q: .*\nA: \d+ [-+*/] \d+ = \d+, \d+ [-+*/] \d+ = \d+\. The answer is \d+\.$/s);
     expect(texts[3]).toContain(`\\boxed{${records[3].answer}}`);
+  });
+
+  it("builds the expression corpus: the chains of the train split plus every fact of the range, shuffled", () => {
+    const o = { seed: 2, problems: 300, minSteps: 2, maxSteps: 3, maxOperand: 6, maxValue: 12, task: "expression" as const };
+    const facts = expressionFacts({ maxOperand: 6, maxValue: 12 });
+    const corpus = pretrainCorpus({ ...o, factCopies: 3 });
+    expect(corpus).toHaveLength(300 + 3 * facts.length);
+    const count = new Map<string, number>();
+    for (const r of corpus) count.set(r.problem, (count.get(r.problem) ?? 0) + 1);
+    for (const f of facts) expect(count.get(f.problem), f.problem).toBe(3);
+    const chains = corpus.filter((r) => Number(r.meta?.steps) >= 2);
+    expect(chains).toHaveLength(300);
+    expect(chains.every((r) => r.meta?.split === "train" && /^\d+( [+-] \d+){2,3} = \?$/.test(r.problem))).toBe(true);
+    // Shuffled (facts are not all at the end), and the same seed gives the same order.
+    expect(corpus.slice(0, 300).some((r) => r.meta?.steps === 1)).toBe(true);
+    expect(pretrainCorpus({ ...o, factCopies: 3 })).toEqual(corpus);
+    expect(pretrainCorpus({ ...o, factCopies: 0 })).toEqual(generateSynthetic({ count: 300, seed: 1_000_005, split: "train", kind: "expression", minSteps: 2, maxSteps: 3, maxOperand: 6, maxValue: 12 }));
+    expect(() => pretrainCorpus({ ...o, task: "words", factCopies: 2 })).toThrow(/--fact-copies needs --task expression/);
+    expect(() => pretrainCorpus({ ...o, factCopies: 1.5 })).toThrow(/--fact-copies 1.5 must be a whole number/);
   });
 });

@@ -11,7 +11,7 @@ import { join, resolve } from "node:path";
 import { createGpu } from "@nr/kernels";
 import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autograd";
 import { generateModel, loadDecoder, loadTokenizer, writeSafetensorsCheckpoint, type Decoder, type DenseProjection } from "@nr/model";
-import { fnv1a, generateSynthetic, ProgressBar, sftTarget, type MathRecord } from "@nr/data";
+import { expressionFacts, fnv1a, generateSynthetic, ProgressBar, Rng, sftTarget, type MathRecord, type SyntheticKind } from "@nr/data";
 import { sftStep, type SftExampleIds } from "./loop.js";
 import { taskTokenizerWords } from "./pipeline.js";
 
@@ -41,6 +41,13 @@ export interface PretrainOptions {
   directShare?: number;
   /** Continue from this HF checkpoint folder (made by `nr pretrain`, same tokenizer) instead of a random init. */
   init?: string;
+  /** Which synthetic problems: word problems (default) or one-line + / - chains (`7 + 5 - 3 = ?`). */
+  task?: SyntheticKind;
+  /**
+   * Expression task only: this many copies of every one-operation fact of the range (`7 + 5 = ?`, both splits) join
+   * the corpus, which is then shuffled (seeded), so the base knows each fact a chain is built from. Default 0.
+   */
+  factCopies?: number;
   log?: (line: string) => void;
 }
 
@@ -61,7 +68,23 @@ export function pretrainText(r: MathRecord, i = 0, reasoningEvery = 4, directSha
   return `Q: ${r.problem}\nA: ${work}. The answer is ${r.answer}.`;
 }
 
-const PRETRAIN_OPTION_KEYS = ["seed", "steps", "batchSize", "lr", "hidden", "layers", "heads", "kvHeads", "intermediate", "problems", "minSteps", "maxSteps", "maxOperand", "maxValue", "directShare", "init", "snapshotEvery"] as const satisfies readonly (keyof PretrainOptions)[];
+/**
+ * The corpus's problems: `problems` synthetic ones of the train split (data seed 1000003 + seed) and, with
+ * `factCopies`, that many copies of every one-operation fact of the expression range, shuffled together (seeded).
+ */
+export function pretrainCorpus(o: Pick<PretrainOptions, "seed" | "problems" | "minSteps" | "maxSteps" | "maxOperand" | "maxValue" | "task" | "factCopies">): MathRecord[] {
+  const kind = o.task ?? "words";
+  const copies = o.factCopies ?? 0;
+  if (!(Number.isInteger(copies) && copies >= 0)) throw new Error(`pretrain: --fact-copies ${o.factCopies} must be a whole number ≥ 0`);
+  if (copies > 0 && kind !== "expression") throw new Error("pretrain: --fact-copies needs --task expression (the facts are one-operation expressions)");
+  const records = generateSynthetic({ count: o.problems, seed: 1_000_003 + o.seed, split: "train", minSteps: o.minSteps, maxSteps: o.maxSteps, maxOperand: o.maxOperand, maxValue: o.maxValue, kind });
+  if (copies === 0) return records;
+  const facts = expressionFacts({ maxOperand: o.maxOperand, maxValue: o.maxValue });
+  const all = [...records, ...Array.from({ length: copies }, () => facts).flat()];
+  return new Rng(fnv1a(`pretrain-corpus:${o.seed}`)).shuffle(all);
+}
+
+const PRETRAIN_OPTION_KEYS = ["seed", "steps", "batchSize", "lr", "hidden", "layers", "heads", "kvHeads", "intermediate", "problems", "minSteps", "maxSteps", "maxOperand", "maxValue", "directShare", "task", "factCopies", "init", "snapshotEvery"] as const satisfies readonly (keyof PretrainOptions)[];
 
 const ARCHITECTURE_KEYS: readonly string[] = ["hidden", "layers", "heads", "kvHeads", "intermediate"];
 const CHECKPOINT_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
@@ -78,6 +101,14 @@ async function copyCheckpoint(from: string, to: string): Promise<void> {
   if (missing.length > 0) throw new Error(`pretrain --init ${from}: its tokenizer lacks the synthetic task's words (${missing.slice(0, 5).join(", ")}…); give a checkpoint made by nr pretrain`);
   await mkdir(to, { recursive: true });
   for (const f of files) await copyFile(join(from, f), join(to, f));
+}
+
+/** What PRETRAIN.md says the corpus was. */
+function corpusLine(o: PretrainOptions, total: number): string {
+  const kind = o.task === "expression" ? "+ / - expressions" : "word problems";
+  const problems = `${o.problems} synthetic ${kind} with ${o.minSteps}–${o.maxSteps} arithmetic steps (train split only, data seed ${1_000_003 + o.seed})`;
+  if (!o.factCopies) return problems;
+  return `${total} texts: ${problems} and ${o.factCopies} copies of each of the ${(total - o.problems) / o.factCopies} one-operation facts of the range (operands ≤ ${o.maxOperand}, values ≤ ${o.maxValue}; both splits: the task holds out chains of two or more operations), shuffled`;
 }
 
 /** Every weight tensor of a decoder under its Hugging Face name. */
@@ -110,9 +141,9 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
   );
   const tok = await loadTokenizer(scratch);
   const eos = tok.stopTokenIds[0];
-  const records = generateSynthetic({ count: o.problems, seed: 1_000_003 + o.seed, split: "train", minSteps: o.minSteps, maxSteps: o.maxSteps, maxOperand: o.maxOperand, maxValue: o.maxValue });
   const share = o.directShare ?? 0;
   if (!(share >= 0 && share <= 1)) throw new Error(`pretrain: --direct-share ${o.directShare} must be between 0 and 1`);
+  const records = pretrainCorpus(o);
   const texts = records.map((r, i) => pretrainText(r, i, 4, share));
   // PRETRAIN.md shows one text of each kind the corpus has (plain, reasoning, direct).
   const shown = [0, 3, texts.findIndex((t) => /\nA: The answer is/.test(t))].filter((i, k, a) => i >= 0 && i < texts.length && a.indexOf(i) === k);
@@ -144,7 +175,7 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
       await writeFile(
         join(to, "PRETRAIN.md"),
         `# ${config.architecture} base model of the embedded default\n\n${which} \`pnpm nr pretrain --out ${o.out} ${args}\` (seeded; ${gpu.adapterName}, ${seconds.toFixed(0)} s).\n\n` +
-          `Full-parameter causal-LM training ${o.init ? `continued from \`${o.init}\`` : "from a random init"} on ${examples.length} synthetic problems with ${o.minSteps}–${o.maxSteps} arithmetic steps (train split only, data seed ${1_000_003 + o.seed}). ` +
+          `Full-parameter causal-LM training ${o.init ? `continued from \`${o.init}\`` : "from a random init"} on ${corpusLine(o, examples.length)}. ` +
           `${share > 0 ? `${(100 * share).toFixed(0)} % of the problems with two or more steps answer directly, without working; the others show it, ` : ""}three in four in the plain format, one in four in the reasoning format:\n\n` +
           "```\n" + shown.map((i) => texts[i]).join("\n\n") + "\n```\n\n" +
           `Loss at step ${step} (EMA over steps): ${finalLoss.toFixed(4)} nats/token. The held-out split of the synthetic task is never seen.\n`,

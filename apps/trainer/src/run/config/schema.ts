@@ -64,7 +64,7 @@ export const CONFIG_SCHEMA: ObjNode = {
         source: str,
         trainSize: int(1),
         evalSize: int(1),
-        difficulty: { kind: "object", fields: { minSteps: int(1), maxSteps: int(1), maxOperand: int(1), maxValue: int(1) } },
+        difficulty: { kind: "object", optional: ["kind"], fields: { kind: en("words", "expression"), minSteps: int(1), maxSteps: int(1), maxOperand: int(1), maxValue: int(1) } },
         prompt: en(...PROMPT_STYLES),
         skipBadRows: bool,
       },

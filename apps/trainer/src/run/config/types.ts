@@ -38,6 +38,8 @@ export interface ModelConfig {
 
 /** Synthetic-task difficulty (ignored for a dataset path). */
 export interface DifficultyConfig {
+  /** "words" (word problems, the default) or "expression" (one-line + / - chains, `7 + 5 - 3 = ?`). */
+  kind?: "words" | "expression";
   minSteps: number;
   maxSteps: number;
   maxOperand: number;
