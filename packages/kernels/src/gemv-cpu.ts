@@ -24,6 +24,7 @@ import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { wgslF32 as lit, type Nf4ActDtype, type Nf4Weight } from "./nf4.js";
 import { broadcastWidth } from "./matmul.js";
+import { isCpuAdapter } from "./runtime/adapter.js";
 import { memoWgsl } from "./wgsl-cache.js";
 
 export interface GemvCpuConfig {
@@ -179,9 +180,14 @@ export function gemvCpuParams(o: { M: number; N: number; K: number; unit: number
 /** The weights of a gate/up pair: f32 [N, K] buffers or NF4 weights (both the same kind). */
 export type GemvPairWeights = { kind: "f32"; gate: GpuBuffer; up: GpuBuffer } | { kind: "nf4"; gate: Nf4Weight; up: Nf4Weight };
 
-/** Whether `gemvSwigluCpu` runs on this adapter (a CPU adapter with subgroups). */
+/** Two NF4 weights one pair kernel can decode: same blocksize and code table. */
+export function sameNf4Format(a: Nf4Weight, b: Nf4Weight): boolean {
+  return a.blocksize === b.blocksize && a.code.length === b.code.length && a.code.every((v, i) => Object.is(v, b.code[i]));
+}
+
+/** Whether `gemvSwigluCpu` is meant for this adapter: a CPU adapter with subgroups (GPUs keep matmul + swiglu). */
 export function gemvSwigluCpuAvailable(gpu: Gpu): boolean {
-  return broadcastWidth(gpu) !== null;
+  return isCpuAdapter(gpu) && broadcastWidth(gpu) !== null;
 }
 
 /**
@@ -206,7 +212,7 @@ export function gemvSwigluCpu(gpu: Gpu, args: { x: GpuBuffer; w: GemvPairWeights
     for (const [name, q] of [["gate", gate], ["up", up]] as const) {
       if (q.N !== N || q.K !== K) throw new Error(`gemvSwigluCpu: ${name} weight is [${q.N}, ${q.K}], expected [${N}, ${K}]`);
     }
-    if (gate.blocksize !== up.blocksize || gate.code !== up.code) throw new Error("gemvSwigluCpu: gate and up NF4 weights differ in blocksize or code table");
+    if (!sameNf4Format(gate, up)) throw new Error("gemvSwigluCpu: gate and up NF4 weights differ in blocksize or code table");
     cfg = gemvCpuConfig(M, lanes, gate.blocksize, K);
     code = gate.code;
     bsShift = Math.log2(gate.blocksize);

@@ -89,18 +89,20 @@ describe("gradient checkpointing on the GPU", () => {
 });
 
 describe("Decoder.step (generation against a KV cache)", () => {
-  for (const architecture of ["qwen2", "qwen3"] as const) {
-    it(`${architecture}: chunked prefill and decode steps at per-row positions equal the float64 full-sequence forward`, async () => {
+  // NF4: every projection through the fused NF4 kernels (on CPU adapters the broadcast GEMV, and gate/up/SwiGLU in one
+  // dispatch, for these ≤ 8-row steps), against the float64 forward of the same NF4 model on the CPU backend.
+  for (const [architecture, quant] of [["qwen2", "none"], ["qwen3", "none"], ["qwen2", "nf4"]] as const) {
+    it(`${architecture}${quant === "nf4" ? " NF4" : ""}: chunked prefill and decode steps at per-row positions equal the float64 full-sequence forward`, async () => {
       // Head dim 32: the subgroup-tile attention on CPU adapters, the row kernel elsewhere.
-      const modelDir = join(suite.dir, `step-${architecture}`);
+      const modelDir = join(suite.dir, `step-${architecture}-${quant}`);
       await generateModel(modelDir, { architecture, hiddenSize: 64, intermediateSize: 96, numLayers: 2, numHeads: 6, numKvHeads: 2, headDim: 32, vocabSize: 50, tieWordEmbeddings: false }, { seed: 5, dtype: "f32", tokenizer: false, init: { std: 0.2 } });
       const seqs = [[5, 9, 2, 17, 3, 8, 40, 41], [11, 4, 30, 2, 1, 6]];
       const cpuE = new Engine(new CpuBackend());
-      const { decoder: cpuDec } = await loadDecoder(cpuE, modelDir);
+      const { decoder: cpuDec } = await loadDecoder(cpuE, modelDir, { quant });
       const H = 64, Tmax = 11;
       const want = await Promise.all(seqs.map((s) => cpuDec.hidden(makeBatch(cpuE, [s])).read()));
       const e = new Engine(new GpuBackend(suite.gpu));
-      const { decoder } = await loadDecoder(e, modelDir);
+      const { decoder } = await loadDecoder(e, modelDir, { quant });
       const caches = decoder.weights.layers.map(() => ({ k: suite.gpu.alloc(2 * Tmax * 2 * 32 * 4, "k"), v: suite.gpu.alloc(2 * Tmax * 2 * 32 * 4, "v") }));
       for (const c of caches) suite.gpu.fill32(c.k, 0x7fc00000), suite.gpu.fill32(c.v, 0x7fc00000); // unread slots stay NaN
       // Row 0: 3-token prefill, then a 2-token chunk, then single tokens. Row 1: 3 junk tokens, then restarts at
