@@ -9,9 +9,10 @@
 //  Peer: onnxruntime-node's WebGPU EP running MatMul(h, Wᵀ) → Mul(1/T) → LogSoftmax → GatherElements(targets) for
 //  the same rows in the same run (session.run: upload h, download logp — tiny next to the GEMM). The EP's failure
 //  (e.g. a 933 MB initializer over the adapter's binding limit) is recorded in `note`; the CPU EP is timed as a
-//  second reference row. There is no ORT peer for the backward.
+//  second reference row. There is no ORT peer for the backward. The WebGPU row's `note` also says which of the
+//  peer's nodes the WebGPU EP takes (`probeOrtPlacement`): ORT quietly gives the others to its CPU EP.
 import { isCpuAdapter, lmHeadBackward, lmHeadForward, lmHeadForwardPlan, lmHeadBackwardPlan, uploadLmHeadWeight, type Gpu, type GpuBuffer } from "@nr/kernels";
-import { buildModel, ortSession, tensor, timeOrt } from "../lib/ort.js";
+import { buildModel, ort, ortSession, tensor, timeOrt } from "../lib/ort.js";
 import { higherIsBetter, lowerIsBetter, timeIt, type BenchRow } from "../lib/report.js";
 import { work } from "./peak.js";
 
@@ -44,6 +45,40 @@ async function timeWithScratch(gpu: Gpu, record: () => void, iters: number): Pro
     if (scratch < 0) scratch = gpu.pool.getStats().allocatedBytes - before;
   }, { warmup: 0, iters });
   return { ms: t.medianMs, scratch };
+}
+
+/**
+ * Where ORT's WebGPU EP runs the peer graph: a session with CPU fallback disabled is refused when any node would go to
+ * the CPU EP. Probed on a small vocabulary (node placement depends on the op, not on V), for the whole graph and for
+ * its MatMul alone. Measured here (onnxruntime-node 1.23, lavapipe): the whole graph is refused, the MatMul alone is
+ * accepted — so the peer's GEMM runs on the WebGPU EP and LogSoftmax/GatherElements on the CPU EP.
+ */
+export async function probeOrtPlacement(): Promise<string> {
+  const Hs = 64, Vs = 256;
+  const graph = (full: boolean) =>
+    buildModel({
+      nodes: full
+        ? [
+            { op: "MatMul", inputs: ["h", "wT"], outputs: ["logits"] },
+            { op: "LogSoftmax", inputs: ["logits"], outputs: ["lp"], attributes: { axis: -1 } },
+            { op: "GatherElements", inputs: ["lp", "t"], outputs: ["logp"], attributes: { axis: 1 } },
+          ]
+        : [{ op: "MatMul", inputs: ["h", "wT"], outputs: ["logp"] }],
+      inputs: [{ name: "h", type: "float32", dims: ["M", Hs] }, ...(full ? [{ name: "t", type: "int64" as const, dims: ["M", 1] as Array<string | number> }] : [])],
+      outputs: [{ name: "logp", type: "float32", dims: ["M", full ? 1 : Vs] }],
+      initializers: [{ name: "wT", type: "float32", dims: [Hs, Vs], data: new Float32Array(Hs * Vs) }],
+    });
+  const accepted = async (full: boolean) => {
+    try {
+      const s = await ort.InferenceSession.create(graph(full), { executionProviders: ["webgpu"], logSeverityLevel: 4, extra: { session: { disable_cpu_ep_fallback: "1" } } } as ort.InferenceSession.SessionOptions);
+      await s.release();
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const whole = await accepted(true), matmulOnly = await accepted(false);
+  return `ORT WebGPU EP with CPU fallback disabled: whole graph ${whole ? "accepted" : "refused (some nodes go to the CPU EP)"}, MatMul alone ${matmulOnly ? "accepted" : "refused"}`;
 }
 
 export async function benchLmHead(gpu: Gpu, opts: { iters?: number } = {}): Promise<BenchRow[]> {
@@ -93,6 +128,8 @@ export async function benchLmHead(gpu: Gpu, opts: { iters?: number } = {}): Prom
     ],
   });
   const sessions = { webgpu: await ortSession(model, "webgpu"), cpu: await ortSession(model, "cpu") };
+  const placement = await probeOrtPlacement();
+  console.log(`  lmhead: ${placement}`);
 
   for (const M of Ms) {
     const hHost = randomF32(M * H, M, 1);
@@ -133,7 +170,7 @@ export async function benchLmHead(gpu: Gpu, opts: { iters?: number } = {}): Prom
     }
     for (const p of peerRows) {
       rows.push(higherIsBetter(`${caseName} fwd logp+entropy`, "GFLOP/s (2·M·V·H)", gf(flop, fwdMs), `onnxruntime-node ${p.ep} EP MatMul+LogSoftmax+GatherElements (logp only)`, p.ms ? gf(flop, p.ms) : null, {
-        ms: fwdMs, peerMs: p.ms, iters, ...(p.note ? { note: p.note } : {}),
+        ms: fwdMs, peerMs: p.ms, iters, ...(p.note || p.ep === "webgpu" ? { note: [p.note, p.ep === "webgpu" ? placement : undefined].filter(Boolean).join("; ") } : {}),
         // Bytes: the weight once, h in, logp/entropy/lse out.
         ...work(flop, 4 * (V * H + M * H + 3 * M), fwdMs),
       }));

@@ -36,9 +36,9 @@ export function lowerIsBetter(c: string, metric: string, ours: number, peer: str
 const fmt = (v: unknown) =>
   typeof v === "number" ? (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(3)) : v === null || v === undefined ? "-" : String(v);
 
-export function printTable(rows: BenchRow[]) {
+export function printTable(rows: BenchRow[], extraColumns: string[] = []) {
   // ofPeak (benchmarks/kernels/peak.ts: kernel rate as a fraction of the measured adapter peak) when rows carry it.
-  const cols = ["case", "metric", "ours", "peer", "peerValue", "ratio", ...(rows.some((r) => r.ofPeak !== undefined) ? ["ofPeak"] : [])];
+  const cols = ["case", "metric", "ours", "peer", "peerValue", "ratio", ...(rows.some((r) => r.ofPeak !== undefined) ? ["ofPeak"] : []), ...extraColumns];
   const cells = rows.map((r) => cols.map((c) => fmt(r[c])));
   const widths = cols.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i].length)));
   const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i])).join("  ");
@@ -49,14 +49,14 @@ export function printTable(rows: BenchRow[]) {
 
 const resultsDir = join(dirname(fileURLToPath(import.meta.url)), "..", "results");
 
-/** Write results/<name>.json and print the table last. Returns the JSON path. */
-export function writeResults(name: string, adapter: AdapterInfo | null, rows: BenchRow[], meta: Record<string, unknown> = {}): string {
+/** Write results/<name>.json and print the table last (with `extraColumns`: row fields shown after the standard ones). Returns the JSON path. */
+export function writeResults(name: string, adapter: AdapterInfo | null, rows: BenchRow[], meta: Record<string, unknown> = {}, extraColumns: string[] = []): string {
   mkdirSync(resultsDir, { recursive: true });
   const path = join(resultsDir, `${name}.json`);
   const doc = { name, date: new Date().toISOString(), adapter: adapter ?? { vendor: "cpu", architecture: process.arch, description: "no GPU used", backend: "none" }, ...meta, rows };
   writeFileSync(path, JSON.stringify(doc, null, 2) + "\n");
   console.log(`\n${name}: ${rows.length} rows → ${path}\n`);
-  printTable(rows);
+  printTable(rows, extraColumns);
   return path;
 }
 

@@ -199,6 +199,11 @@ try {
       kvCacheMiB: +(gen.kvCacheBytes(b, P + N) / 2 ** 20).toFixed(2),
       greedyAgreement: agree === null ? null : `${agree}/${b}`,
       perDecodeStep: perStep,
+      // The same counts as table columns: host work per decode step (the whole batch's step, not per row).
+      dispatchesPerStep: perStep.dispatches,
+      submitsPerStep: perStep.submits,
+      readsPerStep: perStep.reads,
+      cpuMsPerToken: +oursCpu.toFixed(2),
       decodeCpuMsPerToken: { ours: +oursCpu.toFixed(3), peer: peerCpu === null ? null : +peerCpu.toFixed(3), cpuRatio: peerCpu === null ? null : +(peerCpu / oursCpu).toFixed(3) },
       ...(error ? { note: error } : {}),
     };
@@ -219,7 +224,7 @@ try {
   await session?.release();
   await tjs.peer?.release();
   if (!process.argv.includes("--no-continuous")) rows.push(await continuousCase(gen));
-  writeResults("rollout", gpu.adapter, rows, { config, scaledDown: !full, promptTokens: P, newTokens: N, G, iters, timing: "best of iters runs, each side; ours: wall time of a 1-token call (prefill) and of an N-token call minus it (decode)", peerMode: "full recompute (the exported ONNX graph has no KV cache)", peerEp: ep });
+  writeResults("rollout", gpu.adapter, rows, { config, scaledDown: !full, promptTokens: P, newTokens: N, G, iters, timing: "best of iters runs, each side; ours: wall time of a 1-token call (prefill) and of an N-token call minus it (decode)", peerMode: "full recompute (the exported ONNX graph has no KV cache)", peerEp: ep }, ["dispatchesPerStep", "submitsPerStep", "readsPerStep", "cpuMsPerToken"]);
   gpu.destroy();
 } finally {
   await rm(dir, { recursive: true, force: true });
