@@ -227,6 +227,10 @@ describe("lmHead forward + backward vs float64 reference", () => {
     await check({ M: 66, V: 263, H: 48, dtype: "f16", ignore: true });
   });
   it("f32 h with f16 W: M=5, V=1031, H=36, 2 shards", () => check({ M: 5, V: 1031, H: 36, dtype: "f32", wDtype: "f16", shardRows: 768 }));
+  // CPU adapters: the forward stores one shard's logits for a block of rows (≤ 8 MiB): 1000 rows × 2100 columns
+  // take two row blocks (a copy of h's rows per block); elsewhere an ordinary case.
+  it("many rows over wide shards: M=1000, V=4100 in 2 shards, H=8, random mask, ignore targets", () =>
+    check({ M: 1000, V: 4100, H: 8, T: 0.8, mask: "random", ignore: true, shardRows: 2100 }));
   it("3 fresh random shapes", async () => {
     for (let i = 0; i < 3; i++) {
       await check({

@@ -280,6 +280,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
 }
 
 const COMBINE_WG = 64;
+/** One subgroup on lavapipe: a barrier is a coroutine switch per invocation there. */
+const PARTIALS_WG = 8;
+/** Largest logits scratch of the CPU forward (rows × shard vocabulary × 4 B); more rows go in blocks. */
+const CPU_LOGITS_SCRATCH = 8 * 2 ** 20;
 
 export function lmHeadCombineWgsl(): string {
   return /* wgsl */ `
@@ -342,6 +346,70 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
       entropy[m] = ls - rU[0] / rS[0];
       logp[m] = select(0.0, logp[m] - l, targets[m] < u.V);
     }
+  }
+}
+`;
+}
+
+/**
+ * Online-softmax partials of stored logits (the CPU forward, `forwardByMatmul`): workgroup (x, y) folds columns
+ * [x·cols, (x+1)·cols) of logits row y (z = h·Wᵀ/T of one shard, [rows, Vs]) into one (m, s, u) partial — the same
+ * accumulator as lmhead_fwd — and the lane holding the target column stores z_t into logp.
+ */
+export function lmHeadPartialsWgsl(): string {
+  return /* wgsl */ `
+struct Params { M: u32, Vs: u32, v0: u32, splitBase: u32, nSplits: u32, cols: u32, r0: u32, useMask: u32 }
+@group(0) @binding(0) var<storage, read> z: array<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<u32>;
+@group(0) @binding(2) var<storage, read> mask: array<u32>;
+@group(0) @binding(3) var<storage, read_write> logp: array<f32>;
+@group(0) @binding(4) var<storage, read_write> partial: array<vec4<f32>>;
+@group(0) @binding(5) var<uniform> u: Params;
+
+const NEG: f32 = -3.0e38;
+var<workgroup> rM: array<f32, ${PARTIALS_WG}>;
+var<workgroup> rS: array<f32, ${PARTIALS_WG}>;
+var<workgroup> rU: array<f32, ${PARTIALS_WG}>;
+
+@compute @workgroup_size(${PARTIALS_WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let m = u.r0 + wg.y;   // uniform per workgroup
+  if (m >= u.M || (u.useMask != 0u && mask[m] == 0u)) { return; }
+  let c0 = wg.x * u.cols;
+  let c1 = min(c0 + u.cols, u.Vs);
+  let row = wg.y * u.Vs;
+  let t = targets[m];
+  var mx = NEG;
+  var se = 0.0;
+  var su = 0.0;
+  for (var c = c0 + lid; c < c1; c += ${PARTIALS_WG}u) {
+    let zz = z[row + c];
+    if (u.v0 + c == t) { logp[m] = zz; }
+    let mn = max(mx, zz);
+    let sc = exp(mx - mn);
+    su = (su + se * (mx - mn)) * sc;
+    se = se * sc;
+    let d = zz - mn;
+    let e = exp(d);
+    se += e;
+    su += e * d;
+    mx = mn;
+  }
+  rM[lid] = mx;
+  rS[lid] = se;
+  rU[lid] = su;
+  workgroupBarrier();
+  if (lid == 0u) {
+    var M = NEG;
+    for (var q = 0u; q < ${PARTIALS_WG}u; q++) { M = max(M, rM[q]); }
+    var S = 0.0;
+    var U = 0.0;
+    for (var q = 0u; q < ${PARTIALS_WG}u; q++) {
+      let sc = exp(rM[q] - M);
+      S += rS[q] * sc;
+      U += (rU[q] + rS[q] * (rM[q] - M)) * sc;
+    }
+    partial[m * u.nSplits + u.splitBase + wg.x] = vec4<f32>(M, S, U, 0.0);
   }
 }
 `;
@@ -671,8 +739,28 @@ function vecOf(H: number) {
   return H % 4 === 0 ? 4 : 1;
 }
 
-/** Vocab splits per shard and scratch bytes of the forward for these sizes. */
-export function lmHeadForwardPlan(gpu: Gpu, M: number, V: number, H: number, shardRows = V, splits?: number, tileArg?: LmHeadTileConfig) {
+/** Whether the forward takes the CPU-adapter route (`forwardByMatmul`): same h and W dtype, no forced tile. */
+function forwardByMatmulApplies(gpu: Gpu, hD: LmDtype, wD: LmDtype, tile?: LmHeadTileConfig): boolean {
+  return !tile && hD === wD && isCpuAdapter(gpu) && broadcastWidth(gpu) !== null;
+}
+
+/** Row blocks of the CPU forward: as many rows as keep one shard's logits within CPU_LOGITS_SCRATCH. */
+const cpuRowBlock = (M: number, shardRows: number) => Math.max(1, Math.min(M, 65535, Math.floor(CPU_LOGITS_SCRATCH / (shardRows * 4))));
+
+/**
+ * Vocab splits per shard and scratch bytes of the forward for these sizes (`cpuRoute`: the CPU-adapter route, whose
+ * splits are column ranges of the stored logits and whose scratch adds those logits, one row block × one shard).
+ */
+export function lmHeadForwardPlan(gpu: Gpu, M: number, V: number, H: number, shardRows = V, splits?: number, tileArg?: LmHeadTileConfig, cpuRoute = forwardByMatmulApplies(gpu, "f32", "f32", tileArg)) {
+  if (cpuRoute) {
+    const rows = Math.min(shardRows, V);
+    const shardSplits: number[] = [];
+    for (let v0 = 0; v0 < V; v0 += shardRows) shardSplits.push(Math.max(1, Math.min(splits ?? 64, ceil(Math.min(shardRows, V - v0), 1024))));
+    const nSplits = shardSplits.reduce((a, b) => a + b, 0);
+    const rb = cpuRowBlock(M, rows);
+    const hCopy = rb < M ? rb * H * 4 : 0;
+    return { tile: lmHeadTile(M), rowTiles: 1, shardSplits, nSplits, scratchBytes: M * nSplits * 16 + rb * rows * 4 + hCopy };
+  }
   const tile = tileArg ?? lmHeadTile(M);
   const colsPerTile = tile.WX * tile.TN;
   const rowTiles = ceil(M, tile.WY * tile.TM);
@@ -698,7 +786,12 @@ export function lmHeadForward(gpu: Gpu, args: LmHeadForwardArgs): void {
   for (const [k, b] of [["logp", args.logp], ["entropy", args.entropy], ["lse", args.lse]] as const) needBytes(name, k, b, M * 4);
   if (args.splits !== undefined && !(Number.isInteger(args.splits) && args.splits > 0)) throw new Error(`${name}: splits must be a positive integer`);
   const VEC = vecOf(H);
-  const plan = lmHeadForwardPlan(gpu, M, V, H, shards.length > 1 ? shards[0].rows : V, args.splits, args.tile);
+  const cpuRoute = forwardByMatmulApplies(gpu, hD, wD, args.tile);
+  const plan = lmHeadForwardPlan(gpu, M, V, H, shards.length > 1 ? shards[0].rows : V, args.splits, args.tile, cpuRoute);
+  if (cpuRoute) {
+    forwardByMatmul(gpu, args, shards, plan, hD);
+    return;
+  }
   if (plan.rowTiles > 65535) throw new Error(`${name}: M=${M} is too many rows for one call; split the batch`);
   const { tile } = plan;
   const invT = 1 / (args.temperature ?? 1);
@@ -720,6 +813,39 @@ export function lmHeadForward(gpu: Gpu, args: LmHeadForwardArgs): void {
   const comb = gpu.kernel("lmhead_fwd_combine", lmHeadCombineWgsl());
   gpu.dispatch(comb, [partial, args.targets, mask, args.logp, args.entropy, args.lse], [Math.min(M, 65535), ceil(M, 65535), 1], new Uint32Array([M, V, plan.nSplits, args.mask ? 1 : 0]));
   gpu.release(partial); // later commands that reuse this buffer run after ours
+}
+
+/**
+ * The forward on CPU adapters: per shard (and block of rows), the tempered logits through matmul's subgroup-broadcast
+ * kernel into a scratch, then one pass over them for the online-softmax partials (lmHeadPartialsWgsl) and the usual
+ * combine. On lavapipe the broadcast matmul took ~2/3 of the fused tile kernel's CPU time at M = 64, V = 8192,
+ * H = 1536 (its loads of h are broadcasts instead of per-lane loops); the extra pass reads M·V floats once.
+ */
+function forwardByMatmul(gpu: Gpu, args: LmHeadForwardArgs, shards: Shard[], plan: ReturnType<typeof lmHeadForwardPlan>, dtype: LmDtype): void {
+  const { M, H } = args;
+  const invT = 1 / (args.temperature ?? 1);
+  const esz = dtype === "f16" ? 2 : 4;
+  const partial = gpu.alloc(Math.max(16, M * plan.nSplits * 16), "lmhead_partials");
+  const rb = cpuRowBlock(M, shards[0].rows);
+  const z = gpu.alloc(rb * shards[0].rows * 4, "lmhead_logits_block");
+  const hBlock = rb < M ? gpu.alloc(rb * H * esz, "lmhead_h_block") : args.h;
+  const mask = args.mask ?? args.targets;
+  const kPart = gpu.kernel("lmhead_fwd_partials", lmHeadPartialsWgsl());
+  for (let r0 = 0; r0 < M; r0 += rb) {
+    const rows = Math.min(rb, M - r0);
+    if (hBlock !== args.h) gpu.copy(args.h, r0 * H * esz, hBlock, 0, rows * H * esz);
+    let splitBase = 0;
+    shards.forEach((s, i) => {
+      matmul(gpu, { a: hBlock, b: s.buf, c: z, M: rows, N: s.rows, K: H, transB: true, alpha: invT, dtype, outDtype: "f32" });
+      const splits = plan.shardSplits[i];
+      const p = new Uint32Array([M, s.rows, s.v0, splitBase, plan.nSplits, ceil(s.rows, splits), r0, args.mask ? 1 : 0]);
+      gpu.dispatch(kPart, [z, args.targets, mask, args.logp, partial], [splits, rows, 1], p);
+      splitBase += splits;
+    });
+  }
+  const comb = gpu.kernel("lmhead_fwd_combine", lmHeadCombineWgsl());
+  gpu.dispatch(comb, [partial, args.targets, mask, args.logp, args.entropy, args.lse], [Math.min(M, 65535), ceil(M, 65535), 1], new Uint32Array([M, args.V, plan.nSplits, args.mask ? 1 : 0]));
+  gpu.release(partial, z, hBlock === args.h ? null : hBlock);
 }
 
 /** Chunk sizes and scratch bytes of the backward. */
