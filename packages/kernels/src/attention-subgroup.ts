@@ -11,13 +11,15 @@
 // position t, head g of the group) pair in t-major order, so the G query heads that share a kv head share every K/V
 // load (GQA). It walks the visible keys [kBeg, kEnd) in blocks of KB = TN·W keys (causal: kEnd is the tile's last
 // query position + 1, so blocks past the diagonal are never visited), lane l owning keys blk + j·W + l (j < TN):
-//   scores  S[i, key] = scale·log2e·q_i·k: per chunk of 4W head dims, lane l loads vec4 l of each of the TM q rows
-//           and vec4s of its own TN keys; subgroupBroadcast hands q's vec4 kk to every lane (TM·TN·W dot4 per chunk).
+//   scores  S[i, key] = scale·log2e·q_i·k: lane l holds vec4 c·W + l of each of the TM q rows in registers for the
+//           whole key loop (loaded once: reloading them per key block cost ~25 % at T = 512, measured); per chunk c of
+//           4W head dims it loads vec4s of its own TN keys, and subgroupShuffle hands q's vec4 kk to every lane
+//           (TM·TN·W dot4 per chunk).
 //   softmax online, per row: block max by subgroupMax, running max m, sum l (subgroupAdd), rescale exp2(m − m').
 //   output  lane l owns head dims [4(c·W + l), +4) for c < DC = D/(4W); for each key, subgroupShuffle hands its
 //           probability to every lane and each lane multiply-adds its DC vec4s of the V row into TM accumulators.
-// Memory: O(TM·D) registers per subgroup, nothing of size T². Requires a subgroup size W ≥ 4 (power of two) and
-// D % (4W) == 0 (D = 64, 128, 256 with W = 8); other shapes use the kernel of attention.ts.
+// Memory: O(TM·D) registers per subgroup (q and the accumulators), nothing of size T². Requires a subgroup size
+// W ≥ 4 (power of two) and D % (4W) == 0 (D = 64, 128, 256 with W = 8); other shapes use the kernel of attention.ts.
 import type { Dtype } from "./elementwise.js";
 
 export interface AttentionSubgroupOpts {
@@ -69,6 +71,7 @@ export function attentionSubgroupWgsl(o: AttentionSubgroupOpts): string {
     push(`let qpos${i} = qOff + i32(t${i});`, `let qb${i} = ((b * u.Tq + t${i}) * u.Hq + h${i}) * ${DV4}u;`);
     push(`var m${i} = NEG;`, `var l${i} = 0.0;`);
     for (const c of C) push(`var acc${i}_${c} = vec4<f32>(0.0);`);
+    for (const c of C) push(`let q${i}_${c} = vec4<f32>(Q[qb${i} + ${c * W}u + lane]);`);
   }
   push(`for (var blk = kBeg; blk < kEnd; blk += ${TN * W}u) {`);
   for (const j of J) {
@@ -77,17 +80,17 @@ export function attentionSubgroupWgsl(o: AttentionSubgroupOpts): string {
     push(`  let km${j} = s${j} < kEnd && (!checkMask || MASK[b * u.Tk + min(s${j}, kLast)] != 0u);`);
     for (const i of I) push(`  var a${i}_${j} = 0.0;`);
   }
-  // Scores: chunks of 4W head dims (runtime loop), W broadcasts each.
-  push(`  for (var d0 = 0u; d0 < ${DV4}u; d0 += ${W}u) {`);
-  for (const i of I) push(`    let q${i} = vec4<f32>(Q[qb${i} + d0 + lane]);`);
-  push(`    for (var kk = 0u; kk < ${W}u; kk++) {`);
-  for (const j of J) push(`      let k${j} = vec4<f32>(K[kb${j} + d0 + kk]);`);
-  for (const i of I) {
-    push(`      { let qs = subgroupShuffle(q${i}, kk);`);
-    for (const j of J) push(`        a${i}_${j} += dot(qs, k${j});`);
-    push(`      }`);
+  // Scores: chunks c of 4W head dims (unrolled), W broadcasts each from the q registers.
+  for (const c of C) {
+    push(`  for (var kk = 0u; kk < ${W}u; kk++) {`);
+    for (const j of J) push(`    let k${j} = vec4<f32>(K[kb${j} + ${c * W}u + kk]);`);
+    for (const i of I) {
+      push(`    { let qs = subgroupShuffle(q${i}_${c}, kk);`);
+      for (const j of J) push(`      a${i}_${j} += dot(qs, k${j});`);
+      push(`    }`);
+    }
+    push(`  }`);
   }
-  push(`    }`, `  }`);
   // Online softmax per row (row statistics are uniform over the subgroup).
   for (const i of I) {
     for (const j of J) push(`  let ok${i}_${j} = km${j} && i32(s${j}) <= qpos${i};`, `  let x${i}_${j} = select(NEG, a${i}_${j} * u.scale2, ok${i}_${j});`);
