@@ -487,7 +487,7 @@ describe("nf4Matmul (fused dequant GEMM) vs float64 x·deq(W)ᵀ and dy·deq(W)"
     gpu.release(a);
   });
 
-  // The CPU-adapter GEMV (gemv-cpu.ts, the default forward for M ≤ 8 on lavapipe): K with and without whole
+  // The CPU-adapter GEMV (gemv-cpu.ts, the default forward on lavapipe): K with and without whole
   // 64-blocks per row (per-group vs per-word scales) and a last group of fewer than 8 words, N not a multiple of the
   // lanes' columns, M = 1, 3, 8 and a multi-block M, alpha and accumulate (f16 operands: the default cases above).
   it("the CPU-adapter GEMV (broadcast, forward only): M = 1, 3, 8, 20, awkward K and N", async () => {

@@ -60,9 +60,9 @@
 //            output columns of one word, walking W down the N axis (neighbouring invocations read neighbouring words).
 //   "gemv"   (GPUs, forward with M ≤ 8): 32 lanes per output column stride over its K words (coalesced), summed
 //            through workgroup memory.
-//   "broadcast" (CPU adapters with subgroups, forward with M ≤ 8): gemv-cpu.ts — one subgroup per workgroup, x
-//            broadcast across the lanes, codes decoded by a select tree; measured 1.5–2.2× less CPU than "direct"
-//            on lavapipe at M = 1…8.
+//   "broadcast" (CPU adapters with subgroups, forward at any M, in blocks of 8 rows): gemv-cpu.ts — one subgroup
+//            per workgroup, x broadcast across the lanes, codes decoded by a select tree; measured 1.5–2.2× less CPU
+//            than "direct" on lavapipe at M = 1…8.
 import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { isCpuAdapter } from "./runtime/adapter.js";
@@ -811,7 +811,7 @@ export interface Nf4MatmulArgs {
   /** out += result (e.g. adding the base's input gradient to LoRA's). */
   accumulate?: boolean;
   /**
-   * Force a kernel. Default: on CPU adapters "broadcast" for forward with M ≤ 8 (when the adapter has subgroups), else
+   * Force a kernel. Default: on CPU adapters "broadcast" for forward (when the adapter has subgroups), else
    * "direct"; on GPUs "gemv" for forward with M ≤ 8, "direct" for inputGrad with M ≤ 8, else "tiled". ("gemv" and
    * "broadcast" are forward-only.)
    */
@@ -1105,7 +1105,9 @@ export function nf4Matmul(gpu: Gpu, args: Nf4MatmulArgs): void {
   new Uint32Array(params).set([M, N, K, K / 8, log2Int(w.blocksize), 0, args.accumulate ? 1 : 0, 0]);
   new Float32Array(params)[5] = args.alpha ?? 1;
   const lanes = broadcastWidth(gpu);
-  const cpuPath = lanes && mode === "forward" && M <= 8 ? "broadcast" : "direct";
+  // Every M on CPU adapters (not only decode-sized ones): a row's result must not depend on how many rows share the
+  // call (continuous batching reproduces the static batch bit for bit), and each kernel has its own summation order.
+  const cpuPath = lanes && mode === "forward" ? "broadcast" : "direct";
   const path = args.path ?? (isCpuAdapter(gpu) ? cpuPath : M <= 8 ? (mode === "forward" ? "gemv" : "direct") : "tiled");
   if (path === "gemv" && (mode !== "forward" || M > 8)) throw new Error(`nf4Matmul: the "gemv" kernel is forward-only with M ≤ 8 (got ${mode}, M=${M})`);
   if (path === "broadcast" && (mode !== "forward" || !lanes)) throw new Error(`nf4Matmul: the "broadcast" kernel is forward-only and needs the subgroups feature (got ${mode}, subgroups ${gpu.hasSubgroups})`);

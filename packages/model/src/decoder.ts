@@ -227,12 +227,14 @@ export class Decoder {
   }
 
   /**
-   * silu(h·Wgᵀ) ⊙ (h·Wuᵀ) in one dispatch for a decode-sized step (≤ 8 rows) on a CPU adapter, where every dispatch
-   * costs a wake-up of the driver's threads (@nr/kernels gemvSwigluCpu); null when it does not apply (GPUs, more
-   * rows, LoRA or biased or f16 projections), and the caller runs gate, up and swiglu.
+   * silu(h·Wgᵀ) ⊙ (h·Wuᵀ) in one dispatch on a CPU adapter, where every dispatch costs a wake-up of the driver's
+   * threads (@nr/kernels gemvSwigluCpu); null when it does not apply (GPUs, LoRA or biased or f16 projections), and
+   * the caller runs gate, up and swiglu. Taken for every row count, not only decode-sized steps: a row's result must
+   * not depend on how many rows share its step (continuous batching reproduces the static batch bit for bit), and
+   * the kernel sums each output in the same order whatever its row tile.
    */
   private gateUpFused(gpu: Gpu, L: DecoderLayer, h: Tensor, rows: number): Tensor | null {
-    if (rows > 8 || !gemvSwigluCpuAvailable(gpu)) return null;
+    if (!gemvSwigluCpuAvailable(gpu)) return null;
     const w = gateUpWeights(L.gate, L.up);
     if (!w) return null;
     const out = this.engine.empty([rows, L.gate.outFeatures], "f32");
