@@ -20,6 +20,7 @@
 //    beyond the causal diagonal are never visited). Per key: k and v loaded once, 3·TM·DC vec4 multiply-adds.
 // Memory: registers O((KN or TM)·D) per subgroup; nothing of size T².
 // Requires a subgroup size W ≥ 4 (power of two) and D % (4W) == 0 (D = 64, 128, 256 with lavapipe's W = 8).
+import { attentionSubgroupFits } from "./attention-subgroup.js";
 import type { Dtype } from "./elementwise.js";
 
 export interface AttentionBwdSubgroupOpts {
@@ -36,11 +37,6 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** The backward kernels' uniform block (shared with the row kernels of attention.ts). */
 export const ATTENTION_BWD_PARAMS = "struct Params { T: u32, Hq: u32, Hkv: u32, G: u32, scale2: f32, scale: f32, DV: u32, masked: u32 }";
-
-/** True when these kernels serve head dim D on a subgroup of width W (same rule as the subgroup forward). */
-export function attentionBwdSubgroupFits(D: number, W: number): boolean {
-  return W >= 4 && (W & (W - 1)) === 0 && D % (4 * W) === 0 && D <= 256;
-}
 
 /**
  * `subgroupAdd` of n per-lane partial sums, packed 4 to a vec4 reduction; declares `${out}${i}` (i < n).
@@ -71,7 +67,7 @@ ${outs.map((o, i) => `@group(0) @binding(${5 + i}) var<storage, read_write> ${o}
 }
 
 function check(o: AttentionBwdSubgroupOpts, who: string) {
-  if (!attentionBwdSubgroupFits(o.D, o.W)) throw new Error(`${who}: D=${o.D} is not a multiple of 4·W=${4 * o.W}`);
+  if (!attentionSubgroupFits(o.D, o.W)) throw new Error(`${who}: D=${o.D} is not a multiple of 4·W=${4 * o.W}`);
   if (!(Number.isInteger(o.N) && o.N >= 1 && o.N <= 32)) throw new Error(`${who}: block of ${o.N} rows/keys is outside [1, 32]`);
 }
 

@@ -76,7 +76,7 @@ import type { Gpu } from "./runtime/device.js";
 import type { GpuBuffer } from "./runtime/pool.js";
 import { FLAT_WG, foldGrid, isCpuAdapter, requireBuffer, requireCount, requireF16, vecType, type Dtype } from "./elementwise.js";
 import { attentionForwardBindings, attentionSubgroupFits, attentionSubgroupWgsl } from "./attention-subgroup.js";
-import { attentionBackwardSgDkDvWgsl, attentionBackwardSgDqWgsl, attentionBwdSubgroupFits } from "./attention-bwd-subgroup.js";
+import { attentionBackwardSgDkDvWgsl, attentionBackwardSgDqWgsl } from "./attention-bwd-subgroup.js";
 import { broadcastWidth } from "./matmul.js";
 import { memoWgsl } from "./wgsl-cache.js";
 
@@ -570,32 +570,33 @@ export interface AttentionTuning {
   backwardRows?: number;
 }
 
-/** The subgroup forward's launch shape when it serves this call, else null (see AttentionTuning.forwardPath). */
-function subgroupForward(gpu: Gpu, who: string, t: AttentionTuning, D: number): { W: number; TM: number; TN: number } | null {
+/**
+ * The subgroup width when a subgroup kernel serves this call (`path` "subgroup", or by default on CPU adapters where
+ * the head dim fits), else null; checks the kernel's block sizes.
+ */
+function subgroupWidth(gpu: Gpu, who: string, option: string, path: string | undefined, D: number, sizes: Record<string, number>): number | null {
   const W = broadcastWidth(gpu);
   const fits = W !== null && attentionSubgroupFits(D, W);
-  const path = t.forwardPath ?? (isCpuAdapter(gpu) && fits ? "subgroup" : "rows");
-  if (path === "rows") return null;
-  if (!fits) throw new Error(`${who}: forwardPath "subgroup" needs the subgroups feature and a head dim D divisible by 4 × the subgroup size (D=${D}, subgroup ${W ?? "unavailable"})`);
-  const TM = t.tileRows ?? 12, TN = t.tileKeys ?? 2;
-  for (const [k, v] of [["tileRows", TM], ["tileKeys", TN]] as const) {
+  if ((path ?? (isCpuAdapter(gpu) && fits ? "subgroup" : "rows")) === "rows") return null;
+  if (!fits) throw new Error(`${who}: ${option} "subgroup" needs the subgroups feature and a head dim D divisible by 4 × the subgroup size (D=${D}, subgroup ${W ?? "unavailable"})`);
+  for (const [k, v] of Object.entries(sizes)) {
     if (!(Number.isInteger(v) && v >= 1 && v <= 32)) throw new Error(`${who}: ${k} must be an integer in [1, 32] (got ${v})`);
   }
-  return { W: W!, TM, TN };
+  return W;
+}
+
+/** The subgroup forward's launch shape when it serves this call, else null (see AttentionTuning.forwardPath). */
+function subgroupForward(gpu: Gpu, who: string, t: AttentionTuning, D: number): { W: number; TM: number; TN: number } | null {
+  const TM = t.tileRows ?? 12, TN = t.tileKeys ?? 2;
+  const W = subgroupWidth(gpu, who, "forwardPath", t.forwardPath, D, { tileRows: TM, tileKeys: TN });
+  return W === null ? null : { W, TM, TN };
 }
 
 /** The subgroup backward's launch shape when it serves this call, else null (see AttentionTuning.backwardPath). */
 function subgroupBackward(gpu: Gpu, who: string, t: AttentionTuning, D: number): { W: number; KN: number; TM: number } | null {
-  const W = broadcastWidth(gpu);
-  const fits = W !== null && attentionBwdSubgroupFits(D, W);
-  const path = t.backwardPath ?? (isCpuAdapter(gpu) && fits ? "subgroup" : "rows");
-  if (path === "rows") return null;
-  if (!fits) throw new Error(`${who}: backwardPath "subgroup" needs the subgroups feature and a head dim D divisible by 4 × the subgroup size (D=${D}, subgroup ${W ?? "unavailable"})`);
   const KN = t.backwardKeys ?? 8, TM = t.backwardRows ?? 8;
-  for (const [k, v] of [["backwardKeys", KN], ["backwardRows", TM]] as const) {
-    if (!(Number.isInteger(v) && v >= 1 && v <= 32)) throw new Error(`${who}: ${k} must be an integer in [1, 32] (got ${v})`);
-  }
-  return { W: W!, KN, TM };
+  const W = subgroupWidth(gpu, who, "backwardPath", t.backwardPath, D, { backwardKeys: KN, backwardRows: TM });
+  return W === null ? null : { W, KN, TM };
 }
 
 function pickTuning(gpu: Gpu, who: string, t: AttentionTuning, D: number, arrays: number): { WG: number; regs: AttentionRegs; KB: number } {
