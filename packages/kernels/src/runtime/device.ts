@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { BufferPool, type GpuBuffer } from "./pool.js";
 import { PipelineCache, type Kernel } from "./pipelines.js";
 import { GpuProfiler } from "./profiler.js";
+import { isCpuAdapter } from "./adapter.js";
+import { installGpuWaitBackoff } from "./poll.js";
 
 export interface GpuOptions {
   /** Dawn backend: vulkan | metal | d3d12 | d3d11 | opengl | null. Env NR_BACKEND. Default: Dawn's choice. */
@@ -145,6 +147,8 @@ export async function createGpu(options: GpuOptions = {}): Promise<Gpu> {
     backend: info.backendType ?? opts.backend ?? defaultBackend(),
     isFallbackAdapter: Boolean((info as { isFallbackAdapter?: boolean }).isFallbackAdapter),
   };
+  // on a CPU adapter dawn.node's spinning wait competes with the adapter's own compute threads (see poll.ts)
+  if (isCpuAdapter({ adapter: summary })) installGpuWaitBackoff();
   return new Gpu(device, summary, info.subgroupMatrixConfigs ?? [], instance!);
 }
 
