@@ -23,5 +23,5 @@ export * from "./sampling.js";
 export * from "./attention.js";
 export * from "./nf4.js";
 export * from "./residual-norm.js";
-export { gemvSwigluCpu, gemvSwigluCpuAvailable, gemvCpuWgsl, sameNf4Format } from "./gemv-cpu.js";
-export type { GemvPairWeights, GemvCpuConfig } from "./gemv-cpu.js";
+export { gemvCpuWgsl } from "./gemv-cpu.js";
+export type { GemvCpuConfig } from "./gemv-cpu.js";

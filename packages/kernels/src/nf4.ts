@@ -1116,8 +1116,8 @@ export function nf4Matmul(gpu: Gpu, args: Nf4MatmulArgs): void {
   if (path === "broadcast") {
     const cfg = gemvCpuConfig(M, lanes!, w.blocksize, K);
     const label = `nf4_fwd_bcast_${sfx}_tm${cfg.TM}_tn${cfg.TN}_w${cfg.W}${cfg.groupScale ? "_g" : ""}`;
-    const p = gemvCpuParams({ M, N, K, unit: 8, bsShift: log2Int(w.blocksize), alpha: args.alpha, accumulate: args.accumulate });
-    gpu.dispatch(gpu.kernel(label, gemvCpuText({ dtype, outDtype, cfg, code: w.code, pair: false })), bufs, [Math.ceil(N / (cfg.W * cfg.TN)), Math.ceil(M / cfg.TM)], p);
+    const p = gemvCpuParams({ M, N, K, bsShift: log2Int(w.blocksize), alpha: args.alpha, accumulate: args.accumulate });
+    gpu.dispatch(gpu.kernel(label, gemvCpuText({ dtype, outDtype, cfg, code: w.code })), bufs, [Math.ceil(N / (cfg.W * cfg.TN)), Math.ceil(M / cfg.TM)], p);
     return;
   }
   if (path === "gemv") {

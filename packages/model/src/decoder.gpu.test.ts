@@ -89,8 +89,8 @@ describe("gradient checkpointing on the GPU", () => {
 });
 
 describe("Decoder.step (generation against a KV cache)", () => {
-  // NF4: every projection through the fused NF4 kernels (on CPU adapters the broadcast GEMV, and gate/up/SwiGLU in one
-  // dispatch), against the float64 forward of the same NF4 model on the CPU backend.
+  // NF4: every projection through the fused NF4 matmul (on CPU adapters the broadcast GEMV of gemv-cpu.ts), against
+  // the float64 forward of the same NF4 model on the CPU backend.
   for (const [architecture, quant] of [["qwen2", "none"], ["qwen3", "none"], ["qwen2", "nf4"]] as const) {
     it(`${architecture}${quant === "nf4" ? " NF4" : ""}: chunked prefill and decode steps at per-row positions equal the float64 full-sequence forward`, async () => {
       // Head dim 32: the subgroup-tile attention on CPU adapters, the row kernel elsewhere.

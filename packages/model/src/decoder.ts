@@ -7,7 +7,7 @@
 // `step` is the same layer for generation: new tokens against a per-layer KV cache (prefill and decode alike), GPU only.
 import type { ModelConfig } from "./config.js";
 import { add, attention, embedding, linear, linearF16, lmHeadLogprob, rmsnorm, rope, swiglu, type Engine, type Tensor } from "@nr/autograd";
-import { addRmsNorm, attentionDecode, gemvSwigluCpu, gemvSwigluCpuAvailable, kvCacheAppend, sameNf4Format, rope as ropeKernel, type GemvPairWeights, type Gpu, type GpuBuffer, type Nf4Weight } from "@nr/kernels";
+import { addRmsNorm, attentionDecode, kvCacheAppend, rope as ropeKernel, type Gpu, type GpuBuffer } from "@nr/kernels";
 
 /** The fields of the HF config the decoder reads (see config.ts for their meaning). */
 export type DecoderConfig = Pick<
@@ -57,23 +57,6 @@ export class F16Projection extends WeightProjection {
   forward(x: Tensor): Tensor {
     return linearF16(x, this.weight, this.bias);
   }
-}
-
-/**
- * The gate and up weights as gemvSwigluCpu takes them: both dense f32 without bias, or both a frozen NF4 base on the
- * GPU without bias (load.ts's Nf4Projection: a projection exposing an uploaded NF4 `weight` computes x·deq(W)ᵀ);
- * null for anything else (LoRA adapters, row blocks, f16 bases), which keeps its own forward.
- */
-function gateUpWeights(gate: Projection, up: Projection): GemvPairWeights | null {
-  const dense = (p: Projection) => (p instanceof DenseProjection && !p.bias && p.weight.dtype === "f32" ? (p.weight.storage as GpuBuffer) : null);
-  const g = dense(gate), u = dense(up);
-  if (g && u) return { kind: "f32", gate: g, up: u };
-  const nf4 = (p: Projection) => {
-    const q = p as { weight?: Partial<Nf4Weight>; bias?: unknown };
-    return !q.bias && q.weight?.packed && q.weight.scales && q.weight.N !== undefined ? (q.weight as Nf4Weight) : null;
-  };
-  const gq = nf4(gate), uq = nf4(up);
-  return gq && uq && sameNf4Format(gq, uq) ? { kind: "nf4", gate: gq, up: uq } : null;
 }
 
 export interface DecoderLayer {
@@ -220,26 +203,10 @@ export class Decoder {
       kvCacheAppend(gpu, { k: buf(k), v: buf(v), kCache: cache.k, vCache: cache.v, positions: buf(appendAt), B, Tn: T, Tmax, Hkv, D });
       attentionDecode(gpu, { q: buf(q), kCache: cache.k, vCache: cache.v, o: buf(o), lens: buf(lens), B, Tq: T, Tmax, Hq, Hkv, D });
       const h2 = addNorm(L.o.forward(e.view(o, [rows, Hq * D])), L.postAttentionNorm);
-      const act = this.gateUpFused(gpu, L, h2, rows) ?? swiglu(L.gate.forward(h2), L.up.forward(h2));
-      h = addNorm(L.down.forward(act), W.layers[li + 1]?.inputNorm ?? W.finalNorm);
+      const mlp = L.down.forward(swiglu(L.gate.forward(h2), L.up.forward(h2)));
+      h = addNorm(mlp, W.layers[li + 1]?.inputNorm ?? W.finalNorm);
     });
     return h;
-  }
-
-  /**
-   * silu(h·Wgᵀ) ⊙ (h·Wuᵀ) in one dispatch on a CPU adapter, where every dispatch costs a wake-up of the driver's
-   * threads (@nr/kernels gemvSwigluCpu); null when it does not apply (GPUs, LoRA or biased or f16 projections), and
-   * the caller runs gate, up and swiglu. Taken for every row count, not only decode-sized steps: a row's result must
-   * not depend on how many rows share its step (continuous batching reproduces the static batch bit for bit), and
-   * the kernel sums each output in the same order whatever its row tile.
-   */
-  private gateUpFused(gpu: Gpu, L: DecoderLayer, h: Tensor, rows: number): Tensor | null {
-    if (!gemvSwigluCpuAvailable(gpu)) return null;
-    const w = gateUpWeights(L.gate, L.up);
-    if (!w) return null;
-    const out = this.engine.empty([rows, L.gate.outFeatures], "f32");
-    gemvSwigluCpu(gpu, { x: h.storage as GpuBuffer, w, out: out.storage as GpuBuffer, M: rows, N: L.gate.outFeatures, K: L.gate.inFeatures });
-    return out;
   }
 
   /** Hidden states after the final norm, [B·T, H]. */
