@@ -1,6 +1,6 @@
 // `pnpm bench scale`: the real Qwen2.5-Math-1.5B shape (vocab 151,936, hidden 1,536, 28 layers, 12/2 heads of 128,
 // MLP 8,960, tied embeddings) end to end on this adapter, for an NF4 base (double-quantised, QLoRA) and, with
-// --bases nf4,f16, an f16 base (off by default: it does not fit the 15-minute budget on lavapipe besides NF4):
+// --bases nf4,f16, an f16 base (off by default: it adds ≈ 5 minutes on lavapipe, too close to the 15-minute budget):
 //   load       safetensors (bf16) → GPU, seconds; the pool bytes the base holds; host peak RSS
 //   SFT step   LoRA r16 on all seven projections, B × T tokens, checkpointing, AdamW: tokens/s and fractionOfPeak
 //              (model FLOPs of the step ÷ its time ÷ the adapter's FMA peak measured in the same run; steps.ts says
