@@ -12,7 +12,8 @@
 // load (GQA). It walks the visible keys [kBeg, kEnd) in blocks of KB = TN·W keys (causal: kEnd is the tile's last
 // query position + 1, so blocks past the diagonal are never visited), lane l owning keys blk + j·W + l (j < TN):
 //   scores  S[i, key] = scale·log2e·q_i·k: lane l holds vec4 c·W + l of each of the TM q rows in registers for the
-//           whole key loop (loaded once: reloading them per key block cost ~25 % at T = 512, measured); per chunk c of
+//           whole key loop (loaded once: reloading them per key block cost ~25 % at T = 512, measured; the price is
+//           a slower cold build at D = 128, 32 → 89 s on the loaded 2-core machine); per chunk c of
 //           4W head dims it loads vec4s of its own TN keys, and subgroupShuffle hands q's vec4 kk to every lane
 //           (TM·TN·W dot4 per chunk).
 //   softmax online, per row: block max by subgroupMax, running max m, sum l (subgroupAdd), rescale exp2(m − m').

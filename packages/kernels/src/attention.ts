@@ -54,9 +54,10 @@
 //
 // On CPU adapters with subgroups the dq and dk/dv steps run attention-bwd-subgroup.ts instead where the head dim
 // allows (same rule as the forward below): lanes own head dims, a workgroup keeps a block of 8 keys (dk/dv) or 8
-// query rows (dq) in registers and loads each row of the other side once per block. Measured on the loaded shared
-// 2-core machine, Qwen2.5-1.5B heads, same run: T = 128 0.31 → 2.0 GFLOP/s, T = 512 0.32 → 1.9 GFLOP/s (2.5× fwd
-// flops; reproduce with `pnpm bench kernels --only attention`, the "subgroup vs row backward" rows).
+// query rows (dq) in registers and loads each row of the other side once per block. `pnpm bench kernels --only
+// attention` ("subgroup vs row backward" rows), Qwen2.5-1.5B heads, loaded shared 2-core machine, six runs: 4.7–10.8×
+// the row kernels at T = 512, 3.5–9.3× at T = 128. The price is build time: unrolled over D, the D = 128 pipelines
+// took 68 s (dq) and 120 s (dk/dv) to build with a cold Mesa shader cache on that machine, the row kernels ~2 s.
 //
 // Precision (asserted in attention.test.ts, η = 2⁻²⁴): with S = max over a row's visible keys of scale·Σ_i|q_i k_i|,
 // n the visible keys, |o − o₆₄| ≤ η(4D + 8n + 64)(1 + S)·Σ_s p_s|v_s|, and the gradients are bounded by the same
