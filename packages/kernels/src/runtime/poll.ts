@@ -3,7 +3,8 @@
 // main thread spins at 100 % of a core for the whole wait. On a discrete GPU that only wastes a host core. On an
 // adapter that computes on the CPU (lavapipe, SwiftShader) the spinning thread competes with the very threads doing
 // the GPU's work: on a 2-core machine a 1024³ matmul loop measured 1.5 s of main-thread CPU in 5.3–6.4 s of wall
-// time, and 0.17 s with the back-off below, 20–25 % less wall time (benchmarks/kernels "host wait" row).
+// time, and 0.14–0.18 s with the back-off below, 20–25 % less wall time (measured on a loaded machine; compare
+// with NR_GPU_WAIT=spin, which keeps dawn.node's polling).
 //
 // The back-off: dawn.node's tick callbacks (native, unbound, unnamed functions) that it re-queues from inside a tick
 // keep running at once for the first 0.5 ms of a wait, then from timers whose delay grows with the wait (1 ms, up
