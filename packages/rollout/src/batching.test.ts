@@ -3,32 +3,22 @@
 // sequence, not on its slot or on when it joined). Also: per-prompt seeds and settings in one batch, stop strings
 // that end inside a token.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createGpu, type Gpu } from "@nr/kernels";
-import { Engine, GpuBackend } from "@nr/autograd";
 import { repetitionPenaltyReference } from "@nr/kernels";
-import { generateModel, loadDecoder, loadModel, loadTokenizer, referenceForward, type ModelTokenizer } from "@nr/model";
+import { loadModel, referenceForward, type ModelTokenizer } from "@nr/model";
+import { openTinyGenerator, type TinyGenerator } from "./testing.js";
 import { WebGpuGenerator, type PromptSpec } from "./webgpu.js";
 
-let gpu: Gpu;
+let tiny: TinyGenerator;
 let dir: string;
 let tok: ModelTokenizer;
 let gen: WebGpuGenerator;
 
 beforeAll(async () => {
-  gpu = await createGpu();
-  dir = await mkdtemp(join(tmpdir(), "nr-batching-"));
-  await generateModel(dir, { architecture: "qwen2", hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, tieWordEmbeddings: true }, { seed: 11, dtype: "f32", init: { std: 0.3 } });
-  const engine = new Engine(new GpuBackend(gpu));
-  const { decoder } = await loadDecoder(engine, dir);
-  tok = await loadTokenizer(dir);
-  gen = new WebGpuGenerator(engine, decoder, tok);
+  tiny = await openTinyGenerator("batching", { seed: 11, std: 0.3 });
+  ({ dir, tok, gen } = tiny);
 });
 afterAll(async () => {
-  gpu?.destroy();
-  await rm(dir, { recursive: true, force: true });
+  await tiny?.close();
 });
 
 const strip = (r: { tokenIds: number[]; logprobs: number[]; finishReason: string; text: string }[][]) => r.map((p) => p.map((s) => ({ ids: s.tokenIds, lp: s.logprobs, f: s.finishReason, t: s.text })));

@@ -2,31 +2,22 @@
 // completion (same seed) cut where @nr/data's detector first fires on it, with finish reason "repetition"; rows the
 // guard does not stop are unchanged, also when a stopped row frees its slot for a queued prompt.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createGpu, type Gpu } from "@nr/kernels";
-import { Engine, GpuBackend } from "@nr/autograd";
 import { firstRepetition } from "@nr/data/core";
-import { generateModel, loadDecoder, loadTokenizer, type ModelTokenizer } from "@nr/model";
-import { WebGpuGenerator, type GeneratedSequence } from "./webgpu.js";
+import type { ModelTokenizer } from "@nr/model";
+import { openTinyGenerator, type TinyGenerator } from "./testing.js";
+import type { GeneratedSequence, WebGpuGenerator } from "./webgpu.js";
 
-let gpu: Gpu;
-let dir: string;
+let tiny: TinyGenerator;
 let tok: ModelTokenizer;
 let gen: WebGpuGenerator;
 
 beforeAll(async () => {
-  gpu = await createGpu();
-  dir = await mkdtemp(join(tmpdir(), "nr-repeat-"));
-  // a small random model at a low init scale: greedy decoding falls into short loops within a few dozen tokens
-  await generateModel(dir, { architecture: "qwen2", hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, tieWordEmbeddings: true }, { seed: 11, dtype: "f32", init: { std: 0.2 } });
-  const engine = new Engine(new GpuBackend(gpu));
-  gen = new WebGpuGenerator(engine, (await loadDecoder(engine, dir)).decoder, (tok = await loadTokenizer(dir)));
+  // a low init scale: greedy decoding falls into short loops within a few dozen tokens
+  tiny = await openTinyGenerator("repeat", { seed: 11, std: 0.2 });
+  ({ tok, gen } = tiny);
 });
 afterAll(async () => {
-  gpu?.destroy();
-  await rm(dir, { recursive: true, force: true });
+  await tiny?.close();
 });
 
 const guard = { maxPeriod: 16, minRepeats: 3, minTokens: 12 };
