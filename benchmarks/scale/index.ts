@@ -1,6 +1,6 @@
 // `pnpm bench scale`: the real Qwen2.5-Math-1.5B shape (vocab 151,936, hidden 1,536, 28 layers, 12/2 heads of 128,
-// MLP 8,960, tied embeddings) end to end on this adapter, for an NF4 base (double-quantised, QLoRA) and, with
-// --bases nf4,f16, an f16 base (off by default: it adds ≈ 5 minutes on lavapipe, too close to the 15-minute budget):
+// MLP 8,960, tied embeddings) end to end on this adapter, for an NF4 base (double-quantised, QLoRA) and an f16 base
+// (model.dtype f16; --bases nf4 measures the NF4 one only):
 //   load       safetensors (bf16) → GPU, seconds; the pool bytes the base holds; host peak RSS
 //   SFT step   LoRA r16 on all seven projections, B × T tokens, checkpointing, AdamW: tokens/s and fractionOfPeak
 //              (model FLOPs of the step ÷ its time ÷ the adapter's FMA peak measured in the same run; steps.ts says
@@ -11,15 +11,16 @@
 //   memory     @nr/lora's memoryReport beside the pool after the SFT step (the pool never shrinks within a step, so
 //              that is the step's peak)
 //   kernels    a second SFT step and RL step (generation, training) under the timestamp profiler: GPU time per kernel
-//              (calls, ms, share), the top 12 printed, all of them in benchmarks/results/scale.json (--profile 0: off)
+//              (calls, ms, share), the top 12 printed, all of them in benchmarks/results/scale.json; by default for
+//              the first base only (--profile all: every base, --profile 0: none)
 // The checkpoint is random (writeRandomCheckpoint from the config, bf16, ~3 GB) in a temp folder unless --model names
 // one; the tokenizer is the real Qwen2.5 one from ../shared/data/qwen2.5_tokenizer when present (else, or with
 // --tokenizer generated, a byte-level BPE of the same vocabulary size from @nr/model's writeByteBpeTokenizer), and the token ids come from a GSM8K problem (or a fixed sentence) encoded with it. No peer runs here:
 // PyTorch + PEFT + bitsandbytes would be the peer on a CUDA GPU (see README "Scale").
-//   pnpm bench scale [--model DIR] [--config FILE] [--bases nf4|nf4,f16] [--batch 1] [--seq 32] [--G 2] [--prompt 16]
-//                    [--new 4] [--r 16] [--profile 1] [--tokenizer real|generated]
+//   pnpm bench scale [--model DIR] [--config FILE] [--bases nf4,f16|nf4|f16] [--batch 1] [--seq 32] [--G 2] [--prompt 16]
+//                    [--new 4] [--r 16] [--profile 1|all|0] [--tokenizer real|generated]
 // The defaults are sized to end within 15 minutes on an idle 2-core lavapipe. On a real GPU, full-size batches:
-//   pnpm bench scale --bases nf4,f16 --batch 4 --seq 1024 --G 8 --prompt 256 --new 384
+//   pnpm bench scale --batch 4 --seq 1024 --G 8 --prompt 256 --new 384 --profile all
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -51,10 +52,14 @@ const settings: ScaleSettings = {
   prompt: int("prompt", "16"),
   newTokens: int("new", "4"),
   r: int("r", "16"),
-  profile: arg("profile", "1") !== "0",
+  profile: true,
 };
-const bases = arg("bases", "nf4").split(",") as BaseKind[];
+const bases = arg("bases", "nf4,f16").split(",") as BaseKind[];
 for (const b of bases) if (b !== "nf4" && b !== "f16") throw new Error(`--bases: nf4 and/or f16 (got ${b})`);
+const profileArg = arg("profile", "1");
+if (!["0", "1", "all"].includes(profileArg)) throw new Error(`--profile: 1 (the first base), all or 0 (got ${profileArg})`);
+/** Whether the i-th base gets the profiled steps (each one adds a step of each kind to the bench's time). */
+const profileBase = (i: number) => profileArg === "all" || (profileArg === "1" && i === 0);
 const configFile = arg("config", join(here, "qwen2.5-math-1.5b-instruct.config.json"));
 const started = performance.now();
 const log = (m: string) => console.log(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${m}`);
@@ -154,14 +159,14 @@ try {
   gpu.destroy();
   const rows: BenchRow[] = [];
   const kernelTables: KernelTable[] = [];
-  for (const base of bases) {
-    const r = await measureBase(dir, base, settings, ids, log);
+  for (const [i, base] of bases.entries()) {
+    const r = await measureBase(dir, base, { ...settings, profile: profileBase(i) }, ids, log);
     rows.push(...rowsOf(r, c, peak.gflops));
     kernelTables.push(...r.kernelTables);
   }
   for (const t of kernelTables) printKernelTable(t);
   const wallSeconds = (performance.now() - started) / 1000;
-  writeResults("scale", adapter, rows, { config: configFile, settings, bases, tokens: sample.source, tokenizer: sample.tokenizer, checkpoint: temp ? "random (temp folder)" : dir, wallSeconds, ...peakMeta(peak), kernelTables });
+  writeResults("scale", adapter, rows, { config: configFile, settings: { ...settings, profile: profileArg }, bases, tokens: sample.source, tokenizer: sample.tokenizer, checkpoint: temp ? "random (temp folder)" : dir, wallSeconds, ...peakMeta(peak), kernelTables });
   log(`whole bench ${wallSeconds.toFixed(0)} s`);
 } finally {
   if (temp) await rm(temp, { recursive: true, force: true });
