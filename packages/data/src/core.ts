@@ -38,7 +38,7 @@ export {
   syntheticWords,
 } from "./synthetic.js";
 export type { SyntheticKind, SyntheticOp, SyntheticOptions, SyntheticSplit, SyntheticStep } from "./synthetic.js";
-export { ScriptedGenerator } from "./generator.js";
+export { ScriptedGenerator, unfinished } from "./generator.js";
 export { REPETITION_STOP_DEFAULTS, RepeatDetector, firstRepetition, resolveRepetitionStop } from "./repetition.js";
 export type { RepetitionStop } from "./repetition.js";
 export type { Completion, FinishReason, GenerationRequest, GenerationResult, Generator, ScriptContext } from "./generator.js";

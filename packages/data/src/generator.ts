@@ -11,6 +11,11 @@ import { Rng, fnv1a } from "./util.js";
  */
 export type FinishReason = "eos" | "stop" | "length" | "repetition";
 
+/** True when the completion was cut before it finished: the token budget or the repetition guard ended it. */
+export function unfinished(reason: FinishReason | (string & {})): boolean {
+  return reason === "length" || reason === "repetition";
+}
+
 /** One prompt to complete `n` times. */
 export interface GenerationRequest {
   /** The full prompt text (already rendered with the chat template). */

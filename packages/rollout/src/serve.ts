@@ -44,6 +44,7 @@ import type { ChatMessage } from "@nr/model";
 import type { GeneratedSequence, GenerationJob, PromptSpec, TokenizerLike, WebGpuGenerator } from "./webgpu.js";
 import { ApiError } from "./serve-errors.js";
 import { ServedAdapters, type RuntimeLora } from "./serve-lora.js";
+import { unfinished } from "@nr/data/core";
 
 export { ApiError } from "./serve-errors.js";
 export type { RuntimeLora } from "./serve-lora.js";
@@ -266,7 +267,7 @@ function bearerCheck(apiKey: string | undefined): (req: IncomingMessage) => bool
 }
 
 // the repetition guard (never on for serve requests today) cut a completion short: "length" tells a client it is unfinished
-const finish = (s: GeneratedSequence) => ({ finish_reason: s.finishReason === "length" || s.finishReason === "repetition" ? "length" : "stop", stop_reason: s.stopString ?? null });
+const finish = (s: GeneratedSequence) => ({ finish_reason: unfinished(s.finishReason) ? "length" : "stop", stop_reason: s.stopString ?? null });
 
 /** The JSON object of a POST body: size, nesting depth and syntax checked, in that order. */
 async function jsonBody(req: IncomingMessage, maxBody: number): Promise<Body> {

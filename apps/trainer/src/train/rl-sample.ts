@@ -1,7 +1,7 @@
 // Phase 1 of an RL step: sample G completions per prompt with the policy and score them with the verifier. Which
 // groups are kept, and whether more prompts are drawn to replace dropped ones, is the algorithm's refill policy
 // (@nr/algos stepPlan(...).sample, i.e. dynamicSample); this file only generates and scores what it is asked for.
-import { thinks } from "@nr/data";
+import { thinks, unfinished } from "@nr/data";
 import type { CompletionGroup, StepPlan } from "@nr/algos";
 import type { RlPrompt, RlSample, RlStepOptions, RolloutSource } from "./rl-types.js";
 
@@ -44,7 +44,7 @@ async function scoreGroup(prompt: RlPrompt, seqs: SampledSequence[], promptNumbe
     group.lengths.push(length);
     group.correct!.push(r.correct);
     group.formatOk!.push(r.formatOk);
-    group.truncated!.push(s.finishReason === "length" || s.finishReason === "repetition");
+    group.truncated!.push(unfinished(s.finishReason));
     samples.push({ prompt: promptNumber, text: s.text, reward: r.reward, correct: r.correct, advantage: 0, length, finishReason: s.finishReason });
   }
   return group;
@@ -89,7 +89,7 @@ export function samplingMetrics(step: SampledStep) {
     accuracy: samples.filter((s) => s.correct).length / n,
     responseLengthMean: lens.reduce((a, b) => a + b, 0) / Math.max(1, lens.length),
     responseLengthMax: Math.max(0, ...lens),
-    truncationRate: samples.filter((s) => s.finishReason === "length" || s.finishReason === "repetition").length / n,
+    truncationRate: samples.filter((s) => unfinished(s.finishReason)).length / n,
     thinkingRate: samples.filter((s) => thinks(s.text)).length / n,
     fracZeroStdGroups: all.filter((g) => g.rewards.every((r) => r === g.rewards[0])).length / Math.max(1, all.length),
     samples,

@@ -8,7 +8,7 @@ import type { AdamW, Engine, Tensor } from "@nr/autograd";
 import type { Decoder } from "@nr/model";
 import type { LoraModel } from "@nr/lora";
 import { computeAdvantages, policyLoss, stepNormalizers, stepPlan, type PolicyBatch, type StepPlan } from "@nr/algos";
-import { Rng } from "@nr/data";
+import { Rng, unfinished } from "@nr/data";
 import { rowsPerForward } from "../fit.js";
 import { toolUseMetrics } from "./tir.js";
 import { chunks, completionBatch, fromPadded, samplerPadded, toPadded, type SftExampleIds } from "./rows.js";
@@ -59,7 +59,7 @@ function trainingRows(c: StepContext, kept: Rollout[]): TrainingRows {
       const lossMask = s.toolMask ? [...s.toolMask.map((m) => 1 - m), ...(eos ? [1] : [])] : undefined;
       t.rows.push({ promptIds: r.prompt.promptIds, completionIds: eos ? [...s.tokenIds, c.o.eos] : s.tokenIds, ...(lossMask ? { lossMask } : {}) });
       t.samplerLogp.push(s.logprobs);
-      t.truncated.push(s.finishReason === "length" || s.finishReason === "repetition");
+      t.truncated.push(unfinished(s.finishReason));
       t.owner.push(r.sampleOffset + j);
     });
   }
