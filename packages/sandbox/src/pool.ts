@@ -125,10 +125,17 @@ export class SandboxPool {
       slot.job = job;
       const id = this.nextId++;
       const started = performance.now();
-      slot.timer = setTimeout(() => {
+      const expire = () => {
         const wallMs = performance.now() - started;
+        // Node's timers keep a millisecond clock and can fire a fraction of a millisecond before performance.now()
+        // reaches the limit: wait out the rest, so a stopped run has always had its full limit
+        if (wallMs < job.timeoutMs) {
+          slot.timer = setTimeout(expire, Math.ceil(job.timeoutMs - wallMs));
+          return;
+        }
         this.replace(slot, { status: "timeout", stdout: "", stderr: "", reason: `the code ran past the ${job.timeoutMs} ms wall-clock limit and was stopped`, wallMs });
-      }, job.timeoutMs);
+      };
+      slot.timer = setTimeout(expire, job.timeoutMs);
       slot.worker.postMessage({ id, code: job.code });
     }
   }
