@@ -25,6 +25,7 @@ describe("synthetic expression task", () => {
       expect(evaluateText(r.problem), r.problem).toBe(Number(r.answer));
       const numbers = r.problem.match(/\d+/g)!.map(Number);
       expect(numbers.slice(1).every((n) => n >= 2 && n <= range.maxOperand), r.problem).toBe(true);
+      expect(new Set(numbers).size, `${r.problem}: every written number differs`).toBe(numbers.length);
       expect(r.meta?.family).toBe("expression");
     }
     expect(new Set(train.map((r) => r.problem)).size).toBe(train.length);

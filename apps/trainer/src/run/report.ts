@@ -17,7 +17,7 @@ export interface ChartSpec {
 export const REPORT_CHARTS: readonly ChartSpec[] = [
   { id: "reward", title: "Reward (mean over completions)", keys: ["reward", "reward_mean"] },
   { id: "accuracy", title: "Accuracy", keys: ["accuracy", "eval_accuracy", "eval_avg_at_k", "train_accuracy"] },
-  { id: "response_length", title: "Response length (tokens)", keys: ["response_length", "completion_length"] },
+  { id: "response_length", title: "Response length (tokens; eval: correct completions only)", keys: ["response_length", "completion_length", "eval_correct_length"] },
   { id: "thinking_rate", title: "Thinking rate (share of completions with a non-empty <think>)", keys: ["thinking_rate", "eval_thinking_rate"] },
   { id: "kl", title: "KL to reference", keys: ["kl"] },
   { id: "entropy", title: "Entropy (nats/token)", keys: ["entropy"] },

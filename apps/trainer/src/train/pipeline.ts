@@ -132,7 +132,7 @@ async function finishRun(s: TrainSession): Promise<void> {
 async function summarize(s: TrainSession, prepared: PreparedRun, verifier: string): Promise<PipelineResult> {
   const { config, keeper, run, log } = s;
   const state = keeper.state;
-  const ev = (r: EvalRecord | null) => (r ? { accuracy: r.accuracy, n: r.n, ...(r.samples ? { samples: r.samples, avg_at_k: r.avgAtK, pass_at_k: r.passAtK, sample_temperature: config.eval.sampleTemperature } : {}) } : null);
+  const ev = (r: EvalRecord | null) => (r ? { accuracy: r.accuracy, n: r.n, thinking_rate: r.thinkingRate, correct_length: r.correctLength, ...(r.samples ? { samples: r.samples, avg_at_k: r.avgAtK, pass_at_k: r.passAtK, sample_temperature: config.eval.sampleTemperature } : {}) } : null);
   const summary = {
     wall_seconds: keeper.elapsed(),
     eval_base: ev(state.evalBase),

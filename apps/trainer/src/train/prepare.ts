@@ -17,6 +17,17 @@ export function taskTokenizerWords(): string[] {
   return [...words, ...words.map((w) => ` ${w}`), "Q:", "\nA:", " =", " +", " -", " *", " /", "\\boxed"];
 }
 
+/**
+ * Tokenizer words of a base made for the expression task (`nr pretrain --task expression`): every whole number below
+ * 100, with and without a leading space, is one token, so `7 + 5 = 12` is one lookup from two number tokens to a third
+ * (with digit tokens a model this small must also compose digits, and chains cost twice the tokens), and `\boxed{` is
+ * one token. They come first: a BPE merge's rank is its order, and `\boxed{` must win over the words' `bo` merge.
+ */
+export function expressionTokenizerWords(): string[] {
+  const numbers = Array.from({ length: 100 }, (_, n) => String(n));
+  return [...numbers.map((n) => ` ${n}`), ...numbers, "\\boxed{", ...taskTokenizerWords()];
+}
+
 
 export interface PreparedRun {
   run: RunFolder;

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createGpu, type Gpu } from "@nr/kernels";
 import { Engine, GpuBackend } from "@nr/autograd";
-import { loadDecoder } from "@nr/model";
+import { loadDecoder, loadTokenizer } from "@nr/model";
 import { pretrain, pretrainCorpus, pretrainText, type PretrainOptions } from "./pretrain.js";
 import { expressionFacts, generateSynthetic } from "@nr/data";
 
@@ -81,6 +81,19 @@ describe("nr pretrain (miniature, on the GPU)", () => {
     expect(cLine).not.toMatch(/--hidden|--layers|--heads|--intermediate/);
     await expect(pretrain({ ...tiny(join(root, "d")), init: root })).rejects.toThrow(/--init .*no model.safetensors/);
   }, 120_000);
+
+  it("gives an expression-task base one token per number below 100 and one for \\boxed{", async () => {
+    const out = join(root, "expr");
+    await pretrain({ ...tiny(out), task: "expression", minSteps: 2, maxSteps: 2, maxValue: 20, steps: 1, snapshotEvery: 0 });
+    const tok = await loadTokenizer(out);
+    const pieces = (s: string) => tok.encode(s).map((id) => tok.decode([id]));
+    expect(pieces("Q: 7 + 15 - 3 = ?")).toEqual(["Q:", " 7", " +", " 15", " -", " 3", " =", " ", "?"]);
+    expect(pieces("<think>\n22 - 3 = 19\n</think>\n\\boxed{19}")).toEqual(["<think>", "\n", "22", " -", " 3", " =", " 19", "\n", "</think>", "\n", "\\boxed{", "19", "}"]);
+    // Numbers of 100 and more fall back to digits; the word-problem base keeps its tokenizer.
+    expect(pieces(" 105")).toEqual([" 10", "5"]);
+    await pretrain({ ...tiny(join(root, "words")), steps: 1, snapshotEvery: 0 });
+    expect((await loadTokenizer(join(root, "words"))).encode(" 15")).toHaveLength(3);
+  }, 60_000);
 
   it("answers the directShare of multi-step problems directly, never a one-step one", () => {
     const records = generateSynthetic({ count: 400, seed: 6, minSteps: 1, maxSteps: 3, maxOperand: 9, maxValue: 30 });

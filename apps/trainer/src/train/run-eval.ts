@@ -55,10 +55,12 @@ export function runEvaluator(p: RunEvalParts): (label: string) => Promise<EvalRe
     const n = problems.length;
     const step = p.step();
     const thinking = s.results.filter((r) => thinks(r.greedy!.text)).length;
-    const rec: EvalRecord = { step, label, accuracy: n ? s.greedyPass1! : 0, n, thinkingRate: n ? thinking / n : 0 };
+    const correct = s.results.flatMap((r) => [r.greedy!, ...r.samples]).filter((c) => c.correct);
+    const correctLength = correct.length ? correct.reduce((a, c) => a + c.length, 0) / correct.length : null;
+    const rec: EvalRecord = { step, label, accuracy: n ? s.greedyPass1! : 0, n, thinkingRate: n ? thinking / n : 0, correctLength };
     if (k > 0) Object.assign(rec, { samples: k, avgAtK: n ? s.avgAtN! : 0, passAtK: n ? s.passAtK[k] : 0 });
     p.log(`eval ${label}: ${describeEval(rec, config.eval.sampleTemperature)} on ${n} held-out problems`);
-    p.run.logMetrics({ step, phase: "eval", eval_accuracy: rec.accuracy, eval_thinking_rate: rec.thinkingRate, ...(k > 0 ? { eval_avg_at_k: rec.avgAtK, eval_pass_at_k: rec.passAtK, eval_samples: k } : {}), eval_label: label, eval_n: n });
+    p.run.logMetrics({ step, phase: "eval", eval_accuracy: rec.accuracy, eval_thinking_rate: rec.thinkingRate, eval_correct_length: correctLength, ...(k > 0 ? { eval_avg_at_k: rec.avgAtK, eval_pass_at_k: rec.passAtK, eval_samples: k } : {}), eval_label: label, eval_n: n });
     return rec;
   };
 }

@@ -23,6 +23,11 @@ export interface EvalRecord {
   passAtK?: number;
   /** Share of the greedy completions that reason in a non-empty `<think>` block. */
   thinkingRate?: number;
+  /**
+   * Mean length in tokens of the correct completions, greedy and sampled together (null: none was correct): the
+   * length-aware presets (LPRO, GRPO-LEAD) claim shorter correct answers at equal or better accuracy.
+   */
+  correctLength?: number | null;
 }
 
 export interface TrainerState {
