@@ -40,7 +40,9 @@ describe("presets", () => {
     expect(c).toEqual(DEFAULT_CONFIG);
     expect(c.rl.algo).toBe("dr_grpo");
     expect(c.sft.enabled && c.rl.enabled).toBe(true);
-    expect(c.model.dir).toBe("models/nr-tiny-math");
+    expect(c.model.dir).toBe("models/nr-tiny-chains");
+    // Every SFT target of the default shows its work (no answer-only share).
+    expect(c.sft.noThinkFraction ?? 0).toBe(0);
     expect(c.model.generate).toBeUndefined();
     expect(listPresets()).toEqual(expect.arrayContaining(["default", "qwen2.5-math-1.5b-dr-grpo"]));
   });
@@ -238,6 +240,6 @@ describe("step schedules the pipeline runs (train/schedule.ts)", () => {
     expect(rlMaxNewTokens(c, 5)).toBe(40);
     expect(rlMaxNewTokens(c, 9)).toBe(40); // an early advance past the last stage stays there
     const plain = resolveConfig();
-    expect([0, 29].map((s) => rlMaxNewTokens(plain, stageIndexAt(plain, s)))).toEqual([40, 40]);
+    expect([0, plain.rl.steps - 1].map((s) => rlMaxNewTokens(plain, stageIndexAt(plain, s)))).toEqual([plain.rl.maxNewTokens, plain.rl.maxNewTokens]);
   });
 });
