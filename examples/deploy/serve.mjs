@@ -1,6 +1,6 @@
 // Serves the deploy demo on 127.0.0.1: index.html, transformers.js's browser files (/transformers/) and an exported
 // model folder (/models/model/).
-//   node examples/deploy/serve.mjs --model exported/nr-tiny-math [--port 8080] [--transformers DIST_DIR]
+//   node examples/deploy/serve.mjs --model exported/nr-tiny-chains [--port 8080] [--transformers DIST_DIR]
 // DIST_DIR defaults to the dist/ of the @huggingface/transformers installed in this workspace (apps/trainer).
 import { createReadStream, existsSync, statSync } from "node:fs";
 import { createServer } from "node:http";

@@ -59,8 +59,8 @@ describe("resumeConfig", () => {
   const saved = { ...structuredClone(DEFAULT_CONFIG), rl: { ...DEFAULT_CONFIG.rl, temperature: 0 } } as TrainConfig;
 
   it("applies safe keys and keys the saved config fails on, recording each change with its step", () => {
-    const c = resumeConfig(saved, [["rl.temperature", "1"], ["rl.steps", "60"], ["sft.epochs", "2"], ["output.tensorboard", "true"]], 40) as TrainConfig & { resumes: unknown[] };
-    expect(c.rl).toMatchObject({ temperature: 1, steps: 60 });
+    const c = resumeConfig(saved, [["rl.temperature", "1"], ["rl.steps", "90"], ["sft.epochs", "2"], ["output.tensorboard", "true"]], 40) as TrainConfig & { resumes: unknown[] };
+    expect(c.rl).toMatchObject({ temperature: 1, steps: 90 });
     expect(c.sft.epochs).toBe(2);
     expect(c.sft.steps).toBeUndefined();
     // sft.epochs replaces sft.steps (an either/or pair): both changes are recorded.
@@ -70,7 +70,7 @@ describe("resumeConfig", () => {
         at: expect.any(String),
         changes: [
           { key: "rl.temperature", from: 0, to: 1 },
-          { key: "rl.steps", from: 30, to: 60 },
+          { key: "rl.steps", from: DEFAULT_CONFIG.rl.steps, to: 90 },
           { key: "sft.epochs", from: undefined, to: 2 },
           { key: "output.tensorboard", from: undefined, to: true },
           { key: "sft.steps", from: 40, to: undefined },

@@ -38,9 +38,9 @@ afterAll(async () => {
 describe("nr train (miniature config)", () => {
   it("writes config, metrics, samples, summary, checkpoints and the report (QLoRA: NF4 base)", async () => {
     const lines: string[] = [];
-    const { runDir, summary } = await runPipeline(mini("e2e", [["rl.steps", 2], ["eval.every", 1], ["model.quant", "nf4"], ["model.doubleQuant", true]]), { cwd, log: (l) => lines.push(l) });
+    const { runDir, summary } = await runPipeline(mini("e2e", [["rl.steps", 2], ["eval.every", 1], ["model.quant", "nf4"], ["model.doubleQuant", true], ["sft.noThinkFraction", 0.75]]), { cwd, log: (l) => lines.push(l) });
     for (const f of ["config.json", "metrics.jsonl", "samples.jsonl", "summary.json", "report.html", "best/adapter_config.json"]) expect(existsSync(join(runDir, f)), f).toBe(true);
-    // The default's hybrid-thinking cold start (sft.noThinkFraction 0.75) is reported with the count it picked.
+    // A hybrid-thinking cold start (sft.noThinkFraction 0.75) is reported with the count it picked.
     const hybrid = lines.find((l) => l.includes("targets answer without reasoning"));
     expect(hybrid).toMatch(/: (\d+) of 16 targets/);
     expect(Number(/: (\d+) of 16/.exec(hybrid!)![1])).toBeGreaterThan(0);
@@ -73,6 +73,10 @@ describe("nr train (miniature config)", () => {
       // eval.samples = 2: avg@2 over 4 problems × 2 samples, pass@2 over 4 problems, beside greedy.
       expect(s[k]).toMatchObject({ samples: 2, sample_temperature: 1 });
       expect(Number.isInteger(s[k].avg_at_k * 8) && s[k].avg_at_k <= s[k].pass_at_k && Number.isInteger(s[k].pass_at_k * 4), JSON.stringify(s[k])).toBe(true);
+      // The thinking rate of the greedy completions and the mean length of the correct ones (null when none is).
+      expect(Number.isInteger(s[k].thinking_rate * 4), JSON.stringify(s[k])).toBe(true);
+      if (s[k].accuracy === 0 && s[k].avg_at_k === 0) expect(s[k].correct_length).toBeNull();
+      else expect(s[k].correct_length).toBeGreaterThan(0);
     }
     expect(metrics.filter((m) => m.phase === "eval").every((m) => typeof m.eval_avg_at_k === "number" && m.eval_samples === 2)).toBe(true);
     expect(summary.wall_seconds).toBeGreaterThan(0);
