@@ -71,7 +71,7 @@ async function tjsGreedy(tjs: Tjs, dir: string, prompts: string[]) {
     const end = ids.findIndex((t) => eos.has(t));
     return end < 0 ? ids : ids.slice(0, end);
   });
-  const texts = rows.map((ids) => tokenizer.decode(ids, { skip_special_tokens: true }));
+  const texts = rows.map((ids) => ids.length === 0 ? "" : tokenizer.decode(ids, { skip_special_tokens: true }));
   return { rows, texts, model, tokenizer, inputs };
 }
 

@@ -60,7 +60,7 @@ describe.skipIf(!existsSync(cli))("nr train refuses bad settings and data before
     const cases: [string[], RegExp][] = [
       [["--rl.temperature", "0"], /rl\.temperature = 0 is not allowed: RL samples .* needs a temperature > 0 \(e\.g\. --rl\.temperature 1\)/],
       [["--eval.sampleTemperature", "0", "--rl.temperature", "0"], /2 config problems:[\s\S]*rl\.temperature = 0[\s\S]*eval\.sampleTemperature = 0 is not allowed with eval\.samples = 8/],
-      [["--rl.maxNewTokens", "100000"], /rl\.maxNewTokens = 100000 does not fit the model's 512-token context window \(max_position_embeddings in .*nr-tiny-math\/config\.json\): set at most 511/],
+      [["--rl.maxNewTokens", "100000"], /rl\.maxNewTokens = 100000 does not fit the model's 512-token context window \(max_position_embeddings in .*nr-tiny-chains\/config\.json\): set at most 511/],
       [["--eval.maxNewTokens", "600"], /eval\.maxNewTokens = 600 does not fit the model's 512-token context window/],
       [["--rl.microBatchRows", "1000"], /rl\.microBatchRows = 1000 exceeds the 64 completions per step/],
       [["--name", ""], /name = "" is not allowed: expected a plain folder name for runs\/<name>: letters, digits/],
@@ -214,7 +214,7 @@ describe.skipIf(!existsSync(cli) || !existsSync(GSM8K))("a miniature nr train on
     const run = join(dir, "runs", "mini");
     mkdirSync(join(run, "checkpoints", "step-99"), { recursive: true });
     writeFileSync(join(run, "metrics.jsonl"), '{"step":99}\n');
-    const args = ["train", "--data", "gsm.jsonl", "--data.evalSize", "10", "--data.skipBadRows", "--name", "mini", "--sft.steps", "1", "--sft.warmup", "0", "--sft.batchSize", "4", "--rl.steps", "1", "--rl.G", "2", "--rl.promptsPerStep", "2", "--rl.maxNewTokens", "4", "--eval.n", "2", "--eval.samples", "0", "--eval.every", "0", "--eval.maxNewTokens", "4", "--checkpoint.every", "1"];
+    const args = ["train", "--model", MODEL, "--data", "gsm.jsonl", "--data.evalSize", "10", "--data.skipBadRows", "--name", "mini", "--sft.steps", "1", "--sft.warmup", "0", "--sft.batchSize", "4", "--rl.steps", "1", "--rl.G", "2", "--rl.promptsPerStep", "2", "--rl.maxNewTokens", "4", "--eval.n", "2", "--eval.samples", "0", "--eval.every", "0", "--eval.maxNewTokens", "4", "--checkpoint.every", "1"];
     let r = nr(dir, ...args, "--overwrite");
     expect(r.code, r.err + r.out).toBe(0);
     expect(r.out).toContain("data: skipped 1 bad row of");

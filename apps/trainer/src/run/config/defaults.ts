@@ -12,7 +12,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   model: { dir: "models/nr-tiny-chains", quant: "none", dtype: "f32", doubleQuant: false },
   data: { source: "synthetic", trainSize: 2000, evalSize: 200, difficulty: { kind: "expression", minSteps: 2, maxSteps: 4, maxOperand: 9, maxValue: 20 }, prompt: "qa" },
   lora: { r: 16, alpha: 32, dropout: 0, targets: [...LORA_TARGET_NAMES] },
-  sft: { enabled: true, lr: 5e-4, batchSize: 16, steps: 40, warmup: 5, schedule: "cosine", gradAccum: 1, checkpointing: false, maxSeqLen: 96, noThinkFraction: 0 },
+  sft: { enabled: true, lr: 5e-4, batchSize: 16, steps: 40, warmup: 5, schedule: "cosine", gradAccum: 1, checkpointing: false, maxSeqLen: 384, noThinkFraction: 0 },
   rl: {
     enabled: true,
     algo: "dr_grpo",
