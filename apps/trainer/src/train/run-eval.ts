@@ -3,7 +3,7 @@
 // samples per problem at eval.sampleTemperature (top-p 1): avg@k (the sampled pass@1 R1-style reports quote) and
 // pass@k. Problem i of the held-out list draws with seed config.seed + i in every eval, as `nr eval --seed
 // <run seed>` does. Logged and written to metrics.jsonl.
-import { evaluate, thinks, type GradeFn, type MathRecord } from "@nr/data";
+import { evaluate, mean, thinks, type GradeFn, type MathRecord } from "@nr/data";
 import type { WebGpuGenerator } from "@nr/rollout";
 import type { LoraModel } from "@nr/lora";
 import type { TrainConfig } from "../run/index.js";
@@ -56,7 +56,7 @@ export function runEvaluator(p: RunEvalParts): (label: string) => Promise<EvalRe
     const step = p.step();
     const thinking = s.results.filter((r) => thinks(r.greedy!.text)).length;
     const correct = s.results.flatMap((r) => [r.greedy!, ...r.samples]).filter((c) => c.correct);
-    const correctLength = correct.length ? correct.reduce((a, c) => a + c.length, 0) / correct.length : null;
+    const correctLength = correct.length ? mean(correct.map((c) => c.length)) : null;
     const rec: EvalRecord = { step, label, accuracy: n ? s.greedyPass1! : 0, n, thinkingRate: n ? thinking / n : 0, correctLength };
     if (k > 0) Object.assign(rec, { samples: k, avgAtK: n ? s.avgAtN! : 0, passAtK: n ? s.passAtK[k] : 0 });
     p.log(`eval ${label}: ${describeEval(rec, config.eval.sampleTemperature)} on ${n} held-out problems`);
