@@ -159,7 +159,8 @@ describe.skipIf(!HAVE_CHROMIUM)("report.html in headless Chromium", () => {
     run.close();
     report = writeReport(run.dir);
   });
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  // retries: Chromium's helper processes can still be writing into the profile just after the browser exits
+  afterAll(() => rmSync(dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 }));
 
   it("the screenshot shows the charts: every series colour on screen, the chart area not background", async () => {
     const png = join(dir, "report.png");
