@@ -28,6 +28,11 @@ export function expressionTokenizerWords(): string[] {
   return [...numbers.map((n) => ` ${n}`), ...numbers, "\\boxed{", ...taskTokenizerWords()];
 }
 
+/** The tokenizer words of a base made for a synthetic task kind (`nr pretrain --task`, or a run's `model.generate`). */
+export function tokenizerWordsFor(kind: "words" | "expression" = "words"): string[] {
+  return kind === "expression" ? expressionTokenizerWords() : taskTokenizerWords();
+}
+
 
 export interface PreparedRun {
   run: RunFolder;
@@ -74,7 +79,7 @@ export async function prepareRun(configIn: TrainConfig | null, opts: PipelineOpt
       await generateModel(
         modelDir,
         { architecture: "qwen2", hiddenSize: g.hidden, intermediateSize: g.intermediate, numLayers: g.layers, numHeads: g.heads, numKvHeads: g.kvHeads, tieWordEmbeddings: true },
-        { seed: config.seed, dtype: "f32", init: { std: 0.2 }, tokenizer: { words: taskTokenizerWords() } },
+        { seed: config.seed, dtype: "f32", init: { std: 0.2 }, tokenizer: { words: tokenizerWordsFor(config.data.difficulty.kind) } },
       );
     }
   }

@@ -13,7 +13,7 @@ import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autogr
 import { generateModel, loadDecoder, loadTokenizer, writeSafetensorsCheckpoint, type Decoder, type DenseProjection } from "@nr/model";
 import { expressionFacts, fnv1a, generateSynthetic, ProgressBar, Rng, sftTarget, type MathRecord, type SyntheticKind } from "@nr/data";
 import { sftStep, type SftExampleIds } from "./loop.js";
-import { expressionTokenizerWords, taskTokenizerWords } from "./prepare.js";
+import { taskTokenizerWords, tokenizerWordsFor } from "./prepare.js";
 
 export interface PretrainOptions {
   out: string;
@@ -137,7 +137,7 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
   else await generateModel(
     scratch,
     { architecture: "qwen2", hiddenSize: o.hidden, intermediateSize: o.intermediate, numLayers: o.layers, numHeads: o.heads, numKvHeads: o.kvHeads, tieWordEmbeddings: true, maxPositionEmbeddings: 512 },
-    { seed: o.seed, dtype: "f32", init: { std: 0.02 }, tokenizer: { words: o.task === "expression" ? expressionTokenizerWords() : taskTokenizerWords() } },
+    { seed: o.seed, dtype: "f32", init: { std: 0.02 }, tokenizer: { words: tokenizerWordsFor(o.task) } },
   );
   const tok = await loadTokenizer(scratch);
   const eos = tok.stopTokenIds[0];
