@@ -168,9 +168,11 @@ describe("remote rollouts on two nr serve workers", () => {
 
   it("nr train --rl.rollout.servers runs RL on the servers; with one killed after step 1 it finishes on the other", async () => {
     const servers = workers.map((w) => w.url).join(",");
+    // The word-problem preset: its base (MODEL) on its own task.
     const config = resolveConfig({
+      preset: "word-problems",
       overrides: [
-        ["name", "remote"], ["model.dir", MODEL], ["data.difficulty.kind", "words"], ["data.difficulty.minSteps", 1], ["data.difficulty.maxSteps", 1], ["data.difficulty.maxOperand", 12], ["data.difficulty.maxValue", 40], ["data.trainSize", 16], ["data.evalSize", 4], ["eval.n", 4], ["eval.maxNewTokens", 8], ["eval.samples", 0], ["eval.every", 0],
+        ["name", "remote"], ["data.trainSize", 16], ["data.evalSize", 4], ["eval.n", 4], ["eval.maxNewTokens", 8], ["eval.samples", 0], ["eval.every", 0],
         ["sft.enabled", false], ["rl.steps", 3], ["rl.G", 4], ["rl.promptsPerStep", 2], ["rl.maxNewTokens", 16], ["checkpoint.every", 1],
         ["rl.rollout.servers", servers], ["rl.rollout.apiKey", KEY], ["rl.rollout.tisCap", 2], ["rl.rollout.timeoutS", 60],
       ],
