@@ -20,7 +20,7 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createGpu } from "@nr/kernels";
+import { createGpu, matmul, type Gpu } from "@nr/kernels";
 import { Engine, GpuBackend } from "@nr/autograd";
 import { exportOnnx, generateModel, loadDecoder } from "@nr/model";
 import { WebGpuGenerator } from "@nr/rollout";
@@ -132,6 +132,27 @@ async function decodeStepCounts(gen: WebGpuGenerator, prompts: number, n: number
   return { counts: Object.fromEntries(Object.entries(all.c).map(([k, v]) => [k, +((v - one.c[k]) / steps).toFixed(2)])), cpuMsPerStep: (all.cpu - one.cpu) / steps };
 }
 
+/**
+ * The adapter's fixed cost of one dispatch: wall µs per dispatch of a kernel with almost no work (a 1 × 1 × 4
+ * matmul), 200 of them recorded into one submit, best of 3. A decode step's dispatches × this is the part of its time
+ * that no kernel speed-up removes (on lavapipe most of it is its thread pool's hand-off per dispatch).
+ */
+async function dispatchMicros(gpu: Gpu): Promise<number> {
+  const [a, b, c] = [gpu.upload(new Float32Array(4)), gpu.upload(new Float32Array(4)), gpu.alloc(16)];
+  const record = () => matmul(gpu, { a, b, c, M: 1, N: 1, K: 4, transB: true });
+  record();
+  await gpu.sync();
+  let best = Infinity;
+  for (let it = 0; it < 3; it++) {
+    const t0 = performance.now();
+    for (let i = 0; i < 200; i++) record();
+    await gpu.sync();
+    best = Math.min(best, ((performance.now() - t0) * 1000) / 200);
+  }
+  gpu.release(a, b, c);
+  return best;
+}
+
 const dir = await mkdtemp(join(tmpdir(), "nr-bench-rollout-"));
 try {
   console.log(`generating a ${full ? "Qwen2.5-1.5B-shaped" : "scaled-down Qwen2.5-1.5B-shaped"} model (${JSON.stringify(config)}); prompts ${P} tokens, ${N} new tokens, batches ${batches.join(", ")}`);
@@ -152,6 +173,8 @@ try {
   const tjs = process.argv.includes("--no-tjs") ? { peer: null } : await openTransformersJsPeer(join(dir, "m"), dir);
   if ("error" in tjs) console.log(tjs.error);
   const rows: BenchRow[] = [];
+  const perDispatchUs = await dispatchMicros(gpu);
+  console.log(`fixed cost per dispatch on this adapter: ${perDispatchUs.toFixed(0)} µs (200 near-empty dispatches in one submit, best of 3)`);
   for (const b of batches) {
     const { prompts, n } = layout(b);
     // Free the pool's cached buffers so the peak counts what this case allocates on top of the weights.
@@ -204,6 +227,9 @@ try {
       submitsPerStep: perStep.submits,
       readsPerStep: perStep.reads,
       cpuMsPerToken: +oursCpu.toFixed(2),
+      // The share of a decode step's wall time that its dispatches' fixed cost alone takes.
+      dispatchFloorMs: +((perStep.dispatches * perDispatchUs) / 1000).toFixed(2),
+      stepMs: +((1000 * b) / ours.decode).toFixed(2),
       decodeCpuMsPerToken: { ours: +oursCpu.toFixed(3), peer: peerCpu === null ? null : +peerCpu.toFixed(3), cpuRatio: peerCpu === null ? null : +(peerCpu / oursCpu).toFixed(3) },
       ...(error ? { note: error } : {}),
     };
@@ -219,12 +245,12 @@ try {
       rows.push(higherIsBetter(`${name} vs transformers.js`, "decode tokens/s", ours.decode, tjs.peer.label, (b * (N - 1)) / (t.decodeMs / 1000), tExtra));
       console.log(`${name}: transformers.js prefill ${((b * P) / (t.prefillMs / 1000)).toFixed(0)} tok/s (${b} rows), decode ${((b * (N - 1)) / (t.decodeMs / 1000)).toFixed(1)} tok/s; greedy agreement with ours ${tAgree}`);
     }
-    console.log(`${name}: ours prefill ${ours.prefill.toFixed(0)} tok/s, decode ${ours.decode.toFixed(1)} tok/s; peer ${theirs ? `prefill ${((prompts * P) / (theirs.prefillMs / 1000)).toFixed(0)}, decode ${((b * (N - 1)) / (theirs.decodeMs / 1000)).toFixed(1)} tok/s` : `unavailable (${error})`}; pool peak ${extra.poolPeakMiB} MiB (${extra.poolPeakAboveWeightsMiB} MiB above the weights, KV cache ${extra.kvCacheMiB} MiB); greedy agreement ${extra.greedyAgreement}; per decode step ${Object.entries(perStep).map(([k, v]) => `${v} ${k}`).join(", ")}; CPU ms per decode token ours ${oursCpu.toFixed(2)}, peer ${peerCpu?.toFixed(2) ?? "-"}`);
+    console.log(`${name}: ours prefill ${ours.prefill.toFixed(0)} tok/s, decode ${ours.decode.toFixed(1)} tok/s; peer ${theirs ? `prefill ${((prompts * P) / (theirs.prefillMs / 1000)).toFixed(0)}, decode ${((b * (N - 1)) / (theirs.decodeMs / 1000)).toFixed(1)} tok/s` : `unavailable (${error})`}; pool peak ${extra.poolPeakMiB} MiB (${extra.poolPeakAboveWeightsMiB} MiB above the weights, KV cache ${extra.kvCacheMiB} MiB); greedy agreement ${extra.greedyAgreement}; per decode step ${Object.entries(perStep).map(([k, v]) => `${v} ${k}`).join(", ")}; CPU ms per decode token ours ${oursCpu.toFixed(2)}, peer ${peerCpu?.toFixed(2) ?? "-"}; a decode step takes ${extra.stepMs} ms, of which its dispatches' fixed cost is ${extra.dispatchFloorMs} ms`);
   }
   await session?.release();
   await tjs.peer?.release();
   if (!process.argv.includes("--no-continuous")) rows.push(await continuousCase(gen));
-  writeResults("rollout", gpu.adapter, rows, { config, scaledDown: !full, promptTokens: P, newTokens: N, G, iters, timing: "best of iters runs, each side; ours: wall time of a 1-token call (prefill) and of an N-token call minus it (decode)", peerMode: "full recompute (the exported ONNX graph has no KV cache)", peerEp: ep }, ["dispatchesPerStep", "submitsPerStep", "readsPerStep", "cpuMsPerToken"]);
+  writeResults("rollout", gpu.adapter, rows, { config, scaledDown: !full, promptTokens: P, newTokens: N, G, iters, timing: "best of iters runs, each side; ours: wall time of a 1-token call (prefill) and of an N-token call minus it (decode)", peerMode: "full recompute (the exported ONNX graph has no KV cache)", peerEp: ep }, ["dispatchesPerStep", "submitsPerStep", "readsPerStep", "cpuMsPerToken", "stepMs", "dispatchFloorMs"]);
   gpu.destroy();
 } finally {
   await rm(dir, { recursive: true, force: true });
