@@ -13,9 +13,12 @@ import { runGenerate, type GeneratedLine } from "./generate.js";
 
 const CHROMIUM = process.env.NR_CHROMIUM ?? "/usr/bin/chromium";
 const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const MODEL = resolve(__dirname, "../../../../models/nr-tiny-math");
+const MODEL = resolve(__dirname, "../../../../models/nr-tiny-chains"); // the embedded default's base
 const DEMO = resolve(__dirname, "../../../../examples/deploy/serve.mjs");
-const PROBLEM = "Ivy has 2 shells. Ivy buys 8 more shells. How many shells does Ivy have now?"; // the page's default
+// NR_DEPLOY_ADAPTER=DIR: export and compare the base with that adapter merged (how the README's screenshot of a
+// trained model is made, with NR_DEPLOY_SCREENSHOT=FILE)
+const ADAPTER = process.env.NR_DEPLOY_ADAPTER || undefined;
+const PROBLEM = "7 + 5 - 3 + 9 = ?"; // the page's default prompt is this problem in the qa format
 const quiet = { log: () => {}, err: () => {} };
 
 /** A minimal DevTools-protocol client over --remote-debugging-pipe (fd 3: commands in, fd 4: replies out, \0-framed). */
@@ -85,8 +88,8 @@ describe.skipIf(!HAVE_CHROMIUM)("deploy demo in headless Chromium (transformers.
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), "nr-deploy-"));
     const out = join(root, "model");
-    await runExport({ model: MODEL, out, dtype: "f32", overwrite: false }, quiet);
-    [want] = await runGenerate({ model: MODEL, prompt: [PROBLEM], samples: 1, temperature: 0, topP: 1, maxNewTokens: 48, seed: 0, batchSize: 1, promptFormat: "qa", skipBadRows: false, quiet: true }, quiet);
+    await runExport({ model: MODEL, adapter: ADAPTER, out, dtype: "f32", overwrite: false }, quiet);
+    [want] = await runGenerate({ model: MODEL, adapter: ADAPTER, prompt: [PROBLEM], samples: 1, temperature: 0, topP: 1, maxNewTokens: 48, seed: 0, batchSize: 1, promptFormat: "qa", skipBadRows: false, quiet: true }, quiet);
     const { startDeployServer } = await import(DEMO);
     server = await startDeployServer({ modelDir: out });
   }, 120_000);
