@@ -495,7 +495,7 @@ describe("nf4Matmul (fused dequant GEMM) vs float64 x·deq(W)ᵀ and dy·deq(W)"
     await checkMatmul({ M: 1, N: 67, K: 1544, path: "broadcast" }, "forward"); // 193 words: per-word scales, tail group
     await checkMatmul({ M: 3, N: 29, K: 192, path: "broadcast" }, "forward"); // whole blocks: one scale per group
     await checkMatmul({ M: 8, N: 131, K: 512, path: "broadcast", alpha: -0.5, accumulate: true }, "forward");
-    await checkMatmul({ M: 20, N: 37, K: 128, path: "broadcast" }, "forward"); // 3 row blocks of 8
+    await checkMatmul({ M: 20, N: 37, K: 128, path: "broadcast" }, "forward"); // row blocks of 16 and 4
     await checkMatmul({ M: 1, N: 67, K: 128, path: "direct" }, "forward"); // the kernel it replaced stays covered
     const { w } = await weightFor(29, 192);
     const a = gpu.alloc(3 * 192 * 4);
