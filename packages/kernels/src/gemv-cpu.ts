@@ -1,6 +1,6 @@
 // NF4 GEMV for CPU adapters (lavapipe/llvmpipe, SwiftShader): y[M,N] = α · x[M,K] · deq(W)ᵀ (+ y), rows in blocks
-// of up to 8 — nf4Matmul's "broadcast" path, its forward on CPU adapters. W is nn.Linear's [N, K] in NF4 (packed u32
-// words of 8 codes + one f32 scale per block; nf4.ts and docs/kernels.md §2 give the format).
+// of up to 16 (gemvCpuConfig) — nf4Matmul's "broadcast" path, its forward on CPU adapters. W is nn.Linear's [N, K] in
+// NF4 (packed u32 words of 8 codes + one f32 scale per block; nf4.ts and docs/kernels.md §2 give the format).
 //
 // Why a kernel of its own: lavapipe runs a subgroup of 8 invocations as one 8-wide SIMD vector, but every
 // storage-buffer load (and every dynamically indexed private array, such as a 16-entry code table) is a scalar loop
