@@ -35,6 +35,9 @@ interface Slot {
   ready: boolean;
   job?: Job;
   timer?: NodeJS.Timeout;
+  /** Fails the pool if the interpreter never starts; cleared once it is ready or the slot ends (a pending timer would
+   * keep the process alive for the whole boot limit after close()). */
+  bootTimer?: NodeJS.Timeout;
 }
 
 const WORKER_URL = new URL("./worker.js", import.meta.url);
@@ -83,7 +86,7 @@ export class SandboxPool {
   async close(): Promise<void> {
     this.closed = true;
     for (const job of this.queue.splice(0)) job.reject(new Error("SandboxPool closed"));
-    await Promise.all(this.slots.splice(0).map((s) => s.worker.terminate()));
+    await Promise.all(this.slots.splice(0).map((s) => (clearTimeout(s.bootTimer), clearTimeout(s.timer), s.worker.terminate())));
   }
 
   private spawn(): void {
@@ -92,6 +95,7 @@ export class SandboxPool {
     this.started++;
     this.slots.push(slot);
     const bootTimer = setTimeout(() => this.fail(slot, `an interpreter did not start within ${this.bootTimeoutMs} ms`), this.bootTimeoutMs);
+    slot.bootTimer = bootTimer;
     worker.on("message", (m: WorkerMessage) => {
       if (m.type === "ready") {
         clearTimeout(bootTimer);
@@ -113,6 +117,7 @@ export class SandboxPool {
 
   /** A worker that never became ready: every waiting call fails with the reason (no retry loop). */
   private fail(slot: Slot, reason: string): void {
+    clearTimeout(slot.bootTimer);
     this.bootFailure = reason;
     void slot.worker.terminate();
     for (const job of this.queue.splice(0)) job.reject(new Error(`SandboxPool: ${reason}`));
@@ -155,6 +160,7 @@ export class SandboxPool {
   /** Terminates a worker (answering its call with `result`, if any) and starts a fresh one. */
   private replace(slot: Slot, result?: SandboxResult): void {
     clearTimeout(slot.timer);
+    clearTimeout(slot.bootTimer);
     const i = this.slots.indexOf(slot);
     if (i < 0) return;
     this.slots.splice(i, 1);

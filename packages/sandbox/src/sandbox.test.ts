@@ -115,3 +115,22 @@ describe("the pool", () => {
     expect(fast.stdout).toBe("4999950000\n");
   });
 });
+
+describe("close()", () => {
+  // A boot timer left pending by close() kept `nr sandbox` alive for its whole 120 s after a timeout. In a fresh
+  // process (vitest's own timers would blur the count here) the pool's timers are listed after a timeout replaced
+  // the worker, and none after close().
+  it("leaves no timer running, also right after a timeout replaced the worker", () => {
+    const script = [
+      `import { SandboxPool } from ${JSON.stringify(new URL("../dist/index.js", import.meta.url).href)};`,
+      "const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;",
+      "const p = new SandboxPool({ workers: 1, preload: [], pylibDirs: [] });",
+      "const r = await p.run('while True: pass', { timeoutMs: 500 });",
+      "const afterTimeout = timers();",
+      "await p.close();",
+      "console.log(JSON.stringify({ status: r.status, afterTimeout, afterClose: timers() }));",
+    ].join("\n");
+    const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 60_000 });
+    expect(JSON.parse(out)).toEqual({ status: "timeout", afterTimeout: 1, afterClose: 0 });
+  }, 120_000);
+});
