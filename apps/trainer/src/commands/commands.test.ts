@@ -2,7 +2,7 @@
 // Independent references: a LoRA adapter must generate exactly what the float64 host merge W + s·B·A of the same
 // adapter generates without one; eval's verdicts must agree with @nr/rewards verify() run here on generate's text.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateModel, writeSafetensors, encodeFloats, type TensorToWrite } from "@nr/model";
@@ -173,6 +173,13 @@ describe("prompt formats", () => {
     expect(chat.build("What is 2 + 3?")).toMatch(/<\|im_start\|>user\nWhat is 2 \+ 3\?<\|im_end\|>\n<\|im_start\|>assistant\n$/);
     expect((await makePrompter("qa", { modelDir: base, runConfig: null })).build("x")).toBe("Q: x\nA: ");
     expect((await makePrompter("raw", { modelDir: base, runConfig: null })).build("x")).toBe("x");
+    // A base made by nr pretrain (PRETRAIN.md beside its weights) was trained on Q:/A: texts only: auto is qa there.
+    const pretrained = join(root, "pretrained");
+    mkdirSync(pretrained, { recursive: true });
+    for (const f of readdirSync(base)) copyFileSync(join(base, f), join(pretrained, f));
+    writeFileSync(join(pretrained, "PRETRAIN.md"), "# made by nr pretrain\n");
+    expect(await makePrompter("auto", { modelDir: pretrained, runConfig: null })).toMatchObject({ format: "qa", describe: expect.stringContaining("nr pretrain") });
+    expect((await makePrompter("chat", { modelDir: pretrained, runConfig: null })).format).toBe("chat");
   });
 });
 

@@ -183,11 +183,13 @@ export function runPromptFormat(run: TrainConfig): "qa" | "chat" | "tir" {
 /**
  * How problems become prompts. `chat`: the checkpoint's chat template (built-in ChatML when it has none) with the
  * step-by-step/boxed system prompt; `qa`: `Q: …\nA: ` (what `nr train` uses for generated models); `raw`: the text
- * as is. `auto`: for an adapter from an `nr train` run folder, the format that run trained with; else `chat`.
+ * as is. `auto`: for an adapter from an `nr train` run folder, the format that run trained with; for a base made by
+ * `nr pretrain` (its folder has PRETRAIN.md) `qa`, the format of its whole corpus; else `chat`.
  */
 export async function makePrompter(format: PromptFormat, m: Pick<ModelPaths, "modelDir" | "runConfig">, shots: readonly FewShotExample[] = []): Promise<Prompter> {
-  const f = format === "auto" ? (m.runConfig ? runPromptFormat(m.runConfig) : "chat") : format;
-  if (f === "qa") return { format: f, describe: "Q: …\\nA: (nr train's format for generated models)", build: qaPrompt };
+  const pretrained = existsSync(join(m.modelDir, "PRETRAIN.md"));
+  const f = format === "auto" ? (m.runConfig ? runPromptFormat(m.runConfig) : pretrained ? "qa" : "chat") : format;
+  if (f === "qa") return { format: f, describe: `Q: …\\nA: (${format === "auto" && !m.runConfig ? "the format nr pretrain trained this base on" : "nr train's format for generated models"})`, build: qaPrompt };
   if (f === "raw") return { format: f, describe: "raw text", build: (p) => p };
   const { ChatTemplate, buildPrompt } = await import("@nr/data/core");
   let template: InstanceType<typeof ChatTemplate>;

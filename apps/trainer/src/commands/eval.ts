@@ -161,7 +161,7 @@ export const modelOptions = <T>(y: Argv<T>) =>
   y
     .option("model", { type: "string", demandOption: true, describe: "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json)" })
     .option("adapter", { type: "string", describe: "PEFT LoRA adapter folder, e.g. runs/NAME/checkpoints/step-N" })
-    .option("prompt-format", { choices: PROMPT_FORMATS, default: "auto" as PromptFormat, describe: "chat: the checkpoint's chat template; qa: 'Q: …\\nA: '; raw: as is; tir: chat with the tool-integrated prompt, python blocks run in the sandbox; auto: what the adapter's nr-train run used (its data.prompt), else chat" })
+    .option("prompt-format", { choices: PROMPT_FORMATS, default: "auto" as PromptFormat, describe: "chat: the checkpoint's chat template; qa: 'Q: …\\nA: '; raw: as is; tir: chat with the tool-integrated prompt, python blocks run in the sandbox; auto: what the adapter's nr-train run used (its data.prompt), else qa for a base made by nr pretrain (PRETRAIN.md in its folder), else chat" })
     .option("max-new-tokens", { type: "number", default: 256, describe: "token budget per completion" })
     .option("temperature", { type: "number", default: 0, describe: "sampling temperature (0 = greedy)" })
     .option("top-p", { type: "number", default: 0.95, describe: "nucleus mass when sampling" })
