@@ -50,4 +50,55 @@ describe("run.lock", () => {
     expect(JSON.parse(readFileSync(join(dir, LOCK_FILE), "utf8")).pid).toBe(process.pid);
     lock.release();
   });
+
+  it("processes racing for it: one wins, and every loser names the winner (never a half-written lock)", async () => {
+    const dir = tmp();
+    const lockJs = new URL("../../dist/run/lock.js", import.meta.url).href;
+    // Each racer waits for the same start time, tries once, prints WON or the refusal, holds a win for a moment.
+    const start = Date.now() + 1500;
+    const script = `const { acquireRunLock } = await import(${JSON.stringify(lockJs)});
+      while (Date.now() < ${start}) {}
+      try { acquireRunLock(${JSON.stringify(dir)}); console.log("WON " + process.pid); await new Promise((r) => setTimeout(r, 1500)); }
+      catch (e) { console.log(e.message); }`;
+    const racers = Array.from({ length: 6 }, () =>
+      new Promise<string>((done) => {
+        const p = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+        let out = "";
+        p.stdout.on("data", (d) => (out += d));
+        p.on("close", () => done(out.trim()));
+      }),
+    );
+    const lines = await Promise.all(racers);
+    const winners = lines.filter((l) => l.startsWith("WON "));
+    expect(winners, lines.join("\n")).toHaveLength(1);
+    const pid = winners[0].slice(4);
+    for (const l of lines.filter((x) => !x.startsWith("WON "))) expect(l).toContain(`is in use by pid ${pid} on ${hostname()}`);
+  }, 60_000);
+
+  it("is never seen empty or half-written: a reader polling while another process takes and releases it", async () => {
+    const dir = tmp();
+    const lockJs = new URL("../../dist/run/lock.js", import.meta.url).href;
+    const file = join(dir, LOCK_FILE);
+    const writer = `const { acquireRunLock } = await import(${JSON.stringify(lockJs)});
+      const until = Date.now() + 3000; let n = 0;
+      while (Date.now() < until) { acquireRunLock(${JSON.stringify(dir)}).release(); n++; }
+      console.log(n);`;
+    const reader = `const { readFileSync } = await import("node:fs");
+      const until = Date.now() + 3000; let seen = 0, bad = 0;
+      while (Date.now() < until) { let t; try { t = readFileSync(${JSON.stringify(file)}, "utf8"); } catch { continue; }
+        seen++; try { JSON.parse(t); } catch { bad++; } }
+      console.log(JSON.stringify({ seen, bad }));`;
+    const run = (script: string) =>
+      new Promise<string>((done) => {
+        const p = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+        let out = "";
+        p.stdout.on("data", (d) => (out += d));
+        p.on("close", () => done(out.trim()));
+      });
+    const [taken, read] = await Promise.all([run(writer), run(reader)]);
+    const { seen, bad } = JSON.parse(read) as { seen: number; bad: number };
+    expect(Number(taken)).toBeGreaterThan(100);
+    expect(seen).toBeGreaterThan(0);
+    expect(bad, `${bad} of ${seen} reads of the lock were not whole JSON (${taken} locks taken)`).toBe(0);
+  }, 60_000);
 });

@@ -1,7 +1,9 @@
 // One writer per run folder: `<run>/run.lock` holds {pid, host, started, command} of the process writing the folder.
-// It is created with O_EXCL (two processes racing for it cannot both win), removed when the process exits (normally,
-// on an error, or on SIGINT/SIGTERM), and taken over when its holder is a dead process on this host (a SIGKILLed run).
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+// It appears complete and at once: written to a file of this process's own, then hard-linked into place (link fails
+// when the name exists, so two processes racing for it cannot both win, and a loser never reads a half-written lock).
+// It is removed when the process exits (normally, on an error, or on SIGINT/SIGTERM), and taken over when its holder
+// is a dead process on this host (a SIGKILLed run).
+import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 
@@ -78,6 +80,33 @@ function releaseLockFile(path: string): void {
   removeOwnLock(path);
 }
 
+/**
+ * Create `path` holding `text` unless it exists; false when it does. The text goes to a file of this process's own
+ * first and is hard-linked into place, so the lock is never seen empty or half-written (with O_EXCL alone a racing
+ * reader could open it between create and write). Where hard links are not supported, O_EXCL it is.
+ */
+function createLockFile(path: string, text: string): boolean {
+  const own = `${path}.${process.pid}.tmp`;
+  writeFileSync(own, text);
+  try {
+    linkSync(own, path);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") return false;
+    if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw err;
+  } finally {
+    rmSync(own, { force: true });
+  }
+  try {
+    writeFileSync(path, text, { flag: "wx" });
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw err;
+  }
+}
+
 export interface RunLock {
   path: string;
   /** The stale holder that was taken over, if any (for the log). */
@@ -103,13 +132,10 @@ export function acquireRunLock(dir: string, command = process.argv.slice(1).join
     return handle();
   }
   for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      writeFileSync(path, `${JSON.stringify(me)}\n`, { flag: "wx" });
+    if (createLockFile(path, `${JSON.stringify(me)}\n`)) {
       held.set(path, 1);
       hookExit();
       return handle();
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     }
     const holder = readHolder(path);
     const stale = holder !== null && holder.host === hostname() && holder.pid !== process.pid && !isAlive(holder.pid);
