@@ -5,7 +5,7 @@
 //   - --dump-dom returns every chart's SVG with its polylines and histogram bars as the browser parsed them;
 //   - the browser console logged no error (checked against a page with a deliberate error, so the check can fail).
 // Skips with one line when Chromium is not installed (scripts/setup.sh installs it on Debian).
-import { execFile } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -126,9 +126,29 @@ function chromium(page: string, profile: string, extra: string[]): Promise<{ std
     "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", "--host-resolver-rules=MAP * ~NOTFOUND", "--no-proxy-server",
     "--enable-logging=stderr", "--v=0", `--user-data-dir=${profile}`, ...extra, pathToFileURL(page).href,
   ];
-  return new Promise((res, rej) =>
-    execFile(CHROMIUM, args, { timeout: 60_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => (err && !stdout && !/written to file/.test(stderr) ? rej(new Error(`chromium failed: ${err.message}\n${stderr}`)) : res({ stdout, stderr }))),
-  );
+  // Detached, so Chromium leads a process group: once the browser is done the whole group is killed, and no helper
+  // (the network service rewrites its state file) goes on writing into the profile folder that afterAll removes.
+  return new Promise((res, rej) => {
+    const proc = spawn(CHROMIUM, args, { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "", stderr = "";
+    proc.stdout!.on("data", (d) => (stdout += d));
+    proc.stderr!.on("data", (d) => (stderr += d));
+    const killGroup = () => {
+      try {
+        process.kill(-proc.pid!, "SIGKILL");
+      } catch {
+        // the group is gone already
+      }
+    };
+    const timer = setTimeout(killGroup, 60_000);
+    // the browser's exit ends the group (its helpers hold the output pipes open, which would delay "close")
+    proc.on("exit", killGroup);
+    proc.on("close", (code, signal) => {
+      clearTimeout(timer);
+      if ((code !== 0 || signal) && !stdout && !/written to file/.test(stderr)) rej(new Error(`chromium failed (${signal ?? `exit ${code}`})\n${stderr}`));
+      else res({ stdout, stderr });
+    });
+  });
 }
 
 /** Console messages the page produced (Chromium logs them as `INFO:CONSOLE…] "message", source: …`). */
