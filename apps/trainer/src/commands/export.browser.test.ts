@@ -4,15 +4,14 @@
 // greedy completion must equal `nr generate`'s for the same prompt, the page must log no error, and a screenshot of the output box must change
 // when its text is removed (the text is really drawn). Skips with one line when Chromium is not installed.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CHROMIUM, HAVE_CHROMIUM, killProcessGroup } from "../chromium.testing.js";
 import { runExport } from "./export.js";
 import { runGenerate, type GeneratedLine } from "./generate.js";
 
-const CHROMIUM = process.env.NR_CHROMIUM ?? "/usr/bin/chromium";
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
 const MODEL = resolve(__dirname, "../../../../models/nr-tiny-chains"); // the embedded default's base
 const DEMO = resolve(__dirname, "../../../../examples/deploy/serve.mjs");
 // NR_DEPLOY_ADAPTER=DIR: export and compare the base with that adapter merged (how the README's screenshot of a
@@ -75,11 +74,7 @@ async function closeBrowser({ proc, cdp }: { proc: ChildProcess; cdp: Cdp }): Pr
   const exited = new Promise<void>((done) => (proc.exitCode !== null || proc.signalCode !== null ? done() : proc.once("exit", () => done())));
   void cdp.send("Browser.close").catch(() => {});
   await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-  try {
-    process.kill(-proc.pid!, "SIGKILL");
-  } catch {
-    // the group is gone already
-  }
+  killProcessGroup(proc);
   await exited;
 }
 

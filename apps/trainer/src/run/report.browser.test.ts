@@ -12,13 +12,12 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { deflateSync, inflateSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CHROMIUM, HAVE_CHROMIUM, killProcessGroup } from "../chromium.testing.js";
 import { DEFAULT_CONFIG } from "./config.js";
 import { RunFolder } from "./folder.js";
 import { REPORT_CHARTS, writeReport } from "./report.js";
 import { fakeRun } from "./testing.js";
 
-const CHROMIUM = process.env.NR_CHROMIUM ?? "/usr/bin/chromium";
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
 const SKIP_REASON = `${CHROMIUM} not installed (bash scripts/setup.sh installs Debian's chromium, or set NR_CHROMIUM)`;
 
 /** Minimal PNG decoder for 8-bit greyscale/RGB/RGBA non-interlaced images: returns pixels as RGBA. */
@@ -133,16 +132,9 @@ function chromium(page: string, profile: string, extra: string[]): Promise<{ std
     let stdout = "", stderr = "";
     proc.stdout!.on("data", (d) => (stdout += d));
     proc.stderr!.on("data", (d) => (stderr += d));
-    const killGroup = () => {
-      try {
-        process.kill(-proc.pid!, "SIGKILL");
-      } catch {
-        // the group is gone already
-      }
-    };
-    const timer = setTimeout(killGroup, 60_000);
+    const timer = setTimeout(() => killProcessGroup(proc), 60_000);
     // the browser's exit ends the group (its helpers hold the output pipes open, which would delay "close")
-    proc.on("exit", killGroup);
+    proc.on("exit", () => killProcessGroup(proc));
     proc.on("close", (code, signal) => {
       clearTimeout(timer);
       if ((code !== 0 || signal) && !stdout && !/written to file/.test(stderr)) rej(new Error(`chromium failed (${signal ?? `exit ${code}`})\n${stderr}`));
