@@ -6,6 +6,18 @@ import { describe, expect, it } from "vitest";
 import { acquireRunLock, LOCK_FILE, lockHolder, RunLockedError } from "./lock.js";
 
 const tmp = () => mkdtempSync(join(tmpdir(), "nr-lock-"));
+/** The built lock module, for scripts run in other processes. */
+const lockJs = new URL("../../dist/run/lock.js", import.meta.url).href;
+
+/** Runs an ES-module script in a fresh node process; resolves with its trimmed stdout. */
+function runNode(script: string): Promise<string> {
+  return new Promise((done) => {
+    const p = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    p.stdout.on("data", (d) => (out += d));
+    p.on("close", () => done(out.trim()));
+  });
+}
 
 describe("run.lock", () => {
   it("holds pid, host and start time; a process may reopen its own folder; the last release removes it", () => {
@@ -53,22 +65,13 @@ describe("run.lock", () => {
 
   it("processes racing for it: one wins, and every loser names the winner (never a half-written lock)", async () => {
     const dir = tmp();
-    const lockJs = new URL("../../dist/run/lock.js", import.meta.url).href;
     // Each racer waits for the same start time, tries once, prints WON or the refusal, holds a win for a moment.
     const start = Date.now() + 1500;
     const script = `const { acquireRunLock } = await import(${JSON.stringify(lockJs)});
       while (Date.now() < ${start}) {}
       try { acquireRunLock(${JSON.stringify(dir)}); console.log("WON " + process.pid); await new Promise((r) => setTimeout(r, 1500)); }
       catch (e) { console.log(e.message); }`;
-    const racers = Array.from({ length: 6 }, () =>
-      new Promise<string>((done) => {
-        const p = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
-        let out = "";
-        p.stdout.on("data", (d) => (out += d));
-        p.on("close", () => done(out.trim()));
-      }),
-    );
-    const lines = await Promise.all(racers);
+    const lines = await Promise.all(Array.from({ length: 6 }, () => runNode(script)));
     const winners = lines.filter((l) => l.startsWith("WON "));
     expect(winners, lines.join("\n")).toHaveLength(1);
     const pid = winners[0].slice(4);
@@ -77,7 +80,6 @@ describe("run.lock", () => {
 
   it("is never seen empty or half-written: a reader polling while another process takes and releases it", async () => {
     const dir = tmp();
-    const lockJs = new URL("../../dist/run/lock.js", import.meta.url).href;
     const file = join(dir, LOCK_FILE);
     const writer = `const { acquireRunLock } = await import(${JSON.stringify(lockJs)});
       const until = Date.now() + 3000; let n = 0;
@@ -88,14 +90,7 @@ describe("run.lock", () => {
       while (Date.now() < until) { let t; try { t = readFileSync(${JSON.stringify(file)}, "utf8"); } catch { continue; }
         seen++; try { JSON.parse(t); } catch { bad++; } }
       console.log(JSON.stringify({ seen, bad }));`;
-    const run = (script: string) =>
-      new Promise<string>((done) => {
-        const p = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
-        let out = "";
-        p.stdout.on("data", (d) => (out += d));
-        p.on("close", () => done(out.trim()));
-      });
-    const [taken, read] = await Promise.all([run(writer), run(reader)]);
+    const [taken, read] = await Promise.all([runNode(writer), runNode(reader)]);
     const { seen, bad } = JSON.parse(read) as { seen: number; bad: number };
     expect(Number(taken)).toBeGreaterThan(100);
     expect(seen).toBeGreaterThan(0);
