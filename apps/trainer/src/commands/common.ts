@@ -187,9 +187,9 @@ export function runPromptFormat(run: TrainConfig): "qa" | "chat" | "tir" {
  * `nr pretrain` (its folder has PRETRAIN.md) `qa`, the format of its whole corpus; else `chat`.
  */
 export async function makePrompter(format: PromptFormat, m: Pick<ModelPaths, "modelDir" | "runConfig">, shots: readonly FewShotExample[] = []): Promise<Prompter> {
-  const pretrained = existsSync(join(m.modelDir, "PRETRAIN.md"));
-  const f = format === "auto" ? (m.runConfig ? runPromptFormat(m.runConfig) : pretrained ? "qa" : "chat") : format;
-  if (f === "qa") return { format: f, describe: `Q: …\\nA: (${format === "auto" && !m.runConfig ? "the format nr pretrain trained this base on" : "nr train's format for generated models"})`, build: qaPrompt };
+  const byPretrain = format === "auto" && !m.runConfig && existsSync(join(m.modelDir, "PRETRAIN.md"));
+  const f = format !== "auto" ? format : m.runConfig ? runPromptFormat(m.runConfig) : byPretrain ? "qa" : "chat";
+  if (f === "qa") return { format: f, describe: `Q: …\\nA: (${byPretrain ? "the format nr pretrain trained this base on" : "nr train's format for generated models"})`, build: qaPrompt };
   if (f === "raw") return { format: f, describe: "raw text", build: (p) => p };
   const { ChatTemplate, buildPrompt } = await import("@nr/data/core");
   let template: InstanceType<typeof ChatTemplate>;
