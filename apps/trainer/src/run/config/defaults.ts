@@ -17,7 +17,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
     enabled: true,
     algo: "dr_grpo",
     G: 8,
-    temperature: 1.0,
+    temperature: 0.5,
     topP: 1.0,
     maxNewTokens: 48,
     ppoEpochs: 1,
