@@ -22,15 +22,25 @@ export interface RunInputs {
   eos: number;
   /** Train records with a worked solution (the SFT records). */
   sftRecords: MathRecord[];
-  /** Their examples that fit sft.maxSeqLen. */
+  /** Their examples that fit sft.maxSeqLen (a seeded draw of sft.maxExamples of them when set). */
   sftExamples: SftExampleTokens[];
   /** How many targets answer with an empty <think></think> (sft.noThinkFraction). */
   noThinkTargets: number;
 }
 
+/**
+ * `max` of `examples`, kept in their original order, picked by `shuffle` (a seeded shuffle of their indices); all of
+ * them when `max` is unset or not smaller. The same seed picks the same worked solutions, so a resumed run sees them.
+ */
+export function drawExamples<T>(examples: T[], max: number | undefined, shuffle: (indices: number[]) => number[]): T[] {
+  if (max === undefined || max >= examples.length) return examples;
+  const keep = shuffle(examples.map((_, i) => i)).slice(0, max).sort((a, b) => a - b);
+  return keep.map((i) => examples[i]);
+}
+
 /** Tokenize the run's prompts and SFT targets; throws DataError listing every problem found. */
 export async function checkInputs(config: TrainConfig, modelDir: string, data: RunData): Promise<RunInputs> {
-  const [{ loadTokenizer }, { buildMessages, hybridSftTarget, parseSftTarget }] = await Promise.all([import("@nr/model"), import("@nr/data")]);
+  const [{ loadTokenizer }, { buildMessages, hybridSftTarget, parseSftTarget, Rng }] = await Promise.all([import("@nr/model"), import("@nr/data")]);
   const tok = await loadTokenizer(modelDir);
   const promptStyle = config.data.prompt === "auto" ? (config.model.dir ? "chat" : "qa") : config.data.prompt;
   const encodePrompt = (problem: string) =>
@@ -43,7 +53,8 @@ export async function checkInputs(config: TrainConfig, modelDir: string, data: R
   const sftTargets = sftRecords.map((r) => hybridSftTarget(r, { noThinkFraction: config.sft.noThinkFraction ?? 0, seed: config.seed }));
   const noThinkTargets = sftTargets.filter((t) => parseSftTarget(t)?.reasoning === "").length;
   const allSft = sftRecords.map((r, i) => ({ promptIds: trainPrompts.get(r)!, completionIds: [...tok.encode(sftTargets[i]), eos] }));
-  const sftExamples = allSft.filter((x) => x.promptIds.length + x.completionIds.length <= config.sft.maxSeqLen);
+  const fitting = allSft.filter((x) => x.promptIds.length + x.completionIds.length <= config.sft.maxSeqLen);
+  const sftExamples = drawExamples(fitting, config.sft.maxExamples, (ids) => new Rng(config.seed * 104_729 + 17).shuffle(ids));
 
   const problems: string[] = [];
   if (config.sft.enabled && sftExamples.length === 0) {

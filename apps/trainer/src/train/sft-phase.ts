@@ -44,6 +44,7 @@ export async function runSftPhase(s: TrainSession, opt: AdamW): Promise<void> {
   if (config.sft.enabled && examples.length === 0) throw new Error(`sft: no usable examples (records need a solution and must fit sft.maxSeqLen = ${config.sft.maxSeqLen} tokens)`);
   if (state.phase !== "sft") return;
   if (total > 0) {
+    if (config.sft.maxExamples !== undefined) log(`sft: cold start on ${examples.length} worked solutions (sft.maxExamples ${config.sft.maxExamples}; ${inputs.sftRecords.length} train records have one)`);
     if (inputs.noThinkTargets > 0) log(`sft: hybrid-thinking cold start: ${inputs.noThinkTargets} of ${inputs.sftRecords.length} targets answer without reasoning (empty <think></think>; sft.noThinkFraction ${config.sft.noThinkFraction})`);
     const batchAt = sftBatches(s, examples, perEpoch);
     const bar = new ProgressBar({ total, label: "sft", unit: "steps" });

@@ -80,7 +80,7 @@ export const CONFIG_SCHEMA: ObjNode = {
     },
     sft: {
       kind: "object",
-      optional: ["epochs", "steps", "noThinkFraction"],
+      optional: ["epochs", "steps", "noThinkFraction", "maxExamples"],
       oneOf: [["epochs", "steps"]],
       fields: {
         enabled: bool,
@@ -94,6 +94,7 @@ export const CONFIG_SCHEMA: ObjNode = {
         checkpointing: bool,
         maxSeqLen: int(8),
         noThinkFraction: num({ min: 0, max: 1 }),
+        maxExamples: int(1),
       },
     },
     rl: {

@@ -92,6 +92,12 @@ export interface SftConfig {
    * Default 0 (every example shows its work).
    */
   noThinkFraction?: number;
+  /**
+   * At most this many worked solutions in the cold start: a seeded draw from the train split's examples that fit
+   * maxSeqLen (like `--max_train_samples` of Hugging Face's example scripts). Worked traces are the scarce data; RL
+   * needs only final answers, so it keeps every train prompt. Default: all of them.
+   */
+  maxExamples?: number;
 }
 
 export interface RlConfig {
