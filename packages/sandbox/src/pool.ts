@@ -94,22 +94,20 @@ export class SandboxPool {
     const slot: Slot = { worker, ready: false };
     this.started++;
     this.slots.push(slot);
-    const bootTimer = setTimeout(() => this.fail(slot, `an interpreter did not start within ${this.bootTimeoutMs} ms`), this.bootTimeoutMs);
-    slot.bootTimer = bootTimer;
+    // cleared when the worker is ready, and by fail() and replace() on the error paths below
+    slot.bootTimer = setTimeout(() => this.fail(slot, `an interpreter did not start within ${this.bootTimeoutMs} ms`), this.bootTimeoutMs);
     worker.on("message", (m: WorkerMessage) => {
       if (m.type === "ready") {
-        clearTimeout(bootTimer);
+        clearTimeout(slot.bootTimer);
         slot.ready = true;
         this.dispatch();
       } else if (m.type === "result") this.finish(slot, m);
       else {
-        clearTimeout(bootTimer);
         if (!slot.ready) this.fail(slot, m.reason);
         else this.replace(slot, { status: "crashed", stdout: "", stderr: "", reason: `the interpreter crashed: ${m.reason}`, wallMs: 0 });
       }
     });
     worker.on("error", (e) => {
-      clearTimeout(bootTimer);
       if (!slot.ready) this.fail(slot, `an interpreter failed to start: ${e.message}`);
       else this.replace(slot, { status: "crashed", stdout: "", stderr: "", reason: `the interpreter crashed: ${e.message}`, wallMs: 0 });
     });
