@@ -25,4 +25,3 @@ export * from "./nf4.js";
 export * from "./residual-norm.js";
 export { gemvCpuWgsl } from "./gemv-cpu.js";
 export type { GemvCpuConfig } from "./gemv-cpu.js";
-export * from "./decode.js";

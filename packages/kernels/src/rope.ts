@@ -56,11 +56,6 @@ const WG = 256;
 const TWO_PI_C1 = 6.28125; // 201/32: exact in 8 bits
 const TWO_PI_C2 = 2 * Math.PI - TWO_PI_C1;
 
-/** The Cody–Waite constants of the angle reduction (header): INV_2PI, C1 (exact in 8 bits) and C2 = 2π − C1. */
-export const ROPE_REDUCTION_CONSTS = `const INV_2PI: f32 = ${(1 / (2 * Math.PI)).toPrecision(17)};
-const C1: f32 = ${TWO_PI_C1};
-const C2: f32 = ${TWO_PI_C2.toPrecision(17)};`;
-
 export function ropeWgsl(o: { dtype: Dtype; hasK: boolean; inPlace: boolean; V: number }): string {
   const { dtype, hasK, inPlace, V } = o;
   const T = vecType(dtype, V);
@@ -90,7 +85,9 @@ ${dtype === "f16" ? "enable f16;" : ""}
 struct Params { total: u32, nHG: u32, HG: u32, halfV: u32, Dv: u32, Hq: u32, Hkv: u32, p0: u32, expScale: f32, sinSign: f32, p1: u32, p2: u32 }
 ${b.join("\n")}
 
-${ROPE_REDUCTION_CONSTS}
+const INV_2PI: f32 = ${(1 / (2 * Math.PI)).toPrecision(17)};
+const C1: f32 = ${TWO_PI_C1};
+const C2: f32 = ${TWO_PI_C2.toPrecision(17)};
 
 // One invocation per (token, head group, ${V} pair${V > 1 ? "s" : ""}); heads [0, Hq) are q's, [Hq, Hq + Hkv) k's.
 @compute @workgroup_size(${WG})

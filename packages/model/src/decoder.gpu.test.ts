@@ -91,13 +91,8 @@ describe("gradient checkpointing on the GPU", () => {
 describe("Decoder.step (generation against a KV cache)", () => {
   // NF4: every projection through the fused NF4 matmul (on CPU adapters the broadcast GEMV of gemv-cpu.ts), against
   // the float64 forward of the same NF4 model on the CPU backend.
-  // Dense f32 qwen2/llama decode steps take the fused path on CPU adapters (decode-fused.ts: 5 dispatches a layer);
-  // "unfused" turns it off (NR_DECODE_FUSED=0) so the general path is checked too.
-  const cases = [["qwen2", "none", "fused"], ["llama", "none", "fused"], ["qwen2", "none", "unfused"], ["qwen3", "none", ""], ["qwen2", "nf4", ""]] as const;
-  for (const [architecture, quant, path] of cases) {
-    it(`${architecture}${quant === "nf4" ? " NF4" : ""}${path ? ` (${path} decode)` : ""}: chunked prefill and decode steps at per-row positions equal the float64 full-sequence forward`, async () => {
-      const env = process.env.NR_DECODE_FUSED;
-      process.env.NR_DECODE_FUSED = path === "fused" ? "1" : path === "unfused" ? "0" : "";
+  for (const [architecture, quant] of [["qwen2", "none"], ["qwen3", "none"], ["qwen2", "nf4"]] as const) {
+    it(`${architecture}${quant === "nf4" ? " NF4" : ""}: chunked prefill and decode steps at per-row positions equal the float64 full-sequence forward`, async () => {
       // Head dim 32: the subgroup-tile attention on CPU adapters, the row kernel elsewhere.
       const modelDir = join(suite.dir, `step-${architecture}-${quant}`);
       await generateModel(modelDir, { architecture, hiddenSize: 64, intermediateSize: 96, numLayers: 2, numHeads: 6, numKvHeads: 2, headDim: 32, vocabSize: 50, tieWordEmbeddings: false }, { seed: 5, dtype: "f32", tokenizer: false, init: { std: 0.2 } });
@@ -117,10 +112,7 @@ describe("Decoder.step (generation against a KV cache)", () => {
       for (let i = 0; i < 3; i++) plan.push({ T: 1, starts: [5 + i, 1 + i], tokens: [[seqs[0][5 + i]], [seqs[1][1 + i]]] });
       let worst = 0;
       for (const st of plan) {
-        const d0 = suite.gpu.counters.dispatches;
         const got = await e.scope(async () => e.noGrad(() => decoder.step({ tokens: st.tokens.flat(), starts: st.starts, B: 2, T: st.T, caches, Tmax })).read());
-        // embedding + 5 a layer + final norm on the fused path; 13 a layer on the general one
-        if (st.T === 1 && path) expect(suite.gpu.counters.dispatches - d0, "dispatches of a decode step").toBe(path === "fused" ? 2 + 5 * 2 : 2 + 13 * 2);
         st.starts.forEach((p, b) => {
           const n = b === 1 && st.T === 2 ? 1 : st.T; // row 1's second token of the chunk is junk past its restart
           if (b === 1 && st.tokens[1][0] === 7) return;
@@ -131,10 +123,8 @@ describe("Decoder.step (generation against a KV cache)", () => {
           }
         });
       }
-      console.log(`Decoder.step ${architecture} ${quant} ${path}: worst |step − float64 forward| of the hidden states ${worst.toExponential(2)}`);
+      console.log(`Decoder.step ${architecture}: worst |step − float64 forward| of the hidden states ${worst.toExponential(2)}`);
       for (const c of caches) suite.gpu.release(c.k, c.v);
-      if (env === undefined) delete process.env.NR_DECODE_FUSED;
-      else process.env.NR_DECODE_FUSED = env;
     });
   }
 });

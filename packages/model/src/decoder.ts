@@ -8,7 +8,6 @@
 import type { ModelConfig } from "./config.js";
 import { add, attention, embedding, linear, linearF16, lmHeadLogprob, rmsnorm, rope, swiglu, type Engine, type Tensor } from "@nr/autograd";
 import { addRmsNorm, attentionDecode, kvCacheAppend, rope as ropeKernel, type Gpu, type GpuBuffer } from "@nr/kernels";
-import { FusedDecode } from "./decode-fused.js";
 
 /** The fields of the HF config the decoder reads (see config.ts for their meaning). */
 export type DecoderConfig = Pick<
@@ -130,9 +129,6 @@ export interface DecoderForwardResult {
 }
 
 export class Decoder {
-  /** The five-dispatches-a-layer decode step for dense f32 weights on CPU adapters (decode-fused.ts). */
-  private readonly fused: FusedDecode;
-
   constructor(
     readonly engine: Engine,
     readonly config: DecoderConfig,
@@ -141,7 +137,6 @@ export class Decoder {
     const c = config;
     if (c.numHeads % c.numKvHeads !== 0) throw new Error(`decoder: num_attention_heads ${c.numHeads} is not a multiple of num_key_value_heads ${c.numKvHeads}`);
     if (weights.layers.length !== c.numLayers) throw new Error(`decoder: ${weights.layers.length} layers of weights, config says ${c.numLayers}`);
-    this.fused = new FusedDecode(engine, config, weights);
   }
 
   private layer(L: DecoderLayer, x: Tensor, b: DecoderBatch): Tensor {
@@ -179,7 +174,6 @@ export class Decoder {
     if (s.caches.length !== c.numLayers) throw new Error(`decoder.step: ${s.caches.length} caches for ${c.numLayers} layers`);
     const over = s.starts.findIndex((p) => p + T > Tmax);
     if (over >= 0) throw new Error(`decoder.step: row ${over} would hold ${s.starts[over] + T} tokens, over the cache's Tmax=${Tmax}`);
-    if (this.fused.applies(gpu, s)) return this.fused.step(gpu, s);
     const ids = e.tensor(s.tokens as number[], [B * T], { dtype: "u32" });
     const pos = e.tensor(s.starts.flatMap((p) => Array.from({ length: T }, (_, t) => p + t)), [B * T], { dtype: "u32" });
     const appendAt = e.tensor(s.starts as number[], [B], { dtype: "u32" });
