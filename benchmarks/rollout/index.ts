@@ -11,6 +11,8 @@
 // minutes on lavapipe.
 // Each case also prints the host-side work of one decode step (Gpu.counters: dispatches, buffer copies, submits,
 // host writes, read-backs) — the per-token overhead that dominates at batch 1 on a CPU adapter.
+// Two floors of a decode step on this adapter are printed beside it: the dispatches' fixed cost and one shader
+// read of the weights' bytes (weightReadMs).
 // Last row: continuous batching (finished rows leave, queued prompts join) against our own static batching on the
 // same number of rows, with mixed completion budgets.
 // Second peer (--no-tjs to skip): transformers.js v3 generate() with its KV cache on the same model exported by
@@ -21,7 +23,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createGpu, matmul, type Gpu } from "@nr/kernels";
-import { Engine, GpuBackend } from "@nr/autograd";
+import { Engine, GpuBackend, type Tensor } from "@nr/autograd";
 import { exportOnnx, generateModel, loadDecoder } from "@nr/model";
 import { WebGpuGenerator } from "@nr/rollout";
 import { ort, ortSession, tensor, type OrtEp } from "../lib/ort.js";
@@ -153,6 +155,62 @@ async function dispatchMicros(gpu: Gpu): Promise<number> {
   return best;
 }
 
+/** Sums one buffer's vec4s into 64 × 8 partial sums: every element read once, nothing else of note. */
+const READ_ALL_WGSL = /* wgsl */ `
+struct Params { n: u32, per: u32 }
+@group(0) @binding(0) var<storage, read> W: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> Out: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> u: Params;
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  var a = vec4<f32>(0.0);
+  let base = wid.x * u.per * 8u;
+  for (var i = 0u; i < u.per; i++) {
+    let j = base + i * 8u + lid;
+    if (j < u.n) { a += W[j]; }
+  }
+  Out[wid.x * 8u + lid] = a;
+}`;
+
+/**
+ * The memory floor of a batch-1 decode step on this adapter: a step reads every weight at least once, so it cannot
+ * take less than streaming that many bytes through a shader. Measured on one buffer of the same size (filled, so no
+ * page is the kernel's shared zero page), read 5 times in one submit by one dispatch each, best of 3 — the weights
+ * themselves sit in ~50 buffers, and reading them one dispatch each would add the per-dispatch cost measured above.
+ * Like the weights between decode steps, 18 MB does not stay in this machine's caches between reads.
+ */
+async function weightReadMs(gpu: Gpu, decoder: Awaited<ReturnType<typeof loadDecoder>>["decoder"]): Promise<{ ms: number; bytes: number }> {
+  const tensors = decoder.weights.layers.flatMap((L) => [
+    L.inputNorm,
+    L.postAttentionNorm,
+    ...[L.q, L.k, L.v, L.o, L.gate, L.up, L.down].flatMap((p) => {
+      const d = p as unknown as { weight?: Tensor; bias?: Tensor | null };
+      if (!d.weight) throw new Error("rollout bench: the weight floor counts dense projections only (this model is generated dense)");
+      return d.bias ? [d.weight, d.bias] : [d.weight];
+    }),
+  ]);
+  tensors.push(decoder.weights.finalNorm, decoder.weights.lmHead);
+  const n = Math.floor(tensors.reduce((a, t) => a + t.size, 0) / 4); // vec4s (f32 weights)
+  const buf = gpu.upload(new Float32Array(4 * n).fill(1), "weight-floor");
+  const out = gpu.alloc(64 * 8 * 16, "weight-floor-out");
+  const kernel = gpu.kernel("bench_read_all", READ_ALL_WGSL);
+  const params = new Uint32Array([n, Math.ceil(n / (64 * 8))]);
+  const record = () => {
+    for (let r = 0; r < 5; r++) gpu.dispatch(kernel, [buf, out], [64], params);
+  };
+  record();
+  await gpu.sync();
+  let best = Infinity;
+  for (let it = 0; it < 3; it++) {
+    const t0 = performance.now();
+    record();
+    await gpu.sync();
+    best = Math.min(best, (performance.now() - t0) / 5);
+  }
+  gpu.release(buf, out);
+  return { ms: best, bytes: 16 * n };
+}
+
 const dir = await mkdtemp(join(tmpdir(), "nr-bench-rollout-"));
 try {
   console.log(`generating a ${full ? "Qwen2.5-1.5B-shaped" : "scaled-down Qwen2.5-1.5B-shaped"} model (${JSON.stringify(config)}); prompts ${P} tokens, ${N} new tokens, batches ${batches.join(", ")}`);
@@ -175,6 +233,8 @@ try {
   const rows: BenchRow[] = [];
   const perDispatchUs = await dispatchMicros(gpu);
   console.log(`fixed cost per dispatch on this adapter: ${perDispatchUs.toFixed(0)} µs (200 near-empty dispatches in one submit, best of 3)`);
+  const weights = await weightReadMs(gpu, decoder);
+  console.log(`streaming the weights a decode step reads (${(weights.bytes / 1e6).toFixed(1)} MB) through a shader once takes ${weights.ms.toFixed(2)} ms on this adapter (${(weights.bytes / weights.ms / 1e6).toFixed(1)} GB/s, best of 3): a batch-1 step's memory floor`);
   for (const b of batches) {
     const { prompts, n } = layout(b);
     // Free the pool's cached buffers so the peak counts what this case allocates on top of the weights.
@@ -229,6 +289,8 @@ try {
       cpuMsPerToken: +oursCpu.toFixed(2),
       // The share of a decode step's wall time that its dispatches' fixed cost alone takes.
       dispatchFloorMs: +((perStep.dispatches * perDispatchUs) / 1000).toFixed(2),
+      // Streaming the weights' bytes once (weightReadMs): the step's memory floor, which no dispatch count changes.
+      weightReadMs: +weights.ms.toFixed(2),
       stepMs: +((1000 * b) / ours.decode).toFixed(2),
       decodeCpuMsPerToken: { ours: +oursCpu.toFixed(3), peer: peerCpu === null ? null : +peerCpu.toFixed(3), cpuRatio: peerCpu === null ? null : +(peerCpu / oursCpu).toFixed(3) },
       ...(error ? { note: error } : {}),
@@ -245,12 +307,12 @@ try {
       rows.push(higherIsBetter(`${name} vs transformers.js`, "decode tokens/s", ours.decode, tjs.peer.label, (b * (N - 1)) / (t.decodeMs / 1000), tExtra));
       console.log(`${name}: transformers.js prefill ${((b * P) / (t.prefillMs / 1000)).toFixed(0)} tok/s (${b} rows), decode ${((b * (N - 1)) / (t.decodeMs / 1000)).toFixed(1)} tok/s; greedy agreement with ours ${tAgree}`);
     }
-    console.log(`${name}: ours prefill ${ours.prefill.toFixed(0)} tok/s, decode ${ours.decode.toFixed(1)} tok/s; peer ${theirs ? `prefill ${((prompts * P) / (theirs.prefillMs / 1000)).toFixed(0)}, decode ${((b * (N - 1)) / (theirs.decodeMs / 1000)).toFixed(1)} tok/s` : `unavailable (${error})`}; pool peak ${extra.poolPeakMiB} MiB (${extra.poolPeakAboveWeightsMiB} MiB above the weights, KV cache ${extra.kvCacheMiB} MiB); greedy agreement ${extra.greedyAgreement}; per decode step ${Object.entries(perStep).map(([k, v]) => `${v} ${k}`).join(", ")}; CPU ms per decode token ours ${oursCpu.toFixed(2)}, peer ${peerCpu?.toFixed(2) ?? "-"}; a decode step takes ${extra.stepMs} ms, of which its dispatches' fixed cost is ${extra.dispatchFloorMs} ms`);
+    console.log(`${name}: ours prefill ${ours.prefill.toFixed(0)} tok/s, decode ${ours.decode.toFixed(1)} tok/s; peer ${theirs ? `prefill ${((prompts * P) / (theirs.prefillMs / 1000)).toFixed(0)}, decode ${((b * (N - 1)) / (theirs.decodeMs / 1000)).toFixed(1)} tok/s` : `unavailable (${error})`}; pool peak ${extra.poolPeakMiB} MiB (${extra.poolPeakAboveWeightsMiB} MiB above the weights, KV cache ${extra.kvCacheMiB} MiB); greedy agreement ${extra.greedyAgreement}; per decode step ${Object.entries(perStep).map(([k, v]) => `${v} ${k}`).join(", ")}; CPU ms per decode token ours ${oursCpu.toFixed(2)}, peer ${peerCpu?.toFixed(2) ?? "-"}; a decode step takes ${extra.stepMs} ms; its dispatches' fixed cost is ${extra.dispatchFloorMs} ms and one read of the weights ${extra.weightReadMs} ms`);
   }
   await session?.release();
   await tjs.peer?.release();
   if (!process.argv.includes("--no-continuous")) rows.push(await continuousCase(gen));
-  writeResults("rollout", gpu.adapter, rows, { config, scaledDown: !full, promptTokens: P, newTokens: N, G, iters, timing: "best of iters runs, each side; ours: wall time of a 1-token call (prefill) and of an N-token call minus it (decode)", peerMode: "full recompute (the exported ONNX graph has no KV cache)", peerEp: ep }, ["dispatchesPerStep", "submitsPerStep", "readsPerStep", "cpuMsPerToken", "stepMs", "dispatchFloorMs"]);
+  writeResults("rollout", gpu.adapter, rows, { config, scaledDown: !full, promptTokens: P, newTokens: N, G, iters, timing: "best of iters runs, each side; ours: wall time of a 1-token call (prefill) and of an N-token call minus it (decode)", peerMode: "full recompute (the exported ONNX graph has no KV cache)", peerEp: ep }, ["dispatchesPerStep", "submitsPerStep", "readsPerStep", "cpuMsPerToken", "stepMs", "dispatchFloorMs", "weightReadMs"]);
   gpu.destroy();
 } finally {
   await rm(dir, { recursive: true, force: true });
