@@ -93,6 +93,10 @@ describe("nr pretrain (miniature, on the GPU)", () => {
     expect(pieces(" 105")).toEqual([" 10", "5"]);
     await pretrain({ ...tiny(join(root, "words")), steps: 1, snapshotEvery: 0 });
     expect((await loadTokenizer(join(root, "words"))).encode(" 15")).toHaveLength(3);
+    // --init checks the tokenizer of the task being pretrained: a words base cannot continue as an expression base
+    // (it has no number tokens), while an expression base holds every word of the words task.
+    await expect(pretrain({ ...tiny(join(root, "expr-from-words")), task: "expression", init: join(root, "words"), steps: 1, snapshotEvery: 0 })).rejects.toThrow(/lacks tokens of the expression task's tokenizer \(" 0", " 1".*--task expression/);
+    await pretrain({ ...tiny(join(root, "words-from-expr")), init: out, steps: 1, snapshotEvery: 0 });
   }, 60_000);
 
   it("answers the directShare of multi-step problems directly, never a one-step one", () => {

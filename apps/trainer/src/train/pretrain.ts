@@ -13,7 +13,7 @@ import { AdamW, Engine, GpuBackend, learningRate, type Tensor } from "@nr/autogr
 import { generateModel, loadDecoder, loadTokenizer, writeSafetensorsCheckpoint, type Decoder, type DenseProjection } from "@nr/model";
 import { expressionFacts, fnv1a, generateSynthetic, ProgressBar, Rng, sftTarget, type MathRecord, type SyntheticKind } from "@nr/data";
 import { sftStep, type SftExampleIds } from "./loop.js";
-import { taskTokenizerWords, tokenizerWordsFor } from "./prepare.js";
+import { tokenizerWordsFor } from "./prepare.js";
 
 export interface PretrainOptions {
   out: string;
@@ -90,15 +90,18 @@ const ARCHITECTURE_KEYS: readonly string[] = ["hidden", "layers", "heads", "kvHe
 const CHECKPOINT_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
 
 /** Copies the checkpoint `--init` names into the scratch folder, after checking it has the task's tokenizer. */
-async function copyCheckpoint(from: string, to: string): Promise<void> {
+async function copyCheckpoint(from: string, to: string, task: PretrainOptions["task"]): Promise<void> {
   const files = ["model.safetensors", ...CHECKPOINT_FILES];
   for (const f of files) {
     if (!existsSync(join(from, f))) throw new Error(`pretrain --init ${from}: no ${f} there; give a folder written by nr pretrain`);
   }
   const vocab = (JSON.parse(await readFile(join(from, "tokenizer.json"), "utf8")) as { model?: { vocab?: Record<string, number> } }).model?.vocab ?? {};
   // Byte-level BPE spells a space Ġ and a newline Ċ.
-  const missing = taskTokenizerWords().filter((w) => !(w.replace(/ /g, "Ġ").replace(/\n/g, "Ċ") in vocab));
-  if (missing.length > 0) throw new Error(`pretrain --init ${from}: its tokenizer lacks the synthetic task's words (${missing.slice(0, 5).join(", ")}…); give a checkpoint made by nr pretrain`);
+  const missing = tokenizerWordsFor(task).filter((w) => !(w.replace(/ /g, "Ġ").replace(/\n/g, "Ċ") in vocab));
+  if (missing.length > 0) {
+    const kind = task === "expression" ? "expression" : "words";
+    throw new Error(`pretrain --init ${from}: its tokenizer lacks tokens of the ${kind} task's tokenizer (${missing.slice(0, 5).map((w) => JSON.stringify(w)).join(", ")}…); give a checkpoint made by nr pretrain --task ${kind}`);
+  }
   await mkdir(to, { recursive: true });
   for (const f of files) await copyFile(join(from, f), join(to, f));
 }
@@ -133,7 +136,7 @@ export async function pretrain(o: PretrainOptions): Promise<{ dir: string; final
   const t0 = performance.now();
   const dir = resolve(o.out);
   const scratch = join(dir, ".init");
-  if (o.init) await copyCheckpoint(resolve(o.init), scratch);
+  if (o.init) await copyCheckpoint(resolve(o.init), scratch, o.task);
   else await generateModel(
     scratch,
     { architecture: "qwen2", hiddenSize: o.hidden, intermediateSize: o.intermediate, numLayers: o.layers, numHeads: o.heads, numKvHeads: o.kvHeads, tieWordEmbeddings: true, maxPositionEmbeddings: 512 },
