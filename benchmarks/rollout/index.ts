@@ -141,17 +141,22 @@ async function decodeStepCounts(gen: WebGpuGenerator, prompts: number, n: number
  */
 async function dispatchMicros(gpu: Gpu): Promise<number> {
   const [a, b, c] = [gpu.upload(new Float32Array(4)), gpu.upload(new Float32Array(4)), gpu.alloc(16)];
-  const record = () => matmul(gpu, { a, b, c, M: 1, N: 1, K: 4, transB: true });
+  const ms = await bestMsPerCall(gpu, () => matmul(gpu, { a, b, c, M: 1, N: 1, K: 4, transB: true }), 200);
+  gpu.release(a, b, c);
+  return ms * 1000;
+}
+
+/** Wall ms per call of `record`, `calls` of them in one submit: one warm-up call (compiles), then best of 3. */
+async function bestMsPerCall(gpu: Gpu, record: () => void, calls: number): Promise<number> {
   record();
   await gpu.sync();
   let best = Infinity;
   for (let it = 0; it < 3; it++) {
     const t0 = performance.now();
-    for (let i = 0; i < 200; i++) record();
+    for (let i = 0; i < calls; i++) record();
     await gpu.sync();
-    best = Math.min(best, ((performance.now() - t0) * 1000) / 200);
+    best = Math.min(best, (performance.now() - t0) / calls);
   }
-  gpu.release(a, b, c);
   return best;
 }
 
@@ -198,18 +203,7 @@ async function weightReadMs(gpu: Gpu, decoder: Awaited<ReturnType<typeof loadDec
   const out = gpu.alloc(64 * 8 * 16, "weight-floor-out");
   const kernel = gpu.kernel("bench_read_all", READ_ALL_WGSL);
   const params = new Uint32Array([n, Math.ceil(n / (64 * 8))]);
-  const record = () => {
-    for (let r = 0; r < 5; r++) gpu.dispatch(kernel, [buf, out], [64], params);
-  };
-  record();
-  await gpu.sync();
-  let best = Infinity;
-  for (let it = 0; it < 3; it++) {
-    const t0 = performance.now();
-    record();
-    await gpu.sync();
-    best = Math.min(best, (performance.now() - t0) / 5);
-  }
+  const best = await bestMsPerCall(gpu, () => gpu.dispatch(kernel, [buf, out], [64], params), 5);
   gpu.release(buf, out);
   return { ms: (best * bytes) / (16 * n), bytes, measuredBytes: 16 * n };
 }
