@@ -13,26 +13,12 @@
 import { spawnSync } from "node:child_process";
 import { createGpu, isCpuAdapter, measureAdapterPeak, type Gpu } from "@nr/kernels";
 import { higherIsBetter, lowerIsBetter, writeResults, type BenchRow } from "../lib/report.js";
+import { msPerCall } from "../lib/timing.js";
 
 const DISPATCH_ONLY = process.argv.includes("--dispatch-only");
 const W = 8; // invocations per workgroup in the load kernels (one subgroup on lavapipe)
 const GROUPS = 512;
 const TRIPS = 256; // vec4 loads per invocation
-
-/** Best and median wall ms per call of `record` (R calls per submit + wait; 5 samples after a warm-up). */
-async function msPerCall(gpu: Gpu, record: () => void, R: number): Promise<{ best: number; median: number }> {
-  record();
-  await gpu.sync();
-  const samples: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const t0 = performance.now();
-    for (let r = 0; r < R; r++) record();
-    await gpu.sync();
-    samples.push((performance.now() - t0) / R);
-  }
-  samples.sort((a, b) => a - b);
-  return { best: samples[0], median: samples[2] };
-}
 
 /** µs per near-empty dispatch (each invocation writes one f32) at 1 and 64 workgroups of 8. */
 async function dispatchCosts(gpu: Gpu): Promise<Record<string, { best: number; median: number }>> {
@@ -41,7 +27,7 @@ async function dispatchCosts(gpu: Gpu): Promise<Record<string, { best: number; m
 @compute @workgroup_size(${W}) fn main(@builtin(global_invocation_id) g: vec3u) { O[g.x] = f32(g.x); }`);
   const res: Record<string, { best: number; median: number }> = {};
   for (const groups of [1, 64]) {
-    const t = await msPerCall(gpu, () => gpu.dispatch(kernel, [out], [groups]), 200);
+    const t = await msPerCall(gpu, () => gpu.dispatch(kernel, [out], [groups]), 200, 5);
     res[groups] = { best: 1000 * t.best, median: 1000 * t.median };
   }
   gpu.release(out);
@@ -105,7 +91,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) sg: u
       pass.end();
       dev.queue.submit([enc.finish()]);
     };
-    res[kind] = (await msPerCall(gpu, launch, 10)).best;
+    res[kind] = (await msPerCall(gpu, launch, 10, 5)).best;
   }
   gpu.release(storage, out);
   tex.destroy();

@@ -28,6 +28,7 @@ import { exportOnnx, generateModel, loadDecoder } from "@nr/model";
 import { WebGpuGenerator } from "@nr/rollout";
 import { ort, ortSession, tensor, type OrtEp } from "../lib/ort.js";
 import { higherIsBetter, writeResults, type BenchRow } from "../lib/report.js";
+import { msPerCall } from "../lib/timing.js";
 import { openTransformersJsPeer } from "./transformers-js.js";
 
 const arg = (name: string, dflt: string) => {
@@ -141,23 +142,9 @@ async function decodeStepCounts(gen: WebGpuGenerator, prompts: number, n: number
  */
 async function dispatchMicros(gpu: Gpu): Promise<number> {
   const [a, b, c] = [gpu.upload(new Float32Array(4)), gpu.upload(new Float32Array(4)), gpu.alloc(16)];
-  const ms = await bestMsPerCall(gpu, () => matmul(gpu, { a, b, c, M: 1, N: 1, K: 4, transB: true }), 200);
+  const ms = (await msPerCall(gpu, () => matmul(gpu, { a, b, c, M: 1, N: 1, K: 4, transB: true }), 200)).best;
   gpu.release(a, b, c);
   return ms * 1000;
-}
-
-/** Wall ms per call of `record`, `calls` of them in one submit: one warm-up call (compiles), then best of 3. */
-async function bestMsPerCall(gpu: Gpu, record: () => void, calls: number): Promise<number> {
-  record();
-  await gpu.sync();
-  let best = Infinity;
-  for (let it = 0; it < 3; it++) {
-    const t0 = performance.now();
-    for (let i = 0; i < calls; i++) record();
-    await gpu.sync();
-    best = Math.min(best, (performance.now() - t0) / calls);
-  }
-  return best;
 }
 
 /** Sums one buffer's vec4s into 64 × 8 partial sums: every element read once, nothing else of note. */
@@ -203,7 +190,7 @@ async function weightReadMs(gpu: Gpu, decoder: Awaited<ReturnType<typeof loadDec
   const out = gpu.alloc(64 * 8 * 16, "weight-floor-out");
   const kernel = gpu.kernel("bench_read_all", READ_ALL_WGSL);
   const params = new Uint32Array([n, Math.ceil(n / (64 * 8))]);
-  const best = await bestMsPerCall(gpu, () => gpu.dispatch(kernel, [buf, out], [64], params), 5);
+  const best = (await msPerCall(gpu, () => gpu.dispatch(kernel, [buf, out], [64], params), 5)).best;
   gpu.release(buf, out);
   return { ms: (best * bytes) / (16 * n), bytes, measuredBytes: 16 * n };
 }
