@@ -11,9 +11,8 @@
 // The rows' peer is the adapter's own ceiling measured in the same run (ratio = fraction of it).
 //   pnpm bench adapter [--no-child]
 import { spawnSync } from "node:child_process";
-import { createGpu, isCpuAdapter, measureAdapterPeak, type Gpu } from "@nr/kernels";
+import { createGpu, isCpuAdapter, measureAdapterPeak, msPerCall, type Gpu } from "@nr/kernels";
 import { higherIsBetter, lowerIsBetter, writeResults, type BenchRow } from "../lib/report.js";
-import { msPerCall } from "../lib/timing.js";
 
 const DISPATCH_ONLY = process.argv.includes("--dispatch-only");
 const W = 8; // invocations per workgroup in the load kernels (one subgroup on lavapipe)

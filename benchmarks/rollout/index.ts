@@ -22,13 +22,12 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createGpu, matmul, type Gpu } from "@nr/kernels";
+import { createGpu, matmul, msPerCall, type Gpu } from "@nr/kernels";
 import { Engine, GpuBackend, type Tensor } from "@nr/autograd";
 import { exportOnnx, generateModel, loadDecoder } from "@nr/model";
 import { WebGpuGenerator } from "@nr/rollout";
 import { ort, ortSession, tensor, type OrtEp } from "../lib/ort.js";
 import { higherIsBetter, writeResults, type BenchRow } from "../lib/report.js";
-import { msPerCall } from "../lib/timing.js";
 import { openTransformersJsPeer } from "./transformers-js.js";
 
 const arg = (name: string, dflt: string) => {

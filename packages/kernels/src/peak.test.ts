@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGpu, type Gpu } from "./runtime/device.js";
-import { COPY_WGSL, fractionOfPeak, measurePeakBandwidth, measurePeakFlops, peakFmaWgsl, type AdapterPeak } from "./peak.js";
+import { COPY_WGSL, fractionOfPeak, measurePeakBandwidth, measurePeakFlops, msPerCall, peakFmaWgsl, type AdapterPeak } from "./peak.js";
 import { freshSeed, randInt, rng } from "./testing.js";
 
 let gpu: Gpu;
@@ -56,6 +56,18 @@ describe("peak microbenchmark kernels do the work they are credited with", () =>
     gpu.release(src, dst);
     expect(Array.from(got.subarray(0, 4 * n))).toEqual(Array.from(want.subarray(0, 4 * n)));
     expect(got.subarray(4 * n).every(Number.isNaN)).toBe(true);
+  });
+
+  it("msPerCall records one warm-up call, then samples × calls, and orders best ≤ median", async () => {
+    const out = gpu.alloc(16);
+    let recorded = 0;
+    const calls = randInt(2, 6, rand);
+    const samples = randInt(1, 5, rand);
+    const t = await msPerCall(gpu, () => (recorded++, gpu.fill32(out, recorded)), calls, samples);
+    gpu.release(out);
+    expect(recorded).toBe(1 + calls * samples);
+    expect(t.best).toBeGreaterThan(0);
+    expect(t.best).toBeLessThanOrEqual(t.median);
   });
 
   it("measures finite positive peaks", async () => {

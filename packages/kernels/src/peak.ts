@@ -73,18 +73,23 @@ fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nwg: v
 }
 `;
 
-/** Fastest ms per launch of `record` over `iters` samples (R launches per submit + wait). */
-async function timeLaunches(gpu: Gpu, record: () => void, R: number, iters: number): Promise<number> {
+/**
+ * Wall ms per call of `record`: one warm-up call (it compiles), then `samples` rounds of `calls` calls in one submit +
+ * wait each; the fastest round and the median one. The benchmarks time per-call costs (a dispatch, a read of the
+ * weights) with it too.
+ */
+export async function msPerCall(gpu: Gpu, record: () => void, calls: number, samples = 3): Promise<{ best: number; median: number }> {
   record();
   await gpu.sync();
-  const samples: number[] = [];
-  for (let i = 0; i < iters; i++) {
+  const perCall: number[] = [];
+  for (let s = 0; s < samples; s++) {
     const t0 = performance.now();
-    for (let r = 0; r < R; r++) record();
+    for (let i = 0; i < calls; i++) record();
     await gpu.sync();
-    samples.push((performance.now() - t0) / R);
+    perCall.push((performance.now() - t0) / calls);
   }
-  return Math.min(...samples);
+  perCall.sort((a, b) => a - b);
+  return { best: perCall[0], median: perCall[Math.floor((samples - 1) / 2)] };
 }
 
 /** 2-D grid for `groups` workgroups within maxComputeWorkgroupsPerDimension. */
@@ -112,11 +117,11 @@ export async function measurePeakFlops(gpu: Gpu, opts: { minMs?: number; iters?:
     // Grow the chain until one launch is long enough to time (compile happens in the first launch).
     for (;;) {
       new Uint32Array(params)[0] = steps;
-      ms = await timeLaunches(gpu, () => gpu.dispatch(kernel, [out], groups, params), 1, 1);
+      ms = (await msPerCall(gpu, () => gpu.dispatch(kernel, [out], groups, params), 1, 1)).best;
       if (ms >= minMs || steps >= 2 ** 22) break;
       steps = Math.min(2 ** 22, steps * Math.max(2, Math.ceil(minMs / Math.max(ms, 0.05))));
     }
-    ms = await timeLaunches(gpu, () => gpu.dispatch(kernel, [out], groups, params), 1, iters);
+    ms = (await msPerCall(gpu, () => gpu.dispatch(kernel, [out], groups, params), 1, iters)).best;
     const flops = invocations * steps * unroll * chains * 8;
     const gflops = flops / ms / 1e6;
     if (!best || gflops > best.gflops) best = { gflops, config: `workgroup ${workgroup}, ${chains} vec4 FMA chains × ${unroll} per trip, ${steps} trips, ${invocations} invocations`, ms, flops };
@@ -139,8 +144,8 @@ export async function measurePeakBandwidth(gpu: Gpu, opts: { bytes?: number; ite
   const kernel = gpu.kernel("peak_copy_vec4", COPY_WGSL);
   const params = new Uint32Array([n, 0, 0, 0]);
   const groups = grid(gpu, Math.ceil(n / 256));
-  const shaderMs = await timeLaunches(gpu, () => gpu.dispatch(kernel, [src, dst], groups, params), R, iters);
-  const bufferMs = await timeLaunches(gpu, () => gpu.copy(src, 0, dst, 0, bytes), R, iters);
+  const shaderMs = (await msPerCall(gpu, () => gpu.dispatch(kernel, [src, dst], groups, params), R, iters)).best;
+  const bufferMs = (await msPerCall(gpu, () => gpu.copy(src, 0, dst, 0, bytes), R, iters)).best;
   gpu.release(src, dst);
   const shaderCopyGBps = (2 * bytes) / shaderMs / 1e6;
   const bufferCopyGBps = (2 * bytes) / bufferMs / 1e6;
