@@ -8,7 +8,8 @@
 //     vec4, a sampled texture (rgba32float), workgroup memory, and a uniform buffer; with a loop that loads nothing as
 //     the baseline. `fmaPerFloat` = the load's extra time over the baseline in FMAs at the measured peak: how many
 //     FMAs a kernel must do per loaded value before the loads stop deciding its speed.
-// The rows' peer is the adapter's own ceiling measured in the same run (ratio = fraction of it).
+// Peers, measured in the same run: for the load rows the adapter's copy bandwidth (ratio = fraction of it), for the
+// dispatch rows the same dispatches without lavapipe's thread pool (CPU adapters only).
 //   pnpm bench adapter [--no-child]
 import { spawnSync } from "node:child_process";
 import { createGpu, isCpuAdapter, measureAdapterPeak, msPerCall, type Gpu } from "@nr/kernels";
