@@ -99,7 +99,7 @@ async function copyCheckpoint(from: string, to: string, task: PretrainOptions["t
   // Byte-level BPE spells a space Ġ and a newline Ċ.
   const missing = tokenizerWordsFor(task).filter((w) => !(w.replace(/ /g, "Ġ").replace(/\n/g, "Ċ") in vocab));
   if (missing.length > 0) {
-    const kind = task === "expression" ? "expression" : "words";
+    const kind = task ?? "words";
     throw new Error(`pretrain --init ${from}: its tokenizer lacks tokens of the ${kind} task's tokenizer (${missing.slice(0, 5).map((w) => JSON.stringify(w)).join(", ")}…); give a checkpoint made by nr pretrain --task ${kind}`);
   }
   await mkdir(to, { recursive: true });
